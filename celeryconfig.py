@@ -1,0 +1,66 @@
+"""Celery settings for every Collector process (workers, beat, the CLI's client).
+
+JSON only: pickle is neither sent nor accepted. Tasks are acknowledged late and
+requeued when their worker dies (every task body is one transaction and idempotent).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from kombu import Queue
+
+from collector.config import load_settings
+from collector.relay import events_queue
+from workers.roles import RPC_ENDPOINTS, route_task
+
+_settings = load_settings()
+
+broker_url = _settings.broker_url or "redis://127.0.0.1:6379/0"
+result_backend = _settings.result_backend or broker_url
+
+task_serializer = "json"
+result_serializer = "json"
+event_serializer = "json"
+accept_content = ["json"]
+result_accept_content = ["json"]
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+task_track_started = False
+result_expires = _settings.result_expires
+result_extended = False
+
+broker_connection_retry_on_startup = True
+broker_connection_max_retries = None
+broker_transport_options = {
+    "visibility_timeout": _settings.visibility_timeout,
+    "socket_keepalive": True,
+    "health_check_interval": 25,
+}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+redis_socket_keepalive = True
+
+task_create_missing_queues = True
+task_default_queue = "collector"
+task_queues = [Queue(name) for name in RPC_ENDPOINTS] + [
+    events_queue, Queue("collector"), Queue("maintenance"),
+]
+task_routes = (route_task,)
+
+worker_send_task_events = True
+task_send_sent_event = False
+worker_hijack_root_logger = False
+
+timezone = "UTC"
+enable_utc = True
+
+beat_schedule = {
+    "outbox-sweep": {
+        "task": "maintenance.sweep_outbox",
+        "schedule": timedelta(seconds=max(1.0, _settings.outbox_sweep_after)),
+        "options": {"queue": "maintenance", "expires": 30},
+    },
+}

@@ -1,0 +1,182 @@
+"""``collector``: run, inspect and call the Collector."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+import click
+
+from collector.config import load_settings
+
+
+def _ensure_broker(data_dir: Path):
+    """Start the embedded Redis unless COLLECTOR_BROKER_URL names a broker."""
+    if os.environ.get("COLLECTOR_BROKER_URL"):
+        return None
+    from collector.embedded import EmbeddedRedis
+
+    redis = EmbeddedRedis(data_dir).start()
+    redis.export()
+    click.echo(f"embedded redis on {redis.url}", err=True)
+    return redis
+
+
+def _parse_arg(text: str):
+    """A CLI argument is JSON when it parses as JSON, else a plain string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The control-plane Collector: RPC endpoints, jobs, events and maintenance on Celery."""
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Create or upgrade the schema of COLLECTOR_DATABASE_URL."""
+    from collector.migrate import upgrade
+
+    settings = load_settings()
+    if settings.is_sqlite:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url, revision)
+    click.echo(f"database at {revision}: {settings.database_url}")
+
+
+@db.command("current")
+def db_current() -> None:
+    """Show the schema revision of COLLECTOR_DATABASE_URL."""
+    from collector.migrate import current
+
+    click.echo(current(load_settings().database_url) or "empty")
+
+
+@main.command()
+@click.option("--role", default="all", show_default=True, help="which queues to consume")
+@click.option("--concurrency", "-c", type=int, default=None, help="worker threads")
+@click.option("--pool", default="threads", show_default=True,
+              type=click.Choice(["threads", "prefork", "solo"]))
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+@click.option("--hostname", "-n", default=None, help="Celery node name")
+def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
+           hostname: str | None) -> None:
+    """Run a worker for one role (or `all`)."""
+    from workers.roles import queues_for
+
+    queues = queues_for(role)
+    settings = load_settings()
+    if not settings.broker_url:
+        raise click.UsageError("set COLLECTOR_BROKER_URL (or use `collector up`)")
+    from tasks.app import app
+
+    argv = [
+        "worker", "-Q", ",".join(queues), "--pool", pool,
+        "--concurrency", str(concurrency or settings.worker_concurrency),
+        "--loglevel", loglevel, "--hostname", hostname or f"{role}.{secrets.token_hex(3)}@%h",
+        "--without-gossip", "--without-mingle",
+    ]
+    app.worker_main(argv)
+
+
+@main.command()
+@click.option("--loglevel", "-l", default="INFO", show_default=True)
+def beat(loglevel: str) -> None:
+    """Run the periodic scheduler (run exactly one per installation)."""
+    from tasks.app import app
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app.start(["beat", "--loglevel", loglevel,
+               "--schedule", str(settings.data_dir / "celerybeat-schedule")])
+
+
+@main.command()
+@click.option("--address", default="127.0.0.1", show_default=True)
+@click.option("--port", default=5555, show_default=True)
+def flower(address: str, port: int) -> None:
+    """Run Flower, always behind basic auth (COLLECTOR_FLOWER_BASIC_AUTH=user:password)."""
+    from tasks.app import app
+
+    auth = load_settings().flower_basic_auth
+    if not auth:
+        auth = f"admin:{secrets.token_urlsafe(12)}"
+        click.echo(f"COLLECTOR_FLOWER_BASIC_AUTH not set; generated {auth}", err=True)
+    app.start(["flower", f"--address={address}", f"--port={port}", f"--basic_auth={auth}"])
+
+
+@main.command()
+@click.option("--procfile", default="Procfile", show_default=True, type=click.Path())
+def up(procfile: str) -> None:
+    """Start a whole installation from the Procfile (honcho), embedded Redis if needed."""
+    from honcho.environ import parse_procfile
+    from honcho.manager import Manager
+
+    settings = load_settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    redis = _ensure_broker(settings.data_dir)
+    from collector.migrate import upgrade
+
+    upgrade(settings.database_url)
+    manager = Manager()
+    entries = parse_procfile(Path(procfile).read_text()).processes
+    for name, command in entries.items():
+        manager.add_process(name, command, env=dict(os.environ))
+    try:
+        manager.loop()
+    finally:
+        if redis:
+            redis.stop()
+    sys.exit(manager.returncode)
+
+
+@main.command()
+@click.argument("endpoint")
+@click.argument("method")
+@click.argument("args", nargs=-1)
+@click.option("--timeout", type=float, default=None, help="seconds to wait for the answer")
+@click.option("--oneshot", is_flag=True, help="send without waiting for an answer")
+def call(endpoint: str, method: str, args: tuple[str, ...], timeout: float | None,
+         oneshot: bool) -> None:
+    """Call ENDPOINT.METHOD with ARGS (each parsed as JSON when it is JSON) and print JSON."""
+    from collector.client import Collector, RpcError
+
+    settings = load_settings()
+    with Collector(settings.broker_url, settings.result_backend,
+                   timeout=timeout or settings.rpc_timeout) as client:
+        values = [_parse_arg(a) for a in args]
+        if oneshot:
+            click.echo(client.cast(endpoint, method, *values))
+            return
+        try:
+            answer = client.call(endpoint, method, *values, timeout=timeout)
+        except RpcError as exc:
+            click.echo(json.dumps({"error_type": exc.error_type, "message": exc.message}),
+                       err=True)
+            sys.exit(1)
+    click.echo(json.dumps(answer, indent=2, sort_keys=True, default=str))
+
+
+@main.command()
+@click.option("--keep-running", is_flag=True, help="leave the Collector running after the demo")
+def demo(keep_running: bool) -> None:
+    """Start the whole Collector with its embedded defaults and show it serving calls."""
+    from collector.demo import run_demo
+
+    sys.exit(run_demo(keep_running=keep_running))
+
+
+if __name__ == "__main__":
+    main()

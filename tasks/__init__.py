@@ -1,0 +1,1 @@
+"""Celery tasks: thin wrappers that unpack arguments and call the domain in one transaction."""

@@ -1,0 +1,104 @@
+"""Turn plain domain functions into named Celery tasks ``<endpoint>.<method>``.
+
+``Endpoint("hva-collector").expose(services.hva.get_instance, ...)`` registers one task per
+function. Each task validates its arguments against the function's signature and type
+hints *before* any work (wrong count, unknown keyword or wrong type -> InvalidArgument),
+runs the function with a session inside one unit of work, and returns only after the
+commit. Only exposed functions exist as tasks: nothing else is callable.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, get_type_hints
+
+from celery import Task
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
+
+from collector.db import unit_of_work
+from collector.errors import CollectorError, InternalError, InvalidArgument
+from tasks.app import app
+
+log = logging.getLogger(__name__)
+
+
+class ArgumentValidator:
+    """Checks call arguments against a domain function's signature (session excluded)."""
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        signature = inspect.signature(fn)
+        params = list(signature.parameters.values())
+        if not params or params[0].name != "session":
+            raise TypeError(f"{fn.__qualname__} must take `session` as its first parameter")
+        self.signature = signature.replace(parameters=params[1:])
+        hints = get_type_hints(fn)
+        self.adapters: dict[str, TypeAdapter] = {
+            p.name: TypeAdapter(hints[p.name]) for p in params[1:] if p.name in hints
+        }
+
+    def __call__(self, args: tuple, kwargs: dict) -> inspect.BoundArguments:
+        try:
+            bound = self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise InvalidArgument(f"bad arguments: {exc}") from None
+        for name, value in bound.arguments.items():
+            adapter = self.adapters.get(name)
+            if adapter is None:
+                continue
+            param = self.signature.parameters[name]
+            try:
+                if param.kind is param.VAR_POSITIONAL:
+                    continue
+                bound.arguments[name] = adapter.validate_python(value, strict=True)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ()) if p != "")
+                detail = f"{name}{'.' + where if where else ''}: {first['msg']}"
+                raise InvalidArgument(f"invalid argument {detail} (got {value!r:.80})") from None
+        return bound
+
+
+def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
+                        kwargs: dict | None = None) -> Any:
+    """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are wrapped."""
+    try:
+        with unit_of_work() as session:
+            return fn(session, *args, **(kwargs or {}))
+    except CollectorError:
+        raise
+    except Exception as exc:
+        log.exception("unexpected error in %s", fn.__qualname__)
+        raise InternalError(f"{type(exc).__name__}: {exc}") from None
+
+
+class Endpoint:
+    """A named group of tasks served from the queue of the same name."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.tasks: dict[str, Task] = {}
+
+    def expose(self, *functions: Callable[..., Any], **renamed: Callable[..., Any]) -> Endpoint:
+        for fn in functions:
+            self.register(fn.__name__, fn)
+        for method, fn in renamed.items():
+            self.register(method, fn)
+        return self
+
+    def register(self, method: str, fn: Callable[[Session], Any]) -> Task:
+        validator = ArgumentValidator(fn)
+        task_name = f"{self.name}.{method}"
+
+        def run(*args: Any, **kwargs: Any) -> Any:
+            bound = validator(args, kwargs)
+            return run_in_unit_of_work(fn, bound.args, bound.kwargs)
+
+        run.__name__ = method
+        run.__qualname__ = task_name
+        run.__doc__ = fn.__doc__
+        task = app.task(name=task_name, queue=self.name, typing=False)(run)
+        self.tasks[method] = task
+        return task

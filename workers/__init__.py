@@ -1,0 +1,1 @@
+"""Worker roles, the beat schedule and the reference agents."""

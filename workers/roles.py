@@ -1,0 +1,47 @@
+"""Which queues each worker role consumes.
+
+A role is a deployable unit: ``collector worker --role hva-collector`` consumes the
+``hva-collector`` queue; ``all`` consumes every collector queue (the embedded default).
+Event handlers of a role get their own durable queue ``events.<role>``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+RPC_ENDPOINTS = (
+    "hva-collector", "sta-collector", "natbox-collector", "alarm-collector",
+    "resource-collector", "jobqueue-proxy", "node-collector", "scheduler",
+)
+
+ROLES: dict[str, tuple[str, ...]] = {
+    "hva-collector": ("hva-collector",),
+    "sta-collector": ("sta-collector",),
+    "natbox-collector": ("natbox-collector",),
+    "alarm-collector": ("alarm-collector", "events.alarm-collector"),
+    "resource-collector": ("resource-collector",),
+    "jobqueue-proxy": ("jobqueue-proxy",),
+    "node-collector": ("node-collector",),
+    "scheduler": ("scheduler",),
+    "events": ("events", "events.event-hook"),
+    "maintenance": ("maintenance", "collector"),
+}
+ROLES["all"] = tuple(dict.fromkeys(q for queues in ROLES.values() for q in queues))
+
+
+def queues_for(role: str) -> tuple[str, ...]:
+    try:
+        return ROLES[role]
+    except KeyError:
+        raise ValueError(f"unknown role {role!r}; known: {', '.join(sorted(ROLES))}") from None
+
+
+def route_task(name: str, args: Any, kwargs: Any, options: dict, task: Any = None,
+               **_kw: Any) -> dict | None:
+    """RPC tasks ``<endpoint>.<method>`` go to the ``<endpoint>`` queue unless told otherwise."""
+    endpoint = name.split(".", 1)[0]
+    if endpoint in RPC_ENDPOINTS:
+        return {"queue": endpoint}
+    if endpoint == "maintenance":
+        return {"queue": "maintenance"}
+    return None
