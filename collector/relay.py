@@ -16,9 +16,9 @@ from typing import Any
 from celery import Celery
 from sqlalchemy import select
 
-from collector.db import dialect_name, unit_of_work
 from collector.client import EVENTS_EXCHANGE as events_exchange
 from collector.client import EVENTS_QUEUE as events_queue
+from collector.db import dialect_name, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.timeutil import utcnow
 

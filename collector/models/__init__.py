@@ -1,0 +1,60 @@
+"""The data model: one module per aggregate, all re-exported here."""
+
+from collector.models.alarms import LOG_METRICS, RESOURCE_METRICS, Alarm
+from collector.models.base import TAGGABLE_CLASSES, Base, find_taggable
+from collector.models.images import BOOT_DEV_LOCAL, BOOT_DEV_SAN, BackupObject, BackupStorage, Image
+from collector.models.instances import (
+    Account,
+    HostnameLease,
+    Instance,
+    InstanceMonitorAttr,
+    ResourceLabel,
+    SshKeyPair,
+)
+from collector.models.jobs import QueuedJob
+from collector.models.load_balancers import LoadBalancer, LoadBalancerInbound, LoadBalancerTarget
+from collector.models.networks import (
+    ALLOC_AUTO,
+    ALLOC_MANUAL,
+    ALLOC_RESERVED,
+    DcNetwork,
+    DhcpRange,
+    HostNodeGroup,
+    IpHandle,
+    IpLease,
+    IpPool,
+    IpPoolDcNetwork,
+    MacLease,
+    MacRange,
+    Network,
+    NetworkGroup,
+    NetworkRoute,
+    NetworkService,
+    NetworkVif,
+    NetworkVifIpLease,
+    NetworkVifMonitor,
+    StorageNodeGroup,
+    Tag,
+    TagMapping,
+    VlanLease,
+)
+from collector.models.nodes import HostNode, HostNodeVnet, NodeState, StorageNode
+from collector.models.outbox import OutboxMessage
+from collector.models.resources import ResourceSample
+from collector.models.security_groups import (
+    NetworkVifSecurityGroup,
+    SecurityGroup,
+    SecurityGroupReference,
+)
+from collector.models.volumes import (
+    ISCSI,
+    LOCAL,
+    NFS,
+    IscsiVolume,
+    LocalVolume,
+    NfsVolume,
+    Volume,
+    VolumeSnapshot,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

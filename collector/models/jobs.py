@@ -1,0 +1,45 @@
+"""The job ledger: one row per job, pushed to a node queue or pulled through the proxy.
+
+The canonical id ``job-xxxxxxxx`` is also the Celery task id of a pushed job.
+States: pending -> running -> finished (finish_status success | fail | cancel).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from collector.errors import UnknownJob
+from collector.models.base import Base, Taggable, Timestamps, UTCDateTime, register_taggable
+
+
+@register_taggable
+class QueuedJob(Taggable, Timestamps, Base):
+    __tablename__ = "queued_jobs"
+    __table_args__ = (
+        Index("ix_queued_jobs_queue_state_worker", "queue_name", "state", "worker_id"),
+        Index("ix_queued_jobs_resource_started", "resource_id", "started_at"),
+        Index("ix_queued_jobs_state_heartbeat", "state", "heartbeat_at"),
+    )
+    prefix = "job"
+    not_found = UnknownJob
+
+    task_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    queue_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    job_name: Mapped[str | None] = mapped_column(String(255))
+    resource_id: Mapped[str | None] = mapped_column(String(255))
+    params: Mapped[dict | None] = mapped_column()
+    worker_id: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(20), nullable=False, default="pending")
+    finish_status: Mapped[str | None] = mapped_column(String(20))
+    finish_message: Mapped[dict | None] = mapped_column()
+    retry_max: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    retry_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    delivery_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("queued_jobs.id"))
+    session_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,94 @@
+"""Nodes: agent liveness rows, hypervisor hosts, storage nodes and host vnets."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from collector.errors import UnknownHostNodeID, UnknownStorageNodeID
+from collector.models.base import Base, Taggable, Timestamps, UTCDateTime, register_taggable
+from collector.timeutil import utcnow
+
+
+class NodeState(Timestamps, Base):
+    """One agent's liveness: state init|online|timeout|offline from its heartbeats."""
+
+    __tablename__ = "node_states"
+
+    node_id: Mapped[str] = mapped_column(String(80), unique=True, nullable=False)
+    boot_token: Mapped[str] = mapped_column(String(64), nullable=False, default="")
+    state: Mapped[str] = mapped_column(String(10), nullable=False, default="init")
+    last_ping_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
+
+
+
+
+@register_taggable
+class HostNode(Taggable, Timestamps, Base):
+    """A hypervisor host served by the agent ``node_id`` (``hva.<name>``)."""
+
+    __tablename__ = "host_nodes"
+    prefix = "hn"
+    not_found = UnknownHostNodeID
+
+    node_id: Mapped[str | None] = mapped_column(String(80), unique=True, nullable=True)
+    arch: Mapped[str] = mapped_column(String(10), nullable=False, default="x86_64")
+    hypervisor: Mapped[str] = mapped_column(String(20), nullable=False, default="kvm")
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    offering_cpu_cores: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    offering_memory_size: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    offering_disk_space_mb: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    scheduling_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+
+    node: Mapped[NodeState | None] = relationship(
+        NodeState, primaryjoin="foreign(HostNode.node_id) == NodeState.node_id",
+        viewonly=True, uselist=False,
+    )
+    instances = relationship("Instance", back_populates="host_node", viewonly=True)
+    vnets = relationship("HostNodeVnet", back_populates="host_node")
+
+    @property
+    def status(self) -> str:
+        return self.node.state if self.node is not None else "offline"
+
+
+@register_taggable
+class StorageNode(Taggable, Timestamps, Base):
+    """A storage node (``sta.<name>``); storage_type ``iscsi`` or ``nfs``."""
+
+    __tablename__ = "storage_nodes"
+    prefix = "sn"
+    not_found = UnknownStorageNodeID
+
+    node_id: Mapped[str] = mapped_column(String(80), unique=True, nullable=False)
+    offering_disk_space_mb: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    storage_type: Mapped[str] = mapped_column(String(20), nullable=False, default="iscsi")
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    ip_address: Mapped[str | None] = mapped_column(String(64))
+    mount_point: Mapped[str | None] = mapped_column(String(255))
+
+    node: Mapped[NodeState | None] = relationship(
+        NodeState, primaryjoin="foreign(StorageNode.node_id) == NodeState.node_id",
+        viewonly=True, uselist=False,
+    )
+
+    @property
+    def status(self) -> str:
+        return self.node.state if self.node is not None else "offline"
+
+
+class HostNodeVnet(Timestamps, Base):
+    """A host's virtual network attachment (one per host and network)."""
+
+    __tablename__ = "host_node_vnets"
+    __table_args__ = (UniqueConstraint("host_node_id", "network_id"),)
+
+    host_node_id: Mapped[int] = mapped_column(ForeignKey("host_nodes.id"), index=True)
+    network_id: Mapped[int] = mapped_column(ForeignKey("networks.id"), index=True)
+    broadcast_addr: Mapped[str] = mapped_column(String(12), nullable=False)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    host_node = relationship(HostNode, back_populates="vnets")
+    network = relationship("Network")

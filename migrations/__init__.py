@@ -1,0 +1,1 @@
+"""Alembic migrations of the Collector's schema (run with ``collector db upgrade``)."""

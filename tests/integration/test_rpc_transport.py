@@ -1,0 +1,96 @@
+"""The RPC transport: typed errors, timeouts, JSON only, the CLI and plain Celery clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from kombu import Connection
+
+from collector.client import Collector, RpcError, RpcTimeout
+
+pytestmark = pytest.mark.integration
+
+
+def test_unknown_id_reaches_the_caller_as_a_typed_error(collector_client):
+    with pytest.raises(RpcError) as info:
+        collector_client.rpc("hva-collector").get_instance("i-nothere0")
+    assert info.value.error_type == "UnknownInstanceID"
+    assert "i-nothere0" in info.value.message
+    assert str(info.value).startswith("UnknownInstanceID: ")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (42,),  # wrong type
+        (),  # missing argument
+        ("i-abc12345", "extra"),  # extra argument
+        ("vol-abc12345",),  # wrong prefix
+        ("not an id",),  # malformed id
+    ],
+)
+def test_bad_arguments_reach_the_caller_as_invalid_argument(collector_client, args):
+    with pytest.raises(RpcError) as info:
+        collector_client.call("hva-collector", "get_instance", *args)
+    assert info.value.error_type == "InvalidArgument"
+
+
+def test_methods_that_are_not_exposed_cannot_be_called(worker):
+    with Collector(worker.broker_url, timeout=3) as client, pytest.raises(RpcTimeout):
+        # Not a registered task: the worker refuses it and nothing ever answers.
+        client.call("hva-collector", "_load_instance", "i-abc12345", timeout=3)
+
+
+def test_a_call_nobody_serves_times_out(worker):
+    with Collector(worker.broker_url) as client, pytest.raises(RpcTimeout) as info:
+        client.call("no-such-endpoint", "get_instance", "i-abc12345", timeout=1)
+    assert info.value.error_type == "RpcTimeout"
+
+
+def test_plain_celery_client_sees_the_error_type(worker):
+    from celery import Celery
+
+    app = Celery(broker=worker.broker_url, backend=worker.broker_url, set_as_current=False)
+    app.conf.update(accept_content=["json"], result_accept_content=["json"])
+    result = app.send_task("hva-collector.get_instance", ["i-nothere0"], queue="hva-collector")
+    with pytest.raises(Exception) as info:
+        result.get(timeout=20)
+    assert type(info.value).__name__ == "UnknownInstanceID"
+    app.close()
+
+
+def test_pickle_message_is_refused_and_never_runs(worker):
+    """A pickle-serialized task is rejected by the worker (JSON only) and produces no result."""
+    from celery import Celery
+
+    app = Celery(broker=worker.broker_url, backend=worker.broker_url, set_as_current=False)
+    app.conf.update(task_serializer="pickle", accept_content=["json", "pickle"],
+                    result_accept_content=["json", "pickle"])
+    result = app.send_task("hva-collector.get_instance", ["i-nothere0"], queue="hva-collector",
+                           serializer="pickle")
+    with pytest.raises(Exception) as info:
+        result.get(timeout=5)
+    assert type(info.value).__name__ == "TimeoutError"  # refused: never executed, never answered
+    deadline = time.monotonic() + 10
+    while "ContentDisallowed" not in worker.log_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "ContentDisallowed" in worker.log_text() or "Refusing to deserialize" in worker.log_text()
+    with Connection(worker.broker_url) as conn:
+        # The refused message is dropped, not left to be retried forever.
+        assert conn.default_channel.client.llen("hva-collector") == 0
+    app.close()
+
+
+def test_cli_call_prints_the_typed_error(worker):
+    out = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "call", "hva-collector", "get_instance",
+         "i-nothere0", "--timeout", "20"],
+        env=worker.env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    error = json.loads(out.stderr.strip().splitlines()[-1])
+    assert error["error_type"] == "UnknownInstanceID"
