@@ -15,8 +15,8 @@ def taggable_hash(row: Any) -> dict[str, Any]:
     out = row.column_values()
     out["uuid"] = row.canonical_uuid
     for column in row.__table__.columns:
-        if isinstance(column.type, Text) and out.get(column.key) is None:
-            out[column.key] = ""
+        if isinstance(column.type, Text) and out.get(column.name) is None:
+            out[column.name] = ""
     return out
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 
 from sqlalchemy import DateTime, Integer, String, TypeDecorator, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 from sqlalchemy.types import JSON
 
@@ -46,9 +47,9 @@ class Base(DeclarativeBase):
     def column_values(self) -> dict[str, Any]:
         """Raw column values, times as ISO-8601 strings (the original's default to_hash)."""
         out: dict[str, Any] = {}
-        for column in self.__table__.columns:
-            value = getattr(self, column.key)
-            out[column.key] = to_iso(value) if isinstance(value, datetime) else value
+        for attr in sa_inspect(type(self)).column_attrs:
+            value = getattr(self, attr.key)
+            out[attr.columns[0].name] = to_iso(value) if isinstance(value, datetime) else value
         return out
 
     def to_hash(self) -> dict[str, Any]:

@@ -105,11 +105,6 @@ class Network(Taggable, Timestamps, Base):
     nat_network = relationship("Network", remote_side="Network.id")
     dhcp_ranges = relationship("DhcpRange", back_populates="network")
 
-    def column_values(self) -> dict:
-        out = super().column_values()
-        out["prefix"] = out.pop("prefix_len")
-        return out
-
     @property
     def ipv4(self) -> ipaddress.IPv4Network:
         return ipaddress.IPv4Network(f"{self.ipv4_network}/{self.prefix_len}", strict=False)

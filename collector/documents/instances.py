@@ -1,0 +1,125 @@
+"""The instance document (``hva-collector.get_instance``), in a bounded number of queries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from collector.documents.common import taggable_hash
+from collector.documents.resources import (
+    Preloaded,
+    backup_object_hash,
+    host_node_hash,
+    image_hash,
+    network_hash,
+    vif_hash,
+    volume_device_hash,
+    volume_hash,
+)
+from collector.models import (
+    DcNetwork,
+    HostNode,
+    Instance,
+    IscsiVolume,
+    Network,
+    NetworkVif,
+    NfsVolume,
+    StorageNode,
+    Volume,
+)
+from collector.models.networks import ipv4_to_s
+
+_VIF_LOADS = (
+    selectinload(NetworkVif.ip_leases), selectinload(NetworkVif.security_groups),
+    selectinload(NetworkVif.monitors),
+    selectinload(NetworkVif.network).selectinload(Network.dc_network)
+    .selectinload(DcNetwork.vlan_lease),
+    selectinload(NetworkVif.nat_network),
+)
+
+
+def instance_loader_options() -> list:
+    """Eager loads for everything the instance document reads."""
+    return [
+        selectinload(Instance.image),
+        selectinload(Instance.ssh_key_pair),
+        selectinload(Instance.host_node).selectinload(HostNode.node),
+        selectinload(Instance.network_vifs).options(*_VIF_LOADS),
+        selectinload(Instance.volumes).options(
+            selectinload(Volume.local_volume),
+            selectinload(Volume.iscsi_volume).selectinload(IscsiVolume.storage_node)
+            .selectinload(StorageNode.node),
+            selectinload(Volume.nfs_volume).selectinload(NfsVolume.storage_node)
+            .selectinload(StorageNode.node),
+        ),
+    ]
+
+
+def load_instance(session: Session, instance_id: object) -> Instance:
+    """The instance (terminated included) with its whole document graph loaded."""
+    from collector import ids
+
+    raw = ids.raw_part(instance_id, Instance.prefix)
+    inst = session.scalars(select(Instance).where(Instance.uuid == raw)
+                           .options(*instance_loader_options())).first()
+    if inst is None:
+        raise Instance.not_found(f"UnknownInstanceID: '{instance_id}'")
+    return inst
+
+
+def instance_document(session: Session, inst: Instance) -> dict[str, Any]:
+    vifs = list(inst.network_vifs)
+    volumes = list(inst.volumes)
+    pre = Preloaded.load(
+        session,
+        label_uuids={inst.canonical_uuid, inst.image.canonical_uuid,
+                     *(v.canonical_uuid for v in volumes)},
+        backup_object_uuids={inst.image.backup_object_id or "",
+                             *(v.backup_object_id or "" for v in volumes)},
+        network_ids={v.network_id for v in vifs if v.network_id},
+    )
+    doc = taggable_hash(inst)
+    doc["labels"] = pre.labels_of(inst.canonical_uuid)
+    doc["image"] = image_hash(inst.image, pre)
+    doc["host_node"] = host_node_hash(inst.host_node)
+    nics = [vif_hash(v, pre) for v in vifs]
+    doc["instance_nics"] = nics
+    ips, nat_ips = [], []
+    for v in vifs:
+        for lease in v.ip_leases:
+            (nat_ips if lease.network_id != v.network_id else ips).append(lease.ipv4_s)
+    doc["ips"], doc["nat_ips"] = ips, nat_ips
+    doc["vif"] = [_vif_entry(v, nic, pre) for v, nic in zip(vifs, nics, strict=True)]
+    doc["volume"] = {v.canonical_uuid: _volume_entry(v, pre) for v in volumes}
+    doc["ssh_key_data"] = taggable_hash(inst.ssh_key_pair) if inst.ssh_key_pair else None
+    return doc
+
+
+def _vif_entry(v: NetworkVif, nic: dict, pre: Preloaded) -> dict[str, Any]:
+    entry = {**nic, "vif_id": v.canonical_uuid}
+    if nic["address"] is not None:
+        entry["ipv4"] = {
+            "network": nic["network"], "address": nic["address"],
+            "nat_network": network_hash(v.nat_network, pre) if v.nat_network else None,
+            "nat_address": nat_outside_address(v),
+        }
+    return entry
+
+
+def nat_outside_address(v: NetworkVif) -> str | None:
+    """The vif's alive NAT-outside lease (the original also returned released ones)."""
+    if v.nat_network_id is None:
+        return None
+    leases = [le for le in v.ip_leases if le.network_id == v.nat_network_id and le.is_alive]
+    return ipv4_to_s(leases[0].ipv4) if leases else None
+
+
+def _volume_entry(vol: Volume, pre: Preloaded) -> dict[str, Any]:
+    doc = volume_hash(vol, pre)
+    doc["volume_device"] = volume_device_hash(vol)
+    bo = pre.backup_objects.get(vol.backup_object_id or "")
+    if bo is not None:
+        doc["backup_object"] = backup_object_hash(bo, pre)
+    return doc

@@ -1,0 +1,210 @@
+"""Builders for a small datacenter: used by the demo and by the tests.
+
+Each builder adds rows to the session, flushes, and returns the new row. Defaults make a
+working world; keyword arguments override any column.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from collector.models import (
+    BOOT_DEV_LOCAL,
+    BOOT_DEV_SAN,
+    ISCSI,
+    LOCAL,
+    NFS,
+    Alarm,
+    BackupObject,
+    BackupStorage,
+    DcNetwork,
+    DhcpRange,
+    HostNode,
+    Image,
+    Instance,
+    IpLease,
+    IscsiVolume,
+    LocalVolume,
+    MacLease,
+    Network,
+    NetworkVif,
+    NetworkVifIpLease,
+    NfsVolume,
+    NodeState,
+    SecurityGroup,
+    StorageNode,
+    Volume,
+)
+from collector.models.networks import ipv4_to_i
+from collector.timeutil import utcnow
+
+GiB = 1024**3
+
+
+def _add(session: Session, row: Any) -> Any:
+    session.add(row)
+    session.flush()
+    return row
+
+
+def node_state(session: Session, node_id: str, state: str = "online") -> NodeState:
+    return _add(session, NodeState(node_id=node_id, boot_token=secrets.token_hex(3),
+                                   state=state, last_ping_at=utcnow()))
+
+
+def host_node(session: Session, node_id: str | None = None, online: bool = True,
+              **columns: Any) -> HostNode:
+    node_id = node_id or f"hva.h{secrets.token_hex(4)}"
+    columns = {"offering_cpu_cores": 16, "offering_memory_size": 32768,
+               "offering_disk_space_mb": 500 * 1024, "hypervisor": "kvm", "arch": "x86_64",
+               **columns}
+    host = _add(session, HostNode(node_id=node_id, **columns))
+    if online:
+        node_state(session, node_id, "online")
+    return host
+
+
+def storage_node(session: Session, node_id: str | None = None, online: bool = True,
+                 storage_type: str = ISCSI, **columns: Any) -> StorageNode:
+    node_id = node_id or f"sta.s{secrets.token_hex(4)}"
+    extra = {"ip_address": "192.0.2.10"} if storage_type == ISCSI else {"mount_point": "/export"}
+    node = _add(session, StorageNode(node_id=node_id, storage_type=storage_type,
+                                     offering_disk_space_mb=1024 * 1024, **{**extra, **columns}))
+    if online:
+        node_state(session, node_id, "online")
+    return node
+
+
+def backup_storage(session: Session, **columns: Any) -> BackupStorage:
+    return _add(session, BackupStorage(**{"storage_type": "local",
+                                          "base_uri": "file:///var/backups/", **columns}))
+
+
+def backup_object(session: Session, storage: BackupStorage | None = None,
+                  **columns: Any) -> BackupObject:
+    storage = storage or backup_storage(session)
+    bo = BackupObject(**{"backup_storage_id": storage.id, "size": 10 * GiB, "state": "available",
+                         "progress": 100.0, "container_format": "raw",
+                         "source_volume_id": "vol-00000000", **columns})
+    _add(session, bo)
+    if bo.object_key is None:
+        bo.object_key = bo.canonical_uuid
+    return bo
+
+
+def image(session: Session, local: bool = True, **columns: Any) -> Image:
+    bo = columns.pop("backup_object", None) or backup_object(session)
+    return _add(session, Image(**{
+        "boot_dev_type": BOOT_DEV_LOCAL if local else BOOT_DEV_SAN, "arch": "x86_64",
+        "state": "available", "backup_object_id": bo.canonical_uuid, "features": {},
+        "volumes": [], "vifs": [], "display_name": "demo image", **columns}))
+
+
+def dc_network(session: Session, name: str | None = None) -> DcNetwork:
+    return _add(session, DcNetwork(name=name or f"dcn{secrets.token_hex(3)}",
+                                   offering_network_modes=["securitygroup"]))
+
+
+def network(session: Session, cidr: str = "10.0.0.0/24", dc: DcNetwork | None = None,
+            **columns: Any) -> Network:
+    address, prefix = cidr.split("/")
+    dc = dc or dc_network(session)
+    base = ipv4_to_i(address)
+    net = _add(session, Network(**{
+        "ipv4_network": address, "prefix_len": int(prefix), "ipv4_gw": _ip(base + 1),
+        "dns_server": _ip(base + 2), "dhcp_server": _ip(base + 2), "domain_name": "example.local",
+        "metadata_server": _ip(base + 3), "metadata_server_port": 80,
+        "dc_network_id": dc.id, "network_mode": "securitygroup", **columns}))
+    size = 2 ** (32 - int(prefix))
+    _add(session, DhcpRange(network_id=net.id, range_begin=base + 10, range_end=base + size - 2))
+    return net
+
+
+def _ip(value: int) -> str:
+    from collector.models.networks import ipv4_to_s
+
+    return ipv4_to_s(value) or ""
+
+
+def vif(session: Session, instance: Instance | None, net: Network | None, ipv4: str | None = None,
+        security_groups: list[SecurityGroup] = (), device_index: int = 0,
+        **columns: Any) -> NetworkVif:
+    mac = secrets.randbits(24) | (0x525400 << 24)
+    _add(session, MacLease(mac_addr=mac))
+    row = _add(session, NetworkVif(
+        instance_id=instance.id if instance else None, network_id=net.id if net else None,
+        mac_addr=f"{mac:012x}", device_index=device_index, **columns))
+    for group in security_groups:
+        row.security_groups.append(group)
+    if net is not None and ipv4 is not None:
+        lease_ip(session, row, net, ipv4)
+    session.flush()
+    return row
+
+
+def lease_ip(session: Session, row: NetworkVif, net: Network, ipv4: str) -> NetworkVifIpLease:
+    value = ipv4_to_i(ipv4)
+    _add(session, IpLease(network_id=net.id, ipv4=value, description=ipv4))
+    return _add(session, NetworkVifIpLease(network_id=net.id, network_vif_id=row.id, ipv4=value,
+                                           description=ipv4))
+
+
+def security_group(session: Session, rule: str = "tcp:22,22,ip4:0.0.0.0",
+                   **columns: Any) -> SecurityGroup:
+    return _add(session, SecurityGroup(rule=rule, **columns))
+
+
+def instance(session: Session, host: HostNode | None = None, img: Image | None = None,
+             state: str = "running", **columns: Any) -> Instance:
+    img = img or image(session)
+    row = Instance(**{"image_id": img.id, "host_node_id": host.id if host else None,
+                      "state": state, "status": "online", "cpu_cores": 1, "memory_size": 1024,
+                      "account_id": "a-shpoolxx", "hypervisor": "kvm", **columns})
+    _add(session, row)
+    if row.hostname is None:
+        row.hostname = row.uuid
+    return row
+
+
+def volume(session: Session, inst: Instance | None = None, kind: str | None = LOCAL,
+           node: StorageNode | None = None, boot: bool = False, **columns: Any) -> Volume:
+    row = _add(session, Volume(**{"size": 10 * GiB, "state": "attached" if inst else "available",
+                                  "instance_id": inst.id if inst else None, "volume_type": kind,
+                                  "account_id": "a-shpoolxx", **columns}))
+    if kind == LOCAL:
+        _add(session, LocalVolume(id=row.id, instance_id=inst.id, mount_label="instance",
+                                  path=row.canonical_uuid))
+    elif kind == ISCSI:
+        _add(session, IscsiVolume(id=row.id, iscsi_storage_node_id=node.id,
+                                  iqn=f"iqn.2010-09.jp.wakame:{row.canonical_uuid}", lun=0,
+                                  path=row.canonical_uuid))
+    elif kind == NFS:
+        _add(session, NfsVolume(id=row.id, nfs_storage_node_id=node.id, path=row.canonical_uuid))
+    if boot and inst is not None:
+        inst.boot_volume_id = row.canonical_uuid
+    return row
+
+
+def alarm(session: Session, inst: Instance, metric_name: str = "log", **columns: Any) -> Alarm:
+    params = {"match_pattern": "error", "tag": "var.log.messages"} if metric_name == "log" \
+        else {"threshold": 80, "comparison_operator": "ge"}
+    return _add(session, Alarm(**{"resource_id": inst.canonical_uuid, "metric_name": metric_name,
+                                  "params": params, "notification_periods": 1,
+                                  "evaluation_periods": 1, **columns}))
+
+
+def running_instance(session: Session, host: HostNode | None = None,
+                     storage: StorageNode | None = None, net: Network | None = None,
+                     ipv4: str | None = "10.0.0.10") -> Instance:
+    """An instance on ``host`` with a local boot volume, a shared data volume and one vif."""
+    host = host or host_node(session)
+    inst = instance(session, host)
+    volume(session, inst, LOCAL, boot=True)
+    volume(session, inst, ISCSI, node=storage or storage_node(session),
+           guest_device_name="vdb")
+    net = net or network(session)
+    vif(session, inst, net, ipv4=ipv4)
+    return inst

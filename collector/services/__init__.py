@@ -1,0 +1,1 @@
+"""Domain services: one module per endpoint; functions take a session first."""

@@ -1,0 +1,10 @@
+"""``hva-collector.*`` tasks."""
+
+from collector.services import hva
+from tasks.registry import Endpoint
+
+endpoint = Endpoint("hva-collector").expose(
+    hva.get_instance,
+    hva.update_instance,
+    hva.finalize_instance,
+)
