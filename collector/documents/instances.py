@@ -65,7 +65,7 @@ def load_instance(session: Session, instance_id: object) -> Instance:
     inst = session.scalars(select(Instance).where(Instance.uuid == raw)
                            .options(*instance_loader_options())).first()
     if inst is None:
-        raise Instance.not_found(f"UnknownInstanceID: '{instance_id}'")
+        raise Instance.not_found(f"unknown id '{instance_id}'")
     return inst
 
 

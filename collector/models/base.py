@@ -89,7 +89,7 @@ class Taggable:
             stmt = stmt.with_for_update()
         row = session.scalars(stmt).first()
         if row is None:
-            raise cls.not_found(f"{cls.not_found.__name__}: '{cuuid}'")
+            raise cls.not_found(f"unknown id '{cuuid}'")
         return row
 
     @classmethod

@@ -1,0 +1,95 @@
+"""What ``collector demo`` plays once the Collector is up: an agent's day, in calls."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import time
+from collections.abc import Callable
+
+import redis
+
+from collector import sample_data
+from collector.client import Collector, RpcError
+from collector.config import Settings
+from collector.db import unit_of_work
+
+HVA_NODE, STA_NODE = "hva.demo1", "sta.demo1"
+
+
+def start_agents(procs) -> None:
+    """Start the reference agents when the agent library is installed."""
+    if importlib.util.find_spec("workers.reference_agents") is None:
+        return
+    for node in (HVA_NODE, STA_NODE):
+        procs.start(f"agent-{node}", "workers.reference_agents", node)
+
+
+def seed(settings: Settings) -> dict[str, str]:
+    """A host, a storage node, a network and one running instance with two volumes."""
+    with unit_of_work(settings.database_url) as session:
+        from sqlalchemy import select
+
+        from collector.models import HostNode, StorageNode
+
+        host = session.scalars(select(HostNode).where(HostNode.node_id == HVA_NODE)).first() \
+            or sample_data.host_node(session, HVA_NODE, online=False)
+        sta = session.scalars(select(StorageNode).where(StorageNode.node_id == STA_NODE)).first() \
+            or sample_data.storage_node(session, STA_NODE, online=False)
+        inst = sample_data.running_instance(session, host, sta, ipv4=None)
+        return {"instance": inst.canonical_uuid, "host": host.canonical_uuid,
+                "volumes": [v.canonical_uuid for v in inst.volumes]}
+
+
+def play(settings: Settings, say: Callable[[str, object], None]) -> bool:
+    world = seed(settings)
+    say("seeded a datacenter", world)
+    inst = world["instance"]
+    with Collector(settings.broker_url, settings.result_backend, timeout=30) as client:
+        hva = client.rpc("hva-collector")
+        t0 = time.perf_counter()
+        doc = hva.get_instance(inst)
+        say(f"hva.demo1 -> hva-collector.get_instance({inst}) in "
+            f"{(time.perf_counter() - t0) * 1000:.1f} ms",
+            {k: doc[k] for k in ("uuid", "state", "status", "cpu_cores", "memory_size")}
+            | {"host_node": doc["host_node"]["node_id"], "volumes": list(doc["volume"])})
+
+        hva.update_instance(inst, {"state": "halting"})
+        hva.update_instance(inst, {"state": "halted"})
+        say("update_instance: running -> halting -> halted (committed before the reply)",
+            hva.get_instance(inst)["state"])
+
+        for title, call in [
+            ("a backwards transition (halted -> initializing) is refused",
+             lambda: hva.update_instance(inst, {"state": "initializing"})),
+            ("an unknown id is a typed error", lambda: hva.get_instance("i-nothere0")),
+            ("a wrong argument type is a typed error", lambda: hva.get_instance(42)),
+            ("an unknown field is refused and nothing is written", lambda: hva.update_instance(
+                inst, {"force_destroy": True})),
+        ]:
+            try:
+                call()
+                say(title, "UNEXPECTED: accepted")
+                return False
+            except RpcError as exc:
+                say(title, f"RpcError {exc}")
+
+        hva.update_instance(inst, {"state": "terminated"})
+        hva.finalize_instance(inst)  # agents may repeat it: idempotent
+        doc = hva.get_instance(inst)
+        say("terminate: instance finalized once, volumes being deleted",
+            {"state": doc["state"], "terminated_at": doc["terminated_at"],
+             "volumes": {k: v["state"] for k, v in doc["volume"].items()}})
+
+    conn = redis.Redis.from_url(settings.broker_url)
+    queues = [f"local-store-handle.{HVA_NODE}", f"sta-handle.{STA_NODE}"]
+    deadline = time.monotonic() + 15
+    seen: dict[str, list] = {}
+    while time.monotonic() < deadline:
+        seen = {q: [json.loads(m)["headers"]["task"] for m in conn.lrange(q, 0, -1)]
+                for q in queues}
+        if all(seen.values()):
+            break
+        time.sleep(0.2)
+    say("jobs the Collector sent after its commit, waiting on the nodes' queues", seen)
+    return all(seen.values())
