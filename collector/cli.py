@@ -132,8 +132,11 @@ def up(procfile: str) -> None:
     upgrade(settings.database_url)
     manager = Manager()
     entries = parse_procfile(Path(procfile).read_text()).processes
+    # Children find this installation's `collector` even when its venv is not activated.
+    env = {**os.environ,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for name, command in entries.items():
-        manager.add_process(name, command, env=dict(os.environ))
+        manager.add_process(name, command, env=env)
     try:
         manager.loop()
     finally:
