@@ -63,4 +63,9 @@ beat_schedule = {
         "schedule": timedelta(seconds=max(1.0, _settings.outbox_sweep_after)),
         "options": {"queue": "maintenance", "expires": 30},
     },
+    "node-states-sweep": {
+        "task": "maintenance.sweep_node_states",
+        "schedule": timedelta(seconds=10),
+        "options": {"queue": "maintenance", "expires": 10},
+    },
 }

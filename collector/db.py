@@ -97,3 +97,17 @@ def unit_of_work(url: str | None = None) -> Iterator[Session]:
 
 def dialect_name(session: Session) -> str:
     return session.get_bind().dialect.name
+
+
+def db_now(session: Session):  # -> aware UTC datetime
+    """The database server's clock (UTC): liveness never depends on a worker's clock."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import text
+
+    if dialect_name(session) == "postgresql":
+        value = session.execute(text("SELECT (now() AT TIME ZONE 'UTC')")).scalar_one()
+    else:
+        raw = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        value = datetime.fromisoformat(raw)
+    return value.replace(tzinfo=UTC)

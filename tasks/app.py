@@ -12,6 +12,7 @@ TASK_MODULES = [
     "tasks.event_bus",
     "tasks.hva",
     "tasks.maintenance",
+    "tasks.node_collector",
 ]
 
 app = Celery("collector")

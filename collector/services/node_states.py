@@ -1,0 +1,87 @@
+"""``node-collector``: agent heartbeats and the liveness of every node.
+
+notify(node_id, boot_token) -> None: a heartbeat (agents send it one-shot every 10 s);
+    the node becomes ``online``; a changed boot token means the agent restarted and
+    publishes ``node_collector/restarted`` (the original never noticed restarts).
+list_nodes() -> [{node_id, state, boot_token, last_ping_at, ...}]
+sweep_node_states(): ``online -> timeout`` after 20 s of silence, ``-> offline`` after
+    40 s, row deleted after 320 s; computed on the database's clock; events
+    ``node_collector/timedout|offline|killed``. Safe to run twice.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from collector import messaging
+from collector.config import load_settings
+from collector.db import db_now, dialect_name
+from collector.errors import InvalidArgument
+from collector.models import NodeState
+
+NODE_ID = re.compile(r"^[a-z][a-z0-9_-]*\.[A-Za-z0-9._:-]+$")
+
+
+def notify(session: Session, node_id: str, boot_token: str) -> None:
+    """Record a heartbeat of ``node_id``."""
+    if not NODE_ID.match(node_id) or len(node_id) > 80:
+        raise InvalidArgument(f"invalid node id: {node_id!r}")
+    if not boot_token or len(boot_token) > 64:
+        raise InvalidArgument("boot_token must be 1 to 64 characters")
+    now = db_now(session)
+    row = session.scalars(select(NodeState).where(NodeState.node_id == node_id)
+                          .with_for_update()).first()
+    if row is None:
+        row = NodeState(node_id=node_id, boot_token=boot_token, state="online", last_ping_at=now)
+        session.add(row)
+        session.flush()
+        messaging.events.publish(session, "node_collector/monitored", [_doc(row)])
+        return
+    if row.boot_token != boot_token:
+        row.boot_token = boot_token
+        messaging.events.publish(session, "node_collector/restarted", [_doc(row)])
+    row.state = "online"
+    row.last_ping_at = now
+
+
+def list_nodes(session: Session) -> list[dict[str, Any]]:
+    """Every known node's liveness row."""
+    return [_doc(row) for row in session.scalars(select(NodeState).order_by(NodeState.node_id))]
+
+
+def sweep_node_states(session: Session) -> dict[str, list[str]]:
+    """Age silent nodes; returns the node ids that changed, per transition."""
+    settings = load_settings()
+    now = db_now(session)
+    stmt = select(NodeState).where(
+        NodeState.last_ping_at < now - timedelta(seconds=settings.node_timeout_sec))
+    if dialect_name(session) == "postgresql":
+        stmt = stmt.with_for_update(skip_locked=True)
+    changed: dict[str, list[str]] = {"timedout": [], "offline": [], "killed": []}
+    for row in session.scalars(stmt):
+        silent = (now - row.last_ping_at).total_seconds()
+        if row.state not in ("timeout", "offline"):
+            row.state = "timeout"
+            changed["timedout"].append(row.node_id)
+        if silent > settings.node_offline_sec and row.state != "offline":
+            row.state = "offline"
+            changed["offline"].append(row.node_id)
+        if silent > settings.node_kill_sec:
+            changed["killed"].append(row.node_id)
+            messaging.events.publish(session, "node_collector/killed", [_doc(row)])
+            session.delete(row)
+    for kind in ("timedout", "offline"):
+        for node_id in changed[kind]:
+            messaging.events.publish(session, f"node_collector/{kind}", [node_id])
+    return changed
+
+
+def _doc(row: NodeState) -> dict[str, Any]:
+    out = row.column_values()
+    out.pop("id", None)
+    return out
