@@ -92,6 +92,7 @@ class Collector:
         self.timeout = timeout
         self.sender = sender
         self.events = _Events(self)
+        self.jobs = _Jobs(self)
 
     def rpc(self, endpoint: str, timeout: float | None = None) -> Any:
         """A proxy whose methods are synchronous calls of ``endpoint``."""
@@ -129,6 +130,21 @@ class Collector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _Jobs:
+    def __init__(self, client: Collector) -> None:
+        self._client = client
+
+    def submit(self, queue: str, job_name: str, *args: Any, resource_id: str | None = None,
+               timeout: float | None = None) -> str:
+        """Submit a job to a node queue through the Collector; returns its ``job-...`` id.
+
+        The Collector records it in the job ledger and sends it after its commit, so a job
+        acknowledged here is never lost.
+        """
+        return self._client.call("jobqueue-proxy", "push_job", queue, job_name, list(args),
+                                 resource_id, timeout=timeout)
 
 
 class _Events:

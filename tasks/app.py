@@ -11,6 +11,7 @@ from collector.db import dispose_engines
 TASK_MODULES = [
     "tasks.event_bus",
     "tasks.hva",
+    "tasks.job_push",
     "tasks.maintenance",
     "tasks.node_collector",
 ]

@@ -95,3 +95,22 @@ def test_cli_call_prints_the_typed_error(worker):
     assert out.returncode == 1
     error = json.loads(out.stderr.strip().splitlines()[-1])
     assert error["error_type"] == "UnknownInstanceID"
+
+
+def test_agent_job_submission_reaches_only_that_node_queue(collector_client, worker):
+    from collector.ids import new_uuid
+
+    conn = Connection(worker.broker_url).default_channel.client
+    node = f"hva.j{new_uuid()}"
+    job_id = collector_client.jobs.submit(f"hva-handle.{node}", "reboot", "i-abc12345")
+    assert job_id.startswith("job-")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not conn.llen(f"hva-handle.{node}"):
+        time.sleep(0.1)
+    message = json.loads(conn.lrange(f"hva-handle.{node}", 0, -1)[0])
+    assert message["headers"]["id"] == job_id
+    assert message["headers"]["task"] == "hva-handle.reboot"
+    assert conn.llen(f"hva-handle.hva.other{new_uuid()}") == 0
+    with pytest.raises(RpcError) as info:
+        collector_client.jobs.submit("no-node-part", "reboot")
+    assert info.value.error_type == "InvalidArgument"

@@ -1,0 +1,27 @@
+"""Jobs submitted by agents: through the Collector, so each is in the ledger and the outbox.
+
+push_job(queue, job_name, args, resource_id=None) -> job id (``job-xxxxxxxx``)
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from collector import messaging
+from collector.errors import InvalidArgument
+
+NODE_QUEUE = re.compile(r"^[a-z][a-z0-9-]*\.[A-Za-z0-9._:-]+$")
+JOB_NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def push_job(session: Session, queue: str, job_name: str, args: list[Any],
+             resource_id: str | None = None) -> str:
+    """Queue ``job_name(*args)`` on the per-node ``queue`` (``hva-handle.hva.demo1``)."""
+    if not NODE_QUEUE.match(queue) or len(queue) > 255:
+        raise InvalidArgument(f"job queue must be '<endpoint>.<node_id>', got {queue!r}")
+    if not JOB_NAME.match(job_name):
+        raise InvalidArgument(f"invalid job name: {job_name!r}")
+    return messaging.jobs.submit(session, queue, job_name, *args, resource_id=resource_id)
