@@ -173,6 +173,27 @@ def call(endpoint: str, method: str, args: tuple[str, ...], timeout: float | Non
 
 
 @main.command()
+@click.option("--role", "roles", multiple=True, help="roles to check (default: every RPC role)")
+@click.option("--timeout", type=float, default=5.0, show_default=True)
+def health(roles: tuple[str, ...], timeout: float) -> None:
+    """Ping each endpoint through its queue: proves a worker is consuming, not just alive."""
+    from collector.client import Collector, RpcError
+    from workers.roles import RPC_ENDPOINTS
+
+    settings = load_settings()
+    failed = 0
+    with Collector(settings.broker_url, settings.result_backend) as client:
+        for endpoint in roles or RPC_ENDPOINTS:
+            try:
+                answer = client.call(endpoint, "ping", timeout=timeout)
+                click.echo(f"ok    {endpoint:20} {answer['host']}")
+            except RpcError as exc:
+                failed += 1
+                click.echo(f"FAIL  {endpoint:20} {exc}")
+    sys.exit(1 if failed else 0)
+
+
+@main.command()
 @click.option("--keep-running", is_flag=True, help="leave the Collector running after the demo")
 def demo(keep_running: bool) -> None:
     """Start the whole Collector with its embedded defaults and show it serving calls."""

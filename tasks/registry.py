@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from collector.db import unit_of_work
 from collector.errors import CollectorError, InternalError, InvalidArgument
 from tasks.app import app
+from workers.roles import RPC_ENDPOINTS
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +75,30 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
         raise InternalError(f"{type(exc).__name__}: {exc}") from None
 
 
+_PINGS: set[str] = set()
+
+
+def _register_ping(endpoint: str) -> None:
+    """``<endpoint>.ping``: no database, just a consumed message (health checks, baselines)."""
+    if endpoint in _PINGS:
+        return
+    _PINGS.add(endpoint)
+
+    def ping() -> dict[str, str]:
+        import socket
+
+        return {"endpoint": endpoint, "host": socket.gethostname()}
+
+    app.task(name=f"{endpoint}.ping", queue=endpoint, typing=False)(ping)
+
+
 class Endpoint:
     """A named group of tasks served from the queue of the same name."""
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.tasks: dict[str, Task] = {}
+        _register_ping(name)
 
     def expose(self, *functions: Callable[..., Any], **renamed: Callable[..., Any]) -> Endpoint:
         for fn in functions:
@@ -102,3 +121,8 @@ class Endpoint:
         task = app.task(name=task_name, queue=self.name, typing=False)(run)
         self.tasks[method] = task
         return task
+
+
+# Every RPC role answers ``ping`` even before its methods exist.
+for _endpoint in RPC_ENDPOINTS:
+    _register_ping(_endpoint)

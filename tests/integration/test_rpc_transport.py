@@ -114,3 +114,10 @@ def test_agent_job_submission_reaches_only_that_node_queue(collector_client, wor
     with pytest.raises(RpcError) as info:
         collector_client.jobs.submit("no-node-part", "reboot")
     assert info.value.error_type == "InvalidArgument"
+
+
+def test_health_pings_every_endpoint_through_its_queue(worker):
+    out = subprocess.run([sys.executable, "-m", "collector.cli", "health", "--timeout", "20"],
+                         env=worker.env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("ok ") == 8
