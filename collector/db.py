@@ -40,8 +40,10 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn):  # pragma: no cover - driver glue
-            # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction;
+            # read-only units of work take no lock (WAL readers run alongside the writer).
+            readonly = conn.get_execution_options().get("collector_readonly", False)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
@@ -79,11 +81,17 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
 
 @contextmanager
-def unit_of_work(url: str | None = None) -> Iterator[Session]:
-    """One transaction: commit at the end, roll back on any exception, then run hooks."""
+def unit_of_work(url: str | None = None, readonly: bool = False) -> Iterator[Session]:
+    """One transaction: commit at the end, roll back on any exception, then run hooks.
+
+    ``readonly`` is a hint for readers: on SQLite they begin without taking the write lock,
+    so reads run alongside a writer (WAL). A write in such a unit still works, but may wait.
+    """
     session = session_factory(url)()
     try:
         with session.begin():
+            if readonly:
+                session.connection(execution_options={"collector_readonly": True})
             yield session
         hooks = session.info.pop("after_commit", [])
     except BaseException:

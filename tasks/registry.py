@@ -63,10 +63,10 @@ class ArgumentValidator:
 
 
 def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
-                        kwargs: dict | None = None) -> Any:
+                        kwargs: dict | None = None, readonly: bool = False) -> Any:
     """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are wrapped."""
     try:
-        with unit_of_work() as session:
+        with unit_of_work(readonly=readonly) as session:
             return fn(session, *args, **(kwargs or {}))
     except CollectorError:
         raise
@@ -110,10 +110,12 @@ class Endpoint:
     def register(self, method: str, fn: Callable[[Session], Any]) -> Task:
         validator = ArgumentValidator(fn)
         task_name = f"{self.name}.{method}"
+        # Readers by name (get_*/list*) run in a read-only unit of work.
+        readonly = method.startswith(("get_", "list"))
 
         def run(*args: Any, **kwargs: Any) -> Any:
             bound = validator(args, kwargs)
-            return run_in_unit_of_work(fn, bound.args, bound.kwargs)
+            return run_in_unit_of_work(fn, bound.args, bound.kwargs, readonly=readonly)
 
         run.__name__ = method
         run.__qualname__ = task_name
