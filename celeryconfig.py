@@ -63,6 +63,11 @@ beat_schedule = {
         "schedule": timedelta(seconds=max(1.0, _settings.outbox_sweep_after)),
         "options": {"queue": "maintenance", "expires": 30},
     },
+    "job-reaper": {
+        "task": "maintenance.reap_jobs",
+        "schedule": timedelta(seconds=15),
+        "options": {"queue": "maintenance", "expires": 15},
+    },
     "node-states-sweep": {
         "task": "maintenance.sweep_node_states",
         "schedule": timedelta(seconds=10),

@@ -67,11 +67,7 @@ def write(
 
 
 class Jobs:
-    """Jobs for node agents: one outbox row and, through the ledger hook, one ledger row."""
-
-    # The job ledger installs itself here (collector.services.jobqueue) so that every
-    # submitted job has a ledger row written in the same transaction.
-    ledger_hook: Callable[..., str] | None = None
+    """Jobs for node agents: one ledger row and one outbox row, in the caller's transaction."""
 
     def submit(
         self, session: Session, queue: str, job_name: str, *args: Any,
@@ -80,12 +76,10 @@ class Jobs:
         """Queue ``job_name(*args)`` for the node queue ``queue``; returns the job id."""
         if not isinstance(queue, str) or "." not in queue:
             raise ValueError(f"job queue must be '<endpoint>.<node_id>', got {queue!r}")
-        job_id = f"job-{ids.new_uuid()}"
-        if Jobs.ledger_hook is not None:
-            job_id = Jobs.ledger_hook(
-                session, job_id=job_id, queue=queue, job_name=job_name, args=list(args),
-                resource_id=resource_id,
-            )
+        from collector.services.jobqueue import record_pushed_job  # the ledger uses messaging
+
+        job_id = record_pushed_job(session, job_id=f"job-{ids.new_uuid()}", queue=queue,
+                                   job_name=job_name, args=list(args), resource_id=resource_id)
         options: dict[str, Any] = {}
         if expires:
             options["expires"] = expires
@@ -121,6 +115,15 @@ class Tasks:
         return row.task_id
 
 
+class Control:
+    """Worker control commands sent after commit (revoke a cancelled job)."""
+
+    def revoke(self, session: Session, task_id: str, terminate: bool = False) -> None:
+        write(session, kind="control", name="revoke",
+              payload={"args": [task_id], "kwargs": {"terminate": terminate}})
+
+
 jobs = Jobs()
 events = Events()
 tasks = Tasks()
+control = Control()

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 def publish_one(app: Celery, row: OutboxMessage) -> None:
     payload: dict[str, Any] = row.payload
     options = dict(payload.get("options") or {})
+    if row.kind == "control":
+        task_id = payload["args"][0]
+        terminate = bool(payload.get("kwargs", {}).get("terminate"))
+        app.control.revoke(task_id, terminate=terminate)
+        return
     if row.kind == "event":
         app.send_task(
             row.name, args=payload["args"], kwargs=payload.get("kwargs") or {},

@@ -12,6 +12,7 @@ TASK_MODULES = [
     "tasks.event_bus",
     "tasks.hva",
     "tasks.job_push",
+    "tasks.jobqueue",
     "tasks.maintenance",
     "tasks.node_collector",
 ]

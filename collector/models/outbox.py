@@ -28,7 +28,7 @@ class OutboxMessage(Base):
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     queue: Mapped[str | None] = mapped_column(String(255), nullable=True)
     name: Mapped[str] = mapped_column(String(255), nullable=False)
-    task_id: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    task_id: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
     routing_key: Mapped[str | None] = mapped_column(String(512), nullable=True)
     payload: Mapped[dict] = mapped_column(nullable=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, nullable=False)

@@ -195,11 +195,11 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('last_error', sa.String(length=1000), nullable=True),
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
-    sa.PrimaryKeyConstraint('id'),
-    sa.UniqueConstraint('task_id')
+    sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_unsent', ['sent_at', 'created_at'], unique=False)
+        batch_op.create_index(batch_op.f('ix_outbox_task_id'), ['task_id'], unique=False)
 
     op.create_table('queued_jobs',
     sa.Column('task_id', sa.String(length=64), nullable=True),
@@ -911,6 +911,7 @@ def downgrade() -> None:
 
     op.drop_table('queued_jobs')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_outbox_task_id'))
         batch_op.drop_index('ix_outbox_unsent')
 
     op.drop_table('outbox')
