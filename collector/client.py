@@ -137,14 +137,19 @@ class _Jobs:
         self._client = client
 
     def submit(self, queue: str, job_name: str, *args: Any, resource_id: str | None = None,
-               timeout: float | None = None) -> str:
+               retry_max: int = 0, timeout: float | None = None) -> str:
         """Submit a job to a node queue through the Collector; returns its ``job-...`` id.
 
         The Collector records it in the job ledger and sends it after its commit, so a job
-        acknowledged here is never lost.
+        acknowledged here is never lost. Submitted while running a job (agent library), it
+        joins that job's session.
         """
+        from collector.jobcontext import current_job
+
+        parent = current_job.get()
         return self._client.call("jobqueue-proxy", "push_job", queue, job_name, list(args),
-                                 resource_id, timeout=timeout)
+                                 resource_id, retry_max, parent.job_id if parent else None,
+                                 timeout=timeout)
 
 
 class _Events:

@@ -71,7 +71,7 @@ class Jobs:
 
     def submit(
         self, session: Session, queue: str, job_name: str, *args: Any,
-        resource_id: str | None = None, expires: int | None = None,
+        resource_id: str | None = None, expires: int | None = None, retry_max: int = 0,
     ) -> str:
         """Queue ``job_name(*args)`` for the node queue ``queue``; returns the job id."""
         if not isinstance(queue, str) or "." not in queue:
@@ -79,7 +79,8 @@ class Jobs:
         from collector.services.jobqueue import record_pushed_job  # the ledger uses messaging
 
         job_id = record_pushed_job(session, job_id=f"job-{ids.new_uuid()}", queue=queue,
-                                   job_name=job_name, args=list(args), resource_id=resource_id)
+                                   job_name=job_name, args=list(args), resource_id=resource_id,
+                                   retry_max=retry_max)
         options: dict[str, Any] = {}
         if expires:
             options["expires"] = expires

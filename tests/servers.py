@@ -118,11 +118,11 @@ class PostgresServer:
 
 
 class WorkerProcess:
-    """A real ``collector worker`` process."""
+    """A real ``collector worker`` process (or, with ``argv``, any Celery worker program)."""
 
     def __init__(self, db_url: str, broker_url: str, role: str = "all",
                  extra_args: tuple[str, ...] = (), env: dict | None = None,
-                 log_dir: str | None = None) -> None:
+                 log_dir: str | None = None, argv: list[str] | None = None) -> None:
         self.db_url, self.broker_url, self.role = db_url, broker_url, role
         self.env = {
             **os.environ, "COLLECTOR_DATABASE_URL": db_url, "COLLECTOR_BROKER_URL": broker_url,
@@ -133,8 +133,9 @@ class WorkerProcess:
                                              dir=log_dir)
         os.close(fd)
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        argv = argv or ["-m", "collector.cli", "worker", "--role", role, *extra_args]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "collector.cli", "worker", "--role", role, *extra_args],
+            [sys.executable, *argv],
             env=self.env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
         )
 
@@ -175,3 +176,10 @@ class WorkerProcess:
 def start_worker(db_url: str, broker_url: str, role: str = "all",
                  extra_args: tuple[str, ...] = (), env: dict | None = None) -> WorkerProcess:
     return WorkerProcess(db_url, broker_url, role, extra_args, env).wait_ready()
+
+
+def start_agent(node_id: str, broker_url: str, env: dict | None = None,
+                concurrency: int = 2) -> WorkerProcess:
+    """A reference agent (``workers.reference_agents``) consuming ``node_id``'s queues."""
+    return WorkerProcess("", broker_url, role=f"agent-{node_id}", env=env, argv=[
+        "-m", "workers.reference_agents", node_id, str(concurrency)]).wait_ready()

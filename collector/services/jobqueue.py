@@ -31,8 +31,6 @@ from collector.timeutil import to_iso
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TIMEOUT_SEC = 60
-
 
 def job_document(job: QueuedJob) -> dict[str, Any]:
     doc = job.column_values()
@@ -58,15 +56,15 @@ def _opts(opts: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def record_pushed_job(session: Session, *, job_id: str, queue: str, job_name: str,
-                      args: list, resource_id: str | None) -> str:
-    """Ledger row of a job about to be pushed (installed as ``messaging.Jobs.ledger_hook``)."""
+                      args: list, resource_id: str | None, retry_max: int = 0) -> str:
+    """Ledger row of a job about to be pushed (written by ``messaging.jobs.submit``)."""
     parent = current_job.get()
     parent_row = None
     if parent is not None:
         parent_row = QueuedJob.find_cuuid(session, parent.job_id)
     job = QueuedJob(uuid=ids.raw_part(job_id, "job"), task_id=job_id, queue_name=queue,
                     job_name=job_name, params={"args": args}, resource_id=resource_id,
-                    state="pending", retry_max=0, retry_count=0, delivery_count=0,
+                    state="pending", retry_max=retry_max, retry_count=0, delivery_count=0,
                     parent_id=parent_row.id if parent_row else None,
                     session_id=parent.session_id if parent else job_id)
     session.add(job)
@@ -125,7 +123,7 @@ def running(session: Session, job_id: str, worker_id: str) -> dict[str, Any]:
         return {"run": False, "reason": f"already finished ({job.finish_status})",
                 "job": job_document(job)}
     if job.state == "running" and job.worker_id != worker_id and job.heartbeat_at and \
-            (now - job.heartbeat_at).total_seconds() < HEARTBEAT_TIMEOUT_SEC:
+            (now - job.heartbeat_at).total_seconds() < load_settings().job_heartbeat_timeout:
         return {"run": False, "reason": f"running on {job.worker_id}", "job": job_document(job)}
     if job.delivery_count >= load_settings().job_max_deliveries:
         _finish(job, now, "fail", {"message": f"delivered {job.delivery_count} times; "
@@ -213,8 +211,9 @@ def list_jobs(session: Session, queue: str | None = None, state: str | None = No
     return [job_document(j) for j in session.scalars(stmt)]
 
 
-def reap(session: Session, timeout_sec: int = HEARTBEAT_TIMEOUT_SEC) -> dict[str, list[str]]:
+def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str]]:
     """Jobs whose worker stopped heartbeating: pushed again, or failed when out of tries."""
+    timeout_sec = timeout_sec or load_settings().job_heartbeat_timeout
     now = db_now(session)
     stmt = select(QueuedJob).where(QueuedJob.state == "running",
                                    QueuedJob.heartbeat_at < now - timedelta(seconds=timeout_sec))

@@ -1,0 +1,175 @@
+"""What a node agent is built from: per-node job queues, job handlers, heartbeats.
+
+    agent = Agent("hva.demo1", broker_url, endpoints=("hva-handle", "local-store-handle"))
+
+    @agent.job("hva-handle", "run_local_store", on_failure=rollback)
+    def run_local_store(ctx, instance_id):
+        doc = agent.collector.rpc("hva-collector").get_instance(instance_id)
+        ...
+        if ctx.cancelled: return          # the job was cancelled while running
+
+    agent.run()        # consume hva-handle.hva.demo1 and local-store-handle.hva.demo1
+
+The library reports every job to the Collector's ledger: before running it asks
+``jobqueue-proxy.running`` (a finished, cancelled or already-running job is skipped, so a
+redelivered message never runs twice), heartbeats the job while it runs, and finishes it
+with ``finish_success`` or ``finish_fail`` (the Collector pushes it again while retries
+remain). The failure hook runs before ``finish_fail``. Jobs submitted from a handler join
+the running job's session. The node itself heartbeats ``node-collector.notify``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Celery
+
+from collector.client import Collector, make_app
+from collector.jobcontext import CurrentJob, current_job
+
+log = logging.getLogger(__name__)
+
+JobHandler = Callable[..., Any]
+FailureHook = Callable[["JobContext", BaseException], None]
+
+
+@dataclass
+class JobContext:
+    """What a job handler knows about the job it runs."""
+
+    job_id: str
+    session_id: str
+    name: str
+    node_id: str
+    worker_id: str
+    args: tuple
+    _cancel: threading.Event = field(default_factory=threading.Event, repr=False)
+    _done: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the Collector says the job is no longer this worker's (cancelled)."""
+        return self._cancel.is_set()
+
+
+class Agent:
+    def __init__(self, node_id: str, broker_url: str | None = None,
+                 result_backend: str | None = None, endpoints: tuple[str, ...] = ("hva-handle",),
+                 heartbeat_interval: float = 10.0, job_heartbeat_interval: float | None = None,
+                 rpc_timeout: float = 30.0) -> None:
+        self.node_id = node_id
+        self.endpoints = endpoints
+        self.worker_id = f"{node_id}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.boot_token = secrets.token_hex(5)
+        self.heartbeat_interval = heartbeat_interval
+        self.job_heartbeat_interval = job_heartbeat_interval or float(
+            os.environ.get("COLLECTOR_AGENT_JOB_HEARTBEAT", "5"))
+        self.collector = Collector(broker_url, result_backend, timeout=rpc_timeout,
+                                   sender=node_id)
+        self.app: Celery = make_app(broker_url, result_backend)
+        self.app.conf.update(
+            task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+            worker_hijack_root_logger=False, task_default_queue=self.queues[0],
+        )
+        self._stop = threading.Event()
+
+    @property
+    def queues(self) -> list[str]:
+        return [f"{endpoint}.{self.node_id}" for endpoint in self.endpoints]
+
+    def job(self, endpoint: str, name: str,
+            on_failure: FailureHook | None = None) -> Callable[[JobHandler], JobHandler]:
+        """Declare the handler of job ``<endpoint>.<name>`` (``handler(ctx, *args)``)."""
+        if endpoint not in self.endpoints:
+            raise ValueError(f"{endpoint!r} is not one of this agent's endpoints")
+
+        def register(handler: JobHandler) -> JobHandler:
+            agent = self
+
+            @self.app.task(name=f"{endpoint}.{name}", bind=True, typing=False)
+            def run(task, *args: Any) -> Any:
+                return agent._run_job(task.request.id, name, handler, on_failure, args)
+
+            return handler
+
+        return register
+
+    def _run_job(self, job_id: str, name: str, handler: JobHandler,
+                 on_failure: FailureHook | None, args: tuple) -> Any:
+        ledger = self.collector.rpc("jobqueue-proxy")
+        decision = ledger.running(job_id, self.worker_id)
+        if not decision["run"]:
+            log.info("%s: skipping job %s (%s): %s", self.node_id, job_id, name,
+                     decision["reason"])
+            return {"skipped": decision["reason"]}
+        ctx = JobContext(job_id, decision["job"]["session_id"] or job_id, name, self.node_id,
+                         self.worker_id, args)
+        beating = threading.Thread(target=self._beat_job, args=(ctx,), daemon=True)
+        token = current_job.set(CurrentJob(job_id, ctx.session_id))
+        beating.start()
+        try:
+            result = handler(ctx, *args)
+        except Exception as exc:
+            if on_failure is not None:
+                try:
+                    on_failure(ctx, exc)
+                except Exception:  # the report must still reach the ledger
+                    log.exception("%s: failure hook of %s raised", self.node_id, job_id)
+            ledger.finish_fail(job_id, {"message": str(exc), "error_type": type(exc).__name__})
+            raise
+        else:
+            ledger.finish_success(job_id, _jsonable(result))
+            return result
+        finally:
+            ctx._done.set()
+            current_job.reset(token)
+
+    def _beat_job(self, ctx: JobContext) -> None:
+        while not ctx._done.wait(self.job_heartbeat_interval):
+            try:
+                if not self.collector.call("jobqueue-proxy", "heartbeat", ctx.job_id,
+                                           self.worker_id, timeout=10):
+                    ctx._cancel.set()
+                    return
+            except Exception as exc:  # a missed beat is retried next interval
+                log.warning("%s: job heartbeat of %s failed: %s", self.node_id, ctx.job_id, exc)
+
+    def publish(self, event: str, args: list | tuple = ()) -> str:
+        return self.collector.events.publish(event, list(args), sender=self.node_id)
+
+    def heartbeat(self) -> None:
+        """One node heartbeat (``node-collector.notify``), fire-and-forget."""
+        self.collector.oneshot("node-collector").notify(self.node_id, self.boot_token)
+
+    def _heartbeat_loop(self) -> None:
+        while True:
+            try:
+                self.heartbeat()
+            except Exception as exc:
+                log.warning("%s: heartbeat failed: %s", self.node_id, exc)
+            if self._stop.wait(self.heartbeat_interval):
+                return
+
+    def run(self, concurrency: int = 2, loglevel: str = "INFO") -> None:
+        """Heartbeat and consume this node's job queues until stopped."""
+        threading.Thread(target=self._heartbeat_loop, daemon=True).start()
+        try:
+            self.app.worker_main([
+                "worker", "-Q", ",".join(self.queues), "--pool", "threads",
+                "--concurrency", str(concurrency), "--loglevel", loglevel,
+                "--hostname", f"{self.node_id}@%h", "--without-gossip", "--without-mingle",
+            ])
+        finally:
+            self._stop.set()
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, (str, int, float, bool, list, dict)):
+        return value
+    return str(value)
