@@ -10,6 +10,7 @@ from collector.db import dispose_engines
 
 TASK_MODULES = [
     "tasks.event_bus",
+    "tasks.event_hook",
     "tasks.hva",
     "tasks.job_push",
     "tasks.jobqueue",
