@@ -202,5 +202,13 @@ def demo(keep_running: bool) -> None:
     sys.exit(run_demo(keep_running=keep_running))
 
 
+def _attach_subcommands() -> None:
+    from collector.cli_jobs import jobs
+
+    main.add_command(jobs)
+
+
+_attach_subcommands()
+
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ from collector import messaging
 from collector.db import dispose_engines
 
 TASK_MODULES = [
+    "tasks.alarm",
     "tasks.event_bus",
     "tasks.event_hook",
     "tasks.hva",

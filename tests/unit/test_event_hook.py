@@ -2,8 +2,14 @@
 
 from collector import sample_data
 from collector.models import (
-    Alarm, LoadBalancer, LoadBalancerInbound, LoadBalancerTarget, OutboxMessage, QueuedJob,
-    ResourceLabel, SecurityGroup,
+    Alarm,
+    LoadBalancer,
+    LoadBalancerInbound,
+    LoadBalancerTarget,
+    OutboxMessage,
+    QueuedJob,
+    ResourceLabel,
+    SecurityGroup,
 )
 from collector.services import event_hook, instance_lifecycle
 

@@ -1,0 +1,152 @@
+"""``alarm-collector``: alarms for agents, and the alarm side of instance events.
+
+get_alarm(alarm_id) -> alarm document (deleted alarms included)
+get_alarms(alarm_ids) -> [alarm document] for those ids (deleted included: agents fetch
+    alarms being deleted)
+get_resource_alarms(resource_ids) -> alive cpu/disk/memory alarms of those resources (a
+    single id may be given as a string; an empty list gives an empty list)
+get_log_alarms(node_id) -> alive log alarms of the host's instances (any host state: the
+    original refused hosts with scheduling disabled)
+update_alarm(alarm_id, data) -> None; only the given keys of state, state_timestamp,
+    last_evaluated_value, last_evaluated_at are written
+
+Event handlers (role alarm-collector): instance terminated -> its resource alarms are
+deleted and the host's ``resource-alarm-registry`` told to ``delete_alarms``; turned off
+-> alarms reset to ``init`` and removed from the registry; started / turned on -> the
+registry gets ``update_alarms`` with the alarm ids.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from collector import ids, messaging
+from collector.documents.common import taggable_hash
+from collector.errors import InvalidArgument, UnknownNodeID
+from collector.models import ALARM_STATES, LOG_METRICS, RESOURCE_METRICS, Alarm, HostNode, Instance
+from collector.timeutil import parse_time, utcnow
+
+log = logging.getLogger(__name__)
+
+UPDATABLE = {"state": (str,), "state_timestamp": (str, type(None)),
+             "last_evaluated_value": (int, float, type(None)),
+             "last_evaluated_at": (str, type(None))}
+
+
+def alarm_document(alarm: Alarm) -> dict[str, Any]:
+    return taggable_hash(alarm)
+
+
+def get_alarm(session: Session, alarm_id: str) -> dict[str, Any]:
+    return alarm_document(Alarm.by_cuuid(session, alarm_id))
+
+
+def get_alarms(session: Session, alarm_ids: list[str]) -> list[dict[str, Any]]:
+    raw = [ids.raw_part(a, Alarm.prefix) for a in alarm_ids]
+    if not raw:
+        return []
+    rows = session.scalars(select(Alarm).where(Alarm.uuid.in_(raw)).order_by(Alarm.id))
+    return [alarm_document(a) for a in rows]
+
+
+def get_resource_alarms(session: Session, resource_ids: list[str] | str) -> list[dict[str, Any]]:
+    wanted = [resource_ids] if isinstance(resource_ids, str) else resource_ids
+    if not wanted:
+        return []
+    rows = session.scalars(select(Alarm).where(
+        Alarm.resource_id.in_(wanted), Alarm.metric_name.in_(RESOURCE_METRICS),
+        Alarm.deleted_at.is_(None)).order_by(Alarm.id))
+    return [alarm_document(a) for a in rows]
+
+
+def get_log_alarms(session: Session, node_id: str) -> list[dict[str, Any]]:
+    host = session.scalars(select(HostNode).where(HostNode.node_id == node_id)).first()
+    if host is None:
+        raise UnknownNodeID(f"unknown host node: {node_id!r}")
+    instance_ids = [f"i-{u}" for u in session.scalars(
+        select(Instance.uuid).where(Instance.host_node_id == host.id))]
+    if not instance_ids:
+        return []
+    rows = session.scalars(select(Alarm).where(
+        Alarm.resource_id.in_(instance_ids), Alarm.metric_name.in_(LOG_METRICS),
+        Alarm.deleted_at.is_(None)).order_by(Alarm.id))
+    return [alarm_document(a) for a in rows]
+
+
+def update_alarm(session: Session, alarm_id: str, data: dict[str, Any]) -> None:
+    if not data:
+        raise InvalidArgument("data must name at least one field")
+    for key, value in data.items():
+        allowed = UPDATABLE.get(key)
+        if allowed is None:
+            raise InvalidArgument(f"unknown alarm field: {key!r}")
+        if not isinstance(value, allowed) or isinstance(value, bool):
+            raise InvalidArgument(f"alarm field {key!r} has the wrong type: {value!r:.60}")
+    if "state" in data and data["state"] not in ALARM_STATES:
+        raise InvalidArgument(f"unknown alarm state: {data['state']!r}")
+    alarm = Alarm.by_cuuid(session, alarm_id, for_update=True)
+    if "state" in data:
+        alarm.state = data["state"]
+    for key in ("state_timestamp", "last_evaluated_at"):
+        if key in data:
+            setattr(alarm, key, parse_time(data[key], key))
+    if "last_evaluated_value" in data:
+        alarm.last_evaluated_value = data["last_evaluated_value"]
+
+
+def _instance_and_alarms(session: Session, args: list, event: str):
+    inst_id = args[0] if args and isinstance(args[0], str) else None
+    inst = Instance.find_cuuid(session, inst_id) if inst_id and inst_id.startswith("i-") else None
+    if inst is None:
+        log.warning("%s for unknown instance %r: ignored", event, inst_id)
+        return None, []
+    alarms = list(session.scalars(select(Alarm).where(
+        Alarm.resource_id == inst.canonical_uuid, Alarm.metric_name.in_(RESOURCE_METRICS),
+        Alarm.deleted_at.is_(None)).order_by(Alarm.id)))
+    return inst, alarms
+
+
+def _tell_registry(session: Session, inst: Instance, job: str, alarm_ids: list[str]) -> None:
+    if alarm_ids and inst.host_node is not None and inst.host_node.node_id:
+        messaging.jobs.submit(session, f"resource-alarm-registry.{inst.host_node.node_id}", job,
+                              alarm_ids, resource_id=inst.canonical_uuid)
+
+
+def on_instance_terminated(session: Session, args: list, sender: str) -> list[str]:
+    inst, alarms = _instance_and_alarms(session, args, "hva/instance_terminated")
+    if inst is None or inst.terminated_at is None:
+        return []  # stopped, not terminated: alarms stay (hva emits this on stop too)
+    for alarm in alarms:
+        alarm.soft_delete()
+    ids_ = [a.canonical_uuid for a in alarms]
+    _tell_registry(session, inst, "delete_alarms", ids_)
+    return ids_
+
+
+def on_instance_turnedoff(session: Session, args: list, sender: str) -> list[str]:
+    inst, alarms = _instance_and_alarms(session, args, "hva/instance_turnedoff")
+    if inst is None:
+        return []
+    now = utcnow()
+    for alarm in alarms:
+        alarm.state, alarm.state_timestamp = "init", now
+    ids_ = [a.canonical_uuid for a in alarms]
+    _tell_registry(session, inst, "delete_alarms", ids_)
+    return ids_
+
+
+def on_instance_turnedon(session: Session, args: list, sender: str) -> list[str]:
+    inst, alarms = _instance_and_alarms(session, args, "hva/instance_turnedon")
+    if inst is None:
+        return []
+    ids_ = [a.canonical_uuid for a in alarms if a.enabled]
+    _tell_registry(session, inst, "update_alarms", ids_)
+    return ids_
+
+
+def on_instance_started(session: Session, args: list, sender: str) -> list[str]:
+    return on_instance_turnedon(session, args, sender)
