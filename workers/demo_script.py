@@ -82,14 +82,24 @@ def play(settings: Settings, say: Callable[[str, object], None]) -> bool:
              "volumes": {k: v["state"] for k, v in doc["volume"].items()}})
 
     conn = redis.Redis.from_url(settings.broker_url)
-    queues = [f"local-store-handle.{HVA_NODE}", f"sta-handle.{STA_NODE}"]
-    deadline = time.monotonic() + 15
-    seen: dict[str, list] = {}
+    volumes = set(world["volumes"])
+    deadline = time.monotonic() + 30
+    ran: dict[str, list] = {}
     while time.monotonic() < deadline:
-        seen = {q: [json.loads(m)["headers"]["task"] for m in conn.lrange(q, 0, -1)]
-                for q in queues}
-        if all(seen.values()):
+        ran = {node: [f"{e['name']}({', '.join(map(str, e['args']))}) {e['phase']}"
+                      for e in map(json.loads, conn.lrange(f"agent-log:{node}", 0, -1))
+                      if volumes & set(map(str, e["args"]))]
+               for node in (HVA_NODE, STA_NODE)}
+        if all(any("finished" in line for line in lines) for lines in ran.values()):
             break
         time.sleep(0.2)
-    say("jobs the Collector sent after its commit, waiting on the nodes' queues", seen)
-    return all(seen.values())
+    say("the agents ran the delete_volume jobs the Collector sent after its commit", ran)
+    with unit_of_work(settings.database_url) as session:
+        from collector.services.jobqueue import list_jobs
+
+        jobs = [j for j in list_jobs(session, limit=20)
+                if j["params"] and volumes & set(map(str, j["params"].get("args", [])))]
+    say("the job ledger (collector jobs list)",
+        [f"{j['uuid']} {j['queue_name']} {j['job_name']} {j['state']}/{j['finish_status']}"
+         for j in jobs])
+    return all(j["finish_status"] == "success" for j in jobs) and len(jobs) == 2
