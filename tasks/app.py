@@ -17,6 +17,7 @@ TASK_MODULES = [
     "tasks.jobqueue",
     "tasks.maintenance",
     "tasks.node_collector",
+    "tasks.sta",
 ]
 
 app = Celery("collector")

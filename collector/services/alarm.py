@@ -27,14 +27,14 @@ from sqlalchemy.orm import Session
 from collector import ids, messaging
 from collector.documents.common import taggable_hash
 from collector.errors import InvalidArgument, UnknownNodeID
+from collector.fields import NULL, check_fields
 from collector.models import ALARM_STATES, LOG_METRICS, RESOURCE_METRICS, Alarm, HostNode, Instance
 from collector.timeutil import parse_time, utcnow
 
 log = logging.getLogger(__name__)
 
-UPDATABLE = {"state": (str,), "state_timestamp": (str, type(None)),
-             "last_evaluated_value": (int, float, type(None)),
-             "last_evaluated_at": (str, type(None))}
+UPDATABLE = {"state": (str,), "state_timestamp": (str, NULL),
+             "last_evaluated_value": (int, float, NULL), "last_evaluated_at": (str, NULL)}
 
 
 def alarm_document(alarm: Alarm) -> dict[str, Any]:
@@ -78,14 +78,7 @@ def get_log_alarms(session: Session, node_id: str) -> list[dict[str, Any]]:
 
 
 def update_alarm(session: Session, alarm_id: str, data: dict[str, Any]) -> None:
-    if not data:
-        raise InvalidArgument("data must name at least one field")
-    for key, value in data.items():
-        allowed = UPDATABLE.get(key)
-        if allowed is None:
-            raise InvalidArgument(f"unknown alarm field: {key!r}")
-        if not isinstance(value, allowed) or isinstance(value, bool):
-            raise InvalidArgument(f"alarm field {key!r} has the wrong type: {value!r:.60}")
+    check_fields("alarm", data, UPDATABLE)
     if "state" in data and data["state"] not in ALARM_STATES:
         raise InvalidArgument(f"unknown alarm state: {data['state']!r}")
     alarm = Alarm.by_cuuid(session, alarm_id, for_update=True)

@@ -16,20 +16,21 @@ from sqlalchemy.orm import Session
 
 from collector.documents.instances import instance_document, load_instance
 from collector.errors import InvalidArgument
+from collector.fields import NULL, check_fields
 from collector.models import HostNode
 from collector.services import instance_lifecycle
 from collector.states import INSTANCE_STATUSES, INSTANCE_TRANSITIONS, check_transition
 from collector.timeutil import parse_time
 
-# key -> accepted JSON types (None allowed where listed)
+# key -> accepted JSON types
 UPDATABLE_INSTANCE_FIELDS: dict[str, tuple[type, ...]] = {
     "state": (str,),
     "status": (str,),
-    "host_node_id": (str, type(None)),
-    "encrypted_password": (str, type(None)),
-    "password_will_be_deleted_at": (str, type(None)),
-    "runtime_config": (dict, type(None)),
-    "terminated_at": (str, type(None)),
+    "host_node_id": (str, NULL),
+    "encrypted_password": (str, NULL),
+    "password_will_be_deleted_at": (str, NULL),
+    "runtime_config": (dict, NULL),
+    "terminated_at": (str, NULL),
 }
 
 
@@ -40,7 +41,7 @@ def get_instance(session: Session, instance_id: str) -> dict[str, Any]:
 
 def update_instance(session: Session, instance_id: str, data: dict[str, Any]) -> None:
     """Apply an agent's report; state changes go through the instance state machine."""
-    _check_fields(data)
+    check_fields("instance", data, UPDATABLE_INSTANCE_FIELDS)
     inst = load_instance(session, instance_id)
     if data.get("state") == "terminated":
         instance_lifecycle.finalize_instance(
@@ -75,13 +76,3 @@ def finalize_instance(session: Session, instance_id: str,
     when = parse_time(terminated_at, "terminated_at")
     instance_lifecycle.finalize_instance(session, load_instance(session, instance_id), when)
 
-
-def _check_fields(data: dict[str, Any]) -> None:
-    if not data:
-        raise InvalidArgument("data must name at least one field")
-    for key, value in data.items():
-        allowed = UPDATABLE_INSTANCE_FIELDS.get(key)
-        if allowed is None:
-            raise InvalidArgument(f"unknown instance field: {key!r}")
-        if not isinstance(value, allowed) or isinstance(value, bool):
-            raise InvalidArgument(f"instance field {key!r} has the wrong type: {value!r:.60}")

@@ -1,0 +1,258 @@
+"""``sta-collector``: what storage agents ask and report.
+
+get_available_volumes(sta_node_id) -> [volume document] of the node's alive volumes on
+    disk (available / attaching / attached / detaching); the original always crashed here
+get_volume(volume_id) -> volume document + ``volume_device`` (with its storage node) +
+    ``source_backup_object``
+get_snapshot(snapshot_id), get_backup_object(backup_object_id) (+ ``backup_storage``,
+    ``uri``), get_image(image_id)
+update_volume(volume_id, data) -> None: through the volume state machine; a
+    ``volume_device`` dict updates the device row; ``state: deleted`` soft-deletes
+update_snapshot(snapshot_id, data), update_backup_object(backup_object_id, data) -> None:
+    backup ``progress`` never goes down; ``available`` forces progress 100
+register_backup_object_transfer(node_id, bo_data) -> new backup object document
+register_image_transfer(node_id, image_data, bo_data) -> {backup_object, image}
+post_process_backup_image(image_id) -> None: the image becomes available once every
+    backup object it lists is available
+update_image(image_id, data) -> None (the sta agent calls it here; the original lacked it)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from collector.documents.common import taggable_hash
+from collector.documents.resources import (
+    Preloaded,
+    backup_object_hash,
+    image_hash,
+    volume_device_hash,
+    volume_hash,
+)
+from collector.errors import (
+    InvalidArgument,
+    UnknownBackupStorage,
+    UnknownStorageNodeID,
+    ValidationFailed,
+)
+from collector.fields import NULL, check_fields
+from collector.models import (
+    BackupObject,
+    BackupStorage,
+    Image,
+    Instance,
+    IscsiVolume,
+    NfsVolume,
+    StorageNode,
+    Volume,
+    VolumeSnapshot,
+)
+from collector.services.images import update_image  # noqa: F401 - exposed on this endpoint
+from collector.states import BACKUP_OBJECT_TRANSITIONS, VOLUME_TRANSITIONS, check_transition
+from collector.timeutil import parse_time
+
+ONDISK_STATES = ("available", "attaching", "attached", "detaching")
+VOLUME_FIELDS = {"state": (str,), "status": (str,), "guest_device_name": (str, NULL),
+                 "attached_at": (str, NULL), "detached_at": (str, NULL),
+                 "deleted_at": (str, NULL), "instance_id": (str, NULL),
+                 "volume_device": (dict,)}
+DEVICE_FIELDS = {"local": {"path", "mount_label"}, "iscsi": {"iqn", "lun", "path"},
+                 "nfs": {"path"}}
+SNAPSHOT_FIELDS = {"state": (str,), "status": (int,), "size": (int,),
+                   "destination_key": (str, NULL), "deleted_at": (str, NULL)}
+BACKUP_FIELDS = {"state": (str,), "progress": (int, float), "checksum": (str, NULL),
+                 "allocation_size": (int, NULL), "size": (int,), "object_key": (str, NULL),
+                 "status": (int,), "deleted_at": (str, NULL)}
+BO_CLONED = ("account_id", "display_name", "service_type", "description", "size",
+             "allocation_size", "container_format", "checksum", "source_volume_id")
+IMAGE_CLONED = ("account_id", "display_name", "service_type", "description", "boot_dev_type",
+                "arch", "features", "file_format", "root_device", "instance_model_name",
+                "parent_image_id", "os_type")
+
+
+def _pre(session: Session, *rows: Any, bo_ids: set[str] = frozenset()) -> Preloaded:
+    return Preloaded.load(session, label_uuids={r.canonical_uuid for r in rows},
+                          backup_object_uuids=set(bo_ids))
+
+
+def get_available_volumes(session: Session, sta_node_id: str) -> list[dict[str, Any]]:
+    node = session.scalars(select(StorageNode).where(StorageNode.node_id == sta_node_id)).first()
+    if node is None:
+        raise UnknownStorageNodeID(f"unknown sta node id: {sta_node_id!r}")
+    device = IscsiVolume if node.storage_type == "iscsi" else NfsVolume
+    column = device.iscsi_storage_node_id if device is IscsiVolume else device.nfs_storage_node_id
+    volumes = list(session.scalars(select(Volume).join(device, device.id == Volume.id).where(
+        column == node.id, Volume.deleted_at.is_(None), Volume.state.in_(ONDISK_STATES))
+        .order_by(Volume.id)))
+    pre = _pre(session, *volumes)
+    return [volume_hash(v, pre) for v in volumes]
+
+
+def get_volume(session: Session, volume_id: str) -> dict[str, Any]:
+    vol = Volume.by_cuuid(session, volume_id)
+    pre = _pre(session, vol, bo_ids={vol.backup_object_id or ""})
+    doc = volume_hash(vol, pre)
+    doc["volume_device"] = volume_device_hash(vol)
+    bo = pre.backup_objects.get(vol.backup_object_id or "")
+    doc["source_backup_object"] = backup_object_hash(bo, pre) if bo else None
+    return doc
+
+
+def get_snapshot(session: Session, snapshot_id: str) -> dict[str, Any]:
+    return taggable_hash(VolumeSnapshot.by_cuuid(session, snapshot_id))
+
+
+def get_backup_object(session: Session, backup_object_id: str) -> dict[str, Any]:
+    bo = BackupObject.by_cuuid(session, backup_object_id)
+    return {**backup_object_hash(bo, _pre(session, bo)), "uri": bo.uri}
+
+
+def get_image(session: Session, image_id: str) -> dict[str, Any]:
+    image = Image.by_cuuid(session, image_id)
+    return image_hash(image, _pre(session, image, bo_ids={image.backup_object_id or ""}))
+
+
+def update_volume(session: Session, volume_id: str, data: dict[str, Any]) -> None:
+    check_fields("volume", data, VOLUME_FIELDS)
+    vol = Volume.by_cuuid(session, volume_id, for_update=True)
+    if "volume_device" in data:
+        _update_device(vol, data["volume_device"])
+    if data.get("state") == "deleted":
+        if vol.state != "deleted":
+            vol.destroy(parse_time(data.get("deleted_at"), "deleted_at"))
+        return
+    if "deleted_at" in data:
+        raise InvalidArgument("deleted_at is only accepted with state 'deleted'")
+    if vol.state == "deleted":
+        return  # late report about a deleted volume
+    if "state" in data and check_transition("volume", VOLUME_TRANSITIONS, vol.state,
+                                            data["state"], terminal="deleted"):
+        vol.state = data["state"]
+    if "status" in data:
+        vol.status = data["status"]
+    if "instance_id" in data:
+        vol.instance_id = None if data["instance_id"] is None else \
+            Instance.by_cuuid(session, data["instance_id"]).id
+    for key in ("attached_at", "detached_at"):
+        if key in data:
+            setattr(vol, key, parse_time(data[key], key))
+    if "guest_device_name" in data:
+        vol.guest_device_name = data["guest_device_name"]
+    _check_guest_device_names(session, vol)
+
+
+def _update_device(vol: Volume, values: dict[str, Any]) -> None:
+    device = vol.volume_device
+    if device is None:
+        raise InvalidArgument(f"volume {vol.canonical_uuid} has no device row to update")
+    unknown = set(values) - DEVICE_FIELDS[vol.volume_type]
+    if unknown:
+        raise InvalidArgument(f"unknown {vol.volume_type} device field(s): {sorted(unknown)}")
+    for key, value in values.items():
+        if key == "lun" and (not isinstance(value, int) or isinstance(value, bool)):
+            raise InvalidArgument("volume_device.lun must be an integer")
+        if key != "lun" and not isinstance(value, str | None):
+            raise InvalidArgument(f"volume_device.{key} must be a string")
+        setattr(device, key, value)
+
+
+def _check_guest_device_names(session: Session, vol: Volume) -> None:
+    if vol.state != "attached" or vol.instance_id is None or not vol.guest_device_name:
+        return
+    clash = session.scalars(select(Volume.uuid).where(
+        Volume.instance_id == vol.instance_id, Volume.state == "attached",
+        Volume.guest_device_name == vol.guest_device_name, Volume.id != vol.id,
+        Volume.deleted_at.is_(None))).first()
+    if clash:
+        raise ValidationFailed(
+            f"guest device {vol.guest_device_name!r} is already used by vol-{clash}")
+
+
+def update_snapshot(session: Session, snapshot_id: str, data: dict[str, Any]) -> None:
+    check_fields("snapshot", data, SNAPSHOT_FIELDS)
+    snap = VolumeSnapshot.by_cuuid(session, snapshot_id, for_update=True)
+    if data.get("state") == "deleted":
+        if snap.deleted_at is None:
+            snap.soft_delete(parse_time(data.get("deleted_at"), "deleted_at"))
+            snap.state = "deleted"
+        return
+    for key in ("state", "status", "size", "destination_key"):
+        if key in data:
+            setattr(snap, key, data[key])
+
+
+def update_backup_object(session: Session, backup_object_id: str, data: dict[str, Any]) -> None:
+    check_fields("backup object", data, BACKUP_FIELDS)
+    bo = BackupObject.by_cuuid(session, backup_object_id, for_update=True)
+    if data.get("state") == "deleted":
+        if bo.deleted_at is None:
+            bo.soft_delete(parse_time(data.get("deleted_at"), "deleted_at"))
+            bo.state = "deleted"
+        return
+    if bo.state == "deleted":
+        return
+    if "progress" in data:
+        if not 0 <= data["progress"] <= 100:
+            raise InvalidArgument("progress must be within 0..100")
+        bo.progress = max(bo.progress or 0.0, float(data["progress"]))  # never goes down
+    if "state" in data and check_transition("backup object", BACKUP_OBJECT_TRANSITIONS,
+                                            bo.state, data["state"], terminal="deleted"):
+        bo.state = data["state"]
+    for key in ("checksum", "allocation_size", "size", "object_key", "status"):
+        if key in data:
+            setattr(bo, key, data[key])
+    if bo.state == "available":
+        bo.progress = 100.0
+
+
+def _storage_of(session: Session, node_id: str) -> BackupStorage:
+    storage = session.scalars(select(BackupStorage).where(
+        BackupStorage.node_id == node_id, BackupStorage.deleted_at.is_(None))).first()
+    if storage is None:
+        raise UnknownBackupStorage(f"unknown backup storage: {node_id!r}")
+    return storage
+
+
+def _new_backup_object(session: Session, storage: BackupStorage, bo_data: dict) -> BackupObject:
+    values = {k: bo_data[k] for k in BO_CLONED if k in bo_data}
+    bo = BackupObject(backup_storage_id=storage.id, state="pending", **values)
+    session.add(bo)
+    session.flush()
+    bo.object_key = bo.canonical_uuid
+    return bo
+
+
+def register_backup_object_transfer(session: Session, node_id: str,
+                                    bo_data: dict[str, Any]) -> dict[str, Any]:
+    bo = _new_backup_object(session, _storage_of(session, node_id), bo_data)
+    return backup_object_hash(bo, Preloaded())
+
+
+def register_image_transfer(session: Session, node_id: str, image_data: dict[str, Any],
+                            bo_data: dict[str, Any]) -> dict[str, Any]:
+    storage = _storage_of(session, node_id)
+    if image_data.get("os_type", "linux") not in ("linux", "windows"):
+        raise InvalidArgument(f"unknown os_type: {image_data.get('os_type')!r}")
+    bo = _new_backup_object(session, storage, bo_data)
+    values = {k: image_data[k] for k in IMAGE_CLONED if k in image_data}
+    image = Image(state="pending", backup_object_id=bo.canonical_uuid, **values)
+    session.add(image)
+    session.flush()
+    pre = Preloaded(backup_objects={bo.canonical_uuid: bo})
+    return {"backup_object": backup_object_hash(bo, pre), "image": image_hash(image, pre)}
+
+
+def post_process_backup_image(session: Session, image_id: str) -> None:
+    image = Image.by_cuuid(session, image_id, for_update=True)
+    wanted = {image.backup_object_id} if image.backup_object_id else set()
+    for item in image.volumes or []:
+        if isinstance(item, dict) and item.get("backup_object_id"):
+            wanted.add(item["backup_object_id"])
+    raw = [w.split("-", 1)[1] for w in wanted if w.startswith("bo-")]
+    states = list(session.scalars(select(BackupObject.state).where(BackupObject.uuid.in_(raw))))
+    if len(states) == len(raw) and all(s == "available" for s in states) and \
+            image.state != "deleted":
+        image.state = "available"

@@ -1,0 +1,113 @@
+"""Every sta-collector method through a real worker: happy path, unknown id, bad argument."""
+
+from __future__ import annotations
+
+import pytest
+
+from collector import sample_data
+from collector.client import RpcError
+from collector.db import unit_of_work
+from collector.ids import new_uuid
+from collector.models import ISCSI
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def world(worker):
+    with unit_of_work(worker.db_url) as session:
+        node = sample_data.storage_node(session)
+        vol = sample_data.volume(session, None, ISCSI, node=node)
+        storage = sample_data.backup_storage(session, node_id=f"bksta.b{new_uuid()}")
+        bo = sample_data.backup_object(session, storage, state="pending", progress=0.0)
+        image = sample_data.image(session, backup_object=bo, state="creating")
+        from collector.models import VolumeSnapshot
+
+        snap = VolumeSnapshot(storage_node_id=node.id, origin_volume_id=vol.canonical_uuid)
+        session.add(snap)
+        session.flush()
+        return {"node": node.node_id, "vol": vol.canonical_uuid, "bo": bo.canonical_uuid,
+                "image": image.canonical_uuid, "snap": snap.canonical_uuid,
+                "bksta": storage.node_id}
+
+
+HAPPY = [
+    ("get_available_volumes", lambda w: [w["node"]], lambda r, w: isinstance(r, list)),
+    ("get_volume", lambda w: [w["vol"]],
+     lambda r, w: r["uuid"] == w["vol"] and r["volume_device"]["storage_node"]["node_id"]),
+    ("get_snapshot", lambda w: [w["snap"]], lambda r, w: r["uuid"] == w["snap"]),
+    ("get_backup_object", lambda w: [w["bo"]],
+     lambda r, w: r["uri"].endswith(w["bo"]) and r["backup_storage"]["uuid"].startswith("bkst-")),
+    ("get_image", lambda w: [w["image"]], lambda r, w: r["backup_object"]["uuid"] == w["bo"]),
+    ("update_volume", lambda w: [w["vol"], {"status": "online"}], lambda r, w: r is None),
+    ("update_snapshot", lambda w: [w["snap"], {"state": "available"}], lambda r, w: r is None),
+    ("update_backup_object", lambda w: [w["bo"], {"progress": 10.5}], lambda r, w: r is None),
+    ("register_backup_object_transfer", lambda w: [w["bksta"], {"size": 5}],
+     lambda r, w: r["state"] == "pending" and r["size"] == 5),
+    ("register_image_transfer", lambda w: [w["bksta"], {"arch": "x86_64"}, {"size": 5}],
+     lambda r, w: r["image"]["backup_object_id"] == r["backup_object"]["uuid"]),
+    ("post_process_backup_image", lambda w: [w["image"]], lambda r, w: r is None),
+    ("update_image", lambda w: [w["image"], {"description": "nightly"}], lambda r, w: r is None),
+]
+
+UNKNOWN = [
+    ("get_available_volumes", ["sta.nothere"], "UnknownStorageNodeID"),
+    ("get_volume", ["vol-zzzzzzzz"], "UnknownVolumeID"),
+    ("get_snapshot", ["snap-zzzzzzzz"], "UnknownSnapshotID"),
+    ("get_backup_object", ["bo-zzzzzzzz"], "UnknownBackupObjectID"),
+    ("get_image", ["wmi-zzzzzzzz"], "UnknownImageID"),
+    ("update_volume", ["vol-zzzzzzzz", {"status": "online"}], "UnknownVolumeID"),
+    ("update_snapshot", ["snap-zzzzzzzz", {"state": "available"}], "UnknownSnapshotID"),
+    ("update_backup_object", ["bo-zzzzzzzz", {"progress": 1}], "UnknownBackupObjectID"),
+    ("register_backup_object_transfer", ["bksta.nothere", {}], "UnknownBackupStorage"),
+    ("register_image_transfer", ["bksta.nothere", {}, {}], "UnknownBackupStorage"),
+    ("post_process_backup_image", ["wmi-zzzzzzzz"], "UnknownImageID"),
+    ("update_image", ["wmi-zzzzzzzz", {"description": "x"}], "UnknownImageID"),
+]
+
+BAD = [
+    ("get_available_volumes", [7]),
+    ("get_volume", ["i-abcdefgh"]),
+    ("get_snapshot", [None]),
+    ("get_backup_object", ["bo-x", "extra"]),
+    ("get_image", []),
+    ("update_volume", ["VOL", {"force_destroy": True}]),
+    ("update_snapshot", ["SNAP", {"state": 5}]),
+    ("update_backup_object", ["BO", {"progress": "half"}]),
+    ("register_backup_object_transfer", ["bksta.x", "not a dict"]),
+    ("register_image_transfer", ["bksta.x", {}]),
+    ("post_process_backup_image", [{"id": 1}]),
+    ("update_image", ["IMAGE", {"state": "exploded"}]),
+]
+
+
+@pytest.mark.parametrize("method, args, check", HAPPY, ids=[c[0] for c in HAPPY])
+def test_happy_path(collector_client, world, method, args, check):
+    result = collector_client.call("sta-collector", method, *args(world))
+    assert check(result, world)
+
+
+@pytest.mark.parametrize("method, args, error", UNKNOWN, ids=[c[0] for c in UNKNOWN])
+def test_unknown_id(collector_client, method, args, error):
+    with pytest.raises(RpcError) as info:
+        collector_client.call("sta-collector", method, *args)
+    assert info.value.error_type == error
+
+
+@pytest.mark.parametrize("method, args", BAD, ids=[c[0] for c in BAD])
+def test_bad_argument(collector_client, world, method, args):
+    args = [world[{"VOL": "vol", "SNAP": "snap", "BO": "bo", "IMAGE": "image"}[a]]
+            if a in ("VOL", "SNAP", "BO", "IMAGE") else a for a in args]
+    with pytest.raises(RpcError) as info:
+        collector_client.call("sta-collector", method, *args)
+    assert info.value.error_type == "InvalidArgument"
+
+
+def test_out_of_order_volume_update_is_refused_through_the_worker(collector_client, world):
+    sta = collector_client.rpc("sta-collector")
+    sta.update_volume(world["vol"], {"state": "attaching"})
+    sta.update_volume(world["vol"], {"state": "attached"})
+    with pytest.raises(RpcError) as info:
+        sta.update_volume(world["vol"], {"state": "attaching"})
+    assert info.value.error_type == "InvalidStateTransition"
+    assert sta.get_volume(world["vol"])["state"] == "attached"
