@@ -68,6 +68,11 @@ beat_schedule = {
         "schedule": timedelta(seconds=15),
         "options": {"queue": "maintenance", "expires": 15},
     },
+    "resource-samples-retention": {
+        "task": "maintenance.purge_resource_samples",
+        "schedule": timedelta(hours=1),
+        "options": {"queue": "maintenance", "expires": 600},
+    },
     "node-states-sweep": {
         "task": "maintenance.sweep_node_states",
         "schedule": timedelta(seconds=10),

@@ -32,6 +32,7 @@ class Settings:
     node_kill_sec: int = 320
     job_max_deliveries: int = 3
     job_heartbeat_timeout: int = 60
+    resource_retention: int = 7 * 86400
     worker_concurrency: int = 4
     flower_basic_auth: str | None = None
     extra: dict = field(default_factory=dict)
@@ -61,6 +62,7 @@ def load_settings() -> Settings:
         node_kill_sec=int(_env("COLLECTOR_NODE_KILL_SEC", "320")),
         job_max_deliveries=int(_env("COLLECTOR_JOB_MAX_DELIVERIES", "3")),
         job_heartbeat_timeout=int(_env("COLLECTOR_JOB_HEARTBEAT_TIMEOUT", "60")),
+        resource_retention=int(_env("COLLECTOR_RESOURCE_RETENTION", str(7 * 86400))),
         worker_concurrency=int(_env("COLLECTOR_WORKER_CONCURRENCY", "4")),
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
     )

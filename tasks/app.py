@@ -16,7 +16,9 @@ TASK_MODULES = [
     "tasks.job_push",
     "tasks.jobqueue",
     "tasks.maintenance",
+    "tasks.natbox",
     "tasks.node_collector",
+    "tasks.resource",
     "tasks.sta",
 ]
 
