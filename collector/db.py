@@ -119,3 +119,9 @@ def db_now(session: Session):  # -> aware UTC datetime
         raw = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
         value = datetime.fromisoformat(raw)
     return value.replace(tzinfo=UTC)
+
+
+# Eager loads (selectinload) fetch children with ``IN (...)`` lists; SQLAlchemy's default
+# of 500 keys per query would make a node's document cost more queries as the node grows.
+# One query per relationship for up to this many parents keeps the count constant.
+EAGER_CHUNK = 10_000

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from collector.db import EAGER_CHUNK
 from collector.documents.common import taggable_hash
 from collector.documents.resources import (
     Preloaded,
@@ -32,27 +33,27 @@ from collector.models import (
 from collector.models.networks import ipv4_to_s
 
 _VIF_LOADS = (
-    selectinload(NetworkVif.ip_leases), selectinload(NetworkVif.security_groups),
-    selectinload(NetworkVif.monitors),
-    selectinload(NetworkVif.network).selectinload(Network.dc_network)
-    .selectinload(DcNetwork.vlan_lease),
-    selectinload(NetworkVif.nat_network),
+    selectinload(NetworkVif.ip_leases, chunksize=EAGER_CHUNK), selectinload(NetworkVif.security_groups, chunksize=EAGER_CHUNK),
+    selectinload(NetworkVif.monitors, chunksize=EAGER_CHUNK),
+    selectinload(NetworkVif.network, chunksize=EAGER_CHUNK).selectinload(Network.dc_network, chunksize=EAGER_CHUNK)
+    .selectinload(DcNetwork.vlan_lease, chunksize=EAGER_CHUNK),
+    selectinload(NetworkVif.nat_network, chunksize=EAGER_CHUNK),
 )
 
 
 def instance_loader_options() -> list:
     """Eager loads for everything the instance document reads."""
     return [
-        selectinload(Instance.image),
-        selectinload(Instance.ssh_key_pair),
-        selectinload(Instance.host_node).selectinload(HostNode.node),
-        selectinload(Instance.network_vifs).options(*_VIF_LOADS),
-        selectinload(Instance.volumes).options(
-            selectinload(Volume.local_volume),
-            selectinload(Volume.iscsi_volume).selectinload(IscsiVolume.storage_node)
-            .selectinload(StorageNode.node),
-            selectinload(Volume.nfs_volume).selectinload(NfsVolume.storage_node)
-            .selectinload(StorageNode.node),
+        selectinload(Instance.image, chunksize=EAGER_CHUNK),
+        selectinload(Instance.ssh_key_pair, chunksize=EAGER_CHUNK),
+        selectinload(Instance.host_node, chunksize=EAGER_CHUNK).selectinload(HostNode.node, chunksize=EAGER_CHUNK),
+        selectinload(Instance.network_vifs, chunksize=EAGER_CHUNK).options(*_VIF_LOADS),
+        selectinload(Instance.volumes, chunksize=EAGER_CHUNK).options(
+            selectinload(Volume.local_volume, chunksize=EAGER_CHUNK),
+            selectinload(Volume.iscsi_volume, chunksize=EAGER_CHUNK).selectinload(IscsiVolume.storage_node, chunksize=EAGER_CHUNK)
+            .selectinload(StorageNode.node, chunksize=EAGER_CHUNK),
+            selectinload(Volume.nfs_volume, chunksize=EAGER_CHUNK).selectinload(NfsVolume.storage_node, chunksize=EAGER_CHUNK)
+            .selectinload(StorageNode.node, chunksize=EAGER_CHUNK),
         ),
     ]
 

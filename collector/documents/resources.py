@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from collector.db import EAGER_CHUNK
 from collector.documents.common import taggable_hash
 from collector.models import (
     BackupObject,
@@ -51,7 +52,7 @@ class Preloaded:
             from sqlalchemy.orm import selectinload
 
             rows = session.scalars(select(BackupObject).where(BackupObject.uuid.in_(raw))
-                                   .options(selectinload(BackupObject.backup_storage)))
+                                   .options(selectinload(BackupObject.backup_storage, chunksize=EAGER_CHUNK)))
             out.backup_objects = {bo.canonical_uuid: bo for bo in rows}
         if network_ids:
             from sqlalchemy.orm import selectinload
@@ -59,9 +60,9 @@ class Preloaded:
             rows = session.scalars(
                 select(NetworkService).join(NetworkVif)
                 .where(NetworkVif.network_id.in_(network_ids))
-                .options(selectinload(NetworkService.network_vif).selectinload(
-                    NetworkVif.ip_leases), selectinload(NetworkService.network_vif)
-                    .selectinload(NetworkVif.instance)))
+                .options(selectinload(NetworkService.network_vif, chunksize=EAGER_CHUNK).selectinload(
+                    NetworkVif.ip_leases, chunksize=EAGER_CHUNK), selectinload(NetworkService.network_vif, chunksize=EAGER_CHUNK)
+                    .selectinload(NetworkVif.instance, chunksize=EAGER_CHUNK)))
             services: dict[int, list[NetworkService]] = defaultdict(list)
             for svc in rows:
                 services[svc.network_vif.network_id].append(svc)

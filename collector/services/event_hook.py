@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from collector import messaging
+from collector.db import EAGER_CHUNK
 from collector.documents.resources import direct_address
 from collector.models import (
     LOG_METRICS,
@@ -93,7 +94,7 @@ def reload_config(session: Session, lb: LoadBalancer) -> dict[str, Any]:
     vifs = {v.canonical_uuid: v for v in session.scalars(
         select(NetworkVif).where(NetworkVif.uuid.in_(
             [t.network_vif_id.split("-", 1)[1] for t in targets]))
-        .options(selectinload(NetworkVif.ip_leases)))}
+        .options(selectinload(NetworkVif.ip_leases, chunksize=EAGER_CHUNK)))}
     inbounds = [i for i in lb.inbounds if i.deleted_at is None]
     secure = [i for i in inbounds if i.protocol in ("https", "ssl")]
     return {

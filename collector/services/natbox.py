@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, aliased, selectinload
 
+from collector.db import EAGER_CHUNK
 from collector.errors import UnknownNetworkRouteID
 from collector.models import DcNetwork, Network, NetworkRoute, NetworkVifIpLease
 
@@ -26,8 +27,8 @@ def _route_hash(route: NetworkRoute) -> dict[str, Any]:
 def get_network_route(session: Session, route_id: int,
                       dc_network_name: str) -> dict[str, Any] | None:
     route = session.scalars(select(NetworkRoute).where(NetworkRoute.id == route_id).options(
-        selectinload(NetworkRoute.inner_lease).selectinload(NetworkVifIpLease.network)
-        .selectinload(Network.dc_network), selectinload(NetworkRoute.outer_lease))).first()
+        selectinload(NetworkRoute.inner_lease, chunksize=EAGER_CHUNK).selectinload(NetworkVifIpLease.network, chunksize=EAGER_CHUNK)
+        .selectinload(Network.dc_network, chunksize=EAGER_CHUNK), selectinload(NetworkRoute.outer_lease, chunksize=EAGER_CHUNK))).first()
     if route is None:
         raise UnknownNetworkRouteID(f"unknown network route: {route_id}")
     inner = route.inner_lease
@@ -48,5 +49,5 @@ def get_alive_network_routes(session: Session, dc_network_name: str) -> list[dic
         .where(NetworkRoute.deleted_at.is_(None), inner.deleted_at.is_(None),
                outer.deleted_at.is_(None), DcNetwork.name == dc_network_name)
         .order_by(NetworkRoute.id)
-        .options(selectinload(NetworkRoute.inner_lease), selectinload(NetworkRoute.outer_lease)))
+        .options(selectinload(NetworkRoute.inner_lease, chunksize=EAGER_CHUNK), selectinload(NetworkRoute.outer_lease, chunksize=EAGER_CHUNK)))
     return [_route_hash(r) for r in routes]

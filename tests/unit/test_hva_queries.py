@@ -1,0 +1,88 @@
+"""The heavy hva-collector answers cost a fixed number of queries, whatever the node size."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event
+
+from collector import sample_data
+from collector.models import SecurityGroupReference
+from collector.services import hva, hva_netfilter, hva_network
+
+
+@contextmanager
+def count_queries(session):
+    engine = session.get_bind()
+    counter = {"n": 0}
+
+    def before(*_args):
+        counter["n"] += 1
+
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield counter
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def build_node(session, vnics: int, groups: int = 50):
+    host = sample_data.host_node(session)
+    net = sample_data.network(session, "10.64.0.0/16")
+    sgs = [sample_data.security_group(session, rule=f"tcp:{22 + i},{22 + i},ip4:0.0.0.0")
+           for i in range(groups)]
+    for a, b in zip(sgs, sgs[1:], strict=False):  # each group references the next
+        session.add(SecurityGroupReference(referencer_id=a.id, referencee_id=b.id))
+    per_instance, grouped = 4, 0
+    for i in range(0, vnics, per_instance):
+        inst = sample_data.instance(session, host)
+        for j in range(per_instance):
+            n = i + j
+            member_of = []
+            if n % 10:  # one vif in ten has no group: it is an "empty" vnic
+                member_of, grouped = [sgs[grouped % groups]], grouped + 1
+            sample_data.vif(session, inst, net, ipv4=f"10.64.{n // 250}.{n % 250 + 2}",
+                            security_groups=member_of, device_index=j)
+    session.flush()
+    session.expire_all()
+    return host, net
+
+
+@pytest.mark.parametrize("call", ["get_netfilter_data", "get_dhcp_conf",
+                                  "get_resource_monitor_data"])
+def test_query_count_does_not_grow_with_the_vnics(session, call):
+    counts = []
+    for vnics in (100, 1000):
+        host, net = build_node(session, vnics)
+        with count_queries(session) as counter:
+            if call == "get_netfilter_data":
+                doc = hva_netfilter.get_netfilter_data(session, host.node_id)
+                assert len(doc["empty_vnics"]) == vnics // 10
+                assert len(doc["security_groups"]) == 50
+            elif call == "get_dhcp_conf":
+                doc = hva_network.get_dhcp_conf(session, net.canonical_uuid)
+                assert len(doc[net.canonical_uuid]["mac2addr"]) == vnics
+            else:
+                doc = hva_network.get_resource_monitor_data(session, host.node_id)
+                assert sum(len(i["vif"]) for i in doc) == vnics
+        counts.append(counter["n"])
+        session.expire_all()
+    assert counts[0] == counts[1], counts
+    assert counts[1] <= 40  # a handful of queries per loaded relationship, no more
+
+
+def test_get_instance_query_count_does_not_grow_with_vifs(session):
+    counts = []
+    for vifs in (2, 40):
+        host = sample_data.host_node(session)
+        net = sample_data.network(session, "10.65.0.0/16")
+        inst = sample_data.running_instance(session, host, net=net, ipv4="10.65.0.2")
+        for n in range(vifs):
+            sample_data.vif(session, inst, net, ipv4=f"10.65.1.{n + 2}", device_index=n + 1)
+        session.expire_all()
+        with count_queries(session) as counter:
+            doc = hva.get_instance(session, inst.canonical_uuid)
+        assert len(doc["vif"]) == vifs + 1
+        counts.append(counter["n"])
+    assert counts[0] == counts[1], counts
