@@ -1,0 +1,107 @@
+"""hva-collector's network, host and netfilter answers, with a session alone."""
+
+import pytest
+
+from collector import sample_data
+from collector.errors import InvalidArgument, UnknownNetworkID, UnknownNIC, UnknownNodeID
+from collector.models import NetworkGroup, NodeState, TagMapping
+from collector.services import hva_netfilter, hva_network
+
+
+def test_dhcp_conf_for_a_network_and_a_network_group(session):
+    net = sample_data.network(session, "10.20.0.0/24", domain_name="cloud.local")
+    inst = sample_data.instance(session, sample_data.host_node(session), hostname="web1",
+                                account_id="a-acme0001")
+    vif = sample_data.vif(session, inst, net, ipv4="10.20.0.11")
+    sample_data.vif(session, None, net, ipv4="10.20.0.12")  # no instance: not listed
+    segment = hva_network.get_dhcp_conf(session, net.canonical_uuid)[net.canonical_uuid]
+    assert segment["ipv4_first"] == "10.20.0.1" and segment["ipv4_last"] == "10.20.0.254"
+    assert segment["netmask"] == "255.255.255.0" and segment["prefix"] == 24
+    assert segment["mac2addr"] == [{"mac_addr": vif.pretty_mac_addr(), "ipaddr": "10.20.0.11"}]
+    assert segment["addr2host"] == [{"hostname": "web1.acme0001.cloud.local",
+                                     "ipaddr": "10.20.0.11"}]
+    group = NetworkGroup(name=f"g{sample_data.secrets.token_hex(3)}")
+    session.add(group)
+    session.flush()
+    session.add(TagMapping(tag_id=group.id, uuid=net.canonical_uuid))
+    session.flush()
+    assert list(hva_network.get_dhcp_conf(session, group.canonical_uuid)) == [net.canonical_uuid]
+    with pytest.raises(UnknownNetworkID):
+        hva_network.get_dhcp_conf(session, "nw-zzzzzzzz")
+    with pytest.raises(UnknownNetworkID):
+        hva_network.get_dhcp_conf(session, inst.canonical_uuid)
+
+
+def test_vnet_is_prepared_once(session):
+    host = sample_data.host_node(session)
+    net = sample_data.network(session)
+    first = hva_network.prepare_host_node_vnet(session, host.canonical_uuid, net.canonical_uuid)
+    again = hva_network.prepare_host_node_vnet(session, host.canonical_uuid, net.canonical_uuid)
+    assert first == again and len(first["broadcast_addr"]) == 17
+
+
+def test_netfilter_group_separates_local_and_foreign_vnics(session):
+    here, there = sample_data.host_node(session), sample_data.host_node(session)
+    net = sample_data.network(session, "10.21.0.0/24")
+    group = sample_data.security_group(session, rule="tcp:22,22,ip4:0.0.0.0")
+    peer = sample_data.security_group(session, rule="")
+    session.flush()
+    from collector.models import SecurityGroupReference
+
+    session.add(SecurityGroupReference(referencer_id=group.id, referencee_id=peer.id))
+    local = sample_data.vif(session, sample_data.instance(session, here), net, "10.21.0.2",
+                            security_groups=[group])
+    stopped = sample_data.vif(session, sample_data.instance(session, here, state="halted"), net,
+                              "10.21.0.3", security_groups=[group])
+    remote = sample_data.vif(session, sample_data.instance(session, there), net, "10.21.0.4",
+                             security_groups=[group, peer])
+    session.flush()
+    session.expire_all()
+    doc = hva_netfilter.get_netfilter_security_group(session, group.canonical_uuid, here.node_id)
+    assert set(doc["local_vnics"]) == {local.canonical_uuid}
+    assert set(doc["foreign_vnics"]) == {remote.canonical_uuid}
+    assert stopped.canonical_uuid not in doc["local_vnics"] | doc["foreign_vnics"]
+    assert doc["referencees"] == {peer.canonical_uuid: {
+        remote.canonical_uuid: hva_netfilter.get_netfilter_vnic(session, remote.canonical_uuid)}}
+    assert doc["rules"][0]["ip_fport"] == 22
+    data = hva_netfilter.get_netfilter_data(session, here.node_id)
+    assert set(data["security_groups"]) == {group.canonical_uuid}
+    assert set(data["networks"]) == {net.canonical_uuid}
+    assert hva_netfilter.get_netfilter_security_group(session, "sg-zzzzzzzz", "x") is None
+    assert hva_netfilter.get_netfilter_vnic(session, "vif-zzzzzzzz") is None
+    assert hva_netfilter.get_netfilter_vnic_with_node_id(session, local.canonical_uuid)[
+        "node_id"] == here.node_id
+    with pytest.raises(InvalidArgument):
+        hva_netfilter.get_netfilter_vnic(session, "sg-zzzzzzzz")
+
+
+def test_external_monitor_targets_skip_timed_out_and_unschedulable_hosts(session):
+    online = sample_data.host_node(session)
+    offline = sample_data.host_node(session, online=False)
+    timing_out = sample_data.host_node(session, online=False)
+    sample_data.node_state(session, timing_out.node_id, "timeout")
+    disabled = sample_data.host_node(session, scheduling_enabled=False)
+    targets = set(hva_network.get_external_monitor_target_host_nodes(session))
+    assert {online.canonical_uuid, offline.canonical_uuid} <= targets
+    assert not {timing_out.canonical_uuid, disabled.canonical_uuid} & targets
+    assert session.query(NodeState).filter_by(node_id=timing_out.node_id).one().state == "timeout"
+
+
+def test_monitor_data_and_host_switch(session):
+    host, other = sample_data.host_node(session), sample_data.host_node(session)
+    inst = sample_data.running_instance(session, host)
+    sample_data.instance(session, host, state="stopped")
+    data = hva_network.get_resource_monitor_data(session, host.node_id)
+    assert [i["uuid"] for i in data] == [inst.canonical_uuid]
+    assert data[0]["vif"][0]["ipv4"] == {"address": "10.0.0.10", "nat_address": None}
+    assert hva_network.get_resource_monitor_ids(session, host.node_id) == [inst.canonical_uuid]
+    monitor = hva_network.get_instance_monitor_data(session, host.node_id)
+    assert monitor[0]["hypervisor"] == "kvm" and monitor[0]["state"] == "running"
+    assert hva_network.switch_instance_host_node(session, inst.canonical_uuid, other.node_id)
+    assert inst.host_node_id == other.id
+    with pytest.raises(UnknownNodeID):
+        hva_network.get_instance_monitor_data(session, "hva.nothere")
+    with pytest.raises(UnknownNIC):
+        hva_network.get_nic(session, "vif-zzzzzzzz")
+    assert hva_network.get_nic(session, inst.network_vifs[0].canonical_uuid)["address"] == \
+        "10.0.0.10"
