@@ -37,13 +37,14 @@ def test_silent_nodes_time_out_then_go_offline_then_are_forgotten(session):
     row = _row(session, "hva.quiet")
     now = db_now(session)
     row.last_ping_at = now - timedelta(seconds=25)
-    assert node_states.sweep_node_states(session)["timedout"] == ["hva.quiet"]
+    # Other tests' nodes may be silent too: look for this one only.
+    assert "hva.quiet" in node_states.sweep_node_states(session)["timedout"]
     assert row.state == "timeout"
-    assert node_states.sweep_node_states(session)["timedout"] == []  # no repeats
+    assert "hva.quiet" not in node_states.sweep_node_states(session)["timedout"]  # no repeats
     row.last_ping_at = now - timedelta(seconds=45)
-    assert node_states.sweep_node_states(session)["offline"] == ["hva.quiet"]
+    assert "hva.quiet" in node_states.sweep_node_states(session)["offline"]
     row.last_ping_at = now - timedelta(seconds=400)
-    assert node_states.sweep_node_states(session)["killed"] == ["hva.quiet"]
+    assert "hva.quiet" in node_states.sweep_node_states(session)["killed"]
     assert _row(session, "hva.quiet") is None
     node_states.notify(session, "hva.quiet", "t2")  # it comes back: monitored again
     assert _row(session, "hva.quiet").state == "online"
