@@ -126,6 +126,12 @@ class SoftDelete:
         if self.deleted_at is None:
             self.deleted_at = when or utcnow()
 
+    def destroy(self, when: datetime | None = None) -> None:
+        """Soft delete; rows with a ``state`` column also become ``deleted``."""
+        self.soft_delete(when)
+        if hasattr(self, "state"):
+            self.state = "deleted"
+
 
 TAGGABLE_CLASSES: dict[str, type] = {}
 

@@ -60,8 +60,7 @@ class Volume(Taggable, SoftDelete, Timestamps, Base):
 
     def destroy(self, when: datetime | None = None) -> None:
         """Soft delete: state ``deleted``, status ``offline``."""
-        self.soft_delete(when)
-        self.state = "deleted"
+        super().destroy(when)
         self.status = "offline"
 
 

@@ -7,10 +7,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from collector.errors import InvalidArgument
-from collector.fields import NULL, check_fields
+from collector.fields import NULL, apply_deleted_report, check_fields
 from collector.models import Image
 from collector.states import IMAGE_TRANSITIONS, check_transition
-from collector.timeutil import parse_time
 
 UPDATABLE_IMAGE_FIELDS: dict[str, tuple[type, ...]] = {
     "state": (str,), "deleted_at": (str, NULL), "backup_object_id": (str, NULL),
@@ -24,13 +23,8 @@ def update_image(session: Session, image_id: str, data: dict[str, Any]) -> None:
     """Apply an agent's report on an image; ``state: deleted`` soft-deletes it."""
     check_fields("image", data, UPDATABLE_IMAGE_FIELDS)
     image = Image.by_cuuid(session, image_id, for_update=True)
-    if data.get("state") == "deleted":
-        if image.state != "deleted":
-            image.soft_delete(parse_time(data.get("deleted_at"), "deleted_at"))
-            image.state = "deleted"
+    if apply_deleted_report(image, data):
         return
-    if "deleted_at" in data:
-        raise InvalidArgument("deleted_at is only accepted with state 'deleted'")
     if image.state == "deleted":
         return  # a late report about a deleted image changes nothing
     if "os_type" in data and data["os_type"] not in ("linux", "windows"):

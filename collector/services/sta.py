@@ -38,7 +38,7 @@ from collector.errors import (
     UnknownStorageNodeID,
     ValidationFailed,
 )
-from collector.fields import NULL, check_fields
+from collector.fields import NULL, apply_deleted_report, check_fields
 from collector.models import (
     BackupObject,
     BackupStorage,
@@ -120,12 +120,8 @@ def update_volume(session: Session, volume_id: str, data: dict[str, Any]) -> Non
     vol = Volume.by_cuuid(session, volume_id, for_update=True)
     if "volume_device" in data:
         _update_device(vol, data["volume_device"])
-    if data.get("state") == "deleted":
-        if vol.state != "deleted":
-            vol.destroy(parse_time(data.get("deleted_at"), "deleted_at"))
+    if apply_deleted_report(vol, data):
         return
-    if "deleted_at" in data:
-        raise InvalidArgument("deleted_at is only accepted with state 'deleted'")
     if vol.state == "deleted":
         return  # late report about a deleted volume
     if "state" in data and check_transition("volume", VOLUME_TRANSITIONS, vol.state,
@@ -174,10 +170,7 @@ def _check_guest_device_names(session: Session, vol: Volume) -> None:
 def update_snapshot(session: Session, snapshot_id: str, data: dict[str, Any]) -> None:
     check_fields("snapshot", data, SNAPSHOT_FIELDS)
     snap = VolumeSnapshot.by_cuuid(session, snapshot_id, for_update=True)
-    if data.get("state") == "deleted":
-        if snap.deleted_at is None:
-            snap.soft_delete(parse_time(data.get("deleted_at"), "deleted_at"))
-            snap.state = "deleted"
+    if apply_deleted_report(snap, data):
         return
     for key in ("state", "status", "size", "destination_key"):
         if key in data:
@@ -187,10 +180,7 @@ def update_snapshot(session: Session, snapshot_id: str, data: dict[str, Any]) ->
 def update_backup_object(session: Session, backup_object_id: str, data: dict[str, Any]) -> None:
     check_fields("backup object", data, BACKUP_FIELDS)
     bo = BackupObject.by_cuuid(session, backup_object_id, for_update=True)
-    if data.get("state") == "deleted":
-        if bo.deleted_at is None:
-            bo.soft_delete(parse_time(data.get("deleted_at"), "deleted_at"))
-            bo.state = "deleted"
+    if apply_deleted_report(bo, data):
         return
     if bo.state == "deleted":
         return
