@@ -121,3 +121,55 @@ def test_health_pings_every_endpoint_through_its_queue(worker):
                          env=worker.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("ok ") == 8
+
+
+def test_cli_call_prints_the_json_answer(worker):
+    from collector import sample_data
+    from collector.db import unit_of_work
+
+    with unit_of_work(worker.db_url) as session:
+        inst_id = sample_data.instance(session, sample_data.host_node(session)).canonical_uuid
+    out = subprocess.run(
+        [sys.executable, "-m", "collector.cli", "call", "hva-collector", "get_instance", inst_id],
+        env=worker.env, capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["uuid"] == inst_id
+
+
+def test_flower_refuses_requests_without_credentials(worker, tmp_path):
+    import urllib.error
+    import urllib.request
+
+    from collector.embedded import free_port
+
+    port = free_port()
+    env = {**worker.env, "COLLECTOR_FLOWER_BASIC_AUTH": "ops:s3cret",
+           "COLLECTOR_DATA_DIR": str(tmp_path)}
+    flower = subprocess.Popen([sys.executable, "-m", "collector.cli", "flower", "--port",
+                               str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/api/workers"
+        deadline = time.monotonic() + 30
+        status = None
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                status = 200
+            except urllib.error.HTTPError as exc:
+                status = exc.code
+            except OSError:
+                time.sleep(0.3)
+                continue
+            break
+        assert status == 401
+        request = urllib.request.Request(url)
+        import base64
+
+        request.add_header("Authorization", "Basic " + base64.b64encode(b"ops:s3cret").decode())
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        flower.terminate()
+        flower.wait(10)
