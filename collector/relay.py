@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from collector.client import EVENTS_EXCHANGE as events_exchange
 from collector.client import EVENTS_QUEUE as events_queue
+from collector.config import load_settings
 from collector.db import dialect_name, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.timeutil import utcnow
@@ -40,6 +41,10 @@ def publish_one(app: Celery, row: OutboxMessage) -> None:
             declare=[events_exchange, events_queue], ignore_result=True,
         )
         return
+    if row.kind == "job":
+        # A node back after a long outage must not run day-old commands; the reaper then
+        # fails the ledger row of a job that expired before any agent started it.
+        options.setdefault("expires", load_settings().job_expires)
     app.send_task(
         row.name, args=payload["args"], kwargs=payload.get("kwargs") or {}, queue=row.queue,
         task_id=row.task_id, ignore_result=row.kind == "task", **options,

@@ -219,8 +219,9 @@ def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str
                                    QueuedJob.heartbeat_at < now - timedelta(seconds=timeout_sec))
     if dialect_name(session) == "postgresql":
         stmt = stmt.with_for_update(skip_locked=True)
-    out: dict[str, list[str]] = {"requeued": [], "failed": []}
-    max_deliveries = load_settings().job_max_deliveries
+    out: dict[str, list[str]] = {"requeued": [], "failed": [], "expired": []}
+    settings = load_settings()
+    max_deliveries = settings.job_max_deliveries
     for job in session.scalars(stmt):
         lost = {"message": f"worker {job.worker_id} lost (no heartbeat for {timeout_sec}s)"}
         if job.delivery_count < max_deliveries:
@@ -230,6 +231,16 @@ def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str
         else:
             _finish(job, now, "fail", lost)
             out["failed"].append(job.canonical_uuid)
+    # Pushed jobs no agent started before their message expired will never run.
+    stale = select(QueuedJob).where(
+        QueuedJob.state == "pending", QueuedJob.task_id.is_not(None),
+        QueuedJob.updated_at < now - timedelta(seconds=settings.job_expires))
+    if dialect_name(session) == "postgresql":
+        stale = stale.with_for_update(skip_locked=True)
+    for job in session.scalars(stale):
+        _finish(job, now, "fail", {"message": f"expired: no agent of {job.queue_name} "
+                                   f"started it within {settings.job_expires}s"})
+        out["expired"].append(job.canonical_uuid)
     return out
 
 

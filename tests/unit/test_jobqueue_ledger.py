@@ -114,3 +114,14 @@ def test_unknown_and_malformed_job_ids_are_typed_errors(session):
         jobqueue.find(session, "i-zzzzzzzz")
     with pytest.raises(InvalidArgument):
         jobqueue.submit(session, _queue(), None, {}, {"retry_max": "3"})
+
+
+def test_a_pushed_job_no_agent_started_before_it_expired_is_failed(session):
+    job_id = messaging.jobs.submit(session, f"hva-handle.hva.e{new_uuid()}", "reboot", "i-x")
+    row = QueuedJob.by_cuuid(session, job_id)
+    session.flush()
+    row.updated_at = db_now(session) - timedelta(days=2)
+    session.flush()
+    assert job_id in jobqueue.reap(session)["expired"]
+    assert (row.state, row.finish_status) == ("finished", "fail")
+    assert "expired" in row.finish_message["message"]
