@@ -4,6 +4,7 @@ ranges, routes, services, vif monitors, and the tag groups that map networks."""
 from __future__ import annotations
 
 import ipaddress
+import socket
 from datetime import datetime
 
 from sqlalchemy import (
@@ -32,7 +33,8 @@ ALLOC_AUTO, ALLOC_RESERVED, ALLOC_MANUAL = 0, 1, 2
 
 
 def ipv4_to_s(value: int | None) -> str | None:
-    return None if value is None else str(ipaddress.IPv4Address(value))
+    # inet_ntoa is ~20x faster than ipaddress here, and documents convert thousands.
+    return None if value is None else socket.inet_ntoa(value.to_bytes(4, "big"))
 
 
 def ipv4_to_i(value: str) -> int:
