@@ -26,6 +26,25 @@ from collector.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 
+_publishers: dict[str, Celery] = {}
+
+
+def publisher(broker_url: str) -> Celery:
+    """A Celery app that only publishes: no result backend, so sending a job does not
+    subscribe this process to the job's result (agents still store results in theirs)."""
+    if broker_url not in _publishers:
+        app = Celery("collector-relay", set_as_current=False)
+        app.conf.update(
+            broker_url=broker_url, result_backend=None, task_serializer="json",
+            accept_content=["json"], broker_connection_retry_on_startup=True,
+            task_create_missing_queues=True,
+            task_publish_retry_policy={"max_retries": 3, "interval_start": 0,
+                                       "interval_step": 0.5, "interval_max": 1},
+        )
+        _publishers[broker_url] = app
+    return _publishers[broker_url]
+
+
 def publish_one(app: Celery, row: OutboxMessage) -> None:
     payload: dict[str, Any] = row.payload
     options = dict(payload.get("options") or {})

@@ -28,9 +28,9 @@ app.conf.include = TASK_MODULES
 
 
 def _relay(row_ids: list[int]) -> None:
-    from collector.relay import publish_rows
+    from collector.relay import publish_rows, publisher
 
-    publish_rows(app, row_ids)
+    publish_rows(publisher(app.conf.broker_url), row_ids)
 
 
 @worker_init.connect

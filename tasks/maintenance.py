@@ -10,4 +10,5 @@ from tasks.app import app
 @app.task(name="maintenance.sweep_outbox", queue="maintenance")
 def sweep_outbox() -> int:
     """Publish outbox rows a crash left unsent; returns how many were sent."""
-    return relay.sweep(app, older_than=load_settings().outbox_sweep_after)
+    return relay.sweep(relay.publisher(app.conf.broker_url),
+                       older_than=load_settings().outbox_sweep_after)

@@ -8,10 +8,10 @@ import pytest
 import redis
 
 from collector import messaging, relay
-from collector.client import make_app
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models.outbox import OutboxMessage
+from collector.relay import publisher
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +19,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def broker(redis_server):
     url = f"{redis_server.url}/7"
-    app = make_app(url)
-    yield app, redis.Redis.from_url(url)
-    app.close()
+    yield publisher(url), redis.Redis.from_url(url)
 
 
 def _queued(conn: redis.Redis, queue: str) -> list[dict]:
