@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 from collector.db import EAGER_CHUNK
 from collector.documents.common import taggable_hash
 from collector.documents.resources import vif_netfilter_document
-from collector.models import DcNetwork, Instance, Network, NetworkVif, SecurityGroup
+from collector.models import Instance, Network, NetworkVif, SecurityGroup
 from collector.security_group_rules import parse_rules
 
 VIF_NETFILTER_LOADS = (
@@ -87,5 +87,3 @@ def network_netfilter_document(net: Network) -> dict[str, Any]:
             "metadata_server_port": net.metadata_server_port, "network_mode": net.network_mode,
             "dc_network": taggable_hash(dc) if dc is not None else None}
 
-
-NETWORK_LOADS = (selectinload(Network.dc_network, chunksize=EAGER_CHUNK).selectinload(DcNetwork.vlan_lease, chunksize=EAGER_CHUNK),)

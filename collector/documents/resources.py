@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, selectinload
 
 from collector.db import EAGER_CHUNK
 from collector.documents.common import taggable_hash
 from collector.models import (
     BackupObject,
+    DcNetwork,
     HostNode,
     Image,
     Network,
@@ -27,6 +28,10 @@ from collector.models import (
     Volume,
 )
 from collector.models.networks import pretty_mac
+
+# Eager loads of what a network document reads (its DC network and that one's VLAN).
+NETWORK_LOADS = (selectinload(Network.dc_network, chunksize=EAGER_CHUNK)
+                 .selectinload(DcNetwork.vlan_lease, chunksize=EAGER_CHUNK),)
 
 
 @dataclass

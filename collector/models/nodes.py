@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from collector.errors import UnknownHostNodeID, UnknownStorageNodeID
+from collector.errors import UnknownHostNodeID, UnknownNodeID, UnknownStorageNodeID
 from collector.models.base import Base, Taggable, Timestamps, UTCDateTime, register_taggable
 from collector.timeutil import utcnow
 
@@ -52,6 +52,14 @@ class HostNode(Taggable, Timestamps, Base):
     @property
     def status(self) -> str:
         return self.node.state if self.node is not None else "offline"
+
+    @classmethod
+    def by_node_id(cls, session: Session, node_id: str) -> HostNode:
+        """The host served by agent ``node_id`` (``hva.demo1``); UnknownNodeID if none."""
+        host = session.scalars(select(cls).where(cls.node_id == node_id)).first()
+        if host is None:
+            raise UnknownNodeID(f"unknown host node with node id {node_id!r}")
+        return host
 
 
 @register_taggable

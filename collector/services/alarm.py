@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from collector import ids, messaging
 from collector.documents.common import taggable_hash
-from collector.errors import InvalidArgument, UnknownNodeID
+from collector.errors import InvalidArgument
 from collector.fields import NULL, check_fields
 from collector.models import ALARM_STATES, LOG_METRICS, RESOURCE_METRICS, Alarm, HostNode, Instance
 from collector.timeutil import parse_time, utcnow
@@ -64,9 +64,7 @@ def get_resource_alarms(session: Session, resource_ids: list[str] | str) -> list
 
 
 def get_log_alarms(session: Session, node_id: str) -> list[dict[str, Any]]:
-    host = session.scalars(select(HostNode).where(HostNode.node_id == node_id)).first()
-    if host is None:
-        raise UnknownNodeID(f"unknown host node: {node_id!r}")
+    host = HostNode.by_node_id(session, node_id)
     instance_ids = [f"i-{u}" for u in session.scalars(
         select(Instance.uuid).where(Instance.host_node_id == host.id))]
     if not instance_ids:

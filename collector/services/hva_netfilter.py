@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session, selectinload
 
 from collector.db import EAGER_CHUNK
 from collector.documents.netfilter import (
-    NETWORK_LOADS,
     VIF_NETFILTER_LOADS,
     load_groups,
     network_netfilter_document,
@@ -29,7 +28,7 @@ from collector.documents.netfilter import (
     security_group_hash,
     security_group_netfilter_document,
 )
-from collector.documents.resources import vif_netfilter_document
+from collector.documents.resources import NETWORK_LOADS, vif_netfilter_document
 from collector.models import HostNode, Instance, Network, NetworkVif, SecurityGroup
 from collector.security_group_rules import parse_rules
 

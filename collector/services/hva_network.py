@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session, selectinload
 from collector.db import EAGER_CHUNK
 from collector.documents.common import taggable_hash
 from collector.documents.resources import (
+    NETWORK_LOADS,
     Preloaded,
     direct_address,
     host_node_api_document,
@@ -34,10 +35,9 @@ from collector.documents.resources import (
     network_hash,
     vif_hash,
 )
-from collector.errors import InvalidStateTransition, UnknownNetworkID, UnknownNIC, UnknownNodeID
+from collector.errors import InvalidStateTransition, UnknownNetworkID, UnknownNIC
 from collector.models import (
     ALLOC_AUTO,
-    DcNetwork,
     HostNode,
     HostNodeVnet,
     Instance,
@@ -54,12 +54,11 @@ from collector.models.networks import pretty_mac
 
 MAC_VENDOR = 0x525400
 
-_NETWORK_LOADS = (selectinload(Network.dc_network, chunksize=EAGER_CHUNK).selectinload(DcNetwork.vlan_lease, chunksize=EAGER_CHUNK),)
 _VIF_LOADS = (
     selectinload(NetworkVif.ip_leases, chunksize=EAGER_CHUNK), selectinload(NetworkVif.security_groups, chunksize=EAGER_CHUNK),
     selectinload(NetworkVif.monitors, chunksize=EAGER_CHUNK),
     selectinload(NetworkVif.instance, chunksize=EAGER_CHUNK).selectinload(Instance.host_node, chunksize=EAGER_CHUNK),
-    selectinload(NetworkVif.network, chunksize=EAGER_CHUNK).options(*_NETWORK_LOADS),
+    selectinload(NetworkVif.network, chunksize=EAGER_CHUNK).options(*NETWORK_LOADS),
 )
 
 
@@ -74,7 +73,7 @@ def get_network(session: Session, network_id: str) -> dict[str, Any]:
 
 
 def get_networks(session: Session) -> list[dict[str, Any]]:
-    nets = list(session.scalars(select(Network).order_by(Network.id).options(*_NETWORK_LOADS)))
+    nets = list(session.scalars(select(Network).order_by(Network.id).options(*NETWORK_LOADS)))
     return _networks_doc(session, nets)
 
 
@@ -174,15 +173,8 @@ def _dhcp_segment(net: Network, leases: list[NetworkVifIpLease]) -> dict[str, An
     return segment
 
 
-def _host_by_node_id(session: Session, node_id: str) -> HostNode:
-    host = session.scalars(select(HostNode).where(HostNode.node_id == node_id)).first()
-    if host is None:
-        raise UnknownNodeID(f"unknown host node with node id {node_id!r}")
-    return host
-
-
 def get_instance_monitor_data(session: Session, node_id: str) -> list[dict[str, Any]]:
-    host = _host_by_node_id(session, node_id)
+    host = HostNode.by_node_id(session, node_id)
     rows = session.scalars(select(Instance).where(
         Instance.host_node_id == host.id,
         Instance.state.in_(("running", "halting", "shuttingdown"))).order_by(Instance.id))
@@ -192,7 +184,7 @@ def get_instance_monitor_data(session: Session, node_id: str) -> list[dict[str, 
 
 
 def _monitored(session: Session, node_id: str) -> list[Instance]:
-    host = _host_by_node_id(session, node_id)
+    host = HostNode.by_node_id(session, node_id)
     return list(session.scalars(select(Instance).where(
         Instance.host_node_id == host.id,
         Instance.state.in_(("starting", "running", "halting", "shuttingdown")))
@@ -219,7 +211,7 @@ def get_resource_monitor_data(session: Session, node_id: str) -> list[dict[str, 
 
 
 def get_resource_monitor_ids(session: Session, node_id: str) -> list[str]:
-    host = _host_by_node_id(session, node_id)
+    host = HostNode.by_node_id(session, node_id)
     return [f"i-{u}" for u in session.scalars(select(Instance.uuid).where(
         Instance.host_node_id == host.id,
         Instance.state.in_(("starting", "running", "halting", "shuttingdown")))
@@ -228,7 +220,7 @@ def get_resource_monitor_ids(session: Session, node_id: str) -> list[str]:
 
 def switch_instance_host_node(session: Session, instance_uuid: str, dest_node_id: str) -> bool:
     inst = Instance.by_cuuid(session, instance_uuid, for_update=True)
-    host = _host_by_node_id(session, dest_node_id)
+    host = HostNode.by_node_id(session, dest_node_id)
     if inst.terminated_at is not None:
         raise InvalidStateTransition(f"{instance_uuid} is terminated: it cannot move")
     inst.host_node_id = host.id

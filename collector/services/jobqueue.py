@@ -247,8 +247,9 @@ def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str
 def _requeue(session: Session, job: QueuedJob) -> None:
     job.state, job.worker_id, job.heartbeat_at = "pending", None, None
     if job.task_id:  # pushed: send it again under the same id (the ledger dedupes)
-        messaging.write(session, kind="job", name=f"{job.queue_name.split('.', 1)[0]}."
-                        f"{job.job_name}", queue=job.queue_name, task_id=job.task_id,
+        messaging.write(session, kind="job",
+                        name=messaging.job_task_name(job.queue_name, job.job_name or ""),
+                        queue=job.queue_name, task_id=job.task_id,
                         payload={"args": (job.params or {}).get("args", []), "kwargs": {},
                                  "options": {}})
 
