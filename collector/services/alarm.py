@@ -101,10 +101,13 @@ def _instance_and_alarms(session: Session, args: list, event: str):
     return inst, alarms
 
 
-def _tell_registry(session: Session, inst: Instance, job: str, alarm_ids: list[str]) -> None:
+def _tell_registry(session: Session, inst: Instance, job: str, alarms: list[Alarm]) -> list[str]:
+    """Send ``job(alarm ids)`` to the host's resource alarm registry; returns the ids."""
+    alarm_ids = [a.canonical_uuid for a in alarms]
     if alarm_ids and inst.host_node is not None and inst.host_node.node_id:
         messaging.jobs.submit(session, f"resource-alarm-registry.{inst.host_node.node_id}", job,
                               alarm_ids, resource_id=inst.canonical_uuid)
+    return alarm_ids
 
 
 def on_instance_terminated(session: Session, args: list, sender: str) -> list[str]:
@@ -113,9 +116,7 @@ def on_instance_terminated(session: Session, args: list, sender: str) -> list[st
         return []  # stopped, not terminated: alarms stay (hva emits this on stop too)
     for alarm in alarms:
         alarm.soft_delete()
-    ids_ = [a.canonical_uuid for a in alarms]
-    _tell_registry(session, inst, "delete_alarms", ids_)
-    return ids_
+    return _tell_registry(session, inst, "delete_alarms", alarms)
 
 
 def on_instance_turnedoff(session: Session, args: list, sender: str) -> list[str]:
@@ -125,18 +126,14 @@ def on_instance_turnedoff(session: Session, args: list, sender: str) -> list[str
     now = utcnow()
     for alarm in alarms:
         alarm.state, alarm.state_timestamp = "init", now
-    ids_ = [a.canonical_uuid for a in alarms]
-    _tell_registry(session, inst, "delete_alarms", ids_)
-    return ids_
+    return _tell_registry(session, inst, "delete_alarms", alarms)
 
 
 def on_instance_turnedon(session: Session, args: list, sender: str) -> list[str]:
     inst, alarms = _instance_and_alarms(session, args, "hva/instance_turnedon")
     if inst is None:
         return []
-    ids_ = [a.canonical_uuid for a in alarms if a.enabled]
-    _tell_registry(session, inst, "update_alarms", ids_)
-    return ids_
+    return _tell_registry(session, inst, "update_alarms", [a for a in alarms if a.enabled])
 
 
 def on_instance_started(session: Session, args: list, sender: str) -> list[str]:
