@@ -64,6 +64,11 @@ def publish_one(app: Celery, row: OutboxMessage) -> None:
         # A node back after a long outage must not run day-old commands; the reaper then
         # fails the ledger row of a job that expired before any agent started it.
         options.setdefault("expires", load_settings().job_expires)
+        # The ledger hears the outcome even from agents that do not report (plain Celery).
+        options["link"] = app.signature("jobqueue-proxy.job_succeeded", args=[row.task_id],
+                                        immutable=True, queue="jobqueue-proxy")
+        options["link_error"] = app.signature("jobqueue-proxy.job_failed", args=[row.task_id],
+                                              immutable=True, queue="jobqueue-proxy")
     app.send_task(
         row.name, args=payload["args"], kwargs=payload.get("kwargs") or {}, queue=row.queue,
         task_id=row.task_id, ignore_result=row.kind == "task", **options,

@@ -21,7 +21,8 @@ def find(session: Session, job_id: str) -> dict[str, Any]:
 
 endpoint = Endpoint("jobqueue-proxy").expose(
     jobqueue.submit, jobqueue.pop, jobqueue.cancel, find, jobqueue.finish_success,
-    jobqueue.finish_fail, jobqueue.running, jobqueue.heartbeat, list=jobqueue.list_jobs,
+    jobqueue.finish_fail, jobqueue.running, jobqueue.heartbeat, jobqueue.job_succeeded,
+    jobqueue.job_failed, list=jobqueue.list_jobs,
 )
 
 

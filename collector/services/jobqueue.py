@@ -185,6 +185,27 @@ def finish_fail(session: Session, job_id: str, failure_reason: Any = None) -> di
     return job_document(job)
 
 
+def job_succeeded(session: Session, job_id: str) -> dict[str, Any]:
+    """Celery ``link`` of every pushed job: the ledger learns of a success even from an
+    agent built on plain Celery. A no-op when the agent library already reported the job
+    (it counts deliveries) or the job is finished."""
+    job = _lookup(session, job_id)
+    if job.delivery_count == 0 and job.state != "finished":
+        job.retry_count += 1
+        _finish(job, db_now(session), "success")
+    return job_document(job)
+
+
+def job_failed(session: Session, job_id: str) -> dict[str, Any]:
+    """Celery ``link_error`` of every pushed job; like ``job_succeeded``, only for agents
+    that do not report themselves. Retries as ``finish_fail`` does."""
+    job = _lookup(session, job_id)
+    if job.delivery_count == 0 and job.state != "finished":
+        job.retry_count += 1
+        return finish_fail(session, job_id, {"message": "the job failed on its node"})
+    return job_document(job)
+
+
 def cancel(session: Session, job_id: str) -> dict[str, Any]:
     """A pending job never starts; a running pushed job is revoked after the commit."""
     job = _lookup(session, job_id)

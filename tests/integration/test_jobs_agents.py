@@ -178,3 +178,20 @@ def test_worker_killed_mid_job_is_reaped_and_the_job_completes_exactly_once(clus
     assert job.finish_status == "success" and job.delivery_count == 2
     phases = [e["phase"] for e in _log(cluster["redis"], node) if e["job_id"] == job_id]
     assert phases == ["started", "started", "finished"]  # killed once, completed once
+
+
+def test_plain_celery_agent_jobs_are_recorded_by_the_link_callbacks(cluster):
+    from tests.servers import WorkerProcess
+
+    node = f"hva.plain{new_uuid()}"
+    agent = WorkerProcess("", cluster["broker"], role=f"plain-{node}", env=FAST,
+                          argv=["-m", "tests.plain_agent", node]).wait_ready()
+    try:
+        ok = cluster["client"].jobs.submit(f"hva-handle.{node}", "reboot", "i-abc12345")
+        bad = cluster["client"].jobs.submit(f"hva-handle.{node}", "poweroff", "i-abc12345")
+        for job_id, status in ((ok, "success"), (bad, "fail")):
+            job = _wait(lambda j=job_id: (r := _job(cluster["db_url"], j)).state == "finished"
+                        and r, what=f"{status} recorded")
+            assert job.finish_status == status
+    finally:
+        agent.stop()

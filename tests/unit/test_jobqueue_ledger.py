@@ -125,3 +125,17 @@ def test_a_pushed_job_no_agent_started_before_it_expired_is_failed(session):
     assert job_id in jobqueue.reap(session)["expired"]
     assert (row.state, row.finish_status) == ("finished", "fail")
     assert "expired" in row.finish_message["message"]
+
+
+def test_link_callbacks_record_outcomes_only_for_agents_that_do_not_report(session):
+    plain = messaging.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x")
+    assert jobqueue.job_succeeded(session, plain)["finish_status"] == "success"
+    assert jobqueue.job_succeeded(session, plain)["finish_status"] == "success"  # repeat: no-op
+    reported = messaging.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x",
+                                     retry_max=2)
+    jobqueue.running(session, reported, "w1")
+    jobqueue.finish_fail(session, reported, "boom")  # the library requeued it
+    assert jobqueue.job_failed(session, reported)["state"] == "pending"  # not counted twice
+    assert QueuedJob.by_cuuid(session, reported).retry_count == 1
+    failing = messaging.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x")
+    assert jobqueue.job_failed(session, failing)["finish_status"] == "fail"
