@@ -6,6 +6,7 @@ working world; keyword arguments override any column.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from typing import Any
 
@@ -42,6 +43,9 @@ from collector.models.networks import ipv4_to_i
 from collector.timeutil import utcnow
 
 GiB = 1024**3
+# MAC suffixes from a counter (random start): thousands of random 24-bit suffixes in one
+# database would collide (birthday problem), and mac_leases is unique.
+_mac_suffixes = itertools.count(secrets.randbits(23))
 
 
 def _add(session: Session, row: Any) -> Any:
@@ -132,7 +136,7 @@ def _ip(value: int) -> str:
 def vif(session: Session, instance: Instance | None, net: Network | None, ipv4: str | None = None,
         security_groups: list[SecurityGroup] = (), device_index: int = 0,
         **columns: Any) -> NetworkVif:
-    mac = secrets.randbits(24) | (0x525400 << 24)
+    mac = (next(_mac_suffixes) & 0xFF_FFFF) | (0x525400 << 24)
     _add(session, MacLease(mac_addr=mac))
     row = _add(session, NetworkVif(
         instance_id=instance.id if instance else None, network_id=net.id if net else None,

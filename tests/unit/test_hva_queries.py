@@ -49,27 +49,37 @@ def build_node(session, vnics: int, groups: int = 50):
     return host, net
 
 
-@pytest.mark.parametrize("call", ["get_netfilter_data", "get_dhcp_conf",
-                                  "get_resource_monitor_data"])
+CALLS = {
+    "get_netfilter_data": lambda session, node_id, net_id: hva_netfilter.get_netfilter_data(
+        session, node_id),
+    "get_dhcp_conf": lambda session, node_id, net_id: hva_network.get_dhcp_conf(session, net_id),
+    "get_resource_monitor_data": lambda session, node_id, net_id:
+        hva_network.get_resource_monitor_data(session, node_id),
+}
+
+
+def _check_size(call: str, doc, vnics: int, net_id: str) -> None:
+    if call == "get_netfilter_data":
+        assert len(doc["empty_vnics"]) == vnics // 10
+        assert len(doc["security_groups"]) == 50
+    elif call == "get_dhcp_conf":
+        assert len(doc[net_id]["mac2addr"]) == vnics
+    else:
+        assert sum(len(i["vif"]) for i in doc) == vnics
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
 def test_query_count_does_not_grow_with_the_vnics(session, call):
     counts = []
     for vnics in (100, 1000):
         host, net = build_node(session, vnics)
         node_id, net_id = host.node_id, net.canonical_uuid
         # Steady state: a first call pays one-time costs (connection set-up, refreshes).
-        hva_netfilter.get_netfilter_data(session, node_id)
+        CALLS[call](session, node_id, net_id)
         session.expire_all()
         with count_queries(session) as counter:
-            if call == "get_netfilter_data":
-                doc = hva_netfilter.get_netfilter_data(session, node_id)
-                assert len(doc["empty_vnics"]) == vnics // 10
-                assert len(doc["security_groups"]) == 50
-            elif call == "get_dhcp_conf":
-                doc = hva_network.get_dhcp_conf(session, net_id)
-                assert len(doc[net_id]["mac2addr"]) == vnics
-            else:
-                doc = hva_network.get_resource_monitor_data(session, node_id)
-                assert sum(len(i["vif"]) for i in doc) == vnics
+            doc = CALLS[call](session, node_id, net_id)
+        _check_size(call, doc, vnics, net_id)
         counts.append(counter["n"])
         session.expire_all()
     assert counts[0] == counts[1], counts
