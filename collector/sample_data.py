@@ -108,7 +108,7 @@ def image(session: Session, local: bool = True, **columns: Any) -> Image:
 
 
 def dc_network(session: Session, name: str | None = None) -> DcNetwork:
-    return _add(session, DcNetwork(name=name or f"dcn{secrets.token_hex(3)}",
+    return _add(session, DcNetwork(name=name or f"dcn{secrets.token_hex(8)}",
                                    offering_network_modes=["securitygroup"]))
 
 
