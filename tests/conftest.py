@@ -1,29 +1,71 @@
-"""Session fixtures: a real Redis, a real PostgreSQL, migrated databases, real workers."""
+"""Session fixtures: a real Redis, a real PostgreSQL, migrated databases, real workers.
+
+- ``redis_server``: one redis-server for the session (``.url``, ``.restart()``).
+- ``postgres_server``: one PostgreSQL cluster, started only when a test needs it.
+- ``db_url``: parametrized "sqlite" / "postgresql", migrated once per database.
+- ``session``: a SQLAlchemy session on ``db_url``, rolled back after the test.
+- ``broker_url``: ``redis://127.0.0.1:P/<n>``, a distinct Redis DB per ``db_url`` param.
+- ``worker``: a ready ``collector worker --role all --concurrency 4`` per ``db_url`` param.
+- ``collector_client``: ``collector.client.Collector`` on the worker's broker.
+"""
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 
+import tests.servers
 from tests.servers import PostgresServer, RedisServer, start_worker
 
 BACKENDS = ["sqlite", "postgresql"]
 REDIS_DB = {"sqlite": 1, "postgresql": 2}
 
 
+@contextmanager
+def _clear_failure(what: str):
+    """A server that does not start fails the test with its own message, not a traceback."""
+    try:
+        yield
+    except RuntimeError as error:
+        pytest.fail(f"{what} did not start: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_logs_in_pytest_tmp(tmp_path_factory):
+    """Worker logs land in pytest's tmp dir (kept for the last 3 runs), not loose in /tmp."""
+    tests.servers.DEFAULT_LOG_DIR = str(tmp_path_factory.mktemp("worker-logs"))
+    yield
+    tests.servers.DEFAULT_LOG_DIR = None
+
+
 @pytest.fixture(scope="session")
 def redis_server():
-    with RedisServer() as server:
+    server = RedisServer()
+    try:
+        with _clear_failure("redis-server"):
+            server.start()
         yield server
+    finally:
+        server.__exit__(None, None, None)
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    server = PostgresServer().start()
-    yield server
-    server.stop()
+    server = PostgresServer()  # start() cleans up after itself when it fails
+    with _clear_failure("PostgreSQL"):
+        server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+def _backend(db_url: str) -> str:
+    return "sqlite" if db_url.startswith("sqlite") else "postgresql"
+
+
+@pytest.fixture(scope="session", params=BACKENDS, ids=BACKENDS)
 def db_url(request, tmp_path_factory):
     from collector.migrate import upgrade
 
@@ -49,14 +91,16 @@ def session(db_url):
 
 
 @pytest.fixture(scope="session")
-def broker_url(db_url, redis_server, request):
-    backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"
-    return f"{redis_server.url}/{REDIS_DB[backend]}"
+def broker_url(db_url, redis_server):
+    return f"{redis_server.url}/{REDIS_DB[_backend(db_url)]}"
 
 
 @pytest.fixture(scope="session")
-def worker(db_url, broker_url):
-    process = start_worker(db_url, broker_url, role="all", extra_args=("--concurrency", "4"))
+def worker(db_url, broker_url, tmp_path_factory):
+    log_dir = str(tmp_path_factory.mktemp(f"workers-{_backend(db_url)}"))
+    with _clear_failure("the Collector worker"):
+        process = start_worker(db_url, broker_url, role="all",
+                               extra_args=("--concurrency", "4"), log_dir=log_dir)
     yield process
     process.stop()
 
