@@ -1,10 +1,10 @@
 """The data model: one module per aggregate, all re-exported here."""
 
+from collector.models.accounts import Account
 from collector.models.alarms import ALARM_STATES, LOG_METRICS, RESOURCE_METRICS, Alarm
 from collector.models.base import TAGGABLE_CLASSES, Base, find_taggable
 from collector.models.images import BOOT_DEV_LOCAL, BOOT_DEV_SAN, BackupObject, BackupStorage, Image
 from collector.models.instances import (
-    Account,
     HostnameLease,
     Instance,
     InstanceMonitorAttr,

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from collector.errors import NotFound, UnknownInstanceID
+from collector.models.accounts import Account  # re-exported: it used to live here
 from collector.models.base import (
     Base,
     SoftDelete,
@@ -25,17 +26,6 @@ from collector.models.base import (
     UTCDateTime,
     register_taggable,
 )
-
-
-class Account(Taggable, SoftDelete, Timestamps, Base):
-    __tablename__ = "accounts"
-    prefix = "a"
-    not_found = NotFound
-
-    description: Mapped[str | None] = mapped_column(String(255))
-
-
-register_taggable(Account)
 
 
 @register_taggable
@@ -52,7 +42,8 @@ class Instance(Taggable, Timestamps, Base):
     state: Mapped[str] = mapped_column(String(20), nullable=False, default="init", index=True)
     status: Mapped[str] = mapped_column(String(20), nullable=False, default="init")
     hostname: Mapped[str | None] = mapped_column(String(32))
-    ssh_key_pair_id: Mapped[int | None] = mapped_column(ForeignKey("ssh_key_pairs.id"))
+    ssh_key_pair_id: Mapped[int | None] = mapped_column(ForeignKey("ssh_key_pairs.id"),
+                                                        index=True)
     ha_enabled: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     quota_weight: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
     cpu_cores: Mapped[int] = mapped_column(Integer, nullable=False, default=1)

@@ -38,7 +38,7 @@ class QueuedJob(Taggable, Timestamps, Base):
     retry_max: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     retry_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     delivery_count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    parent_id: Mapped[int | None] = mapped_column(ForeignKey("queued_jobs.id"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("queued_jobs.id"), index=True)
     session_id: Mapped[str | None] = mapped_column(String(64), index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -91,7 +91,7 @@ class Network(Taggable, Timestamps, Base):
     dhcp_server: Mapped[str | None] = mapped_column(String(255))
     metadata_server: Mapped[str | None] = mapped_column(String(255))
     metadata_server_port: Mapped[int | None] = mapped_column(Integer)
-    nat_network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"))
+    nat_network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"), index=True)
     dc_network_id: Mapped[int | None] = mapped_column(ForeignKey("dc_networks.id"), index=True)
     description: Mapped[str | None] = mapped_column(Text)
     gateway_network_id: Mapped[int | None] = mapped_column(Integer)
@@ -123,7 +123,7 @@ class NetworkVif(Taggable, SoftDelete, Timestamps, Base):
     account_id: Mapped[str | None] = mapped_column(String(255))
     instance_id: Mapped[int | None] = mapped_column(ForeignKey("instances.id"), index=True)
     network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"), index=True)
-    nat_network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"))
+    nat_network_id: Mapped[int | None] = mapped_column(ForeignKey("networks.id"), index=True)
     mac_addr: Mapped[str] = mapped_column(String(12), nullable=False)
     device_index: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
@@ -152,7 +152,7 @@ class NetworkVifIpLease(Timestamps, Base):
     ipv4: Mapped[int] = mapped_column(BigInteger, nullable=False)
     alloc_type: Mapped[int] = mapped_column(Integer, nullable=False, default=ALLOC_AUTO)
     description: Mapped[str | None] = mapped_column(String(255))
-    ip_handle_id: Mapped[int | None] = mapped_column(ForeignKey("ip_handles.id"))
+    ip_handle_id: Mapped[int | None] = mapped_column(ForeignKey("ip_handles.id"), index=True)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     is_deleted: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
@@ -197,7 +197,7 @@ class IpPoolDcNetwork(Timestamps, Base):
     __table_args__ = (UniqueConstraint("ip_pool_id", "dc_network_id"),)
 
     ip_pool_id: Mapped[int] = mapped_column(ForeignKey("ip_pools.id"))
-    dc_network_id: Mapped[int] = mapped_column(ForeignKey("dc_networks.id"))
+    dc_network_id: Mapped[int] = mapped_column(ForeignKey("dc_networks.id"), index=True)
 
 
 @register_taggable
@@ -207,7 +207,7 @@ class IpHandle(Taggable, SoftDelete, Timestamps, Base):
     not_found = NotFound
 
     display_name: Mapped[str | None] = mapped_column(String(255))
-    ip_pool_id: Mapped[int | None] = mapped_column(ForeignKey("ip_pools.id"))
+    ip_pool_id: Mapped[int | None] = mapped_column(ForeignKey("ip_pools.id"), index=True)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), index=True)
 
     ip_lease = relationship(NetworkVifIpLease, back_populates="ip_handle", uselist=False)
@@ -250,7 +250,8 @@ class NetworkRoute(Timestamps, Base):
 
     route_type: Mapped[str] = mapped_column(String(20), nullable=False, default="external-ip")
     inner_lease_id: Mapped[int] = mapped_column(ForeignKey("network_vif_ip_leases.id"))
-    outer_lease_id: Mapped[int] = mapped_column(ForeignKey("network_vif_ip_leases.id"))
+    outer_lease_id: Mapped[int] = mapped_column(ForeignKey("network_vif_ip_leases.id"),
+                                                index=True)
     release_outer_vif: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     release_inner_vif: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

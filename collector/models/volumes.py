@@ -108,7 +108,8 @@ class VolumeSnapshot(Taggable, SoftDelete, Timestamps, Base):
     not_found = UnknownSnapshotID
 
     account_id: Mapped[str | None] = mapped_column(String(255))
-    storage_node_id: Mapped[int | None] = mapped_column(ForeignKey("storage_nodes.id"))
+    storage_node_id: Mapped[int | None] = mapped_column(ForeignKey("storage_nodes.id"),
+                                                        index=True)
     origin_volume_id: Mapped[str | None] = mapped_column(String(255))
     size: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     status: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
