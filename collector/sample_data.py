@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -28,6 +29,9 @@ from collector.models import (
     Instance,
     IpLease,
     IscsiVolume,
+    LoadBalancer,
+    LoadBalancerInbound,
+    LoadBalancerTarget,
     LocalVolume,
     MacLease,
     Network,
@@ -35,6 +39,7 @@ from collector.models import (
     NetworkVifIpLease,
     NfsVolume,
     NodeState,
+    ResourceLabel,
     SecurityGroup,
     StorageNode,
     Volume,
@@ -212,3 +217,41 @@ def running_instance(session: Session, host: HostNode | None = None,
     net = net or network(session)
     vif(session, inst, net, ipv4=ipv4)
     return inst
+
+
+@dataclass
+class LoadBalancedPair:
+    """A load balancer (on ``lb_vm``) serving ``backend`` and ``other`` (the fallback)."""
+
+    lb: LoadBalancer
+    lb_vm: Instance
+    backend: Instance
+    other: Instance
+    group: SecurityGroup  # the per-target group letting the balancer reach ``backend``
+
+
+def load_balanced_pair(session: Session, host: HostNode | None = None,
+                       cidr: str = "10.1.0.0/24") -> LoadBalancedPair:
+    host = host or host_node(session)
+    net = network(session, cidr)
+    base = ipv4_to_i(net.ipv4_network)
+    lb_vm = instance(session, host, service_type="lb")
+    lb_vif = vif(session, lb_vm, net, ipv4=_ip(base + 5))
+    lb = _add(session, LoadBalancer(instance_id=lb_vm.id, instance_port=80,
+                                    instance_protocol="http"))
+    session.add(LoadBalancerInbound(load_balancer_id=lb.id, protocol="http", port=80))
+    backend = instance(session, host)
+    backend_vif = vif(session, backend, net, ipv4=_ip(base + 20))
+    other = instance(session, host)
+    other_vif = vif(session, other, net, ipv4=_ip(base + 21))
+    group = security_group(session, rule=f"tcp:80,80,ip4:{lb_vif.ip_leases[0].ipv4_s}")
+    backend_vif.security_groups.append(group)
+    session.add_all([
+        LoadBalancerTarget(load_balancer_id=lb.id, network_vif_id=backend_vif.canonical_uuid),
+        LoadBalancerTarget(load_balancer_id=lb.id, network_vif_id=other_vif.canonical_uuid,
+                           fallback_mode="on"),
+        ResourceLabel(resource_uuid=group.canonical_uuid, name=lb.label,
+                      string_value=backend_vif.canonical_uuid),
+    ])
+    session.flush()
+    return LoadBalancedPair(lb, lb_vm, backend, other, group)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import time
@@ -12,7 +13,7 @@ import redis
 from collector import sample_data
 from collector.client import Collector
 from collector.db import unit_of_work
-from collector.models import Alarm
+from collector.models import Alarm, LoadBalancerTarget, SecurityGroup
 from collector.services import instance_lifecycle
 from tests.servers import WorkerProcess
 
@@ -74,17 +75,66 @@ def test_terminated_event_is_handled_once_by_each_subscribing_role(roles):
     assert [m["headers"]["task"] for m in log_jobs] == ["log-alarm-registry.delete_alarms"]
 
 
-def test_turned_on_event_pushes_the_alarms_to_the_registry(roles):
+def _task_args(message: dict) -> list:
+    """The positional arguments of a Celery message as it waits in a Redis list."""
+    body = message["body"]
+    if message["properties"].get("body_encoding") == "base64":
+        body = base64.b64decode(body)
+    return json.loads(body)[0]
+
+
+def _queued_tasks(broker: str, queue: str, count: int = 1, timeout: float = 30) -> list[dict]:
+    """The messages waiting in ``queue`` once it holds ``count`` of them."""
+    conn = redis.Redis.from_url(broker)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and conn.llen(queue) < count:
+        time.sleep(0.1)
+    return [json.loads(m) for m in conn.lrange(queue, 0, -1)]
+
+
+@pytest.mark.parametrize("event", ["hva/instance_turnedon", "hva/instance_started"])
+def test_turned_on_or_started_event_pushes_the_alarms_to_the_registry(roles, event):
     with unit_of_work(roles["db_url"]) as session:
         inst = sample_data.running_instance(session)
         cpu = sample_data.alarm(session, inst, "cpu.usage").canonical_uuid
+        sample_data.alarm(session, inst, "memory.usage", enabled=False)
         inst_id, node = inst.canonical_uuid, inst.host_node.node_id
-    roles["client"].events.publish("hva/instance_turnedon", [inst_id], sender=node)
-    conn = redis.Redis.from_url(roles["broker"])
-    queue = f"resource-alarm-registry.{node}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and not conn.llen(queue):
-        time.sleep(0.1)
-    message = json.loads(conn.lrange(queue, 0, -1)[0])
+    roles["client"].events.publish(event, [inst_id], sender=node)
+    [message] = _queued_tasks(roles["broker"], f"resource-alarm-registry.{node}")
     assert message["headers"]["task"] == "resource-alarm-registry.update_alarms"
     assert message["headers"]["argsrepr"] == repr([[cpu]])
+
+
+def test_turned_off_event_resets_resource_alarms_and_clears_the_registry(roles):
+    with unit_of_work(roles["db_url"]) as session:
+        inst = sample_data.running_instance(session)
+        cpu = sample_data.alarm(session, inst, "cpu.usage", state="alarm")
+        log_alarm = sample_data.alarm(session, inst, "log", state="alarm")
+        inst_id, node = inst.canonical_uuid, inst.host_node.node_id
+        cpu_pk, cpu_id, log_pk = cpu.id, cpu.canonical_uuid, log_alarm.id
+    roles["client"].events.publish("hva/instance_turnedoff", [inst_id], sender=node)
+    [message] = _queued_tasks(roles["broker"], f"resource-alarm-registry.{node}")
+    assert message["headers"]["task"] == "resource-alarm-registry.delete_alarms"
+    assert message["headers"]["argsrepr"] == repr([[cpu_id]])
+    with unit_of_work(roles["db_url"]) as session:
+        # The job is written in the same transaction as the reset: both are visible.
+        assert session.get(Alarm, cpu_pk).state == "init"
+        assert session.get(Alarm, log_pk).state == "alarm"  # not a resource alarm
+
+
+def test_terminated_event_takes_the_instance_out_of_its_load_balancer(roles):
+    with unit_of_work(roles["db_url"]) as session:
+        pair = sample_data.load_balanced_pair(session, cidr="10.77.0.0/24")
+        instance_lifecycle.finalize_instance(session, pair.backend)
+        inst_id, node = pair.backend.canonical_uuid, pair.backend.host_node.node_id
+        lb_id, lb_queue = pair.lb.id, f"loadbalancer.{pair.lb_vm.canonical_uuid}"
+        group_pk = pair.group.id
+    roles["client"].events.publish("hva/instance_terminated", [inst_id], sender=node)
+    [message] = _queued_tasks(roles["broker"], lb_queue)
+    assert message["headers"]["task"] == "loadbalancer.update_config"
+    config = _task_args(message)[0]
+    assert config["servers"] == [{"ipv4": "10.77.0.21", "backup": True}]
+    with unit_of_work(roles["db_url"]) as session:
+        targets = session.query(LoadBalancerTarget).filter_by(load_balancer_id=lb_id).all()
+        assert [t.fallback_mode for t in targets if t.deleted_at is None] == ["on"]
+        assert session.get(SecurityGroup, group_pk) is None

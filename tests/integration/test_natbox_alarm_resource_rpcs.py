@@ -36,22 +36,24 @@ def world(worker):
 
 HAPPY = [
     ("natbox-collector", "get_network_route", lambda w: [w["route"], w["dc"]],
-     lambda r, w: r == {"id": w["route"], "outer_ipv4": "203.0.113.9", "inner_ipv4": "10.6.0.9"}),
+     lambda r, w, read: r == {"id": w["route"], "outer_ipv4": "203.0.113.9", "inner_ipv4": "10.6.0.9"}),
     ("natbox-collector", "get_alive_network_routes", lambda w: [w["dc"]],
-     lambda r, w: [x["id"] for x in r] == [w["route"]]),
-    ("alarm-collector", "get_alarm", lambda w: [w["log"]], lambda r, w: r["uuid"] == w["log"]),
+     lambda r, w, read: [x["id"] for x in r] == [w["route"]]),
+    ("alarm-collector", "get_alarm", lambda w: [w["log"]], lambda r, w, read: r["uuid"] == w["log"]),
     ("alarm-collector", "get_alarms", lambda w: [[w["log"], w["cpu"]]],
-     lambda r, w: {a["uuid"] for a in r} == {w["log"], w["cpu"]}),
+     lambda r, w, read: {a["uuid"] for a in r} == {w["log"], w["cpu"]}),
     ("alarm-collector", "get_resource_alarms", lambda w: [w["inst"]],
-     lambda r, w: [a["uuid"] for a in r] == [w["cpu"]]),
+     lambda r, w, read: [a["uuid"] for a in r] == [w["cpu"]]),
     ("alarm-collector", "get_log_alarms", lambda w: [w["node"]],
-     lambda r, w: [a["uuid"] for a in r] == [w["log"]]),
+     lambda r, w, read: [a["uuid"] for a in r] == [w["log"]]),
     ("alarm-collector", "update_alarm",
-     lambda w: [w["cpu"], {"state": "alarm", "last_evaluated_value": 91.5}], lambda r, w: r is None),
+     lambda w: [w["cpu"], {"state": "alarm", "last_evaluated_value": 91.5}],
+     lambda r, w, read: r is None and read("alarm-collector", "get_alarm", w["cpu"])["state"]
+     == "alarm"),
     ("resource-collector", "resource_store", lambda w: [w["inst"], {"cpu.usage": 3.5}],
-     lambda r, w: r is None),
-    ("resource-collector", "get_resource_samples", lambda w: [w["inst"]],
-     lambda r, w: isinstance(r, list)),
+     lambda r, w, read: r is None),
+    ("resource-collector", "get_resource_samples", lambda w: [w["inst"]],  # after the store
+     lambda r, w, read: [x["metrics"] for x in r] == [{"cpu.usage": 3.5}]),
 ]
 
 UNKNOWN = [
@@ -59,6 +61,14 @@ UNKNOWN = [
     ("alarm-collector", "get_alarm", ["alm-zzzzzzzz"], "UnknownAlarmID"),
     ("alarm-collector", "get_log_alarms", ["hva.nothere"], "UnknownNodeID"),
     ("alarm-collector", "update_alarm", ["alm-zzzzzzzz", {"state": "ok"}], "UnknownAlarmID"),
+]
+
+# Lookups by a list or a name answer with what exists: unknown ids are simply absent.
+EMPTY_WHEN_UNKNOWN = [
+    ("natbox-collector", "get_alive_network_routes", ["dcn-nothere"]),
+    ("alarm-collector", "get_alarms", [["alm-zzzzzzzz"]]),
+    ("alarm-collector", "get_resource_alarms", [["i-zzzzzzzz"]]),
+    ("resource-collector", "get_resource_samples", ["i-zzzzzzzz"]),
 ]
 
 BAD = [
@@ -77,7 +87,8 @@ BAD = [
 @pytest.mark.parametrize("endpoint, method, args, check", HAPPY,
                          ids=[f"{c[0]}.{c[1]}" for c in HAPPY])
 def test_happy_path(collector_client, world, endpoint, method, args, check):
-    assert check(collector_client.call(endpoint, method, *args(world)), world)
+    result = collector_client.call(endpoint, method, *args(world))
+    assert check(result, world, collector_client.call)
 
 
 @pytest.mark.parametrize("endpoint, method, args, error", UNKNOWN,
@@ -86,6 +97,17 @@ def test_unknown_id(collector_client, endpoint, method, args, error):
     with pytest.raises(RpcError) as info:
         collector_client.call(endpoint, method, *args)
     assert info.value.error_type == error
+
+
+@pytest.mark.parametrize("endpoint, method, args", EMPTY_WHEN_UNKNOWN,
+                         ids=[f"{c[0]}.{c[1]}" for c in EMPTY_WHEN_UNKNOWN])
+def test_list_lookups_of_unknown_ids_answer_empty(collector_client, endpoint, method, args):
+    assert collector_client.call(endpoint, method, *args) == []
+
+
+def test_get_alarms_leaves_unknown_ids_out(collector_client, world):
+    found = collector_client.rpc("alarm-collector").get_alarms([world["log"], "alm-zzzzzzzz"])
+    assert [a["uuid"] for a in found] == [world["log"]]
 
 
 @pytest.mark.parametrize("endpoint, method, args", BAD, ids=[f"{c[0]}.{c[1]}" for c in BAD])

@@ -21,6 +21,8 @@ def world(worker):
         storage = sample_data.backup_storage(session, node_id=f"bksta.b{new_uuid()}")
         bo = sample_data.backup_object(session, storage, state="pending", progress=0.0)
         image = sample_data.image(session, backup_object=bo, state="creating")
+        ready_bo = sample_data.backup_object(session, storage, state="available")
+        ready = sample_data.image(session, backup_object=ready_bo, state="creating")
         from collector.models import VolumeSnapshot
 
         snap = VolumeSnapshot(storage_node_id=node.id, origin_volume_id=vol.canonical_uuid)
@@ -28,26 +30,32 @@ def world(worker):
         session.flush()
         return {"node": node.node_id, "vol": vol.canonical_uuid, "bo": bo.canonical_uuid,
                 "image": image.canonical_uuid, "snap": snap.canonical_uuid,
-                "bksta": storage.node_id}
+                "bksta": storage.node_id, "ready": ready.canonical_uuid}
 
 
 HAPPY = [
-    ("get_available_volumes", lambda w: [w["node"]], lambda r, w: isinstance(r, list)),
+    ("get_available_volumes", lambda w: [w["node"]],
+     lambda r, w, read: w["vol"] in [v["uuid"] for v in r]),
     ("get_volume", lambda w: [w["vol"]],
-     lambda r, w: r["uuid"] == w["vol"] and r["volume_device"]["storage_node"]["node_id"]),
-    ("get_snapshot", lambda w: [w["snap"]], lambda r, w: r["uuid"] == w["snap"]),
+     lambda r, w, read: r["uuid"] == w["vol"] and r["volume_device"]["storage_node"]["node_id"]),
+    ("get_snapshot", lambda w: [w["snap"]], lambda r, w, read: r["uuid"] == w["snap"]),
     ("get_backup_object", lambda w: [w["bo"]],
-     lambda r, w: r["uri"].endswith(w["bo"]) and r["backup_storage"]["uuid"].startswith("bkst-")),
-    ("get_image", lambda w: [w["image"]], lambda r, w: r["backup_object"]["uuid"] == w["bo"]),
-    ("update_volume", lambda w: [w["vol"], {"status": "online"}], lambda r, w: r is None),
-    ("update_snapshot", lambda w: [w["snap"], {"state": "available"}], lambda r, w: r is None),
-    ("update_backup_object", lambda w: [w["bo"], {"progress": 10.5}], lambda r, w: r is None),
+     lambda r, w, read: r["uri"].endswith(w["bo"]) and r["backup_storage"]["uuid"].startswith("bkst-")),
+    ("get_image", lambda w: [w["image"]], lambda r, w, read: r["backup_object"]["uuid"] == w["bo"]),
+    ("update_volume", lambda w: [w["vol"], {"status": "online"}],
+     lambda r, w, read: r is None and read("get_volume", w["vol"])["status"] == "online"),
+    ("update_snapshot", lambda w: [w["snap"], {"state": "available"}],
+     lambda r, w, read: r is None and read("get_snapshot", w["snap"])["state"] == "available"),
+    ("update_backup_object", lambda w: [w["bo"], {"progress": 10.5}],
+     lambda r, w, read: r is None and read("get_backup_object", w["bo"])["progress"] == 10.5),
     ("register_backup_object_transfer", lambda w: [w["bksta"], {"size": 5}],
-     lambda r, w: r["state"] == "pending" and r["size"] == 5),
+     lambda r, w, read: r["state"] == "pending" and r["size"] == 5),
     ("register_image_transfer", lambda w: [w["bksta"], {"arch": "x86_64"}, {"size": 5}],
-     lambda r, w: r["image"]["backup_object_id"] == r["backup_object"]["uuid"]),
-    ("post_process_backup_image", lambda w: [w["image"]], lambda r, w: r is None),
-    ("update_image", lambda w: [w["image"], {"description": "nightly"}], lambda r, w: r is None),
+     lambda r, w, read: r["image"]["backup_object_id"] == r["backup_object"]["uuid"]),
+    ("post_process_backup_image", lambda w: [w["ready"]],
+     lambda r, w, read: r is None and read("get_image", w["ready"])["state"] == "available"),
+    ("update_image", lambda w: [w["image"], {"description": "nightly"}],
+     lambda r, w, read: r is None and read("get_image", w["image"])["description"] == "nightly"),
 ]
 
 UNKNOWN = [
@@ -84,7 +92,7 @@ BAD = [
 @pytest.mark.parametrize("method, args, check", HAPPY, ids=[c[0] for c in HAPPY])
 def test_happy_path(collector_client, world, method, args, check):
     result = collector_client.call("sta-collector", method, *args(world))
-    assert check(result, world)
+    assert check(result, world, lambda *a: collector_client.call("sta-collector", *a))
 
 
 @pytest.mark.parametrize("method, args, error", UNKNOWN, ids=[c[0] for c in UNKNOWN])

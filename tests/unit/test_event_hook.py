@@ -1,45 +1,15 @@
 """hva/instance_terminated: load balancers forget the instance, its log alarms go."""
 
 from collector import sample_data
-from collector.models import (
-    Alarm,
-    LoadBalancer,
-    LoadBalancerInbound,
-    LoadBalancerTarget,
-    OutboxMessage,
-    QueuedJob,
-    ResourceLabel,
-    SecurityGroup,
-)
+from collector.models import Alarm, LoadBalancerTarget, OutboxMessage, QueuedJob, SecurityGroup
 from collector.services import event_hook, instance_lifecycle
 
 
 def _world(session):
-    host = sample_data.host_node(session)
-    net = sample_data.network(session, "10.1.0.0/24")
-    lb_vm = sample_data.instance(session, host, service_type="lb")
-    sample_data.vif(session, lb_vm, net, ipv4="10.1.0.5")
-    lb = LoadBalancer(instance_id=lb_vm.id, instance_port=80, instance_protocol="http")
-    session.add(lb)
-    session.flush()
-    session.add(LoadBalancerInbound(load_balancer_id=lb.id, protocol="http", port=80))
-    backend = sample_data.instance(session, host)
-    vif = sample_data.vif(session, backend, net, ipv4="10.1.0.20")
-    other = sample_data.instance(session, host)
-    other_vif = sample_data.vif(session, other, net, ipv4="10.1.0.21")
-    group = sample_data.security_group(session, rule="tcp:80,80,ip4:10.1.0.5")
-    vif.security_groups.append(group)
-    session.add_all([
-        LoadBalancerTarget(load_balancer_id=lb.id, network_vif_id=vif.canonical_uuid),
-        LoadBalancerTarget(load_balancer_id=lb.id, network_vif_id=other_vif.canonical_uuid,
-                           fallback_mode="on"),
-        ResourceLabel(resource_uuid=group.canonical_uuid, name=lb.label,
-                      string_value=vif.canonical_uuid),
-    ])
-    log_alarm = sample_data.alarm(session, backend, "log")
-    cpu_alarm = sample_data.alarm(session, backend, "cpu.usage")
-    session.flush()
-    return lb, lb_vm, backend, group, log_alarm, cpu_alarm
+    pair = sample_data.load_balanced_pair(session)
+    log_alarm = sample_data.alarm(session, pair.backend, "log")
+    cpu_alarm = sample_data.alarm(session, pair.backend, "cpu.usage")
+    return pair.lb, pair.lb_vm, pair.backend, pair.group, log_alarm, cpu_alarm
 
 
 def test_terminated_instance_leaves_its_load_balancers_and_loses_its_log_alarms(session):
