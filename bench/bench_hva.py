@@ -1,7 +1,8 @@
 """hva-collector's heavy answers, as ratios to a bare Celery round trip in the same run.
 
 Seeds a node with 1,000 vnics in 50 security groups (SQLite, embedded default), then
-times get_instance and get_netfilter_data through a real worker against
+times get_instance and the per-node documents (netfilter, dhcp, resource monitor)
+through a real worker against
 ``hva-collector.ping`` (a task that touches no database) and a raw Redis PING.
 Run: ``.venv/bin/python -m bench.bench_hva [--n 50] [--vnics 1000]``.
 """
@@ -22,7 +23,7 @@ from collector.models import SecurityGroupReference
 from tests.servers import RedisServer, start_worker
 
 
-def seed(db_url: str, vnics: int, groups: int = 50) -> tuple[str, str]:
+def seed(db_url: str, vnics: int, groups: int = 50) -> tuple[str, str, str]:
     with unit_of_work(db_url) as session:
         host = sample_data.host_node(session)
         net = sample_data.network(session, "10.64.0.0/16")
@@ -38,7 +39,7 @@ def seed(db_url: str, vnics: int, groups: int = 50) -> tuple[str, str]:
                 n = i * 4 + j
                 sample_data.vif(session, inst, net, ipv4=f"10.64.{n // 250}.{n % 250 + 2}",
                                 security_groups=[sgs[n % groups]], device_index=j)
-        return host.node_id, first.canonical_uuid
+        return host.node_id, first.canonical_uuid, net.canonical_uuid
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
     with RedisServer() as server, tempfile.TemporaryDirectory() as tmp:
         db_url = f"sqlite:///{tmp}/bench.sqlite3"
         upgrade(db_url)
-        node_id, inst_id = seed(db_url, args.vnics)
+        node_id, inst_id, net_id = seed(db_url, args.vnics)
         broker = f"{server.url}/0"
         worker = start_worker(db_url, broker, extra_args=("--concurrency", "2"))
         try:
@@ -62,6 +63,10 @@ def main() -> None:
                 "get_instance": timed(lambda: hva.get_instance(inst_id), args.n),
                 f"get_netfilter_data ({args.vnics} vnics)": timed(
                     lambda: hva.get_netfilter_data(node_id), args.n),
+                f"get_dhcp_conf ({args.vnics} vnics)": timed(
+                    lambda: hva.get_dhcp_conf(net_id), args.n),
+                f"get_resource_monitor_data ({args.vnics})": timed(
+                    lambda: hva.get_resource_monitor_data(node_id), args.n),
             }
             client.close()
         finally:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, joinedload, selectinload
 
+from collector import ids
 from collector.db import EAGER_CHUNK
 from collector.documents.common import taggable_hash
 from collector.documents.resources import (
@@ -14,6 +15,7 @@ from collector.documents.resources import (
     backup_object_hash,
     host_node_hash,
     image_hash,
+    nat_address,
     network_hash,
     vif_hash,
     volume_device_hash,
@@ -30,41 +32,44 @@ from collector.models import (
     StorageNode,
     Volume,
 )
-from collector.models.networks import ipv4_to_s
 
+# Scalar relations are joined into their parent's query; collections are one query each.
 _VIF_LOADS = (
-    selectinload(NetworkVif.ip_leases, chunksize=EAGER_CHUNK), selectinload(NetworkVif.security_groups, chunksize=EAGER_CHUNK),
+    selectinload(NetworkVif.ip_leases, chunksize=EAGER_CHUNK),
+    selectinload(NetworkVif.security_groups, chunksize=EAGER_CHUNK),
     selectinload(NetworkVif.monitors, chunksize=EAGER_CHUNK),
-    selectinload(NetworkVif.network, chunksize=EAGER_CHUNK).selectinload(Network.dc_network, chunksize=EAGER_CHUNK)
-    .selectinload(DcNetwork.vlan_lease, chunksize=EAGER_CHUNK),
-    selectinload(NetworkVif.nat_network, chunksize=EAGER_CHUNK),
+    joinedload(NetworkVif.network).joinedload(Network.dc_network)
+    .joinedload(DcNetwork.vlan_lease),
+    joinedload(NetworkVif.nat_network),
 )
 
 
 def instance_loader_options() -> list:
     """Eager loads for everything the instance document reads."""
     return [
-        selectinload(Instance.image, chunksize=EAGER_CHUNK),
-        selectinload(Instance.ssh_key_pair, chunksize=EAGER_CHUNK),
-        selectinload(Instance.host_node, chunksize=EAGER_CHUNK).selectinload(HostNode.node, chunksize=EAGER_CHUNK),
+        joinedload(Instance.image),
+        joinedload(Instance.ssh_key_pair),
+        joinedload(Instance.host_node).joinedload(HostNode.node),
         selectinload(Instance.network_vifs, chunksize=EAGER_CHUNK).options(*_VIF_LOADS),
         selectinload(Instance.volumes, chunksize=EAGER_CHUNK).options(
-            selectinload(Volume.local_volume, chunksize=EAGER_CHUNK),
-            selectinload(Volume.iscsi_volume, chunksize=EAGER_CHUNK).selectinload(IscsiVolume.storage_node, chunksize=EAGER_CHUNK)
-            .selectinload(StorageNode.node, chunksize=EAGER_CHUNK),
-            selectinload(Volume.nfs_volume, chunksize=EAGER_CHUNK).selectinload(NfsVolume.storage_node, chunksize=EAGER_CHUNK)
-            .selectinload(StorageNode.node, chunksize=EAGER_CHUNK),
+            joinedload(Volume.local_volume),
+            joinedload(Volume.iscsi_volume).joinedload(IscsiVolume.storage_node)
+            .joinedload(StorageNode.node),
+            joinedload(Volume.nfs_volume).joinedload(NfsVolume.storage_node)
+            .joinedload(StorageNode.node),
         ),
     ]
 
 
+# Built once: constructing these loader options costs more than running the query.
+_INSTANCE_BY_UUID = (select(Instance).where(Instance.uuid == bindparam("raw"))
+                     .options(*instance_loader_options()))
+
+
 def load_instance(session: Session, instance_id: object) -> Instance:
     """The instance (terminated included) with its whole document graph loaded."""
-    from collector import ids
-
     raw = ids.raw_part(instance_id, Instance.prefix)
-    inst = session.scalars(select(Instance).where(Instance.uuid == raw)
-                           .options(*instance_loader_options())).first()
+    inst = session.scalars(_INSTANCE_BY_UUID, {"raw": raw}).first()
     if inst is None:
         raise Instance.not_found(f"unknown id '{instance_id}'")
     return inst
@@ -104,17 +109,9 @@ def _vif_entry(v: NetworkVif, nic: dict, pre: Preloaded) -> dict[str, Any]:
         entry["ipv4"] = {
             "network": nic["network"], "address": nic["address"],
             "nat_network": network_hash(v.nat_network, pre) if v.nat_network else None,
-            "nat_address": nat_outside_address(v),
+            "nat_address": nat_address(v),
         }
     return entry
-
-
-def nat_outside_address(v: NetworkVif) -> str | None:
-    """The vif's alive NAT-outside lease (the original also returned released ones)."""
-    if v.nat_network_id is None:
-        return None
-    leases = [le for le in v.ip_leases if le.network_id == v.nat_network_id and le.is_alive]
-    return ipv4_to_s(leases[0].ipv4) if leases else None
 
 
 def _volume_entry(vol: Volume, pre: Preloaded) -> dict[str, Any]:

@@ -189,11 +189,3 @@ def vif_hash(v: NetworkVif, pre: Preloaded) -> dict[str, Any]:
     })
     return doc
 
-
-def vif_netfilter_document(v: NetworkVif) -> dict[str, Any]:
-    inst = v.instance
-    return {"uuid": v.canonical_uuid, "mac_addr": v.mac_addr, "address": direct_address(v),
-            "nat_ip_lease": nat_address(v),
-            "instance_uuid": inst.canonical_uuid if inst else None,
-            "network_id": v.network.canonical_uuid if v.network else None,
-            "security_groups": [g.canonical_uuid for g in v.security_groups]}

@@ -17,19 +17,17 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
-from collector.db import EAGER_CHUNK
 from collector.documents.netfilter import (
-    VIF_NETFILTER_LOADS,
-    load_groups,
+    NetfilterGraph,
+    load_vifs,
+    local_vif_ids,
     network_netfilter_document,
-    references_document,
     security_group_hash,
-    security_group_netfilter_document,
 )
-from collector.documents.resources import NETWORK_LOADS, vif_netfilter_document
-from collector.models import HostNode, Instance, Network, NetworkVif, SecurityGroup
+from collector.documents.resources import NETWORK_LOADS
+from collector.models import Network, NetworkVif, SecurityGroup
 from collector.security_group_rules import parse_rules
 
 
@@ -38,17 +36,19 @@ def get_security_groups_of_vnic(session: Session, vnic_uuid: str) -> list[dict[s
     return [security_group_hash(g) for g in vif.security_groups]
 
 
-def _group(session: Session, group_id: str) -> SecurityGroup:
+def _graph_of(session: Session, group_id: str) -> tuple[NetfilterGraph, int]:
     group = SecurityGroup.by_cuuid(session, group_id)
-    return load_groups(session, [group.id])[0]
+    return NetfilterGraph.load(session, [group.id]), group.id
 
 
 def get_referencers_of_security_group(session: Session, group_id: str) -> dict[str, Any]:
-    return references_document(_group(session, group_id).referencers)
+    graph, pk = _graph_of(session, group_id)
+    return graph.referencers_document(pk)
 
 
 def get_referencees_of_security_group(session: Session, group_id: str) -> dict[str, Any]:
-    return references_document(_group(session, group_id).referencees)
+    graph, pk = _graph_of(session, group_id)
+    return graph.referencees_document(pk)
 
 
 def get_rules_of_security_group(session: Session, group_id: str) -> list[dict[str, Any]]:
@@ -60,55 +60,50 @@ def get_netfilter_security_group(session: Session, group_id: str,
     found = SecurityGroup.find_cuuid(session, group_id)
     if found is None:
         return None
-    return security_group_netfilter_document(load_groups(session, [found.id])[0], node_id)
+    return NetfilterGraph.load(session, [found.id]).security_group_document(found.id, node_id)
 
 
-def _vif(session: Session, vnic_id: str) -> NetworkVif | None:
+def _vif_facts(session: Session, vnic_id: str):
     found = NetworkVif.find_cuuid(session, vnic_id)
-    if found is None:
-        return None
-    return session.scalars(select(NetworkVif).where(NetworkVif.id == found.id)
-                           .options(*VIF_NETFILTER_LOADS)).one()
+    return load_vifs(session, [found.id])[found.id] if found is not None else None
 
 
 def get_netfilter_vnic(session: Session, vnic_id: str) -> dict[str, Any] | None:
-    vif = _vif(session, vnic_id)
-    return vif_netfilter_document(vif) if vif else None
+    facts = _vif_facts(session, vnic_id)
+    return facts.document if facts else None
 
 
 def get_netfilter_vnic_with_node_id(session: Session, vnic_id: str) -> dict[str, Any] | None:
-    vif = _vif(session, vnic_id)
-    if vif is None:
+    facts = _vif_facts(session, vnic_id)
+    if facts is None:
         return None
-    host = vif.instance.host_node if vif.instance else None
-    return {"vnic": vif_netfilter_document(vif), "node_id": host.node_id if host else None}
+    return {"vnic": facts.document, "node_id": facts.node_id}
+
+
+def _networks(session: Session, network_ids: set[int]) -> list[Network]:
+    if not network_ids:
+        return []
+    return list(session.scalars(select(Network).where(Network.id.in_(network_ids))
+                                .order_by(Network.id).options(*NETWORK_LOADS)))
 
 
 def get_netfilter_network(session: Session, network_id: str) -> dict[str, Any] | None:
     found = Network.find_cuuid(session, network_id)
     if found is None:
         return None
-    net = session.scalars(select(Network).where(Network.id == found.id)
-                          .options(*NETWORK_LOADS)).one()
-    return network_netfilter_document(net)
+    return network_netfilter_document(_networks(session, {found.id})[0])
 
 
 def get_netfilter_data(session: Session, node_id: str) -> dict[str, Any]:
-    local = list(session.scalars(
-        select(NetworkVif).join(Instance, NetworkVif.instance_id == Instance.id)
-        .join(HostNode, Instance.host_node_id == HostNode.id)
-        .where(HostNode.node_id == node_id, Instance.state == "running",
-               NetworkVif.network_id.is_not(None), NetworkVif.deleted_at.is_(None))
-        .order_by(NetworkVif.id)
-        .options(*VIF_NETFILTER_LOADS,
-                 selectinload(NetworkVif.network, chunksize=EAGER_CHUNK).options(*NETWORK_LOADS))))
-    group_ids = sorted({g.id for v in local for g in v.security_groups})
-    groups = load_groups(session, group_ids)
-    networks = {v.network.canonical_uuid: v.network for v in local}
+    local = list(session.execute(local_vif_ids(node_id)))
+    vifs = load_vifs(session, [vif_id for vif_id, _ in local])
+    group_ids = {g for vif_id, _ in local for g in vifs[vif_id].group_ids}
+    graph = NetfilterGraph.load(session, group_ids, known_vifs=vifs)
     return {
-        "empty_vnics": {v.canonical_uuid: vif_netfilter_document(v) for v in local
-                        if not v.security_groups},
-        "security_groups": {g.canonical_uuid: security_group_netfilter_document(g, node_id)
-                            for g in groups},
-        "networks": {k: network_netfilter_document(n) for k, n in networks.items()},
+        "empty_vnics": {vifs[v].document["uuid"]: vifs[v].document for v, _ in local
+                        if not vifs[v].group_ids},
+        "security_groups": {graph.groups[g].canonical_uuid:
+                            graph.security_group_document(g, node_id) for g in sorted(group_ids)},
+        "networks": {n.canonical_uuid: network_netfilter_document(n)
+                     for n in _networks(session, {net for _, net in local})},
     }

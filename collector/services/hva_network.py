@@ -18,23 +18,25 @@ get_external_monitor_target_host_nodes() -> ids of schedulable hosts online or o
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from collector import ids
 from collector.db import EAGER_CHUNK
 from collector.documents.common import taggable_hash
 from collector.documents.resources import (
     NETWORK_LOADS,
     Preloaded,
-    direct_address,
     host_node_api_document,
-    nat_address,
     network_hash,
     vif_hash,
 )
+from collector.documents.rows import AliveLeases, chunked_rows
 from collector.errors import InvalidStateTransition, UnknownNetworkID, UnknownNIC
 from collector.models import (
     ALLOC_AUTO,
@@ -50,7 +52,7 @@ from collector.models import (
     TagMapping,
     find_taggable,
 )
-from collector.models.networks import pretty_mac
+from collector.models.networks import ipv4_to_s, pretty_mac
 
 MAC_VENDOR = 0x525400
 
@@ -138,21 +140,23 @@ def get_dhcp_conf(session: Session, network_name: str) -> dict[str, Any]:
                                         .order_by(Network.id)))
     else:
         raise UnknownNetworkID(f"unknown network name: {network_name!r}")
-    leases = session.scalars(
-        select(NetworkVifIpLease).join(NetworkVif, NetworkVifIpLease.network_vif_id == NetworkVif.id)
-        .where(NetworkVifIpLease.network_id.in_([n.id for n in networks]),
-               NetworkVifIpLease.deleted_at.is_(None), NetworkVifIpLease.alloc_type == ALLOC_AUTO,
-               NetworkVif.deleted_at.is_(None), NetworkVif.instance_id.is_not(None))
-        .order_by(NetworkVifIpLease.ipv4)
-        .options(selectinload(NetworkVifIpLease.network_vif, chunksize=EAGER_CHUNK).options(
-            selectinload(NetworkVif.instance, chunksize=EAGER_CHUNK), selectinload(NetworkVif.ip_leases, chunksize=EAGER_CHUNK))))
-    by_network: dict[int, list[NetworkVifIpLease]] = {n.id: [] for n in networks}
-    for lease in leases:
-        by_network[lease.network_id].append(lease)
-    return {n.canonical_uuid: _dhcp_segment(n, by_network[n.id]) for n in networks}
+    leases = list(chunked_rows(session, [n.id for n in networks], lambda chunk: select(
+        NetworkVifIpLease.network_id, NetworkVifIpLease.ipv4, NetworkVif.id.label("vif_id"),
+        NetworkVif.mac_addr, NetworkVif.nat_network_id, Instance.hostname, Instance.account_id)
+        .join(NetworkVif, NetworkVifIpLease.network_vif_id == NetworkVif.id)
+        .join(Instance, NetworkVif.instance_id == Instance.id)
+        .where(NetworkVifIpLease.network_id.in_(chunk), NetworkVifIpLease.deleted_at.is_(None),
+               NetworkVifIpLease.alloc_type == ALLOC_AUTO, NetworkVif.deleted_at.is_(None))
+        .order_by(NetworkVifIpLease.ipv4, NetworkVifIpLease.id)))
+    nat = AliveLeases(session, {row.vif_id for row in leases if row.nat_network_id})
+    by_network: dict[int, list[Row]] = {n.id: [] for n in networks}
+    for row in leases:
+        by_network[row.network_id].append(row)
+    return {n.canonical_uuid: _dhcp_segment(n, by_network[n.id], nat) for n in networks}
 
 
-def _dhcp_segment(net: Network, leases: list[NetworkVifIpLease]) -> dict[str, Any]:
+def _dhcp_segment(net: Network, leases: list[Row], nat: AliveLeases) -> dict[str, Any]:
+    """The segment of one network; hosts behind NAT are named by their outside address."""
     block = net.ipv4
     segment = {
         "uuid": net.canonical_uuid, "ipv4_first": str(block.network_address + 1),
@@ -161,14 +165,13 @@ def _dhcp_segment(net: Network, leases: list[NetworkVifIpLease]) -> dict[str, An
         "domain_name": net.domain_name, "metadata_server": net.metadata_server,
         "mac2addr": [], "addr2host": [],
     }
-    for lease in leases:
-        vif = lease.network_vif
-        segment["mac2addr"].append({"mac_addr": vif.pretty_mac_addr(), "ipaddr": lease.ipv4_s})
-        inst = vif.instance
-        account = (inst.account_id or "").split("-", 1)[-1]
+    for row in leases:
+        address = ipv4_to_s(row.ipv4)
+        segment["mac2addr"].append({"mac_addr": pretty_mac(row.mac_addr), "ipaddr": address})
+        account = (row.account_id or "").split("-", 1)[-1]
         segment["addr2host"].append({
-            "hostname": f"{inst.hostname}.{account}.{net.domain_name}",
-            "ipaddr": (nat_address(vif) or lease.ipv4_s) if vif.nat_network_id else lease.ipv4_s,
+            "hostname": f"{row.hostname}.{account}.{net.domain_name}",
+            "ipaddr": nat.first_in(row.vif_id, row.nat_network_id) or address,
         })
     return segment
 
@@ -183,39 +186,48 @@ def get_instance_monitor_data(session: Session, node_id: str) -> list[dict[str, 
                                   if k in ("created_at", "updated_at")}} for i in rows]
 
 
-def _monitored(session: Session, node_id: str) -> list[Instance]:
+MONITORED_STATES = ("starting", "running", "halting", "shuttingdown")
+
+
+def _monitored(session: Session, node_id: str) -> list[Row]:
     host = HostNode.by_node_id(session, node_id)
-    return list(session.scalars(select(Instance).where(
-        Instance.host_node_id == host.id,
-        Instance.state.in_(("starting", "running", "halting", "shuttingdown")))
-        .order_by(Instance.id).options(selectinload(Instance.network_vifs, chunksize=EAGER_CHUNK).options(
-            selectinload(NetworkVif.ip_leases, chunksize=EAGER_CHUNK), selectinload(NetworkVif.network, chunksize=EAGER_CHUNK)))))
+    return list(session.execute(select(Instance.id, Instance.uuid, Instance.status,
+                                       Instance.state).where(
+        Instance.host_node_id == host.id, Instance.state.in_(MONITORED_STATES))
+        .order_by(Instance.id)))
 
 
 def get_resource_monitor_data(session: Session, node_id: str) -> list[dict[str, Any]]:
+    instances = _monitored(session, node_id)
+    vifs: dict[int, list[Row]] = defaultdict(list)
+    for row in chunked_rows(session, [i.id for i in instances], lambda chunk: select(
+            NetworkVif.id, NetworkVif.uuid, NetworkVif.instance_id, NetworkVif.network_id,
+            NetworkVif.nat_network_id, Network.uuid.label("net_uuid"))
+            .outerjoin(Network, Network.id == NetworkVif.network_id)
+            .where(NetworkVif.instance_id.in_(chunk), NetworkVif.deleted_at.is_(None))
+            .order_by(NetworkVif.device_index, NetworkVif.id)):
+        vifs[row.instance_id].append(row)
+    leases = AliveLeases(session, [v.id for rows in vifs.values() for v in rows])
     out = []
-    for inst in _monitored(session, node_id):
-        vifs = []
-        for vif in inst.network_vifs:
-            if vif.deleted_at is not None:
-                continue
-            entry: dict[str, Any] = {"vif_id": vif.canonical_uuid, "network_id":
-                                     vif.network.canonical_uuid if vif.network else None}
-            address = direct_address(vif)
+    for inst in instances:
+        entries = []
+        for vif in vifs.get(inst.id, ()):
+            entry: dict[str, Any] = {
+                "vif_id": ids.canonical(NetworkVif.prefix, vif.uuid),
+                "network_id": ids.canonical(Network.prefix, vif.net_uuid) if vif.net_uuid
+                else None}
+            address = leases.first_in(vif.id, vif.network_id)
             if address is not None:
-                entry["ipv4"] = {"address": address, "nat_address": nat_address(vif)}
-            vifs.append(entry)
-        out.append({"uuid": inst.canonical_uuid, "status": inst.status, "state": inst.state,
-                    "vif": vifs})
+                entry["ipv4"] = {"address": address,
+                                 "nat_address": leases.first_in(vif.id, vif.nat_network_id)}
+            entries.append(entry)
+        out.append({"uuid": ids.canonical(Instance.prefix, inst.uuid), "status": inst.status,
+                    "state": inst.state, "vif": entries})
     return out
 
 
 def get_resource_monitor_ids(session: Session, node_id: str) -> list[str]:
-    host = HostNode.by_node_id(session, node_id)
-    return [f"i-{u}" for u in session.scalars(select(Instance.uuid).where(
-        Instance.host_node_id == host.id,
-        Instance.state.in_(("starting", "running", "halting", "shuttingdown")))
-        .order_by(Instance.id))]
+    return [ids.canonical(Instance.prefix, i.uuid) for i in _monitored(session, node_id)]
 
 
 def switch_instance_host_node(session: Session, instance_uuid: str, dest_node_id: str) -> bool:
