@@ -6,6 +6,7 @@ from collector import sample_data
 from collector.errors import InvalidArgument, UnknownNetworkID, UnknownNIC, UnknownNodeID
 from collector.models import NetworkGroup, NodeState, TagMapping
 from collector.services import hva_netfilter, hva_network
+from collector.timeutil import utcnow
 
 
 def test_dhcp_conf_for_a_network_and_a_network_group(session):
@@ -105,3 +106,39 @@ def test_monitor_data_and_host_switch(session):
         hva_network.get_nic(session, "vif-zzzzzzzz")
     assert hva_network.get_nic(session, inst.network_vifs[0].canonical_uuid)["address"] == \
         "10.0.0.10"
+
+
+def test_nat_and_released_leases_in_the_per_node_documents(session):
+    host = sample_data.host_node(session)
+    net = sample_data.network(session, "10.23.0.0/24", domain_name="cloud.local")
+    outside = sample_data.network(session, "198.51.100.0/24")
+    group = sample_data.security_group(session)
+    inst = sample_data.instance(session, host, hostname="web", account_id="a-acme0002")
+    natted = sample_data.vif(session, inst, net, None, security_groups=[group],
+                             nat_network_id=outside.id)
+    released = sample_data.lease_ip(session, natted, net, "10.23.0.9")  # its first address
+    released.deleted_at = utcnow()
+    sample_data.lease_ip(session, natted, net, "10.23.0.10")
+    sample_data.lease_ip(session, natted, outside, "198.51.100.7")
+    gone = sample_data.vif(session, inst, net, "10.23.0.11", security_groups=[group],
+                           device_index=1)
+    gone.deleted_at = utcnow()
+    session.flush()
+
+    vnic = hva_netfilter.get_netfilter_vnic(session, natted.canonical_uuid)
+    assert (vnic["address"], vnic["nat_ip_lease"]) == ("10.23.0.10", "198.51.100.7")
+    assert vnic["security_groups"] == [group.canonical_uuid]
+    assert vnic["instance_uuid"] == inst.canonical_uuid and vnic["network_id"] == \
+        net.canonical_uuid
+    data = hva_netfilter.get_netfilter_data(session, host.node_id)
+    assert list(data["security_groups"][group.canonical_uuid]["local_vnics"]) == [
+        natted.canonical_uuid]  # the deleted vif is no member any more
+    assert data["empty_vnics"] == {}
+    monitor = hva_network.get_resource_monitor_data(session, host.node_id)
+    assert [v["vif_id"] for v in monitor[0]["vif"]] == [natted.canonical_uuid]
+    assert monitor[0]["vif"][0]["ipv4"] == {"address": "10.23.0.10",
+                                            "nat_address": "198.51.100.7"}
+    segment = hva_network.get_dhcp_conf(session, net.canonical_uuid)[net.canonical_uuid]
+    assert segment["addr2host"] == [{"hostname": "web.acme0002.cloud.local",
+                                     "ipaddr": "198.51.100.7"}]  # named by its outside address
+    assert segment["mac2addr"] == [{"mac_addr": natted.pretty_mac_addr(), "ipaddr": "10.23.0.10"}]
