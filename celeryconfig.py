@@ -78,4 +78,14 @@ beat_schedule = {
         "schedule": timedelta(seconds=10),
         "options": {"queue": "maintenance", "expires": 10},
     },
+    "ip-handles-expiry": {
+        "task": "maintenance.expire_ip_handles",
+        "schedule": timedelta(seconds=60),
+        "options": {"queue": "maintenance", "expires": 60},
+    },
+    "windows-passwords-deletion": {
+        "task": "maintenance.delete_expired_windows_passwords",
+        "schedule": timedelta(seconds=60),
+        "options": {"queue": "maintenance", "expires": 60},
+    },
 }

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Select, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import load_settings
@@ -125,3 +125,14 @@ def db_now(session: Session):  # -> aware UTC datetime
 # of 500 keys per query would make a node's document cost more queries as the node grows.
 # One query per relationship for up to this many parents keeps the count constant.
 EAGER_CHUNK = 10_000
+
+
+def skip_locked(session: Session, stmt: Select) -> Select:
+    """Lock the selected rows, skipping rows another transaction holds (PostgreSQL).
+
+    Concurrent workers (poppers, reapers, sweeps) then split the rows instead of queueing
+    behind each other; SQLite serializes writers at BEGIN IMMEDIATE already.
+    """
+    if dialect_name(session) == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from collector.client import EVENTS_EXCHANGE as events_exchange
 from collector.client import EVENTS_QUEUE as events_queue
 from collector.config import load_settings
-from collector.db import dialect_name, unit_of_work
+from collector.db import skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.timeutil import utcnow
 
@@ -76,9 +76,7 @@ def publish_one(app: Celery, row: OutboxMessage) -> None:
 
 
 def _claim(session, stmt):
-    if dialect_name(session) == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
-    return list(session.scalars(stmt))
+    return list(session.scalars(skip_locked(session, stmt)))
 
 
 def publish_rows(app: Celery, row_ids: list[int], db_url: str | None = None) -> int:

@@ -27,7 +27,9 @@ from collector.models import (
     HostNode,
     Image,
     Instance,
+    IpHandle,
     IpLease,
+    IpPool,
     IscsiVolume,
     LoadBalancer,
     LoadBalancerInbound,
@@ -159,6 +161,18 @@ def lease_ip(session: Session, row: NetworkVif, net: Network, ipv4: str) -> Netw
     _add(session, IpLease(network_id=net.id, ipv4=value, description=ipv4))
     return _add(session, NetworkVifIpLease(network_id=net.id, network_vif_id=row.id, ipv4=value,
                                            description=ipv4))
+
+
+def ip_handle(session: Session, net: Network, ipv4: str, expires_at: Any = None,
+              on: NetworkVif | None = None) -> IpHandle:
+    """An IP reservation (pool, handle, leased address), on the vif ``on`` if given."""
+    pool = _add(session, IpPool(display_name="reserved", expire_initial=3600))
+    handle = _add(session, IpHandle(ip_pool_id=pool.id, expires_at=expires_at))
+    value = ipv4_to_i(ipv4)
+    _add(session, IpLease(network_id=net.id, ipv4=value, description=ipv4))
+    _add(session, NetworkVifIpLease(network_id=net.id, network_vif_id=on.id if on else None,
+                                    ipv4=value, ip_handle_id=handle.id, description=ipv4))
+    return handle
 
 
 def security_group(session: Session, rule: str = "tcp:22,22,ip4:0.0.0.0",

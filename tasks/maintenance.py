@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collector import relay
 from collector.config import load_settings
+from collector.services import maintenance
 from tasks.app import app
+from tasks.registry import run_in_unit_of_work
 
 
 @app.task(name="maintenance.sweep_outbox", queue="maintenance")
@@ -12,3 +14,15 @@ def sweep_outbox() -> int:
     """Publish outbox rows a crash left unsent; returns how many were sent."""
     return relay.sweep(relay.publisher(app.conf.broker_url),
                        older_than=load_settings().outbox_sweep_after)
+
+
+@app.task(name="maintenance.expire_ip_handles", queue="maintenance")
+def expire_ip_handles() -> list[str]:
+    """Release IP reservations past their expiry that no vif uses; returns their ids."""
+    return run_in_unit_of_work(maintenance.expire_ip_handles)
+
+
+@app.task(name="maintenance.delete_expired_windows_passwords", queue="maintenance")
+def delete_expired_windows_passwords() -> list[str]:
+    """Forget Windows passwords past their deletion time; returns the instance ids."""
+    return run_in_unit_of_work(maintenance.delete_expired_windows_passwords)

@@ -20,6 +20,7 @@ from collector.models import (
     NetworkRoute,
     NetworkService,
     NetworkVif,
+    NetworkVifIpLease,
     NetworkVifMonitor,
     NetworkVifSecurityGroup,
     TagMapping,
@@ -101,6 +102,15 @@ def destroy_instance(session: Session, inst: Instance, terminated_at: datetime |
             lb.soft_delete(when)
 
 
+def release_ip_lease(session: Session, lease: NetworkVifIpLease, when: datetime) -> None:
+    """Soft-delete the lease and free its address (the guard row) for the next lease."""
+    if lease.deleted_at is not None:
+        return
+    lease.deleted_at, lease.is_deleted = when, lease.id
+    session.execute(delete(IpLease).where(IpLease.network_id == lease.network_id,
+                                          IpLease.ipv4 == lease.ipv4))
+
+
 def destroy_vif(session: Session, vif: NetworkVif, lb_instance: bool = False) -> None:
     """Release a vif: MAC lease, IP leases, group memberships, routes, services, monitors."""
     if vif.deleted_at is not None:
@@ -110,11 +120,7 @@ def destroy_vif(session: Session, vif: NetworkVif, lb_instance: bool = False) ->
     lease_ids = []
     for lease in vif.ip_leases:
         lease_ids.append(lease.id)
-        if lease.deleted_at is None:
-            lease.deleted_at = now
-            lease.is_deleted = lease.id
-            session.execute(delete(IpLease).where(IpLease.network_id == lease.network_id,
-                                                  IpLease.ipv4 == lease.ipv4))
+        release_ip_lease(session, lease, now)
     group_ids = [g.id for g in vif.security_groups]
     session.execute(delete(NetworkVifSecurityGroup).where(
         NetworkVifSecurityGroup.network_vif_id == vif.id))

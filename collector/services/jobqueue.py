@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from collector import ids, messaging
 from collector.config import load_settings
-from collector.db import db_now, dialect_name
+from collector.db import db_now, skip_locked
 from collector.errors import AlreadyTerminated, InvalidArgument
 from collector.jobcontext import current_job
 from collector.models import QueuedJob
@@ -99,8 +99,7 @@ def pop(session: Session, queue_name: str, worker_id: str,
                                     QueuedJob.state == "pending", QueuedJob.worker_id.is_(None),
                                     QueuedJob.task_id.is_(None))
             .order_by(QueuedJob.id).limit(1))
-    if dialect_name(session) == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
+    stmt = skip_locked(session, stmt)
     job = session.scalars(stmt).first()
     if job is None:
         return None
@@ -238,8 +237,7 @@ def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str
     now = db_now(session)
     stmt = select(QueuedJob).where(QueuedJob.state == "running",
                                    QueuedJob.heartbeat_at < now - timedelta(seconds=timeout_sec))
-    if dialect_name(session) == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
+    stmt = skip_locked(session, stmt)
     out: dict[str, list[str]] = {"requeued": [], "failed": [], "expired": []}
     settings = load_settings()
     max_deliveries = settings.job_max_deliveries
@@ -256,8 +254,7 @@ def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str
     stale = select(QueuedJob).where(
         QueuedJob.state == "pending", QueuedJob.task_id.is_not(None),
         QueuedJob.updated_at < now - timedelta(seconds=settings.job_expires))
-    if dialect_name(session) == "postgresql":
-        stale = stale.with_for_update(skip_locked=True)
+    stale = skip_locked(session, stale)
     for job in session.scalars(stale):
         _finish(job, now, "fail", {"message": f"expired: no agent of {job.queue_name} "
                                    f"started it within {settings.job_expires}s"})

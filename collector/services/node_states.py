@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from collector import messaging
 from collector.config import load_settings
-from collector.db import db_now, dialect_name
+from collector.db import db_now, skip_locked
 from collector.errors import InvalidArgument
 from collector.models import NodeState
 
@@ -60,8 +60,7 @@ def sweep_node_states(session: Session) -> dict[str, list[str]]:
     now = db_now(session)
     stmt = select(NodeState).where(
         NodeState.last_ping_at < now - timedelta(seconds=settings.node_timeout_sec))
-    if dialect_name(session) == "postgresql":
-        stmt = stmt.with_for_update(skip_locked=True)
+    stmt = skip_locked(session, stmt)
     changed: dict[str, list[str]] = {"timedout": [], "offline": [], "killed": []}
     for row in session.scalars(stmt):
         silent = (now - row.last_ping_at).total_seconds()
