@@ -57,35 +57,19 @@ worker_hijack_root_logger = False
 timezone = "UTC"
 enable_utc = True
 
+
+def _every(task: str, seconds: float) -> dict:
+    """A beat entry on the maintenance queue; a run not started within its period is dropped
+    (the next one does the same work)."""
+    return {"task": task, "schedule": timedelta(seconds=seconds),
+            "options": {"queue": "maintenance", "expires": max(10, min(seconds, 600))}}
+
+
 beat_schedule = {
-    "outbox-sweep": {
-        "task": "maintenance.sweep_outbox",
-        "schedule": timedelta(seconds=max(1.0, _settings.outbox_sweep_after)),
-        "options": {"queue": "maintenance", "expires": 30},
-    },
-    "job-reaper": {
-        "task": "maintenance.reap_jobs",
-        "schedule": timedelta(seconds=15),
-        "options": {"queue": "maintenance", "expires": 15},
-    },
-    "resource-samples-retention": {
-        "task": "maintenance.purge_resource_samples",
-        "schedule": timedelta(hours=1),
-        "options": {"queue": "maintenance", "expires": 600},
-    },
-    "node-states-sweep": {
-        "task": "maintenance.sweep_node_states",
-        "schedule": timedelta(seconds=10),
-        "options": {"queue": "maintenance", "expires": 10},
-    },
-    "ip-handles-expiry": {
-        "task": "maintenance.expire_ip_handles",
-        "schedule": timedelta(seconds=60),
-        "options": {"queue": "maintenance", "expires": 60},
-    },
-    "windows-passwords-deletion": {
-        "task": "maintenance.delete_expired_windows_passwords",
-        "schedule": timedelta(seconds=60),
-        "options": {"queue": "maintenance", "expires": 60},
-    },
+    "outbox-sweep": _every("maintenance.sweep_outbox", max(1.0, _settings.outbox_sweep_after)),
+    "job-reaper": _every("maintenance.reap_jobs", 15),
+    "node-states-sweep": _every("maintenance.sweep_node_states", 10),
+    "resource-samples-retention": _every("maintenance.purge_resource_samples", 3600),
+    "ip-handles-expiry": _every("maintenance.expire_ip_handles", 60),
+    "windows-passwords-deletion": _every("maintenance.delete_expired_windows_passwords", 60),
 }
