@@ -31,6 +31,7 @@ from typing import Any
 from celery import Celery
 
 from collector.client import Collector, make_app
+from collector.config import load_settings
 from collector.jobcontext import CurrentJob, current_job
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,8 @@ class Agent:
         self.worker_id = f"{node_id}:{os.getpid()}:{secrets.token_hex(3)}"
         self.boot_token = secrets.token_hex(5)
         self.heartbeat_interval = heartbeat_interval
-        self.job_heartbeat_interval = job_heartbeat_interval or float(
-            os.environ.get("COLLECTOR_AGENT_JOB_HEARTBEAT", "5"))
+        self.job_heartbeat_interval = job_heartbeat_interval or \
+            load_settings().agent_job_heartbeat
         self.collector = Collector(broker_url, result_backend, timeout=rpc_timeout,
                                    sender=node_id)
         self.app: Celery = make_app(broker_url, result_backend)

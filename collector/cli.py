@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from collector.config import load_settings
+from collector.config import SettingsError, load_settings
 
 
 def _ensure_broker(data_dir: Path):
@@ -36,6 +36,10 @@ def _parse_arg(text: str):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The control-plane Collector: RPC endpoints, jobs, events and maintenance on Celery."""
+    try:
+        load_settings()  # a bad setting stops every command here, naming the variable
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.group()

@@ -12,12 +12,13 @@ Errors come back typed: ``RpcError.error_type`` is the Collector's error class n
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu import Exchange, Queue
+
+from collector.config import authenticated_beyond_localhost, load_settings
 
 EVENTS_EXCHANGE = Exchange("collector.events", type="topic", durable=True)
 # The Collector's event dispatcher queue, bound to every event from every sender. Publishers
@@ -53,11 +54,17 @@ def error_from_exception(exc: BaseException) -> RpcError:
 
 
 def make_app(broker_url: str | None = None, result_backend: str | None = None) -> Celery:
-    broker = broker_url or os.environ.get("COLLECTOR_BROKER_URL") or "redis://127.0.0.1:6379/0"
+    settings = load_settings()
+    broker = authenticated_beyond_localhost(
+        "broker_url", broker_url or settings.broker_url or "redis://127.0.0.1:6379/0")
+    configured_backend = settings.result_backend \
+        if settings.result_backend != settings.broker_url else None
+    backend = authenticated_beyond_localhost(
+        "result_backend", result_backend or configured_backend or broker)
     app = Celery("collector-client", set_as_current=False)
     app.conf.update(
         broker_url=broker,
-        result_backend=result_backend or os.environ.get("COLLECTOR_RESULT_BACKEND") or broker,
+        result_backend=backend,
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], broker_connection_retry_on_startup=True,
         task_create_missing_queues=True,
