@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 
 from collector.client import Collector, make_app
 from collector.config import load_settings
@@ -94,7 +94,7 @@ class Agent:
             agent = self
 
             @self.app.task(name=f"{endpoint}.{name}", bind=True, typing=False)
-            def run(task, *args: Any) -> Any:
+            def run(task: Task, *args: Any) -> Any:
                 return agent._run_job(task.request.id, name, handler, on_failure, args)
 
             return handler

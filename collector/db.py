@@ -10,8 +10,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Engine, Select, create_engine, event
+from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import load_settings
@@ -30,7 +32,7 @@ def make_engine(url: str) -> Engine:
         )
 
         @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_conn, _record):  # pragma: no cover - driver glue
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - driver glue
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -39,7 +41,7 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # pragma: no cover - driver glue
+        def _sqlite_begin(conn: Connection) -> None:  # pragma: no cover - driver glue
             # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction;
             # read-only units of work take no lock (WAL readers run alongside the writer).
             readonly = conn.get_execution_options().get("collector_readonly", False)
@@ -107,10 +109,8 @@ def dialect_name(session: Session) -> str:
     return session.get_bind().dialect.name
 
 
-def db_now(session: Session):  # -> aware UTC datetime
+def db_now(session: Session) -> datetime:
     """The database server's clock (UTC): liveness never depends on a worker's clock."""
-    from datetime import UTC, datetime
-
     from sqlalchemy import text
 
     if dialect_name(session) == "postgresql":

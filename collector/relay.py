@@ -14,7 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 from celery import Celery
-from sqlalchemy import select
+from sqlalchemy import Select, select
+from sqlalchemy.orm import Session
 
 from collector.client import EVENTS_EXCHANGE as events_exchange
 from collector.client import EVENTS_QUEUE as events_queue
@@ -75,7 +76,7 @@ def publish_one(app: Celery, row: OutboxMessage) -> None:
     )
 
 
-def _claim(session, stmt):
+def _claim(session: Session, stmt: Select) -> list[OutboxMessage]:
     return list(session.scalars(skip_locked(session, stmt)))
 
 
@@ -97,7 +98,7 @@ def sweep(app: Celery, older_than: float = 5.0, limit: int = 500,
     return _publish_claimed(app, stmt, db_url)
 
 
-def _publish_claimed(app: Celery, stmt, db_url: str | None) -> int:
+def _publish_claimed(app: Celery, stmt: Select, db_url: str | None) -> int:
     sent = 0
     with unit_of_work(db_url) as session:
         for row in _claim(session, stmt):

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import redis
 
@@ -14,10 +15,13 @@ from collector.client import Collector, RpcError
 from collector.config import Settings
 from collector.db import unit_of_work
 
+if TYPE_CHECKING:  # the demo imports this module
+    from collector.demo import Processes
+
 HVA_NODE, STA_NODE = "hva.demo1", "sta.demo1"
 
 
-def start_agents(procs) -> None:
+def start_agents(procs: Processes) -> None:
     """Start the reference agents when the agent library is installed."""
     if importlib.util.find_spec("workers.reference_agents") is None:
         return

@@ -15,7 +15,7 @@ cancelled, or running on a worker that is still heartbeating.
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -144,7 +144,7 @@ def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
     return True
 
 
-def _finish(job: QueuedJob, now, status: str, message: Any = None) -> None:
+def _finish(job: QueuedJob, now: datetime, status: str, message: Any = None) -> None:
     job.state, job.finish_status, job.finished_at = "finished", status, now
     if message is not None:
         job.finish_message = message
