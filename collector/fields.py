@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, Numeric, String
 
 from collector.errors import InvalidArgument
 from collector.timeutil import parse_time
@@ -10,16 +13,75 @@ from collector.timeutil import parse_time
 NULL = type(None)
 
 
-def check_fields(kind: str, data: dict[str, Any], allowed: dict[str, tuple[type, ...]]) -> None:
-    """InvalidArgument for an empty payload, an unknown key or a value of the wrong type."""
+def _wrong_type(value: Any, types: tuple[type, ...]) -> bool:
+    return not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+
+
+def check_fields(kind: str, data: dict[str, Any], allowed: dict[str, tuple[type, ...]],
+                 model: type | None = None) -> None:
+    """InvalidArgument for an empty payload, an unknown key, a value of the wrong type or,
+    given the ``model``, a value its column cannot hold."""
     if not data:
         raise InvalidArgument("data must name at least one field")
     for key, value in data.items():
         types = allowed.get(key)
         if types is None:
             raise InvalidArgument(f"unknown {kind} field: {key!r}")
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        if _wrong_type(value, types):
             raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {value!r:.60}")
+    if model is not None:
+        check_fits(kind, model, data)
+
+
+def _misfit(column: Any, value: Any) -> str | None:
+    """Why ``value`` cannot be stored in ``column`` as it is, or None.
+
+    Checked here because SQLite stores an over-long string or a 64-bit number in any column
+    while PostgreSQL refuses it: both backends must answer bad input the same way.
+    """
+    ctype = column.type
+    if isinstance(ctype, String) and isinstance(value, str):
+        if ctype.length and len(value) > ctype.length:
+            return f"is longer than {ctype.length} characters"
+    elif isinstance(ctype, Integer) and isinstance(value, int) and not isinstance(value, bool):
+        bits = 63 if isinstance(ctype, BigInteger) else 31
+        if not -(2 ** bits) <= value < 2 ** bits:
+            return "is out of range"
+    return None
+
+
+def check_fits(kind: str, model: type, data: dict[str, Any]) -> None:
+    """InvalidArgument for a value too long or too large for the model's column."""
+    columns = model.__table__.c
+    for key, value in data.items():
+        column = columns.get(key)
+        problem = _misfit(column, value) if column is not None else None
+        if problem:
+            raise InvalidArgument(f"{kind} field {key!r} {problem}")
+
+
+def _column_types(column: Any) -> tuple[type, ...]:
+    ctype = column.type
+    for sql_type, types in ((Boolean, (bool,)), (Integer, (int,)), (Float, (int, float)),
+                            (Numeric, (int, float)), (String, (str,)), (JSON, (dict, list))):
+        if isinstance(ctype, sql_type):
+            return (*types, NULL)
+    return (object,)
+
+
+def cloned_fields(kind: str, model: type, data: dict[str, Any],
+                  keys: Iterable[str]) -> dict[str, Any]:
+    """The ``keys`` of an agent's ``data`` that become columns of a new ``model`` row,
+    each checked against its column (type, length, range); other keys are ignored."""
+    values = {key: data[key] for key in keys if key in data}
+    columns = model.__table__.c
+    for key, value in values.items():
+        if value is None and not columns[key].nullable:
+            raise InvalidArgument(f"{kind} field {key!r} cannot be null")
+        if _wrong_type(value, _column_types(columns[key])):
+            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {value!r:.60}")
+    check_fits(kind, model, values)
+    return values
 
 
 def apply_deleted_report(row: Any, data: dict[str, Any]) -> bool:

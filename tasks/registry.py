@@ -16,6 +16,7 @@ from typing import Any, get_type_hints
 
 from celery import Task
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
 from collector.db import unit_of_work
@@ -70,6 +71,9 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
             return fn(session, *args, **(kwargs or {}))
     except CollectorError:
         raise
+    except DataError as exc:  # a value the database refused: bad input that slipped through
+        log.warning("value refused by the database in %s: %s", fn.__qualname__, exc.orig)
+        raise InvalidArgument(f"a value does not fit its column: {exc.orig}") from None
     except Exception as exc:
         log.exception("unexpected error in %s", fn.__qualname__)
         raise InternalError(f"{type(exc).__name__}: {exc}") from None

@@ -76,7 +76,7 @@ def get_log_alarms(session: Session, node_id: str) -> list[dict[str, Any]]:
 
 
 def update_alarm(session: Session, alarm_id: str, data: dict[str, Any]) -> None:
-    check_fields("alarm", data, UPDATABLE)
+    check_fields("alarm", data, UPDATABLE, Alarm)
     if "state" in data and data["state"] not in ALARM_STATES:
         raise InvalidArgument(f"unknown alarm state: {data['state']!r}")
     alarm = Alarm.by_cuuid(session, alarm_id, for_update=True)

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from collector.documents.instances import instance_document, load_instance
 from collector.errors import InvalidArgument
 from collector.fields import NULL, check_fields
-from collector.models import HostNode
+from collector.models import HostNode, Instance
 from collector.services import instance_lifecycle
 from collector.states import INSTANCE_STATUSES, INSTANCE_TRANSITIONS, check_transition
 from collector.timeutil import parse_time
@@ -41,7 +41,7 @@ def get_instance(session: Session, instance_id: str) -> dict[str, Any]:
 
 def update_instance(session: Session, instance_id: str, data: dict[str, Any]) -> None:
     """Apply an agent's report; state changes go through the instance state machine."""
-    check_fields("instance", data, UPDATABLE_INSTANCE_FIELDS)
+    check_fields("instance", data, UPDATABLE_INSTANCE_FIELDS, Instance)
     inst = load_instance(session, instance_id)
     if data.get("state") == "terminated":
         instance_lifecycle.finalize_instance(

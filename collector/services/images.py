@@ -21,7 +21,7 @@ UPDATABLE_IMAGE_FIELDS: dict[str, tuple[type, ...]] = {
 
 def update_image(session: Session, image_id: str, data: dict[str, Any]) -> None:
     """Apply an agent's report on an image; ``state: deleted`` soft-deletes it."""
-    check_fields("image", data, UPDATABLE_IMAGE_FIELDS)
+    check_fields("image", data, UPDATABLE_IMAGE_FIELDS, Image)
     image = Image.by_cuuid(session, image_id, for_update=True)
     if apply_deleted_report(image, data):
         return

@@ -38,7 +38,7 @@ from collector.errors import (
     UnknownStorageNodeID,
     ValidationFailed,
 )
-from collector.fields import NULL, apply_deleted_report, check_fields
+from collector.fields import NULL, apply_deleted_report, check_fields, cloned_fields
 from collector.models import (
     BackupObject,
     BackupStorage,
@@ -116,7 +116,7 @@ def get_image(session: Session, image_id: str) -> dict[str, Any]:
 
 
 def update_volume(session: Session, volume_id: str, data: dict[str, Any]) -> None:
-    check_fields("volume", data, VOLUME_FIELDS)
+    check_fields("volume", data, VOLUME_FIELDS, Volume)
     vol = Volume.by_cuuid(session, volume_id, for_update=True)
     if "volume_device" in data:
         _update_device(vol, data["volume_device"])
@@ -147,11 +147,8 @@ def _update_device(vol: Volume, values: dict[str, Any]) -> None:
     unknown = set(values) - DEVICE_FIELDS[vol.volume_type]
     if unknown:
         raise InvalidArgument(f"unknown {vol.volume_type} device field(s): {sorted(unknown)}")
-    for key, value in values.items():
-        if key == "lun" and (not isinstance(value, int) or isinstance(value, bool)):
-            raise InvalidArgument("volume_device.lun must be an integer")
-        if key != "lun" and not isinstance(value, str | None):
-            raise InvalidArgument(f"volume_device.{key} must be a string")
+    for key, value in cloned_fields(f"{vol.volume_type} device", type(device), values,
+                                    values).items():
         setattr(device, key, value)
 
 
@@ -168,7 +165,7 @@ def _check_guest_device_names(session: Session, vol: Volume) -> None:
 
 
 def update_snapshot(session: Session, snapshot_id: str, data: dict[str, Any]) -> None:
-    check_fields("snapshot", data, SNAPSHOT_FIELDS)
+    check_fields("snapshot", data, SNAPSHOT_FIELDS, VolumeSnapshot)
     snap = VolumeSnapshot.by_cuuid(session, snapshot_id, for_update=True)
     if apply_deleted_report(snap, data):
         return
@@ -178,7 +175,7 @@ def update_snapshot(session: Session, snapshot_id: str, data: dict[str, Any]) ->
 
 
 def update_backup_object(session: Session, backup_object_id: str, data: dict[str, Any]) -> None:
-    check_fields("backup object", data, BACKUP_FIELDS)
+    check_fields("backup object", data, BACKUP_FIELDS, BackupObject)
     bo = BackupObject.by_cuuid(session, backup_object_id, for_update=True)
     if apply_deleted_report(bo, data):
         return
@@ -206,8 +203,8 @@ def _storage_of(session: Session, node_id: str) -> BackupStorage:
     return storage
 
 
-def _new_backup_object(session: Session, storage: BackupStorage, bo_data: dict) -> BackupObject:
-    values = {k: bo_data[k] for k in BO_CLONED if k in bo_data}
+def _new_backup_object(session: Session, storage: BackupStorage,
+                       values: dict[str, Any]) -> BackupObject:
     bo = BackupObject(backup_storage_id=storage.id, state="pending", **values)
     session.add(bo)
     session.flush()
@@ -217,18 +214,19 @@ def _new_backup_object(session: Session, storage: BackupStorage, bo_data: dict) 
 
 def register_backup_object_transfer(session: Session, node_id: str,
                                     bo_data: dict[str, Any]) -> dict[str, Any]:
-    bo = _new_backup_object(session, _storage_of(session, node_id), bo_data)
+    values = cloned_fields("backup object", BackupObject, bo_data, BO_CLONED)
+    bo = _new_backup_object(session, _storage_of(session, node_id), values)
     return backup_object_hash(bo, Preloaded())
 
 
 def register_image_transfer(session: Session, node_id: str, image_data: dict[str, Any],
                             bo_data: dict[str, Any]) -> dict[str, Any]:
-    storage = _storage_of(session, node_id)
-    if image_data.get("os_type", "linux") not in ("linux", "windows"):
-        raise InvalidArgument(f"unknown os_type: {image_data.get('os_type')!r}")
-    bo = _new_backup_object(session, storage, bo_data)
-    values = {k: image_data[k] for k in IMAGE_CLONED if k in image_data}
-    image = Image(state="pending", backup_object_id=bo.canonical_uuid, **values)
+    bo_values = cloned_fields("backup object", BackupObject, bo_data, BO_CLONED)
+    image_values = cloned_fields("image", Image, image_data, IMAGE_CLONED)
+    if image_values.get("os_type", "linux") not in ("linux", "windows"):
+        raise InvalidArgument(f"unknown os_type: {image_values.get('os_type')!r}")
+    bo = _new_backup_object(session, _storage_of(session, node_id), bo_values)
+    image = Image(state="pending", backup_object_id=bo.canonical_uuid, **image_values)
     session.add(image)
     session.flush()
     pre = Preloaded(backup_objects={bo.canonical_uuid: bo})

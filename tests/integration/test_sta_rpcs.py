@@ -86,6 +86,14 @@ BAD = [
     ("register_image_transfer", ["bksta.x", {}]),
     ("post_process_backup_image", [{"id": 1}]),
     ("update_image", ["IMAGE", {"state": "exploded"}]),
+    # Values the columns cannot hold: refused alike on SQLite (which would store them) and
+    # PostgreSQL (which would fail mid-transaction).
+    ("update_image", ["IMAGE", {"display_name": "x" * 256}]),
+    ("update_backup_object", ["BO", {"size": 2 ** 70}]),
+    ("update_volume", ["VOL", {"volume_device": {"lun": "zero"}}]),
+    ("register_image_transfer", ["bksta.x", {"arch": 64}, {}]),
+    ("register_image_transfer", ["bksta.x", {"arch": "x86_64-with-a-long-suffix"}, {}]),
+    ("register_backup_object_transfer", ["bksta.x", {"size": "5 GiB"}]),
 ]
 
 
