@@ -156,11 +156,14 @@ def vif(session: Session, instance: Instance | None, net: Network | None, ipv4: 
     return row
 
 
-def lease_ip(session: Session, row: NetworkVif, net: Network, ipv4: str) -> NetworkVifIpLease:
+def lease_ip(session: Session, row: NetworkVif | None, net: Network, ipv4: str,
+             **columns: Any) -> NetworkVifIpLease:
+    """``ipv4`` leased in ``net`` (guard row included), to the vif ``row`` if given."""
     value = ipv4_to_i(ipv4)
     _add(session, IpLease(network_id=net.id, ipv4=value, description=ipv4))
-    return _add(session, NetworkVifIpLease(network_id=net.id, network_vif_id=row.id, ipv4=value,
-                                           description=ipv4))
+    return _add(session, NetworkVifIpLease(
+        network_id=net.id, network_vif_id=row.id if row else None, ipv4=value,
+        description=ipv4, **columns))
 
 
 def ip_handle(session: Session, net: Network, ipv4: str, expires_at: Any = None,
@@ -168,10 +171,7 @@ def ip_handle(session: Session, net: Network, ipv4: str, expires_at: Any = None,
     """An IP reservation (pool, handle, leased address), on the vif ``on`` if given."""
     pool = _add(session, IpPool(display_name="reserved", expire_initial=3600))
     handle = _add(session, IpHandle(ip_pool_id=pool.id, expires_at=expires_at))
-    value = ipv4_to_i(ipv4)
-    _add(session, IpLease(network_id=net.id, ipv4=value, description=ipv4))
-    _add(session, NetworkVifIpLease(network_id=net.id, network_vif_id=on.id if on else None,
-                                    ipv4=value, ip_handle_id=handle.id, description=ipv4))
+    lease_ip(session, on, net, ipv4, ip_handle_id=handle.id)
     return handle
 
 

@@ -128,13 +128,11 @@ class NetfilterGraph:
                   for row in chunked_rows(session, every, lambda chunk: select(
                       SecurityGroup.id, SecurityGroup.uuid, SecurityGroup.rule)
                       .where(SecurityGroup.id.in_(chunk)))}
+        # Sorted pairs leave both id lists in ascending order, as the ORM relations were.
         for referencer, referencee in sorted(references):
             if referencer in groups and referencee in groups:
                 groups[referencer].referencee_ids.append(referencee)
                 groups[referencee].referencer_ids.append(referencer)
-        for group in groups.values():
-            group.referencee_ids.sort()
-            group.referencer_ids.sort()
         for group_id, vif_id in chunked_rows(session, groups, lambda chunk: select(
                 NetworkVifSecurityGroup.security_group_id, NetworkVifSecurityGroup.network_vif_id)
                 .where(NetworkVifSecurityGroup.security_group_id.in_(chunk))

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from collector.documents.netfilter import (
     NetfilterGraph,
+    VifFacts,
     load_vifs,
     local_vif_ids,
     network_netfilter_document,
@@ -63,7 +64,7 @@ def get_netfilter_security_group(session: Session, group_id: str,
     return NetfilterGraph.load(session, [found.id]).security_group_document(found.id, node_id)
 
 
-def _vif_facts(session: Session, vnic_id: str):
+def _vif_facts(session: Session, vnic_id: str) -> VifFacts | None:
     found = NetworkVif.find_cuuid(session, vnic_id)
     return load_vifs(session, [found.id])[found.id] if found is not None else None
 
