@@ -10,9 +10,9 @@ from datetime import timedelta
 
 from kombu import Queue
 
+from collector.client import EVENTS_QUEUE as events_queue
 from collector.config import load_settings
-from collector.relay import events_queue
-from workers.roles import RPC_ENDPOINTS, route_task
+from tasks.routing import RPC_ENDPOINTS, route_task
 
 _settings = load_settings()
 

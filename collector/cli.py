@@ -13,15 +13,13 @@ import click
 from collector.config import SettingsError, load_settings
 
 
-def _ensure_broker(data_dir: Path):
+def _ensure_broker(data_dir: Path):  # noqa: ANN202 - EmbeddedRedis | None
     """Start the embedded Redis unless COLLECTOR_BROKER_URL names a broker."""
-    if os.environ.get("COLLECTOR_BROKER_URL"):
-        return None
-    from collector.embedded import EmbeddedRedis
+    from collector.embedded import ensure_broker
 
-    redis = EmbeddedRedis(data_dir).start()
-    redis.export()
-    click.echo(f"embedded redis on {redis.url}", err=True)
+    redis = ensure_broker(data_dir)
+    if redis is not None:
+        click.echo(f"embedded redis on {redis.url}", err=True)
     return redis
 
 
@@ -201,7 +199,7 @@ def health(roles: tuple[str, ...], timeout: float) -> None:
 @click.option("--keep-running", is_flag=True, help="leave the Collector running after the demo")
 def demo(keep_running: bool) -> None:
     """Start the whole Collector with its embedded defaults and show it serving calls."""
-    from collector.demo import run_demo
+    from workers.demo import run_demo
 
     sys.exit(run_demo(keep_running=keep_running))
 

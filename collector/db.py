@@ -1,14 +1,17 @@
 """Engine, sessions and the unit of work: one transaction per call.
 
-``unit_of_work()`` commits when the block ends and rolls everything back on any
-exception. Work that must happen only after the commit (relaying outbox rows) is
-registered with ``after_commit(session, fn)`` and runs once the commit succeeded.
+``UnitOfWork`` commits when its block ends and rolls everything back on any exception.
+It carries the settings the domain may consult (``settings_of(session)``) and collects
+the outbox rows written inside it (``messaging``): after the commit, ``outbox_ids``
+names them, and the caller (the task layer) hands them to the relay. Nothing here
+talks to a broker; rows nobody relays wait for the outbox sweep, exactly as after a
+crash between commit and publish.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +19,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Select, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from collector.config import load_settings
+from collector.config import Settings, load_settings
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -77,32 +80,61 @@ def dispose_engines() -> None:
         _factories.clear()
 
 
-def after_commit(session: Session, callback: Callable[[], None]) -> None:
-    """Run ``callback`` once the session's current transaction has committed."""
-    session.info.setdefault("after_commit", []).append(callback)
+OUTBOX_IDS = "outbox_ids"  # session.info key: outbox rows written in this transaction
+
+
+class UnitOfWork:
+    """One transaction (``with UnitOfWork() as uow: fn(uow.session)``).
+
+    ``readonly`` is a hint for readers: on SQLite they begin without taking the write lock,
+    so reads run alongside a writer (WAL). A write in such a unit still works, but may wait.
+    After a successful commit ``outbox_ids`` lists the outbox rows to relay.
+    """
+
+    def __init__(self, url: str | None = None, readonly: bool = False,
+                 settings: Settings | None = None) -> None:
+        self.settings = settings or load_settings()
+        self.url = url or self.settings.database_url
+        self.readonly = readonly
+        self.outbox_ids: list[int] = []
+        self.session: Session
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = session_factory(self.url)()
+        self.session.info["settings"] = self.settings
+        self.session.begin()
+        if self.readonly:
+            self.session.connection(execution_options={"collector_readonly": True})
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
+        session = self.session
+        try:
+            if exc_type is None:
+                session.commit()
+                self.outbox_ids = list(session.info.get(OUTBOX_IDS, ()))
+            else:
+                session.rollback()
+        finally:
+            session.info.pop(OUTBOX_IDS, None)
+            session.close()
 
 
 @contextmanager
 def unit_of_work(url: str | None = None, readonly: bool = False) -> Iterator[Session]:
-    """One transaction: commit at the end, roll back on any exception, then run hooks.
+    """``UnitOfWork`` for callers that only need the session (outbox rows go to the sweep)."""
+    with UnitOfWork(url, readonly) as uow:
+        yield uow.session
 
-    ``readonly`` is a hint for readers: on SQLite they begin without taking the write lock,
-    so reads run alongside a writer (WAL). A write in such a unit still works, but may wait.
-    """
-    session = session_factory(url)()
-    try:
-        with session.begin():
-            if readonly:
-                session.connection(execution_options={"collector_readonly": True})
-            yield session
-        hooks = session.info.pop("after_commit", [])
-    except BaseException:
-        session.info.pop("after_commit", None)
-        raise
-    finally:
-        session.close()
-    for hook in hooks:
-        hook()
+
+def settings_of(session: Session) -> Settings:
+    """The settings of the unit of work running ``session`` (the process's when none)."""
+    return session.info.get("settings") or load_settings()
+
+
+def record_outbox_row(session: Session, row_id: int) -> None:
+    """Remember an outbox row written in this transaction (relayed after the commit)."""
+    session.info.setdefault(OUTBOX_IDS, []).append(row_id)
 
 
 def dialect_name(session: Session) -> str:

@@ -78,3 +78,12 @@ class EmbeddedRedis:
     def export(self) -> None:
         os.environ["COLLECTOR_BROKER_URL"] = self.url
         os.environ.setdefault("COLLECTOR_RESULT_BACKEND", f"redis://127.0.0.1:{self.port}/1")
+
+
+def ensure_broker(data_dir: Path) -> EmbeddedRedis | None:
+    """Start the embedded Redis (and export its URL) unless COLLECTOR_BROKER_URL names one."""
+    if os.environ.get("COLLECTOR_BROKER_URL"):
+        return None
+    redis = EmbeddedRedis(data_dir).start()
+    redis.export()
+    return redis

@@ -1,45 +1,33 @@
 """Jobs and events written to the outbox in the caller's transaction.
 
-Nothing is sent here. The rows become messages after the commit: the relay installed by
-the task layer (``set_relay``) publishes them, and a periodic sweep publishes whatever a
-crash left behind. If the transaction rolls back, the rows vanish and nothing is sent.
+Nothing is sent here. The rows become messages after the commit: the unit of work
+collects their ids (``collector.db.record_outbox_row``), the task layer's relay publishes
+them, and a periodic sweep publishes whatever a crash left behind. If the transaction
+rolls back, the rows vanish and nothing is sent.
+
+Every job has its ledger row (``queued_jobs``) written here, beside its message, and its
+message is built in one place (``job_message``), for the first push and every re-push.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.db import after_commit
+from collector.db import record_outbox_row
+from collector.jobcontext import current_job
+from collector.models.jobs import QueuedJob
 from collector.models.outbox import OutboxMessage
 from collector.timeutil import to_iso, utcnow
 
 EVENTS_EXCHANGE = "collector.events"
 EVENT_TASK = "events.deliver"
 COLLECTOR_SENDER = "collector.master"
-
-_relay: Callable[[list[int]], None] | None = None
-
-
-def set_relay(relay: Callable[[list[int]], None] | None) -> None:
-    """Install the after-commit publisher (the task layer does this at import)."""
-    global _relay
-    _relay = relay
-
-
-def _relay_after_commit(session: Session, row: OutboxMessage) -> None:
-    pending: list[OutboxMessage] = session.info.setdefault("outbox_rows", [])
-    if not pending:
-        def _publish() -> None:
-            row_ids = [r.id for r in session.info.pop("outbox_rows", [])]
-            if _relay is not None and row_ids:
-                _relay(row_ids)
-
-        after_commit(session, _publish)
-    pending.append(row)
+# Queues of the Collector's own job endpoints (no node id): their jobs have ledger rows too.
+COLLECTOR_JOB_QUEUES = frozenset({"scheduler"})
 
 
 def endpoint_of(queue: str) -> str:
@@ -62,8 +50,17 @@ def write(
     )
     session.add(row)
     session.flush()
-    _relay_after_commit(session, row)
+    record_outbox_row(session, row.id)
     return row
+
+
+def job_message(session: Session, job: QueuedJob, expires: int | None = None) -> OutboxMessage:
+    """The outbox row that (re)sends a pushed job under its fixed id."""
+    options: dict[str, Any] = {"expires": expires} if expires else {}
+    return write(session, kind="job", name=job_task_name(job.queue_name, job.job_name or ""),
+                 queue=job.queue_name, task_id=job.task_id,
+                 payload={"args": list((job.params or {}).get("args", [])), "kwargs": {},
+                          "options": options})
 
 
 class Jobs:
@@ -74,20 +71,19 @@ class Jobs:
         resource_id: str | None = None, expires: int | None = None, retry_max: int = 0,
     ) -> str:
         """Queue ``job_name(*args)`` for the node queue ``queue``; returns the job id."""
-        if not isinstance(queue, str) or "." not in queue:
+        if not isinstance(queue, str) or ("." not in queue and queue not in COLLECTOR_JOB_QUEUES):
             raise ValueError(f"job queue must be '<endpoint>.<node_id>', got {queue!r}")
-        from collector.services.jobqueue import record_pushed_job  # the ledger uses messaging
-
-        job_id = record_pushed_job(session, job_id=f"job-{ids.new_uuid()}", queue=queue,
-                                   job_name=job_name, args=list(args), resource_id=resource_id,
-                                   retry_max=retry_max)
-        options: dict[str, Any] = {}
-        if expires:
-            options["expires"] = expires
-        write(
-            session, kind="job", name=job_task_name(queue, job_name), queue=queue, task_id=job_id,
-            payload={"args": list(args), "kwargs": {}, "options": options},
-        )
+        job_id = f"job-{ids.new_uuid()}"
+        parent = current_job.get()
+        parent_row = QueuedJob.find_cuuid(session, parent.job_id) if parent else None
+        job = QueuedJob(uuid=ids.raw_part(job_id, "job"), task_id=job_id, queue_name=queue,
+                        job_name=job_name, params={"args": list(args)}, resource_id=resource_id,
+                        state="pending", retry_max=retry_max, retry_count=0, delivery_count=0,
+                        parent_id=parent_row.id if parent_row else None,
+                        session_id=parent.session_id if parent else job_id)
+        session.add(job)
+        session.flush()
+        job_message(session, job, expires)
         return job_id
 
 

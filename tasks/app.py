@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from celery import Celery
-from celery.signals import beat_init, worker_init, worker_process_init
+from celery.signals import worker_process_init
 
-from collector import messaging
 from collector.db import dispose_engines
 
 TASK_MODULES = [
@@ -25,20 +24,6 @@ TASK_MODULES = [
 app = Celery("collector")
 app.config_from_object("celeryconfig")
 app.conf.include = TASK_MODULES
-
-
-def _relay(row_ids: list[int]) -> None:
-    from collector.relay import publish_rows, publisher
-
-    publish_rows(publisher(app.conf.broker_url), row_ids)
-
-
-@worker_init.connect
-@beat_init.connect
-def _install_relay(**_kw) -> None:
-    # Only Collector processes relay right after commit; elsewhere (CLI, tests of the
-    # domain) rows wait for the sweep, exactly as after a crash between commit and publish.
-    messaging.set_relay(_relay)
 
 
 @worker_process_init.connect

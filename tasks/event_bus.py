@@ -23,10 +23,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from collector import messaging
-from collector.db import unit_of_work
 from collector.topics import topic_matches
 from tasks.app import app
-from tasks.registry import run_in_unit_of_work
+from tasks.unit_of_work import run_in_unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -93,5 +92,4 @@ def deliver(event: str, args: list, sender: str, published_at: str | None = None
     if not isinstance(event, str) or not isinstance(args, list) or not isinstance(sender, str):
         log.error("malformed event dropped: %r %r %r", event, args, sender)
         return []
-    with unit_of_work() as session:
-        return dispatch(session, event, args, sender)
+    return run_in_unit_of_work(dispatch, (event, args, sender))

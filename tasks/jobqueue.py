@@ -8,7 +8,8 @@ from sqlalchemy.orm import Session
 
 from collector.services import jobqueue
 from tasks.app import app
-from tasks.registry import Endpoint, run_in_unit_of_work
+from tasks.registry import Endpoint
+from tasks.unit_of_work import run_in_unit_of_work
 
 
 def find(session: Session, job_id: str) -> dict[str, Any]:

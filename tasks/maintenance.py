@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collector import relay
 from collector.config import load_settings
 from collector.services import maintenance
+from tasks import relay
 from tasks.app import app
-from tasks.registry import run_in_unit_of_work
+from tasks.unit_of_work import run_in_unit_of_work
 
 
 @app.task(name="maintenance.sweep_outbox", queue="maintenance")

@@ -2,7 +2,8 @@
 
 from collector.services import node_states
 from tasks.app import app
-from tasks.registry import Endpoint, run_in_unit_of_work
+from tasks.registry import Endpoint
+from tasks.unit_of_work import run_in_unit_of_work
 
 endpoint = Endpoint("node-collector").expose(node_states.notify, list=node_states.list_nodes)
 

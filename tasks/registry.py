@@ -16,13 +16,12 @@ from typing import Any, get_type_hints
 
 from celery import Task
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy.exc import DataError
 from sqlalchemy.orm import Session
 
-from collector.db import unit_of_work
-from collector.errors import CollectorError, InternalError, InvalidArgument
+from collector.errors import InvalidArgument
 from tasks.app import app
-from workers.roles import RPC_ENDPOINTS
+from tasks.routing import RPC_ENDPOINTS
+from tasks.unit_of_work import run_in_unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +60,6 @@ class ArgumentValidator:
                 detail = f"{name}{'.' + where if where else ''}: {first['msg']}"
                 raise InvalidArgument(f"invalid argument {detail} (got {value!r:.80})") from None
         return bound
-
-
-def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
-                        kwargs: dict | None = None, readonly: bool = False) -> Any:
-    """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are wrapped."""
-    try:
-        with unit_of_work(readonly=readonly) as session:
-            return fn(session, *args, **(kwargs or {}))
-    except CollectorError:
-        raise
-    except DataError as exc:  # a value the database refused: bad input that slipped through
-        log.warning("value refused by the database in %s: %s", fn.__qualname__, exc.orig)
-        raise InvalidArgument(f"a value does not fit its column: {exc.orig}") from None
-    except Exception as exc:
-        log.exception("unexpected error in %s", fn.__qualname__)
-        raise InternalError(f"{type(exc).__name__}: {exc}") from None
 
 
 _PINGS: set[str] = set()

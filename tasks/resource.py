@@ -3,7 +3,8 @@
 from collector.config import load_settings
 from collector.services import resource
 from tasks.app import app
-from tasks.registry import Endpoint, run_in_unit_of_work
+from tasks.registry import Endpoint
+from tasks.unit_of_work import run_in_unit_of_work
 
 endpoint = Endpoint("resource-collector").expose(
     resource.resource_store, resource.get_resource_samples)

@@ -7,6 +7,9 @@
 - ``broker_url``: ``redis://127.0.0.1:P/<n>``, a distinct Redis DB per ``db_url`` param.
 - ``worker``: a ready ``collector worker --role all --concurrency 4`` per ``db_url`` param.
 - ``collector_client``: ``collector.client.Collector`` on the worker's broker.
+
+Tiers: a test that needs a server (PostgreSQL, Redis, a worker) is marked ``integration``
+here, so ``pytest -m "not integration"`` runs the domain on SQLite alone, with no server.
 """
 
 from __future__ import annotations
@@ -18,8 +21,18 @@ import pytest
 import tests.servers
 from tests.servers import PostgresServer, RedisServer, start_worker
 
-BACKENDS = ["sqlite", "postgresql"]
+BACKENDS = [pytest.param("sqlite", id="sqlite"),
+            pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration)]
 REDIS_DB = {"sqlite": 1, "postgresql": 2}
+SERVER_FIXTURES = {"redis_server", "postgres_server", "broker_url", "worker", "collector_client"}
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/integration, and any test that needs a server, is integration."""
+    for item in items:
+        needs_server = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if needs_server or "integration" in item.nodeid.split("/"):
+            item.add_marker(pytest.mark.integration)
 
 
 @contextmanager
@@ -65,7 +78,7 @@ def _backend(db_url: str) -> str:
     return "sqlite" if db_url.startswith("sqlite") else "postgresql"
 
 
-@pytest.fixture(scope="session", params=BACKENDS, ids=BACKENDS)
+@pytest.fixture(scope="session", params=BACKENDS)
 def db_url(request, tmp_path_factory):
     from collector.migrate import upgrade
 

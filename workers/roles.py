@@ -7,12 +7,9 @@ Event handlers of a role get their own durable queue ``events.<role>``.
 
 from __future__ import annotations
 
-from typing import Any
+from tasks.routing import RPC_ENDPOINTS
 
-RPC_ENDPOINTS = (
-    "hva-collector", "sta-collector", "natbox-collector", "alarm-collector",
-    "resource-collector", "jobqueue-proxy", "node-collector", "scheduler",
-)
+__all__ = ["ROLES", "RPC_ENDPOINTS", "queues_for"]
 
 ROLES: dict[str, tuple[str, ...]] = {
     "hva-collector": ("hva-collector",),
@@ -34,14 +31,3 @@ def queues_for(role: str) -> tuple[str, ...]:
         return ROLES[role]
     except KeyError:
         raise ValueError(f"unknown role {role!r}; known: {', '.join(sorted(ROLES))}") from None
-
-
-def route_task(name: str, args: Any, kwargs: Any, options: dict, task: Any = None,
-               **_kw: Any) -> dict | None:
-    """RPC tasks ``<endpoint>.<method>`` go to the ``<endpoint>`` queue unless told otherwise."""
-    endpoint = name.split(".", 1)[0]
-    if endpoint in RPC_ENDPOINTS:
-        return {"queue": endpoint}
-    if endpoint == "maintenance":
-        return {"queue": "maintenance"}
-    return None

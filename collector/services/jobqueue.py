@@ -21,9 +21,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from collector import ids, messaging
-from collector.config import load_settings
-from collector.db import db_now, skip_locked
+from collector import messaging
+from collector.db import db_now, settings_of, skip_locked
 from collector.errors import AlreadyTerminated, InvalidArgument
 from collector.jobcontext import current_job
 from collector.models import QueuedJob
@@ -53,24 +52,6 @@ def _opts(opts: dict[str, Any] | None) -> dict[str, Any]:
                             or opts[key] < 0):
             raise InvalidArgument(f"opts.{key} must be a non-negative integer")
     return opts
-
-
-def record_pushed_job(session: Session, *, job_id: str, queue: str, job_name: str,
-                      args: list, resource_id: str | None, retry_max: int = 0) -> str:
-    """Ledger row of a job about to be pushed (written by ``messaging.jobs.submit``)."""
-    parent = current_job.get()
-    parent_row = None
-    if parent is not None:
-        parent_row = QueuedJob.find_cuuid(session, parent.job_id)
-    job = QueuedJob(uuid=ids.raw_part(job_id, "job"), task_id=job_id, queue_name=queue,
-                    job_name=job_name, params={"args": args}, resource_id=resource_id,
-                    state="pending", retry_max=retry_max, retry_count=0, delivery_count=0,
-                    parent_id=parent_row.id if parent_row else None,
-                    session_id=parent.session_id if parent else job_id)
-    session.add(job)
-    session.flush()
-    return job_id
-
 
 
 def submit(session: Session, queue_name: str, resource_uuid: str | None,
@@ -122,9 +103,9 @@ def running(session: Session, job_id: str, worker_id: str) -> dict[str, Any]:
         return {"run": False, "reason": f"already finished ({job.finish_status})",
                 "job": job_document(job)}
     if job.state == "running" and job.worker_id != worker_id and job.heartbeat_at and \
-            (now - job.heartbeat_at).total_seconds() < load_settings().job_heartbeat_timeout:
+            (now - job.heartbeat_at).total_seconds() < settings_of(session).job_heartbeat_timeout:
         return {"run": False, "reason": f"running on {job.worker_id}", "job": job_document(job)}
-    if job.delivery_count >= load_settings().job_max_deliveries:
+    if job.delivery_count >= settings_of(session).job_max_deliveries:
         _finish(job, now, "fail", {"message": f"delivered {job.delivery_count} times; "
                                    "giving up (poison job or crashing worker)"})
         return {"run": False, "reason": "too many deliveries", "job": job_document(job)}
@@ -233,13 +214,13 @@ def list_jobs(session: Session, queue: str | None = None, state: str | None = No
 
 def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str]]:
     """Jobs whose worker stopped heartbeating: pushed again, or failed when out of tries."""
-    timeout_sec = timeout_sec or load_settings().job_heartbeat_timeout
+    timeout_sec = timeout_sec or settings_of(session).job_heartbeat_timeout
     now = db_now(session)
     stmt = select(QueuedJob).where(QueuedJob.state == "running",
                                    QueuedJob.heartbeat_at < now - timedelta(seconds=timeout_sec))
     stmt = skip_locked(session, stmt)
     out: dict[str, list[str]] = {"requeued": [], "failed": [], "expired": []}
-    settings = load_settings()
+    settings = settings_of(session)
     max_deliveries = settings.job_max_deliveries
     for job in session.scalars(stmt):
         lost = {"message": f"worker {job.worker_id} lost (no heartbeat for {timeout_sec}s)"}
@@ -265,11 +246,7 @@ def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str
 def _requeue(session: Session, job: QueuedJob) -> None:
     job.state, job.worker_id, job.heartbeat_at = "pending", None, None
     if job.task_id:  # pushed: send it again under the same id (the ledger dedupes)
-        messaging.write(session, kind="job",
-                        name=messaging.job_task_name(job.queue_name, job.job_name or ""),
-                        queue=job.queue_name, task_id=job.task_id,
-                        payload={"args": (job.params or {}).get("args", []), "kwargs": {},
-                                 "options": {}})
+        messaging.job_message(session, job)
 
 
 def _message(value: Any) -> dict[str, Any]:

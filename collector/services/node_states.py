@@ -19,8 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collector import messaging
-from collector.config import load_settings
-from collector.db import db_now, skip_locked
+from collector.db import db_now, settings_of, skip_locked
 from collector.errors import InvalidArgument
 from collector.models import NodeState
 
@@ -56,7 +55,7 @@ def list_nodes(session: Session) -> list[dict[str, Any]]:
 
 def sweep_node_states(session: Session) -> dict[str, list[str]]:
     """Age silent nodes; returns the node ids that changed, per transition."""
-    settings = load_settings()
+    settings = settings_of(session)
     now = db_now(session)
     stmt = select(NodeState).where(
         NodeState.last_ping_at < now - timedelta(seconds=settings.node_timeout_sec))

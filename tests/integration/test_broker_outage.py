@@ -8,12 +8,13 @@ import time
 import pytest
 import redis
 
-from collector import messaging, relay
+from collector import messaging
 from collector.db import unit_of_work
 from collector.embedded import EmbeddedRedis
 from collector.ids import new_uuid
 from collector.models import OutboxMessage, QueuedJob
-from collector.relay import publisher
+from tasks import relay
+from tasks.relay import publisher
 from tests.servers import RedisServer, start_agent, start_worker
 
 pytestmark = pytest.mark.integration

@@ -7,11 +7,12 @@ import json
 import pytest
 import redis
 
-from collector import messaging, relay
+from collector import messaging
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models.outbox import OutboxMessage
-from collector.relay import publisher
+from tasks import relay
+from tasks.relay import publisher
 
 pytestmark = pytest.mark.integration
 

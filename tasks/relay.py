@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 
 from collector.client import EVENTS_EXCHANGE as events_exchange
 from collector.client import EVENTS_QUEUE as events_queue
-from collector.config import load_settings
-from collector.db import skip_locked, unit_of_work
+from collector.db import settings_of, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.timeutil import utcnow
 
@@ -46,7 +45,7 @@ def publisher(broker_url: str) -> Celery:
     return _publishers[broker_url]
 
 
-def publish_one(app: Celery, row: OutboxMessage) -> None:
+def publish_one(app: Celery, row: OutboxMessage, job_expires: int) -> None:
     payload: dict[str, Any] = row.payload
     options = dict(payload.get("options") or {})
     if row.kind == "control":
@@ -64,7 +63,7 @@ def publish_one(app: Celery, row: OutboxMessage) -> None:
     if row.kind == "job":
         # A node back after a long outage must not run day-old commands; the reaper then
         # fails the ledger row of a job that expired before any agent started it.
-        options.setdefault("expires", load_settings().job_expires)
+        options.setdefault("expires", job_expires)
         # The ledger hears the outcome even from agents that do not report (plain Celery).
         options["link"] = app.signature("jobqueue-proxy.job_succeeded", args=[row.task_id],
                                         immutable=True, queue="jobqueue-proxy")
@@ -101,10 +100,11 @@ def sweep(app: Celery, older_than: float = 5.0, limit: int = 500,
 def _publish_claimed(app: Celery, stmt: Select, db_url: str | None) -> int:
     sent = 0
     with unit_of_work(db_url) as session:
+        job_expires = settings_of(session).job_expires
         for row in _claim(session, stmt):
             row.attempts += 1
             try:
-                publish_one(app, row)
+                publish_one(app, row, job_expires)
             except Exception as exc:  # broker down: keep the row for the sweep
                 row.last_error = f"{type(exc).__name__}: {exc}"[:1000]
                 log.warning("outbox row %s not published: %s", row.id, exc)
