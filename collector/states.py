@@ -48,6 +48,18 @@ VOLUME_TRANSITIONS: dict[str, set[str]] = {
 }
 VOLUME_STATES = frozenset(VOLUME_TRANSITIONS) | {"deleted"}
 
+# Legacy volume snapshots: the API sets creating / deleting, the sta agent reports available
+# (or deleted). ``deleted`` is terminal and reached through a deletion report only.
+SNAPSHOT_TRANSITIONS: dict[str, set[str]] = {
+    "initialized": {"registering", "creating", "available", "failed", "deleting"},
+    "registering": {"creating", "available", "failed", "deleting"},
+    "creating": {"available", "failed", "deleting"},
+    "available": {"deleting", "failed"},
+    "failed": {"deleting"},
+    "deleting": {"available", "failed"},
+    "deleted": set(),
+}
+
 BACKUP_OBJECT_TRANSITIONS: dict[str, set[str]] = {
     "initialized": {"pending", "creating", "available"},
     "pending": {"creating", "available"},

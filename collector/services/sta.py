@@ -9,7 +9,8 @@ get_snapshot(snapshot_id), get_backup_object(backup_object_id) (+ ``backup_stora
 update_volume(volume_id, data) -> None: through the volume state machine; a
     ``volume_device`` dict updates the device row; ``state: deleted`` soft-deletes
 update_snapshot(snapshot_id, data), update_backup_object(backup_object_id, data) -> None:
-    backup ``progress`` never goes down; ``available`` forces progress 100
+    through their state machines; backup ``progress`` never goes down; ``available``
+    forces progress 100
 register_backup_object_transfer(node_id, bo_data) -> new backup object document
 register_image_transfer(node_id, image_data, bo_data) -> {backup_object, image}
 post_process_backup_image(image_id) -> None: the image becomes available once every
@@ -38,7 +39,7 @@ from collector.errors import (
     UnknownStorageNodeID,
     ValidationFailed,
 )
-from collector.fields import NULL, apply_deleted_report, check_fields, cloned_fields
+from collector.fields import NULL, cloned_fields
 from collector.models import (
     BackupObject,
     BackupStorage,
@@ -50,8 +51,13 @@ from collector.models import (
     Volume,
     VolumeSnapshot,
 )
+from collector.services.agent_reports import Setter, apply_agent_report
 from collector.services.images import update_image  # noqa: F401 - exposed on this endpoint
-from collector.states import BACKUP_OBJECT_TRANSITIONS, VOLUME_TRANSITIONS, check_transition
+from collector.states import (
+    BACKUP_OBJECT_TRANSITIONS,
+    SNAPSHOT_TRANSITIONS,
+    VOLUME_TRANSITIONS,
+)
 from collector.timeutil import parse_time
 
 ONDISK_STATES = ("available", "attaching", "attached", "detaching")
@@ -116,40 +122,45 @@ def get_image(session: Session, image_id: str) -> dict[str, Any]:
 
 
 def update_volume(session: Session, volume_id: str, data: dict[str, Any]) -> None:
-    check_fields("volume", data, VOLUME_FIELDS, Volume)
-    vol = Volume.by_cuuid(session, volume_id, for_update=True)
-    if "volume_device" in data:
-        _update_device(vol, data["volume_device"])
-    if apply_deleted_report(vol, data):
+    vol = apply_agent_report(session, Volume, volume_id, data, kind="volume",
+                             fields=VOLUME_FIELDS, transitions=VOLUME_TRANSITIONS,
+                             check=_check_volume_report, setters=_VOLUME_SETTERS)
+    if vol is not None:
+        _check_guest_device_names(session, vol)
+
+
+def _check_volume_report(vol: Volume, data: dict[str, Any]) -> None:
+    """A ``volume_device`` must fit the volume's device row (refused even when deleted)."""
+    if "volume_device" not in data:
         return
-    if vol.state == "deleted":
-        return  # late report about a deleted volume
-    if "state" in data and check_transition("volume", VOLUME_TRANSITIONS, vol.state,
-                                            data["state"], terminal="deleted"):
-        vol.state = data["state"]
-    if "status" in data:
-        vol.status = data["status"]
-    if "instance_id" in data:
-        vol.instance_id = None if data["instance_id"] is None else \
-            Instance.by_cuuid(session, data["instance_id"]).id
-    for key in ("attached_at", "detached_at"):
-        if key in data:
-            setattr(vol, key, parse_time(data[key], key))
-    if "guest_device_name" in data:
-        vol.guest_device_name = data["guest_device_name"]
-    _check_guest_device_names(session, vol)
-
-
-def _update_device(vol: Volume, values: dict[str, Any]) -> None:
-    device = vol.volume_device
-    if device is None:
+    values = data["volume_device"]
+    if vol.volume_device is None:
         raise InvalidArgument(f"volume {vol.canonical_uuid} has no device row to update")
     unknown = set(values) - DEVICE_FIELDS[vol.volume_type]
     if unknown:
         raise InvalidArgument(f"unknown {vol.volume_type} device field(s): {sorted(unknown)}")
-    for key, value in cloned_fields(f"{vol.volume_type} device", type(device), values,
-                                    values).items():
-        setattr(device, key, value)
+    cloned_fields(f"{vol.volume_type} device", type(vol.volume_device), values, values)
+
+
+def _set_volume_device(session: Session, vol: Volume, values: dict[str, Any]) -> None:
+    for key, value in values.items():  # checked by _check_volume_report
+        setattr(vol.volume_device, key, value)
+
+
+def _set_instance_id(session: Session, vol: Volume, instance_id: str | None) -> None:
+    vol.instance_id = None if instance_id is None else \
+        Instance.by_cuuid(session, instance_id).id
+
+
+def _set_time(key: str) -> Setter:
+    def setter(session: Session, row: Any, value: str | None) -> None:
+        setattr(row, key, parse_time(value, key))
+    return setter
+
+
+_VOLUME_SETTERS: dict[str, Setter] = {
+    "volume_device": _set_volume_device, "instance_id": _set_instance_id,
+    "attached_at": _set_time("attached_at"), "detached_at": _set_time("detached_at")}
 
 
 def _check_guest_device_names(session: Session, vol: Volume) -> None:
@@ -165,34 +176,29 @@ def _check_guest_device_names(session: Session, vol: Volume) -> None:
 
 
 def update_snapshot(session: Session, snapshot_id: str, data: dict[str, Any]) -> None:
-    check_fields("snapshot", data, SNAPSHOT_FIELDS, VolumeSnapshot)
-    snap = VolumeSnapshot.by_cuuid(session, snapshot_id, for_update=True)
-    if apply_deleted_report(snap, data):
-        return
-    for key in ("state", "status", "size", "destination_key"):
-        if key in data:
-            setattr(snap, key, data[key])
+    apply_agent_report(session, VolumeSnapshot, snapshot_id, data, kind="snapshot",
+                       fields=SNAPSHOT_FIELDS, transitions=SNAPSHOT_TRANSITIONS)
 
 
 def update_backup_object(session: Session, backup_object_id: str, data: dict[str, Any]) -> None:
-    check_fields("backup object", data, BACKUP_FIELDS, BackupObject)
-    bo = BackupObject.by_cuuid(session, backup_object_id, for_update=True)
-    if apply_deleted_report(bo, data):
-        return
-    if bo.state == "deleted":
-        return
-    if "progress" in data:
-        if not 0 <= data["progress"] <= 100:
-            raise InvalidArgument("progress must be within 0..100")
-        bo.progress = max(bo.progress or 0.0, float(data["progress"]))  # never goes down
-    if "state" in data and check_transition("backup object", BACKUP_OBJECT_TRANSITIONS,
-                                            bo.state, data["state"], terminal="deleted"):
-        bo.state = data["state"]
-    for key in ("checksum", "allocation_size", "size", "object_key", "status"):
-        if key in data:
-            setattr(bo, key, data[key])
-    if bo.state == "available":
+    bo = apply_agent_report(session, BackupObject, backup_object_id, data,
+                            kind="backup object", fields=BACKUP_FIELDS,
+                            transitions=BACKUP_OBJECT_TRANSITIONS,
+                            check=_check_backup_report, setters=_BACKUP_SETTERS)
+    if bo is not None and bo.state == "available":
         bo.progress = 100.0
+
+
+def _check_backup_report(bo: BackupObject, data: dict[str, Any]) -> None:
+    if "progress" in data and not 0 <= data["progress"] <= 100:
+        raise InvalidArgument("progress must be within 0..100")
+
+
+def _set_progress(session: Session, bo: BackupObject, progress: float) -> None:
+    bo.progress = max(bo.progress or 0.0, float(progress))  # never goes down
+
+
+_BACKUP_SETTERS: dict[str, Setter] = {"progress": _set_progress}
 
 
 def _storage_of(session: Session, node_id: str) -> BackupStorage:
