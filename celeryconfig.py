@@ -58,6 +58,17 @@ timezone = "UTC"
 enable_utc = True
 
 
+# One beat per installation: the schedule and a lock live in Redis (celery-redbeat). A
+# second beat started by mistake waits on the lock; when the holder dies, it takes over
+# once the lock expires (the holder renews it every loop, at most every 5 s).
+beat_scheduler = "redbeat.RedBeatScheduler"
+redbeat_redis_url = broker_url
+redbeat_key_prefix = "collector:beat:"
+redbeat_lock_key = "collector:beat:lock"
+redbeat_lock_timeout = _settings.beat_lock_timeout
+beat_max_loop_interval = min(5, max(1, _settings.beat_lock_timeout // 3))
+
+
 def _every(task: str, seconds: float) -> dict:
     """A beat entry on the maintenance queue; a run not started within its period is dropped
     (the next one does the same work)."""

@@ -96,13 +96,11 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
 @main.command()
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
-    """Run the periodic scheduler (run exactly one per installation)."""
+    """Run the periodic scheduler. A second beat waits on the lock in Redis and takes over
+    when the first dies (within COLLECTOR_BEAT_LOCK_TIMEOUT seconds)."""
     from tasks.app import app
 
-    settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel", loglevel,
-               "--schedule", str(settings.data_dir / "celerybeat-schedule")])
+    app.start(["beat", "--loglevel", loglevel])
 
 
 @main.command()

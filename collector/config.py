@@ -70,6 +70,7 @@ class Settings:
     worker_concurrency: int = 4
     flower_basic_auth: str | None = None
     agent_job_heartbeat: float = 5.0
+    beat_lock_timeout: int = 30
     extra: dict = field(default_factory=dict)
 
     @property
@@ -103,4 +104,5 @@ def load_settings() -> Settings:
         worker_concurrency=_number("COLLECTOR_WORKER_CONCURRENCY", 4),
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
         agent_job_heartbeat=_number("COLLECTOR_AGENT_JOB_HEARTBEAT", 5, float),
+        beat_lock_timeout=_number("COLLECTOR_BEAT_LOCK_TIMEOUT", 30),
     )
