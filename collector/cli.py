@@ -33,7 +33,26 @@ def _parse_arg(text: str):
         return text
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The packages of this project; a module missing from anywhere else is a missing dependency.
+_OWN_PACKAGES = {"collector", "tasks", "workers", "migrations", "celeryconfig", "bench", "tests"}
+
+
+class _CollectorGroup(click.Group):
+    """Commands that need the ``server`` extra say so in one line on a client-only install."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if not missing or missing in _OWN_PACKAGES:
+                raise
+            raise click.ClickException(
+                f"this command needs the server extra (no module {missing!r}): "
+                "pip install 'collector[server]'") from None
+
+
+@click.group(cls=_CollectorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The control-plane Collector: RPC endpoints, jobs, events and maintenance on Celery."""
     try:
