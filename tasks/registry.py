@@ -64,6 +64,9 @@ class ArgumentValidator:
 
 _PINGS: set[str] = set()
 
+# Task name -> the domain function it runs (signature and docstring for the reference document).
+EXPOSED: dict[str, Callable[..., Any]] = {}
+
 
 def _register_ping(endpoint: str) -> None:
     """``<endpoint>.ping``: no database, just a consumed message (health checks, baselines)."""
@@ -72,6 +75,7 @@ def _register_ping(endpoint: str) -> None:
     _PINGS.add(endpoint)
 
     def ping() -> dict[str, str]:
+        """Answers without touching the database: proves a worker consumes this queue."""
         import socket
 
         return {"endpoint": endpoint, "host": socket.gethostname()}
@@ -109,6 +113,7 @@ class Endpoint:
         run.__doc__ = fn.__doc__
         task = app.task(name=task_name, queue=self.name, typing=False)(run)
         self.tasks[method] = task
+        EXPOSED[task_name] = fn
         return task
 
 
