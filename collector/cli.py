@@ -126,14 +126,16 @@ def beat(loglevel: str) -> None:
 @click.option("--address", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5555, show_default=True)
 def flower(address: str, port: int) -> None:
-    """Run Flower, always behind basic auth (COLLECTOR_FLOWER_BASIC_AUTH=user:password)."""
+    """Run Flower, every path behind basic auth (COLLECTOR_FLOWER_BASIC_AUTH=user:password),
+    Prometheus metrics at /metrics included."""
     from tasks.app import app
+    from workers.flower import run_flower
 
     auth = load_settings().flower_basic_auth
     if not auth:
         auth = f"admin:{secrets.token_urlsafe(12)}"
         click.echo(f"COLLECTOR_FLOWER_BASIC_AUTH not set; generated {auth}", err=True)
-    app.start(["flower", f"--address={address}", f"--port={port}", f"--basic_auth={auth}"])
+    run_flower(app, address, port, auth)
 
 
 @main.command()
