@@ -254,8 +254,10 @@ def docs_reference(check: bool, path: Path | None) -> None:
 
 def _attach_subcommands() -> None:
     from collector.cli_jobs import jobs
+    from collector.cli_ops import stats
 
     main.add_command(jobs)
+    main.add_command(stats)
 
 
 _attach_subcommands()

@@ -1,0 +1,50 @@
+"""``collector stats``: the operator's figures, as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from collector.config import load_settings
+
+
+def _read(fn):  # noqa: ANN001, ANN202 - a domain reader and its answer
+    from collector.db import unit_of_work
+
+    with unit_of_work(load_settings().database_url, readonly=True) as session:
+        return fn(session)
+
+
+def _table(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column == columns[0] else "right")
+    for row in rows:
+        table.add_row(*("-" if v is None else str(v) for v in row))
+    Console().print(table)
+
+
+@click.command("stats")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def stats(as_json: bool) -> None:
+    """Jobs per queue (pending, running, failed...), outbox backlog, node and instance states."""
+    from collector.services.stats import collector_stats
+
+    figures = _read(collector_stats)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2, sort_keys=True, default=str))
+        return
+    kinds = ["pending", "running", "succeeded", "failed", "cancelled"]
+    _table("jobs", ["queue", *kinds],
+           [[q, *(c.get(k, 0) for k in kinds)] for q, c in figures["jobs"].items()])
+    outbox = figures["outbox"]
+    age = outbox["oldest_unsent_age_sec"]
+    _table("outbox", ["unsent", "oldest unsent (s)"],
+           [[outbox["unsent"], None if age is None else f"{age:.1f}"]])
+    _table("nodes", ["state", "count"], [[s, n] for s, n in sorted(figures["nodes"].items())])
+    _table("instances", ["state", "count"],
+           [[s, n] for s, n in sorted(figures["instances"].items())])
