@@ -254,9 +254,10 @@ def docs_reference(check: bool, path: Path | None) -> None:
 
 def _attach_subcommands() -> None:
     from collector.cli_jobs import jobs
-    from collector.cli_ops import stats
+    from collector.cli_ops import seed, stats
 
     main.add_command(jobs)
+    main.add_command(seed)
     main.add_command(stats)
 
 
