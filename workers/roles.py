@@ -11,7 +11,7 @@ from typing import Any
 
 RPC_ENDPOINTS = (
     "hva-collector", "sta-collector", "natbox-collector", "alarm-collector",
-    "resource-collector", "jobqueue-proxy", "node-collector", "scheduler",
+    "resource-collector", "jobqueue-proxy", "node-collector", "scheduler", "api",
 )
 
 ROLES: dict[str, tuple[str, ...]] = {
@@ -23,6 +23,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "jobqueue-proxy": ("jobqueue-proxy",),
     "node-collector": ("node-collector",),
     "scheduler": ("scheduler",),
+    "api": ("api",),
     "events": ("events", "events.event-hook"),
     "maintenance": ("maintenance", "collector"),
 }
