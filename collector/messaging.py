@@ -66,16 +66,25 @@ def write(
     return row
 
 
+# Collector endpoints that take jobs themselves: their queue is the endpoint's own queue
+# (``scheduler``), served by Collector workers instead of one node's agent.
+COLLECTOR_JOB_QUEUES = frozenset({"scheduler"})
+
+
 class Jobs:
-    """Jobs for node agents: one ledger row and one outbox row, in the caller's transaction."""
+    """Jobs for node agents (``<endpoint>.<node_id>``) and for the Collector's own job
+    endpoints (``COLLECTOR_JOB_QUEUES``): one ledger row and one outbox row, in the
+    caller's transaction."""
 
     def submit(
         self, session: Session, queue: str, job_name: str, *args: Any,
         resource_id: str | None = None, expires: int | None = None, retry_max: int = 0,
     ) -> str:
-        """Queue ``job_name(*args)`` for the node queue ``queue``; returns the job id."""
-        if not isinstance(queue, str) or "." not in queue:
-            raise ValueError(f"job queue must be '<endpoint>.<node_id>', got {queue!r}")
+        """Queue ``job_name(*args)`` on ``queue``; returns the job id."""
+        if not isinstance(queue, str) or ("." not in queue
+                                          and queue not in COLLECTOR_JOB_QUEUES):
+            raise ValueError(f"job queue must be '<endpoint>.<node_id>' or one of "
+                             f"{sorted(COLLECTOR_JOB_QUEUES)}, got {queue!r}")
         from collector.services.jobqueue import record_pushed_job  # the ledger uses messaging
 
         job_id = record_pushed_job(session, job_id=f"job-{ids.new_uuid()}", queue=queue,
