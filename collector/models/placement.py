@@ -1,0 +1,31 @@
+"""Placement claims: what each instance holds on its host and each volume on its storage.
+
+The used-capacity counters on ``host_nodes`` / ``storage_nodes`` are the sums of these rows
+(``collector.scheduling.capacity.reconcile`` recomputes them). A release deletes the row and
+subtracts exactly what it recorded, so a change of the instance's size cannot skew them.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import BigInteger, ForeignKey, Integer
+from sqlalchemy.orm import Mapped, mapped_column
+
+from collector.models.base import Base, Timestamps
+
+
+class HostAllocation(Timestamps, Base):
+    __tablename__ = "host_allocations"
+
+    instance_id: Mapped[int] = mapped_column(ForeignKey("instances.id"), unique=True)
+    host_node_id: Mapped[int] = mapped_column(ForeignKey("host_nodes.id"), index=True)
+    cpu_cores: Mapped[int] = mapped_column(Integer, nullable=False)
+    memory_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class StorageAllocation(Timestamps, Base):
+    __tablename__ = "storage_allocations"
+
+    volume_id: Mapped[int] = mapped_column(ForeignKey("volumes.id"), unique=True)
+    storage_node_id: Mapped[int] = mapped_column(ForeignKey("storage_nodes.id"), index=True)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
