@@ -10,6 +10,7 @@ from collector.db import dispose_engines
 
 TASK_MODULES = [
     "tasks.alarm",
+    "tasks.api",
     "tasks.event_bus",
     "tasks.event_hook",
     "tasks.hva",
@@ -19,6 +20,7 @@ TASK_MODULES = [
     "tasks.natbox",
     "tasks.node_collector",
     "tasks.resource",
+    "tasks.scheduler",
     "tasks.sta",
 ]
 
