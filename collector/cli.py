@@ -207,9 +207,12 @@ def demo(keep_running: bool) -> None:
 
 
 def _attach_subcommands() -> None:
+    from collector.cli_instances import instance, volume
     from collector.cli_jobs import jobs
 
     main.add_command(jobs)
+    main.add_command(instance)
+    main.add_command(volume)
 
 
 _attach_subcommands()
