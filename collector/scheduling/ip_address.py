@@ -111,7 +111,9 @@ def _guard(session: Session, network_id: int, address: int) -> bool:
     dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
     stmt = dialect.insert(IpLease).values(network_id=network_id, ipv4=address,
                                           description=ipv4_to_s(address))
-    return session.execute(stmt.on_conflict_do_nothing()).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    return session.execute(stmt.on_conflict_do_nothing().returning(IpLease.id)).first() \
+        is not None
 
 
 def _lease_row(session: Session, network: Network, vif: NetworkVif | None,

@@ -67,7 +67,8 @@ def lease_mac(session: Session, mac: int) -> bool:
     """Insert the lease; False when the address is taken (by a committed or racing writer)."""
     table = postgresql if dialect_name(session) == "postgresql" else sqlite
     stmt = table.insert(MacLease).values(mac_addr=mac).on_conflict_do_nothing()
-    return session.execute(stmt).rowcount == 1
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    return session.execute(stmt.returning(MacLease.id)).first() is not None
 
 
 def lease_manual_mac(session: Session, text: object, vendor_id: str | None = None) -> int:
