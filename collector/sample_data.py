@@ -83,8 +83,8 @@ def storage_node(session: Session, node_id: str | None = None, online: bool = Tr
                  storage_type: str = ISCSI, **columns: Any) -> StorageNode:
     node_id = node_id or f"sta.s{secrets.token_hex(4)}"
     extra = {"ip_address": "192.0.2.10"} if storage_type == ISCSI else {"mount_point": "/export"}
-    node = _add(session, StorageNode(node_id=node_id, storage_type=storage_type,
-                                     offering_disk_space_mb=1024 * 1024, **{**extra, **columns}))
+    node = _add(session, StorageNode(node_id=node_id, storage_type=storage_type, **{
+        "offering_disk_space_mb": 1024 * 1024, **extra, **columns}))
     if online:
         node_state(session, node_id, "online")
     return node
