@@ -145,6 +145,7 @@ def schedule_instance(session: Session, instance_id: str) -> dict[str, Any]:
     except PLACEMENT_FAILURES as exc:
         inst.placement_error = _reason(exc)
         instance_lifecycle.finalize_instance(session, inst)
+        session.flush()
         return _failed("instance", inst.canonical_uuid, exc, inst.state)
     jobs = _dispatch_new(session, inst, host, placed, config)
     return {"outcome": "placed", "instance_id": inst.canonical_uuid,
@@ -189,6 +190,7 @@ def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any
     except PLACEMENT_FAILURES as exc:
         inst.state = "stopped"  # nothing destroyed: the instance can be started again
         inst.placement_error = _reason(exc)
+        session.flush()
         return _failed("instance", inst.canonical_uuid, exc, inst.state)
     cuuid = inst.canonical_uuid
     if boot == BOOT_DEV_SAN:
@@ -217,6 +219,7 @@ def schedule_volume(session: Session, volume_id: str) -> dict[str, Any]:
     except PLACEMENT_FAILURES as exc:
         vol.placement_error = _reason(exc)
         vol.destroy()
+        session.flush()
         return _failed("volume", vol.canonical_uuid, exc, vol.state)
     job = messaging.jobs.submit(session, f"sta-handle.{node.node_id}", "create_volume",
                                 vol.canonical_uuid, resource_id=vol.canonical_uuid)

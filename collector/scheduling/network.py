@@ -224,6 +224,7 @@ def build_vifs(session: Session, instance: Instance, plans: Sequence[VifPlan],
             session.add(NetworkVifMonitor(network_vif_id=vif.id, title=monitor.get("title"),
                                           enabled=bool(monitor.get("enabled", True)),
                                           params=params))
+    session.expire(instance, ["network_vifs"])  # the vifs were added by foreign key
     return vifs
 
 
