@@ -109,7 +109,7 @@ def _wait(client: Any, show: str, resource_id: str, ends: tuple[str, ...], timeo
             click.echo(f"timed out after {timeout:g}s: {resource_id} is {doc['state']}",
                        err=True)
             sys.exit(2)
-        time.sleep(0.5)
+        time.sleep(0.25)
         doc = _call(client, show, resource_id, as_json=as_json)
         if doc["state"] != seen:
             seen = doc["state"]
@@ -235,6 +235,8 @@ def run(vifs: tuple[str, ...], security_groups: tuple[str, ...], volumes: tuple[
 
 
 def _instance_action(method: str, ends: tuple[str, ...], wanted: str) -> Callable:
+    verb = method.split("_")[0]
+
     @click.argument("instance_id")
     @_waiting
     @_common
@@ -243,7 +245,7 @@ def _instance_action(method: str, ends: tuple[str, ...], wanted: str) -> Callabl
         with _client(timeout) as client:
             doc = _call(client, method, instance_id, as_json=as_json)
             if not as_json:
-                click.echo(f"{doc['id']} {doc['state']}")
+                click.echo(f"{doc['id']} {doc['state']} ({verb} accepted)")
             if wait:
                 doc = _wait(client, "show_instance", doc["id"], ends, wait_timeout, as_json,
                             doc)

@@ -37,7 +37,6 @@ Parameters of ``create_instance`` (the original's names; None means absent)::
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -269,11 +268,6 @@ def check_instance_request(session: Session, params: dict[str, Any]) -> Instance
 
 
 def _check_vifs(session: Session, value: Any) -> dict[str, dict[str, Any]]:
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except ValueError:
-            raise InvalidParameter("vifs is not valid JSON") from None
     vifs = network.parse_vifs(value)
     out: dict[str, dict[str, Any]] = {}
     for name, vif in vifs.items():
