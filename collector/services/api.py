@@ -37,6 +37,7 @@ Parameters of ``create_instance`` (the original's names; None means absent)::
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,7 @@ from collector.errors import (
     InvalidArgument,
     InvalidInstanceState,
     InvalidParameter,
+    NetworkSchedulingError,
     OutOfDiskSpace,
     OutOfHostCapacity,
     UnknownImageID,
@@ -252,8 +254,8 @@ def check_instance_request(session: Session, params: dict[str, Any]) -> Instance
         ssh_key = SshKeyPair.by_cuuid(session, _cuuid(p["ssh_key_id"], "ssh", "ssh_key_id"))
         if ssh_key.deleted_at is not None:
             raise SshKeyPair.not_found(f"ssh key pair {p['ssh_key_id']} is deleted")
-    if p.get("quota_weight", 0) < 0:
-        raise InvalidParameter("quota_weight must not be negative")
+    if not 0 <= p.get("quota_weight", 0) < math.inf:
+        raise InvalidParameter("quota_weight must be a finite number >= 0")
 
     kept = {**p, "vifs": vifs, "account_id": account_id, "service_type": service_type}
     if security_groups is not None:
@@ -289,6 +291,10 @@ def _check_vifs(session: Session, value: Any) -> dict[str, dict[str, Any]]:
             if vif.get(key) not in (None, "") and net_key not in vif:
                 raise InvalidParameter(f"vif {name!r}: {key} needs {net_key}")
         out[name] = vif
+    try:  # device indexes as placement will read them (numbers, each used once)
+        network.plan_request_vifs(out)
+    except NetworkSchedulingError as exc:
+        raise InvalidParameter(exc.message) from None
     network.check_manual_addresses(session, out)
     return out
 

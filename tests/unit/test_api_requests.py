@@ -188,8 +188,11 @@ def test_domain_capacity_counts_every_online_enabled_host(s, w):
     ({"eth0": {"network": 7}}, errors.InvalidParameter),
     ({"eth0": {"netwrok": "nw-abcdefgh"}}, errors.InvalidParameter),
     ({"eth0": {"nat_network": "nw-nothere0"}}, errors.UnknownNetworkID),
+    ({"eth0": {"index": "first"}}, errors.InvalidParameter),
+    ({"eth0": {"index": 1}, "eth1": {"index": "1"}}, errors.InvalidParameter),
 ], ids=["list", "bad-json", "json-list", "vif-not-a-map", "unknown-network", "wrong-prefix",
-        "network-not-text", "unknown-key", "unknown-nat-network"])
+        "network-not-text", "unknown-key", "unknown-nat-network", "index-not-a-number",
+        "index-twice"])
 def test_malformed_vifs_are_refused(s, w, vifs, error):
     refused(s, error, api.create_instance, request(w, vifs=vifs))
 
@@ -295,7 +298,8 @@ def test_explicit_host_is_checked_and_its_capacity_claimed(s, w):
 @pytest.mark.parametrize("params", [
     {"ha_enabled": "yes"}, {"ha_enabled": 1}, {"hostname": "Bad_Name"}, {"hostname": "-x"},
     {"hostname": "a" * 33}, {"account_id": "shpool"}, {"ssh_key_id": "sg-abcdefgh"},
-    {"quota_weight": -1}, {"display_name": "x" * 256}, {"user_data": 5},
+    {"quota_weight": -1}, {"quota_weight": float("nan")}, {"display_name": "x" * 256},
+    {"user_data": 5},
 ])
 def test_other_parameters_are_checked(s, w, params):
     refused(s, errors.InvalidParameter, api.create_instance, request(w, **params))
