@@ -7,11 +7,10 @@ the agents' full documents of ``hva-collector.get_instance``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import Select, select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from collector.db import EAGER_CHUNK
 from collector.documents.resources import direct_address, nat_address
@@ -27,7 +26,8 @@ from collector.models import (
 from collector.models.networks import pretty_mac
 from collector.timeutil import to_iso
 
-_VOLUME_LOADS = (
+_VOLUME_LOADS = (  # volume_device reads all three device relations
+    joinedload(Volume.local_volume),
     joinedload(Volume.iscsi_volume).joinedload(IscsiVolume.storage_node),
     joinedload(Volume.nfs_volume).joinedload(NfsVolume.storage_node),
 )
@@ -141,15 +141,3 @@ def volume_api_document(vol: Volume) -> dict[str, Any]:
         "updated_at": to_iso(vol.updated_at),
         "deleted_at": to_iso(vol.deleted_at),
     }
-
-
-def load_instance_documents(session: Session, stmt: Select) -> list[dict[str, Any]]:
-    return [instance_api_document(i) for i in session.scalars(stmt).unique()]
-
-
-def load_volume_documents(session: Session, stmt: Select) -> list[dict[str, Any]]:
-    return [volume_api_document(v) for v in session.scalars(stmt).unique()]
-
-
-def instance_api_documents(instances: Iterable[Instance]) -> list[dict[str, Any]]:
-    return [instance_api_document(i) for i in instances]
