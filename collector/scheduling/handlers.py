@@ -14,13 +14,19 @@ with the reason in ``placement_error``. Dispatch goes through the outbox (spec 1
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload, selectinload
 
-from collector import messaging
-from collector.errors import AddressRefused, OutOfHostCapacity, PlacementError
+from collector import ids, messaging
+from collector.errors import (
+    AddressRefused,
+    OutOfHostCapacity,
+    PlacementError,
+    UnknownInstanceID,
+)
 from collector.models import (
     BOOT_DEV_LOCAL,
     BOOT_DEV_SAN,
@@ -66,22 +72,45 @@ def _check_boot_type(inst: Instance) -> int:
     return boot
 
 
+@dataclass(frozen=True)
+class HeldHost:
+    uuid: str  # canonical hn-...
+    node_id: str
+
+
+def _load_instance(session: Session, instance_id: str) -> Instance:
+    """The instance under a row lock (a concurrent duplicate job waits, then sees the new
+    state), with what placement reads: image, volumes, vifs."""
+    raw = ids.raw_part(instance_id, Instance.prefix)
+    inst = session.scalars(
+        select(Instance).where(Instance.uuid == raw)
+        .options(joinedload(Instance.image, innerjoin=True), selectinload(Instance.volumes),
+                 selectinload(Instance.network_vifs))
+        .with_for_update(of=Instance)).first()
+    if inst is None:
+        raise UnknownInstanceID(f"unknown id '{instance_id}'")
+    return inst
+
+
 def _hold_host(session: Session, inst: Instance, st: ServiceTypeConfig,
-               local_bytes: int) -> HostNode:
+               local_bytes: int) -> HeldHost:
     """Choose and claim a host, or keep the one the API assigned (and claimed)."""
     if inst.host_node_id is None:
-        place_host(session, inst, host_request(inst, local_bytes), st.host_node)
-    elif session.scalar(select(HostAllocation.id).where(
+        chosen = place_host(session, inst, host_request(inst, local_bytes), st.host_node)
+        return HeldHost(chosen.uuid, chosen.node_id or "")
+    if session.scalar(select(HostAllocation.id).where(
             HostAllocation.instance_id == inst.id)) is None:
         # Assigned without a claim (older API, a repair): claim it now or fail.
         if not capacity.claim_host(session, inst.host_node_id, inst, local_bytes):
             raise OutOfHostCapacity(f"the assigned host has no room for {inst.canonical_uuid}")
-    return session.get(HostNode, inst.host_node_id)
+    host = session.get(HostNode, inst.host_node_id)
+    return HeldHost(host.canonical_uuid, host.node_id or "")
 
 
 def _place_new_instance(session: Session, inst: Instance, st: ServiceTypeConfig
-                        ) -> tuple[HostNode, dict[int, str]]:
-    """Host, local and shared volumes, vifs; returns the host and {volume id: sta node}."""
+                        ) -> tuple[HeldHost, dict[int, str]]:
+    """Host, local and shared volumes, vifs; returns the host and {volume id: sta node}.
+    Changes to rows are flushed together (no autoflush in between): fewer statements."""
     _check_boot_type(inst)
     volumes = [v for v in inst.volumes if v.is_alive]
     local_bytes = sum(int(v.size) for v in volumes if v.volume_type == LOCAL)
@@ -96,10 +125,11 @@ def _place_new_instance(session: Session, inst: Instance, st: ServiceTypeConfig
         elif vol.volume_type is None:
             storage[vol.id] = place_storage(session, vol, st.storage_node).node_id
         vol.state = "pending"
-    if not any(vif.is_alive for vif in inst.network_vifs):  # soft-deleted vifs do not count
-        create_vifs(session, inst, st.name)
     inst.state = "pending"
     inst.placement_error = None
+    # Vifs last: they lock the network's IP cursor, held until the commit.
+    if not any(vif.is_alive for vif in inst.network_vifs):  # soft-deleted vifs do not count
+        create_vifs(session, inst, st.name)
     session.flush()
     return host, storage
 
@@ -112,7 +142,7 @@ def _sta_node_of(vol: Volume, placed: dict[int, str]) -> str | None:
         else None
 
 
-def _dispatch_new(session: Session, inst: Instance, host: HostNode, placed: dict[int, str],
+def _dispatch_new(session: Session, inst: Instance, host: HeldHost, placed: dict[int, str],
                   config: SchedulerConfig) -> list[str]:
     cuuid = inst.canonical_uuid
     jobs = []
@@ -134,12 +164,12 @@ def _dispatch_new(session: Session, inst: Instance, host: HostNode, placed: dict
 
 def schedule_instance(session: Session, instance_id: str) -> dict[str, Any]:
     """Place a new instance (state ``scheduling``) and dispatch its boot."""
-    inst = Instance.by_cuuid(session, instance_id, for_update=True)
+    inst = _load_instance(session, instance_id)
     if inst.state != EXPECTED_STATE:
         return _noop("instance", inst.canonical_uuid, inst.state)
     config = scheduler_config()
     try:
-        with session.begin_nested():
+        with session.begin_nested(), session.no_autoflush:
             host, placed = _place_new_instance(session, inst,
                                                config.service_type(inst.service_type))
     except PLACEMENT_FAILURES as exc:
@@ -149,7 +179,7 @@ def schedule_instance(session: Session, instance_id: str) -> dict[str, Any]:
         return _failed("instance", inst.canonical_uuid, exc, inst.state)
     jobs = _dispatch_new(session, inst, host, placed, config)
     return {"outcome": "placed", "instance_id": inst.canonical_uuid,
-            "host_node_id": host.canonical_uuid, "jobs": jobs,
+            "host_node_id": host.uuid, "jobs": jobs,
             "storage_node_ids": {v.canonical_uuid: placed[v.id]
                                  for v in inst.volumes if v.id in placed}}
 
@@ -169,7 +199,7 @@ def _lease_missing_addresses(session: Session, inst: Instance, st: ServiceTypeCo
 
 def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any]:
     """Place a stopped instance again (state ``scheduling``) and dispatch its boot."""
-    inst = Instance.by_cuuid(session, instance_id, for_update=True)
+    inst = _load_instance(session, instance_id)
     if inst.state != EXPECTED_STATE:
         return _noop("instance", inst.canonical_uuid, inst.state)
     config = scheduler_config()
@@ -200,7 +230,7 @@ def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any
         job = messaging.jobs.submit(session, f"local-store-handle.{host.node_id}",
                                     "run_local_store", cuuid, resource_id=cuuid)
     messaging.events.publish(session, "instance.scheduled", [cuuid])
-    return {"outcome": "placed", "instance_id": cuuid, "host_node_id": host.canonical_uuid,
+    return {"outcome": "placed", "instance_id": cuuid, "host_node_id": host.uuid,
             "jobs": [job]}
 
 

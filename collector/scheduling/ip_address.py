@@ -129,15 +129,29 @@ def _segment(network: Network) -> str:
     return f"{network.ipv4_network}/{network.prefix_len}"
 
 
-def allocate_incremental(session: Session, network: Network,
-                         vif: NetworkVif | None) -> NetworkVifIpLease:
+def lock_networks(session: Session, network_ids: Iterable[int] = (),
+                  raw_uuids: Iterable[str] = ()) -> list[Network]:
+    """The networks (by id or raw uuid), re-read under a row lock in id order (no deadlock
+    between two placements): one allocator per network at a time moves its cursor."""
+    stmt = select(Network).where(Network.id.in_(set(network_ids))
+                                 | Network.uuid.in_(set(raw_uuids))) \
+        .order_by(Network.id).execution_options(populate_existing=True)
+    if dialect_name(session) == "postgresql":
+        stmt = stmt.with_for_update()
+    return list(session.scalars(stmt))
+
+
+def allocate_incremental(session: Session, network: Network, vif: NetworkVif | None,
+                         cursor_locked: bool = False) -> NetworkVifIpLease:
+    """``cursor_locked``: the caller holds the network row (``lock_networks``), so its
+    ``ip_cursor`` is current."""
     direction = network.ip_assignment
     if direction not in ("asc", "desc"):
         raise NetworkSchedulingError(f"Unsupported IP address assignment: {direction}")
-    stmt = select(Network.ip_cursor).where(Network.id == network.id)
-    if dialect_name(session) == "postgresql":
-        stmt = stmt.with_for_update()  # one allocator per network at a time moves the cursor
-    cursor = session.scalar(stmt)
+    if cursor_locked:
+        cursor = network.ip_cursor
+    else:
+        cursor = lock_networks(session, [network.id])[0].ip_cursor
     ranges = [(r.range_begin, r.range_end) for r in session.execute(
         select(DhcpRange.range_begin, DhcpRange.range_end)
         .where(DhcpRange.network_id == network.id))]
@@ -194,10 +208,11 @@ class Incremental:
     """Requested addresses are honoured (checked); others come after the cursor."""
 
     def allocate(self, session: Session, network: Network, vif: NetworkVif | None,
-                 requested: str | None = None) -> NetworkVifIpLease:
+                 requested: str | None = None, cursor_locked: bool = False
+                 ) -> NetworkVifIpLease:
         if requested:
             return lease_manual_ip(session, network, vif, requested)
-        return allocate_incremental(session, network, vif)
+        return allocate_incremental(session, network, vif, cursor_locked)
 
 
 @dataclass(frozen=True)
@@ -205,7 +220,8 @@ class SpecifyIP:
     """Only requested addresses (matched to the vif by name, S17)."""
 
     def allocate(self, session: Session, network: Network, vif: NetworkVif | None,
-                 requested: str | None = None) -> NetworkVifIpLease:
+                 requested: str | None = None, cursor_locked: bool = False
+                 ) -> NetworkVifIpLease:
         if not requested:
             raise NetworkSchedulingError(
                 f"SpecifyIP: no address requested in {network.canonical_uuid}")

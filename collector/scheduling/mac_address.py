@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, exists, func, select
+from sqlalchemy import BigInteger, and_, cast, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -27,6 +27,7 @@ from collector.models import MacLease, MacRange
 from collector.scheduling.gaps import first_free
 from collector.scheduling.registry import no_other_keys, register
 
+DEVICE_SPAN = 1 << 24
 _HEX12 = re.compile(r"^[0-9a-fA-F]{12}$")
 _HEX6 = re.compile(r"^[0-9a-fA-F]{6}$")
 # A lease lost to a concurrent writer is retried with the next free address.
@@ -92,23 +93,30 @@ def next_free_mac(session: Session, lo: int, hi: int) -> int | None:
 
 def allocate_from_ranges(session: Session) -> int:
     """The next free address of the first range (by id) that has one, leased."""
-    stmt = select(MacRange.id, MacRange.uuid, MacRange.vendor_id, MacRange.range_begin,
-                  MacRange.range_end).order_by(MacRange.id)
+    lo = cast(MacRange.vendor_id, BigInteger) * DEVICE_SPAN + MacRange.range_begin
+    hi = cast(MacRange.vendor_id, BigInteger) * DEVICE_SPAN + MacRange.range_end
+    top = (select(func.max(MacLease.mac_addr)).where(MacLease.mac_addr >= lo,
+                                                     MacLease.mac_addr <= hi)
+           .scalar_subquery())
+    stmt = select(MacRange.uuid, lo.label("lo"), hi.label("hi"), top.label("top")) \
+        .order_by(MacRange.id)
     if dialect_name(session) == "postgresql":
         # Schedulers take turns per range set: without this they would all pick the
         # same next address and queue behind each other's insert anyway.
-        stmt = stmt.with_for_update()
+        stmt = stmt.with_for_update(of=MacRange)
     ranges = session.execute(stmt).all()
     if not ranges:
         raise OutOfMacRange("No mac address ranges found in the database.")
     for row in ranges:
-        lo, hi = (row.vendor_id << 24) | row.range_begin, (row.vendor_id << 24) | row.range_end
+        # The first try comes from the range query itself (after the highest lease).
+        mac = row.lo if row.top is None else row.top + 1 if row.top < row.hi else \
+            first_free(session, MacLease.mac_addr, row.lo, row.hi)
         for _ in range(MAX_ATTEMPTS):
-            mac = next_free_mac(session, lo, hi)
             if mac is None:
                 break
-            if lease_mac(session, mac):
-                return mac
+            if lease_mac(session, int(mac)):
+                return int(mac)
+            mac = next_free_mac(session, row.lo, row.hi)
     names = ", ".join(f"mr-{r.uuid}" for r in ranges)
     raise OutOfMacRange(f"No available MAC addresses left in the ranges {names}")
 

@@ -182,8 +182,10 @@ def build_vifs(session: Session, instance: Instance, plans: Sequence[VifPlan],
                vendor_id: str | None = None) -> list[NetworkVif]:
     """Create the planned vifs with their MAC and IP leases (in the caller's transaction)."""
     request_params = request_params or {}
-    networks = _by_cuuid(session, Network, {n for p in plans for n in (p.network, p.nat_network)
-                                            if n})
+    wanted = {n for p in plans for n in (p.network, p.nat_network) if n}
+    # Locked before any MAC range (one lock order for every placement).
+    networks = {n.canonical_uuid: n for n in ip_address.lock_networks(
+        session, raw_uuids=[ids.raw_part(c, Network.prefix) for c in wanted])} if wanted else {}
     for plan in plans:
         for cuuid in (plan.network, plan.nat_network):
             if cuuid and cuuid not in networks:
@@ -212,10 +214,11 @@ def build_vifs(session: Session, instance: Instance, plans: Sequence[VifPlan],
     vif_specs = (request_params.get("vifs") or {}) if isinstance(request_params, dict) else {}
     for plan, vif in zip(ordered, vifs, strict=True):
         if plan.network:
-            service_type.ip_address.allocate(session, networks[plan.network], vif, plan.ipv4_addr)
+            service_type.ip_address.allocate(session, networks[plan.network], vif,
+                                             plan.ipv4_addr, cursor_locked=True)
         if plan.nat_network:
             service_type.ip_address.allocate(session, networks[plan.nat_network], vif,
-                                             plan.nat_ipv4_addr)
+                                             plan.nat_ipv4_addr, cursor_locked=True)
         spec = vif_specs.get(plan.name) if isinstance(vif_specs, dict) else None
         for monitor in _monitors(spec.get("monitors") if isinstance(spec, dict) else None):
             params = dict(monitor.get("params") or {})
