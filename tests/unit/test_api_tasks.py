@@ -11,7 +11,7 @@ from workers.roles import queues_for, route_task
 
 # Binding the registry's tasks here warns that Celery 6 drops the ``queue`` task attribute;
 # routing does not depend on it (``task_routes`` sends ``<endpoint>.*`` to ``<endpoint>``).
-pytestmark = pytest.mark.filterwarnings("ignore:The 'queue' task attribute")
+pytestmark = pytest.mark.filterwarnings(r"ignore:\s*The 'queue' task attribute")
 
 
 def test_api_and_scheduler_tasks_are_registered_on_their_queues():
