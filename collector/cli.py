@@ -253,12 +253,15 @@ def docs_reference(check: bool, path: Path | None) -> None:
 
 
 def _attach_subcommands() -> None:
+    from collector.cli_instances import instance, volume
     from collector.cli_jobs import jobs
     from collector.cli_ops import seed, stats
 
     main.add_command(jobs)
     main.add_command(seed)
     main.add_command(stats)
+    main.add_command(instance)
+    main.add_command(volume)
 
 
 _attach_subcommands()

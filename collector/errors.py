@@ -115,8 +115,102 @@ class DestroyRefused(CollectorError):
     """A destroy the model forbids now (backups running, group still in use, ...)."""
 
 
-class InsufficientCapacity(CollectorError):
+class PlacementError(CollectorError):
+    """Base of the scheduler's placement failures (the reason a placement job failed)."""
+
+
+class InsufficientCapacity(PlacementError):
     """No node can take the resource."""
+
+
+class NoMatchingHostNode(PlacementError):
+    """No online, schedulable host has the requested hypervisor and architecture."""
+
+
+class NoMatchingStorageNode(PlacementError):
+    """No online storage node exists for the volume."""
+
+
+class NetworkSchedulingError(PlacementError):
+    """The vifs request cannot be turned into vifs (bad shape, unknown network, ...)."""
+
+
+class OutOfIpRange(PlacementError):
+    """The network's DHCP ranges have no free address left (or it has no range)."""
+
+
+class OutOfMacRange(PlacementError):
+    """No MAC address range has a free address left (or none exists)."""
+
+
+class UnknownServiceType(PlacementError):
+    """The service type names no configured set of strategies."""
+
+
+class SchedulerConfigError(CollectorError):
+    """The scheduler configuration is invalid; the message names the key."""
+
+
+# Errors of the API's requests (original REST API names, spec 1.8).
+
+class InvalidParameter(InvalidArgument):
+    """A request parameter the API refuses."""
+
+
+class InvalidInstanceState(InvalidStateTransition):
+    """The instance is not in a state that allows the request."""
+
+
+class OutOfHostCapacity(InsufficientCapacity):
+    """The hosts (or the explicit host) lack the cpu, memory or local disk requested."""
+
+
+class OutOfDiskSpace(InsufficientCapacity):
+    """The storage nodes lack the disk space requested."""
+
+
+class InvalidHostNodeID(InvalidParameter):
+    """The explicit host is not online."""
+
+
+class IncompatibleHostNode(InvalidParameter):
+    """The explicit host has another hypervisor or architecture."""
+
+
+class AddressRefused(InvalidParameter):
+    """Base of the manual MAC / IP address errors."""
+
+
+class InvalidMacAddress(AddressRefused):
+    """A requested MAC address is not 12 hex digits."""
+
+
+class DuplicateMacAddress(AddressRefused):
+    """A requested MAC address is already leased."""
+
+
+class MacNotInRange(AddressRefused):
+    """A requested MAC address lies in no MAC range."""
+
+
+class InvalidIPAddress(AddressRefused):
+    """A requested address is not an IPv4 address."""
+
+
+class DuplicateIPAddress(AddressRefused):
+    """A requested address is already leased in that network."""
+
+
+class IPAddressNotInSegment(AddressRefused):
+    """A requested address lies outside the network's segment."""
+
+
+class IpNotInDhcpRange(AddressRefused):
+    """A requested address lies in none of the network's DHCP ranges."""
+
+
+class ReservedIPAddress(AddressRefused):
+    """Network, broadcast, gateway, DNS, DHCP or metadata address (the original allowed it)."""
 
 
 class InvalidSecurityGroupRuleSyntax(CollectorError):

@@ -64,7 +64,9 @@ def job_message(session: Session, job: QueuedJob, expires: int | None = None) ->
 
 
 class Jobs:
-    """Jobs for node agents: one ledger row and one outbox row, in the caller's transaction."""
+    """Jobs for node agents (``<endpoint>.<node_id>``) and for the Collector's own job
+    endpoints (``COLLECTOR_JOB_QUEUES``): one ledger row and one outbox row, in the
+    caller's transaction."""
 
     def submit(
         self, session: Session, queue: str, job_name: str, *args: Any,

@@ -47,6 +47,7 @@ from collector.models import (
     Volume,
 )
 from collector.models.networks import ipv4_to_i
+from collector.scheduling import capacity
 from collector.timeutil import utcnow
 
 GiB = 1024**3
@@ -82,8 +83,8 @@ def storage_node(session: Session, node_id: str | None = None, online: bool = Tr
                  storage_type: str = ISCSI, **columns: Any) -> StorageNode:
     node_id = node_id or f"sta.s{secrets.token_hex(4)}"
     extra = {"ip_address": "192.0.2.10"} if storage_type == ISCSI else {"mount_point": "/export"}
-    node = _add(session, StorageNode(node_id=node_id, storage_type=storage_type,
-                                     offering_disk_space_mb=1024 * 1024, **{**extra, **columns}))
+    node = _add(session, StorageNode(node_id=node_id, storage_type=storage_type, **{
+        "offering_disk_space_mb": 1024 * 1024, **extra, **columns}))
     if online:
         node_state(session, node_id, "online")
     return node
@@ -189,6 +190,8 @@ def instance(session: Session, host: HostNode | None = None, img: Image | None =
     _add(session, row)
     if row.hostname is None:
         row.hostname = row.uuid
+    if host is not None and row.terminated_at is None:
+        capacity.claim_host(session, host.id, row, 0, force=True)  # counters stay true
     return row
 
 
@@ -200,12 +203,16 @@ def volume(session: Session, inst: Instance | None = None, kind: str | None = LO
     if kind == LOCAL:
         _add(session, LocalVolume(id=row.id, instance_id=inst.id, mount_label="instance",
                                   path=row.canonical_uuid))
+        if row.deleted_at is None:
+            capacity.reclaim_host(session, inst)  # the host now holds this disk too
     elif kind == ISCSI:
         _add(session, IscsiVolume(id=row.id, iscsi_storage_node_id=node.id,
                                   iqn=f"iqn.2010-09.jp.wakame:{row.canonical_uuid}", lun=0,
                                   path=row.canonical_uuid))
     elif kind == NFS:
         _add(session, NfsVolume(id=row.id, nfs_storage_node_id=node.id, path=row.canonical_uuid))
+    if kind in (ISCSI, NFS) and row.deleted_at is None:
+        capacity.claim_storage(session, node.id, row, force=True)
     if boot and inst is not None:
         inst.boot_volume_id = row.canonical_uuid
     return row

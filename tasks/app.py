@@ -9,6 +9,7 @@ from collector.db import dispose_engines
 
 TASK_MODULES = [
     "tasks.alarm",
+    "tasks.api",
     "tasks.event_bus",
     "tasks.event_hook",
     "tasks.hva",
@@ -18,6 +19,7 @@ TASK_MODULES = [
     "tasks.natbox",
     "tasks.node_collector",
     "tasks.resource",
+    "tasks.scheduler",
     "tasks.sta",
 ]
 

@@ -20,10 +20,31 @@ def find(session: Session, job_id: str) -> dict[str, Any]:
     return doc
 
 
+def job_failed(session: Session, job_id: str) -> dict[str, Any]:
+    """``link_error`` of pushed jobs: fails the ledger row with the job's own error (its
+    ``error_type`` and message, as the result backend holds them)."""
+    return jobqueue.job_failed(session, job_id, failure_of(job_id))
+
+
+def failure_of(task_id: str) -> dict[str, Any] | None:
+    """``{"error_type", "message"}`` of a failed task from the result backend, or None."""
+    try:
+        result = app.AsyncResult(task_id)
+        if result.state != "FAILURE":
+            return None
+        exc = result.result
+    except Exception:  # backend unreachable or result expired: the generic reason stays
+        return None
+    if not isinstance(exc, BaseException):
+        return None
+    message = str(exc.args[0]) if exc.args else str(exc)
+    return {"error_type": type(exc).__name__, "message": message}
+
+
 endpoint = Endpoint("jobqueue-proxy").expose(
     jobqueue.submit, jobqueue.pop, jobqueue.cancel, find, jobqueue.finish_success,
     jobqueue.finish_fail, jobqueue.running, jobqueue.heartbeat, jobqueue.job_succeeded,
-    jobqueue.job_failed, list=jobqueue.list_jobs,
+    job_failed, list=jobqueue.list_jobs,
 )
 
 

@@ -84,10 +84,17 @@ def _register_ping(endpoint: str) -> None:
 
 
 class Endpoint:
-    """A named group of tasks served from the queue of the same name."""
+    """A named group of tasks served from the queue of the same name.
 
-    def __init__(self, name: str) -> None:
+    ``on_committed(answer)``, when given, sees each task's answer after the commit and
+    returns what the task answers; it may raise, failing the task without undoing the
+    commit (a job whose failure is itself state to keep, such as a failed placement).
+    """
+
+    def __init__(self, name: str,
+                 on_committed: Callable[[Any], Any] | None = None) -> None:
         self.name = name
+        self.on_committed = on_committed
         self.tasks: dict[str, Task] = {}
         _register_ping(name)
 
@@ -101,12 +108,14 @@ class Endpoint:
     def register(self, method: str, fn: Callable[[Session], Any]) -> Task:
         validator = ArgumentValidator(fn)
         task_name = f"{self.name}.{method}"
-        # Readers by name (get_*/list*) run in a read-only unit of work.
-        readonly = method.startswith(("get_", "list"))
+        # Readers by name (get_*/list*/show_*) run in a read-only unit of work.
+        readonly = method.startswith(("get_", "list", "show_"))
+        on_committed = self.on_committed
 
         def run(*args: Any, **kwargs: Any) -> Any:
             bound = validator(args, kwargs)
-            return run_in_unit_of_work(fn, bound.args, bound.kwargs, readonly=readonly)
+            answer = run_in_unit_of_work(fn, bound.args, bound.kwargs, readonly=readonly)
+            return on_committed(answer) if on_committed else answer
 
         run.__name__ = method
         run.__qualname__ = task_name

@@ -10,7 +10,7 @@ from typing import Any
 
 RPC_ENDPOINTS = (
     "hva-collector", "sta-collector", "natbox-collector", "alarm-collector",
-    "resource-collector", "jobqueue-proxy", "node-collector", "scheduler",
+    "resource-collector", "jobqueue-proxy", "node-collector", "scheduler", "api",
 )
 
 

@@ -20,6 +20,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "jobqueue-proxy": ("jobqueue-proxy",),
     "node-collector": ("node-collector",),
     "scheduler": ("scheduler",),
+    "api": ("api",),
     "events": ("events", "events.event-hook"),
     "maintenance": ("maintenance", "collector"),
 }

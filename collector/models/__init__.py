@@ -40,6 +40,7 @@ from collector.models.networks import (
 )
 from collector.models.nodes import HostNode, HostNodeVnet, NodeState, StorageNode
 from collector.models.outbox import OutboxMessage
+from collector.models.placement import HostAllocation, StorageAllocation
 from collector.models.resources import ResourceSample
 from collector.models.security_groups import (
     NetworkVifSecurityGroup,

@@ -58,6 +58,7 @@ class Instance(Taggable, Timestamps, Base):
     boot_volume_id: Mapped[str | None] = mapped_column(String(255))
     encrypted_password: Mapped[str | None] = mapped_column(Text)
     password_will_be_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    placement_error: Mapped[str | None] = mapped_column(Text)  # why placement failed
 
     host_node = relationship("HostNode", back_populates="instances")
     image = relationship("Image")

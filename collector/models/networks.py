@@ -102,6 +102,8 @@ class Network(Taggable, Timestamps, Base):
     editable: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     service_type: Mapped[str | None] = mapped_column(String(64))
     display_name: Mapped[str | None] = mapped_column(String(255))
+    # The last address the Incremental strategy handed out: the next search starts after it.
+    ip_cursor: Mapped[int | None] = mapped_column(BigInteger)
 
     dc_network = relationship(DcNetwork)
     nat_network = relationship("Network", remote_side="Network.id")

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Integer, String, UniqueConstraint, select
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    select,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from collector.errors import UnknownHostNodeID, UnknownNodeID, UnknownStorageNodeID
@@ -23,8 +32,6 @@ class NodeState(Timestamps, Base):
     last_ping_at: Mapped[datetime] = mapped_column(UTCDateTime(), nullable=False, default=utcnow)
 
 
-
-
 @register_taggable
 class HostNode(Taggable, Timestamps, Base):
     """A hypervisor host served by the agent ``node_id`` (``hva.<name>``)."""
@@ -41,6 +48,17 @@ class HostNode(Taggable, Timestamps, Base):
     offering_memory_size: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     offering_disk_space_mb: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     scheduling_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # What placement claimed (sums of host_allocations), kept by one conditional UPDATE
+    # per claim so concurrent schedulers can never over-commit (collector.scheduling).
+    used_cpu_cores: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                                server_default="0")
+    used_memory_size: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                                  server_default="0")
+    used_disk_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0,
+                                                 server_default="0")
+
+    # Candidate query: hosts of one hypervisor and architecture.
+    __table_args__ = (Index("ix_host_nodes_hypervisor_arch", "hypervisor", "arch"),)
 
     node: Mapped[NodeState | None] = relationship(
         NodeState, primaryjoin="foreign(HostNode.node_id) == NodeState.node_id",
@@ -76,6 +94,8 @@ class StorageNode(Taggable, Timestamps, Base):
     display_name: Mapped[str | None] = mapped_column(String(255))
     ip_address: Mapped[str | None] = mapped_column(String(64))
     mount_point: Mapped[str | None] = mapped_column(String(255))
+    used_disk_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0,
+                                                 server_default="0")
 
     node: Mapped[NodeState | None] = relationship(
         NodeState, primaryjoin="foreign(StorageNode.node_id) == NodeState.node_id",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from collector.errors import UnknownSnapshotID, UnknownVolumeID
 from collector.models.base import (
@@ -20,6 +20,7 @@ from collector.models.base import (
     UTCDateTime,
     register_taggable,
 )
+from collector.models.placement import release_storage_allocation
 
 LOCAL, ISCSI, NFS = "local", "iscsi", "nfs"
 
@@ -43,6 +44,7 @@ class Volume(Taggable, SoftDelete, Timestamps, Base):
     display_name: Mapped[str | None] = mapped_column(String(255))
     backup_object_id: Mapped[str | None] = mapped_column(String(255))
     volume_type: Mapped[str | None] = mapped_column(String(20))
+    placement_error: Mapped[str | None] = mapped_column(Text)  # why placement failed
 
     instance = relationship("Instance", back_populates="volumes")
     local_volume = relationship("LocalVolume", uselist=False, back_populates="volume")
@@ -59,9 +61,13 @@ class Volume(Taggable, SoftDelete, Timestamps, Base):
                 NFS: self.nfs_volume}.get(self.volume_type or "")
 
     def destroy(self, when: datetime | None = None) -> None:
-        """Soft delete: state ``deleted``, status ``offline``."""
+        """Soft delete: state ``deleted``, status ``offline``; its storage claim is freed."""
         super().destroy(when)
         self.status = "offline"
+        session = object_session(self)
+        if session is not None:
+            # Every volume deletion ends here, so the storage counters stay true.
+            release_storage_allocation(session, self.id)
 
 
 class LocalVolume(Base):

@@ -18,6 +18,7 @@ from collector.documents.instances import instance_document, load_instance
 from collector.errors import InvalidArgument
 from collector.fields import NULL, check_fields
 from collector.models import HostNode, Instance
+from collector.scheduling import capacity
 from collector.services import instance_lifecycle
 from collector.states import INSTANCE_STATUSES, INSTANCE_TRANSITIONS, check_transition
 from collector.timeutil import parse_time
@@ -60,7 +61,11 @@ def update_instance(session: Session, instance_id: str, data: dict[str, Any]) ->
         inst.status = data["status"]
     if "host_node_id" in data:
         host = data["host_node_id"]
-        inst.host_node_id = None if host is None else HostNode.by_cuuid(session, host).id
+        host_id = None if host is None else HostNode.by_cuuid(session, host).id
+        if host_id != inst.host_node_id:
+            # Stopped (NULL) or moved: the instance's capacity claim follows it.
+            capacity.move_host(session, inst, host_id)
+        inst.host_node_id = host_id
     if "encrypted_password" in data:
         inst.encrypted_password = data["encrypted_password"]
     if "password_will_be_deleted_at" in data:

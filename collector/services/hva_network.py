@@ -53,6 +53,7 @@ from collector.models import (
     find_taggable,
 )
 from collector.models.networks import ipv4_to_s, pretty_mac
+from collector.scheduling import capacity
 
 MAC_VENDOR = 0x525400
 
@@ -235,6 +236,7 @@ def switch_instance_host_node(session: Session, instance_uuid: str, dest_node_id
     host = HostNode.by_node_id(session, dest_node_id)
     if inst.terminated_at is not None:
         raise InvalidStateTransition(f"{instance_uuid} is terminated: it cannot move")
+    capacity.move_host(session, inst, host.id)  # the claim moves with it (forced: it moved)
     inst.host_node_id = host.id
     return True
 

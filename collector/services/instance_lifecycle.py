@@ -26,6 +26,7 @@ from collector.models import (
     TagMapping,
     Volume,
 )
+from collector.scheduling import capacity
 from collector.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,7 @@ def destroy_instance(session: Session, inst: Instance, terminated_at: datetime |
         if vol.state == "attached":
             vol.guest_device_name = None
             vol.instance_id = None
+    capacity.release_host(session, inst)  # a terminated instance holds nothing on its host
     when = terminated_at or utcnow()
     if inst.terminated_at is None:
         inst.terminated_at = when

@@ -176,13 +176,17 @@ def job_succeeded(session: Session, job_id: str) -> dict[str, Any]:
     return job_document(job)
 
 
-def job_failed(session: Session, job_id: str) -> dict[str, Any]:
+def job_failed(session: Session, job_id: str,
+               failure_reason: dict[str, Any] | None = None) -> dict[str, Any]:
     """Celery ``link_error`` of every pushed job; like ``job_succeeded``, only for agents
-    that do not report themselves. Retries as ``finish_fail`` does."""
+    that do not report themselves. Retries as ``finish_fail`` does. ``failure_reason``
+    (``{"error_type", "message"}``, read from the result backend by the task layer) is
+    kept as the job's finish message."""
     job = _lookup(session, job_id)
     if job.delivery_count == 0 and job.state != "finished":
         job.retry_count += 1
-        return finish_fail(session, job_id, {"message": "the job failed on its node"})
+        return finish_fail(session, job_id,
+                           failure_reason or {"message": "the job failed on its node"})
     return job_document(job)
 
 

@@ -1,0 +1,193 @@
+"""Placement throughput: 10,000 instances onto 1,000 hosts by 2 scheduler processes on
+PostgreSQL (a private server started for the run).
+
+Each instance asks for 1 core, 2 GB, a 10 GB local boot volume and one vif (a MAC and an
+address of one /16 network, so every placement also takes the network's IP cursor). The
+instances are written up front in ``scheduling``; the run then releases their placement
+requests at ``--rate`` per second (0 = all at once: a backlog) onto a queue that 2 processes
+drain, each calling ``schedule_instance`` in its own transaction, as a scheduler worker does.
+
+Prints placements per second, p50/p99 of request -> placed (release to commit) and of the
+placement transaction alone, statements per placement, and the over-commit count (hosts past
+their offering, or counters that disagree with the allocations; must be 0). When the whole
+run takes longer than 30 s it also prints where one placement spends its time (cProfile).
+Run: ``.venv/bin/python -m bench.bench_scheduler [--instances 10000] [--hosts 1000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import multiprocessing
+import pstats
+import statistics
+import time
+from typing import Any
+
+from sqlalchemy import event, func, insert, select
+
+from collector import sample_data
+from collector.db import get_engine, unit_of_work
+from collector.migrate import upgrade
+from collector.models import LOCAL, HostNode, Instance, MacRange, Volume
+from collector.scheduling import capacity
+from tests.servers import PostgresServer
+
+GiB = 1 << 30
+TARGET_SECONDS = 30.0
+
+
+def seed(url: str, hosts: int, instances: int) -> list[str]:
+    with unit_of_work(url) as session:
+        for _ in range(hosts):
+            sample_data.host_node(session, offering_cpu_cores=16, offering_memory_size=65536,
+                                  offering_disk_space_mb=1024 * 1024)
+        session.add(MacRange(vendor_id=0x525400, range_begin=1, range_end=0xFFFFFF))
+        net = sample_data.network(session, "10.128.0.0/16")
+        image = sample_data.image(session, local=True)
+        rows = [{"image_id": image.id, "state": "scheduling", "status": "init", "cpu_cores": 1,
+                 "memory_size": 2048, "hypervisor": "kvm", "account_id": "a-shpoolxx",
+                 "request_params": {"vifs": {"eth0": {"network": net.canonical_uuid}}}}
+                for _ in range(instances)]
+        created = session.execute(insert(Instance).returning(Instance.id, Instance.uuid),
+                                  rows).all()
+        session.execute(insert(Volume), [
+            {"size": 10 * GiB, "state": "scheduling", "volume_type": LOCAL,
+             "instance_id": row.id, "account_id": "a-shpoolxx"} for row in created])
+        return [f"i-{row.uuid}" for row in created]
+
+
+def scheduler_process(url: str, requests: Any, results: Any) -> None:
+    """One scheduler: place what the queue hands out until it gets None."""
+    from collector.scheduling import handlers
+
+    engine = get_engine(url)
+    statements = [0]
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.__setitem__(
+        0, statements[0] + 1))
+    out = []
+    while (item := requests.get()) is not None:
+        instance_id, requested_at = item
+        began = time.time()
+        with unit_of_work(url) as session:
+            outcome = handlers.schedule_instance(session, instance_id)["outcome"]
+        done = time.time()
+        out.append((outcome, done - requested_at, done - began))
+    results.put((out, statements[0]))
+
+
+def release(requests: Any, instance_ids: list[str], rate: float, consumers: int) -> None:
+    start = time.time()
+    for n, instance_id in enumerate(instance_ids):
+        if rate:
+            delay = start + n / rate - time.time()
+            if delay > 0:
+                time.sleep(delay)
+        requests.put((instance_id, time.time()))
+    for _ in range(consumers):
+        requests.put(None)
+
+
+def over_commits(url: str) -> int:
+    with unit_of_work(url, readonly=True) as session:
+        sums = session.execute(select(Instance.host_node_id, func.sum(Instance.cpu_cores),
+                                      func.sum(Instance.memory_size))
+                               .where(Instance.terminated_at.is_(None),
+                                      Instance.host_node_id.is_not(None))
+                               .group_by(Instance.host_node_id)).all()
+        offering = {h.id: h for h in session.scalars(select(HostNode))}
+        bad = sum(1 for host_id, cpu, mem in sums
+                  if cpu > offering[host_id].offering_cpu_cores
+                  or mem > offering[host_id].offering_memory_size)
+        bad += sum(1 for h in offering.values()
+                   if h.used_cpu_cores > h.offering_cpu_cores
+                   or h.used_memory_size > h.offering_memory_size)
+    with unit_of_work(url) as session:
+        drift = capacity.reconcile(session)
+        session.rollback()
+    return bad + len(drift)
+
+
+def profile_one(url: str) -> str:
+    """cProfile of one more placement (same world, nearly full of its predecessors)."""
+    from collector.scheduling import handlers
+
+    (instance_id,) = seed_extra(url)
+    profiler = cProfile.Profile()
+    with unit_of_work(url) as session:
+        profiler.enable()
+        handlers.schedule_instance(session, instance_id)
+        profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+    return text.getvalue()
+
+
+def seed_extra(url: str) -> list[str]:
+    with unit_of_work(url) as session:
+        template = session.scalars(select(Instance).limit(1)).one()
+        inst = sample_data.instance(session, img=template.image, state="scheduling",
+                                    status="init", cpu_cores=1, memory_size=2048,
+                                    request_params=template.request_params)
+        session.add(Volume(size=10 * GiB, state="scheduling", volume_type=LOCAL,
+                           instance_id=inst.id, account_id=inst.account_id))
+        return [inst.canonical_uuid]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--instances", type=int, default=10_000)
+    parser.add_argument("--hosts", type=int, default=1_000)
+    parser.add_argument("--processes", type=int, default=2)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="placement requests per second (0: all at once)")
+    parser.add_argument("--profile", action="store_true", help="always print the profile")
+    args = parser.parse_args()
+    with PostgresServer() as server:
+        url = server.create_database("bench_scheduler")
+        upgrade(url)
+        seeded_at = time.time()
+        ids = seed(url, args.hosts, args.instances)
+        print(f"seeded {args.hosts} hosts and {len(ids)} instances in "
+              f"{time.time() - seeded_at:.1f} s")
+        context = multiprocessing.get_context("spawn")
+        requests, results = context.Queue(), context.Queue()
+        workers = [context.Process(target=scheduler_process, args=(url, requests, results))
+                   for _ in range(args.processes)]
+        for worker in workers:
+            worker.start()
+        time.sleep(2)  # interpreters up before the clock starts
+        started = time.time()
+        release(requests, ids, args.rate, args.processes)
+        collected = [results.get() for _ in workers]
+        elapsed = time.time() - started
+        for worker in workers:
+            worker.join()
+        outcomes = [o for chunk, _ in collected for o in chunk]
+        statements = sum(s for _, s in collected)
+        placed = sum(1 for o in outcomes if o[0] == "placed")
+        latency = [o[1] * 1000 for o in outcomes]
+        service = [o[2] * 1000 for o in outcomes]
+        print(f"{placed} placed, {len(outcomes) - placed} not, by {args.processes} processes "
+              f"in {elapsed:.1f} s: {len(outcomes) / elapsed:.0f} placements/s")
+        print(f"request -> placed ms: p50 {percentile(latency, 0.5):.1f}  "
+              f"p99 {percentile(latency, 0.99):.1f}"
+              f"{'  (all requested at once: queueing included)' if not args.rate else ''}")
+        print(f"placement transaction ms: p50 {percentile(service, 0.5):.1f}  "
+              f"p99 {percentile(service, 0.99):.1f}  mean {statistics.mean(service):.1f}")
+        print(f"SQL statements per placement: {statements / max(1, len(outcomes)):.1f}")
+        print(f"over-commits: {over_commits(url)}")
+        if elapsed > TARGET_SECONDS or args.profile:
+            print(f"\nwhere one placement spends its time (target {TARGET_SECONDS:.0f} s "
+                  f"for the run):")
+            print(profile_one(url))
+
+
+if __name__ == "__main__":
+    main()

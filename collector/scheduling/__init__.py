@@ -1,0 +1,76 @@
+"""Placement: which host and storage node take an instance or a volume, and which MAC and
+IP addresses its vifs get. Domain only: nothing here imports Celery.
+
+Modules
+-------
+config.py        the scheduler configuration (TOML named by ``COLLECTOR_SCHEDULER_CONFIG``,
+                 built-in defaults = the original's sample configuration), loaded once per
+                 process; the strategy registry per kind lives in ``registry.py``
+snapshot.py      the frozen dataclasses strategies see (HostCandidate, HostRequest, ...)
+host_node.py     host strategies LeastUsage, FindFirst, SpecifyNode; the API's explicit host
+storage_node.py  storage strategy LeastUsage
+network.py       vif creation: VifsRequestParam, PerInstance; ``vifs`` validation
+ip_address.py    Incremental (explicit per-network cursor) and SpecifyIP; manual IP checks
+mac_address.py   Default and SpecifyMacAddress; manual MAC checks
+capacity.py      used-capacity counters and allocation rows: candidates, atomic claims,
+                 releases, reconcile
+handlers.py      the job steps schedule_instance, schedule_start_instance, schedule_volume
+
+Interface for the API side
+--------------------------
+Every function takes the caller's session and never commits. Errors are the typed errors of
+``collector.errors`` (PlacementError and its subclasses, the manual-address errors).
+
+config.scheduler_config() -> SchedulerConfig          (cached; reload_scheduler_config())
+    .default_service_type, .mac_address_vendor_id, .create_volume_min_size,
+    .create_volume_max_size (MB), .stopped_instance_usage_factor,
+    .service_type(name or None) -> ServiceTypeConfig   (None -> default; unknown ->
+                                                         UnknownServiceType)
+
+capacity.hypervisor_available(session, hypervisor) -> bool
+    some host is online, scheduling-enabled and has this hypervisor (spec 1.8.1 step 2)
+capacity.domain_host_capacity(session, cpu_cores, memory_size) -> bool    (spec 5.4)
+capacity.domain_storage_capacity(session, size_bytes) -> bool             (spec 5.4)
+capacity.host_candidates(session, request, order="memory", limit=8) -> [HostCandidate]
+    online + enabled + same hypervisor and arch + cpu, memory and disk fit; best first
+capacity.claim_host(session, host_id, instance, disk_bytes, force=False) -> bool
+    one conditional UPDATE of the host's used counters plus the allocation row;
+    False when it does not fit (try the next host)
+capacity.release_host(session, instance) -> None        idempotent
+capacity.claim_storage(session, storage_node_id, volume, force=False) -> bool
+capacity.release_storage(session, volume) -> None       idempotent
+capacity.local_disk_bytes(session, instance) -> int     local volumes of the instance
+
+host_node.assign_explicit_host(session, instance, host_cuuid) -> HostNode
+    spec 1.8.1 step 9, and the claim: UnknownHostNodeID, InvalidHostNodeID (not online),
+    IncompatibleHostNode (hypervisor/arch), OutOfHostCapacity (cpu, memory or local disk);
+    sets instance.host_node_id. Call it after the instance's volumes exist (local disk
+    counts). The handler then skips host selection.
+
+network.parse_vifs(value) -> dict[str, dict]
+    absent -> {}, a JSON string is parsed; map of vif name -> map (InvalidParameter)
+network.check_manual_addresses(session, vifs) -> None
+    every vif's mac_addr / ipv4_addr+network / nat_ipv4_addr+nat_network, nothing written:
+    InvalidMacAddress, DuplicateMacAddress, MacNotInRange, UnknownNetworkID,
+    InvalidIPAddress, IPAddressNotInSegment, IpNotInDhcpRange, DuplicateIPAddress,
+    ReservedIPAddress
+network.create_vifs(session, instance, service_type=None) -> [NetworkVif]
+    the service type's network strategy; honours a vif's mac_addr, ipv4_addr and
+    nat_ipv4_addr (matched by vif name) and allocates the rest. Call it in the API
+    transaction when any vif carries a manual address, so those addresses are held from
+    the answer on; otherwise leave vifs to schedule_instance (it creates them when the
+    instance has none).
+ip_address.check_manual_ip(session, network, address) -> int
+ip_address.lease_ip(session, network, vif, service_type=None) -> NetworkVifIpLease
+mac_address.check_manual_mac(session, text) -> int
+
+Job handlers (the task layer wraps them; session first, commit by the caller):
+handlers.schedule_instance(session, instance_id) -> dict
+handlers.schedule_start_instance(session, instance_id) -> dict
+handlers.schedule_volume(session, volume_id) -> dict
+    {"outcome": "placed", "host_node_id"/"storage_node_id": ..., "jobs": [job ids], ...}
+    {"outcome": "noop", "state": <current state>, ...}      repeated or late job
+    {"outcome": "failed", "error_type": ..., "message": ..., "state": ...}
+    A failure is applied (terminated / stopped / deleted, reason in ``placement_error``)
+    and returned, never raised, so it commits; an unknown id raises its typed error.
+"""

@@ -1,0 +1,300 @@
+"""Capacity that cannot be over-committed.
+
+Each host keeps ``used_cpu_cores`` / ``used_memory_size`` / ``used_disk_bytes`` and each
+storage node ``used_disk_bytes``: the sums of the ``host_allocations`` /
+``storage_allocations`` rows. A claim is ONE conditional UPDATE::
+
+    UPDATE host_nodes SET used_x = used_x + :x ... WHERE id = :id AND used_x + :x <= offering_x
+
+so two schedulers racing for the last slot of a host cannot both win: on PostgreSQL the
+second UPDATE waits for the first transaction and re-checks its WHERE on the new row; on
+SQLite writers are serialized. A claim that matches no row did not fit: try the next
+candidate. A release deletes the allocation and subtracts what it recorded (idempotent).
+
+Candidates are read in one query on the counters (no sums over instances per request).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import BigInteger, and_, cast, delete, exists, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from collector.db import dialect_name
+from collector.models import (
+    LOCAL,
+    HostAllocation,
+    HostNode,
+    Instance,
+    NodeState,
+    StorageAllocation,
+    StorageNode,
+    Volume,
+)
+from collector.models.placement import release_storage_allocation
+from collector.scheduling.snapshot import MB, HostCandidate, HostRequest, StorageCandidate
+
+CANDIDATE_LIMIT = 8
+
+_HOST_DISK = cast(HostNode.offering_disk_space_mb, BigInteger) * MB
+_STORAGE_DISK = cast(StorageNode.offering_disk_space_mb, BigInteger) * MB
+_HOST_ORDERS: dict[str, tuple[Any, ...]] = {
+    "memory": ((HostNode.offering_memory_size - HostNode.used_memory_size).desc(), HostNode.id),
+    "cpu": ((HostNode.offering_cpu_cores - HostNode.used_cpu_cores).desc(), HostNode.id),
+    "id": (HostNode.id,),
+}
+_HOST_COLUMNS = (HostNode.id, HostNode.uuid, HostNode.node_id, HostNode.hypervisor,
+                 HostNode.arch, HostNode.scheduling_enabled, HostNode.offering_cpu_cores,
+                 HostNode.offering_memory_size, _HOST_DISK.label("offering_disk"),
+                 HostNode.used_cpu_cores, HostNode.used_memory_size, HostNode.used_disk_bytes,
+                 NodeState.state)
+
+
+def _host_candidate(row: Any) -> HostCandidate:
+    return HostCandidate(
+        id=row.id, uuid=f"hn-{row.uuid}", node_id=row.node_id, hypervisor=row.hypervisor,
+        arch=row.arch, online=row.state == "online",
+        scheduling_enabled=bool(row.scheduling_enabled),
+        offering_cpu_cores=row.offering_cpu_cores,
+        offering_memory_size=row.offering_memory_size, offering_disk_bytes=row.offering_disk,
+        used_cpu_cores=row.used_cpu_cores, used_memory_size=row.used_memory_size,
+        used_disk_bytes=row.used_disk_bytes)
+
+
+def _schedulable_hosts() -> Any:
+    return and_(NodeState.state == "online", HostNode.scheduling_enabled.is_(True))
+
+
+def _host_fits(cpu_cores: int, memory_size: int, disk_bytes: int) -> Any:
+    return and_(HostNode.used_cpu_cores + cpu_cores <= HostNode.offering_cpu_cores,
+                HostNode.used_memory_size + memory_size <= HostNode.offering_memory_size,
+                HostNode.used_disk_bytes + disk_bytes <= _HOST_DISK)
+
+
+def host_candidates(session: Session, request: HostRequest, order: str = "memory",
+                    limit: int = CANDIDATE_LIMIT,
+                    exclude_ids: tuple[int, ...] = ()) -> list[HostCandidate]:
+    """Online, schedulable hosts of the request's hypervisor and arch that fit it, best
+    first (``order``: ``memory``/``cpu`` = most free first, ``id``), ties by lowest id."""
+    stmt = (select(*_HOST_COLUMNS).join(NodeState, NodeState.node_id == HostNode.node_id)
+            .where(_schedulable_hosts(), HostNode.hypervisor == request.hypervisor,
+                   HostNode.arch == request.arch,
+                   _host_fits(request.cpu_cores, request.memory_size, request.disk_bytes))
+            .order_by(*_HOST_ORDERS[order]).limit(limit))
+    if exclude_ids:
+        stmt = stmt.where(HostNode.id.not_in(exclude_ids))
+    return [_host_candidate(row) for row in session.execute(stmt)]
+
+
+def host_snapshot(session: Session, host_ids: list[int] | None = None,
+                  uuids: list[str] | None = None) -> list[HostCandidate]:
+    """Hosts by id or raw uuid in any state (for explicit choices and error messages)."""
+    stmt = select(*_HOST_COLUMNS).outerjoin(NodeState, NodeState.node_id == HostNode.node_id)
+    if host_ids is not None:
+        stmt = stmt.where(HostNode.id.in_(host_ids))
+    if uuids is not None:
+        stmt = stmt.where(HostNode.uuid.in_(uuids))
+    return [_host_candidate(row) for row in session.execute(stmt.order_by(HostNode.id))]
+
+
+def matching_host_exists(session: Session, hypervisor: str, arch: str | None = None) -> bool:
+    """Some online, schedulable host has this hypervisor (and arch, when given)."""
+    cond = [_schedulable_hosts(), HostNode.hypervisor == hypervisor]
+    if arch is not None:
+        cond.append(HostNode.arch == arch)
+    return bool(session.scalar(select(exists().where(
+        HostNode.node_id == NodeState.node_id, *cond))))
+
+
+def hypervisor_available(session: Session, hypervisor: str) -> bool:
+    return matching_host_exists(session, hypervisor)
+
+
+def domain_host_capacity(session: Session, cpu_cores: int, memory_size: int) -> bool:
+    """Online schedulable hosts together have this much cpu and memory left (spec 5.4)."""
+    row = session.execute(
+        select(func.coalesce(func.sum(HostNode.offering_cpu_cores - HostNode.used_cpu_cores), 0),
+               func.coalesce(func.sum(HostNode.offering_memory_size
+                                      - HostNode.used_memory_size), 0))
+        .join(NodeState, NodeState.node_id == HostNode.node_id)
+        .where(_schedulable_hosts())).one()
+    return row[0] >= cpu_cores and row[1] >= memory_size
+
+
+def domain_storage_capacity(session: Session, size_bytes: int) -> bool:
+    """Online storage nodes together have ``size_bytes`` left (shared volumes only, S27)."""
+    free = session.scalar(
+        select(func.coalesce(func.sum(_STORAGE_DISK - StorageNode.used_disk_bytes), 0))
+        .join(NodeState, NodeState.node_id == StorageNode.node_id)
+        .where(NodeState.state == "online"))
+    return free >= size_bytes
+
+
+def local_disk_bytes(session: Session, instance: Instance) -> int:
+    """Bytes of the instance's alive local volumes (what its host must hold)."""
+    return int(session.scalar(select(func.coalesce(func.sum(Volume.size), 0)).where(
+        Volume.instance_id == instance.id, Volume.volume_type == LOCAL,
+        Volume.deleted_at.is_(None))) or 0)
+
+
+def _expire(session: Session, cls: type, row_id: int, *attrs: str) -> None:
+    obj = session.identity_map.get(session.identity_key(cls, row_id))  # type: ignore[arg-type]
+    if obj is not None:
+        session.expire(obj, list(attrs))
+
+
+def _only_unlocked(cls: Any, row_id: int) -> Any:
+    """Condition that holds only when no other transaction holds the row (PostgreSQL)."""
+    return cls.id.in_(select(cls.id).where(cls.id == row_id)
+                      .with_for_update(skip_locked=True).scalar_subquery())
+
+
+def claim_host(session: Session, host_id: int, instance: Instance, disk_bytes: int,
+               force: bool = False, skip_locked: bool = False) -> bool:
+    """Claim the instance's cpu, memory and ``disk_bytes`` on the host; False if it does not
+    fit. ``force`` records the claim even past the offering (a move that already happened).
+    ``skip_locked`` (PostgreSQL) also answers False at once when another placement holds the
+    host, so the caller tries its next candidate instead of waiting.
+    The instance must hold no host claim yet (``release_host`` first)."""
+    cpu, memory = instance.cpu_cores, instance.memory_size
+    stmt = update(HostNode).where(HostNode.id == host_id).values(
+        used_cpu_cores=HostNode.used_cpu_cores + cpu,
+        used_memory_size=HostNode.used_memory_size + memory,
+        used_disk_bytes=HostNode.used_disk_bytes + disk_bytes)
+    if not force:
+        stmt = stmt.where(_host_fits(cpu, memory, disk_bytes))
+    if skip_locked and dialect_name(session) == "postgresql":
+        stmt = stmt.where(_only_unlocked(HostNode, host_id))
+    if session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
+        return False
+    session.execute(insert(HostAllocation).values(
+        instance_id=instance.id, host_node_id=host_id, cpu_cores=cpu, memory_size=memory,
+        disk_bytes=disk_bytes))
+    _expire(session, HostNode, host_id, "used_cpu_cores", "used_memory_size", "used_disk_bytes")
+    instance.host_node_id = host_id
+    return True
+
+
+def release_host(session: Session, instance: Instance) -> None:
+    """Give back what the instance claimed on its host (nothing if it holds no claim)."""
+    row = session.execute(delete(HostAllocation).where(HostAllocation.instance_id == instance.id)
+                          .returning(HostAllocation.host_node_id, HostAllocation.cpu_cores,
+                                     HostAllocation.memory_size, HostAllocation.disk_bytes)
+                          .execution_options(synchronize_session=False)).first()
+    if row is None:
+        return
+    session.execute(update(HostNode).where(HostNode.id == row.host_node_id).values(
+        used_cpu_cores=HostNode.used_cpu_cores - row.cpu_cores,
+        used_memory_size=HostNode.used_memory_size - row.memory_size,
+        used_disk_bytes=HostNode.used_disk_bytes - row.disk_bytes)
+        .execution_options(synchronize_session=False))
+    _expire(session, HostNode, row.host_node_id,
+            "used_cpu_cores", "used_memory_size", "used_disk_bytes")
+
+
+def move_host(session: Session, instance: Instance, host_id: int | None) -> None:
+    """The instance is now on ``host_id`` (None: on no host). Its claim follows it, forced:
+    an agent reports a fact (a stop, a migration), which the counters must reflect."""
+    held = session.execute(select(HostAllocation.host_node_id, HostAllocation.disk_bytes)
+                           .where(HostAllocation.instance_id == instance.id)).first()
+    if held is not None and held.host_node_id == host_id:
+        return
+    release_host(session, instance)
+    if host_id is not None:
+        disk = held.disk_bytes if held is not None else local_disk_bytes(session, instance)
+        claim_host(session, host_id, instance, disk, force=True)
+
+
+def reclaim_host(session: Session, instance: Instance) -> None:
+    """Re-record the instance's claim on its current host with its current cpu, memory and
+    local volumes (forced: they already exist there)."""
+    release_host(session, instance)
+    if instance.host_node_id is not None and instance.terminated_at is None:
+        claim_host(session, instance.host_node_id, instance,
+                   local_disk_bytes(session, instance), force=True)
+
+
+def storage_candidates(session: Session, size_bytes: int, limit: int = CANDIDATE_LIMIT,
+                       exclude_ids: tuple[int, ...] = ()) -> list[StorageCandidate]:
+    """Online storage nodes with ``size_bytes`` free, most free first, ties by lowest id."""
+    stmt = (select(StorageNode.id, StorageNode.uuid, StorageNode.node_id,
+                   StorageNode.storage_type, _STORAGE_DISK.label("offering_disk"),
+                   StorageNode.used_disk_bytes)
+            .join(NodeState, NodeState.node_id == StorageNode.node_id)
+            .where(NodeState.state == "online",
+                   StorageNode.used_disk_bytes + size_bytes <= _STORAGE_DISK)
+            .order_by((_STORAGE_DISK - StorageNode.used_disk_bytes).desc(), StorageNode.id)
+            .limit(limit))
+    if exclude_ids:
+        stmt = stmt.where(StorageNode.id.not_in(exclude_ids))
+    return [StorageCandidate(id=r.id, uuid=f"sn-{r.uuid}", node_id=r.node_id,
+                             storage_type=r.storage_type, online=True,
+                             offering_disk_bytes=r.offering_disk,
+                             used_disk_bytes=r.used_disk_bytes)
+            for r in session.execute(stmt)]
+
+
+def online_storage_exists(session: Session) -> bool:
+    return bool(session.scalar(select(exists().where(
+        StorageNode.node_id == NodeState.node_id, NodeState.state == "online"))))
+
+
+def claim_storage(session: Session, storage_node_id: int, volume: Volume,
+                  force: bool = False, skip_locked: bool = False) -> bool:
+    """Claim the volume's size on the storage node; False if it does not fit."""
+    size = int(volume.size)
+    stmt = update(StorageNode).where(StorageNode.id == storage_node_id).values(
+        used_disk_bytes=StorageNode.used_disk_bytes + size)
+    if not force:
+        stmt = stmt.where(StorageNode.used_disk_bytes + size <= _STORAGE_DISK)
+    if skip_locked and dialect_name(session) == "postgresql":
+        stmt = stmt.where(_only_unlocked(StorageNode, storage_node_id))
+    if session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
+        return False
+    session.execute(insert(StorageAllocation).values(
+        volume_id=volume.id, storage_node_id=storage_node_id, disk_bytes=size))
+    _expire(session, StorageNode, storage_node_id, "used_disk_bytes")
+    return True
+
+
+def release_storage(session: Session, volume: Volume) -> None:
+    """Give back what the volume claimed on its storage node (idempotent)."""
+    release_storage_allocation(session, volume.id)
+
+
+def reconcile(session: Session) -> list[dict[str, Any]]:
+    """Set every counter to the sum of its allocations; returns the corrections made
+    (empty when the counters were true)."""
+    session.flush()
+    fixes: list[dict[str, Any]] = []
+    sums = {r.host_node_id: r for r in session.execute(
+        select(HostAllocation.host_node_id, func.sum(HostAllocation.cpu_cores).label("cpu"),
+               func.sum(HostAllocation.memory_size).label("memory"),
+               func.sum(HostAllocation.disk_bytes).label("disk"))
+        .group_by(HostAllocation.host_node_id))}
+    for host in session.execute(select(HostNode.id, HostNode.uuid, HostNode.used_cpu_cores,
+                                       HostNode.used_memory_size, HostNode.used_disk_bytes)):
+        s = sums.get(host.id)
+        want = (int(s.cpu), int(s.memory), int(s.disk)) if s else (0, 0, 0)
+        have = (host.used_cpu_cores, host.used_memory_size, host.used_disk_bytes)
+        if want != have:
+            fixes.append({"host_node_id": f"hn-{host.uuid}", "was": have, "now": want})
+            session.execute(update(HostNode).where(HostNode.id == host.id).values(
+                used_cpu_cores=want[0], used_memory_size=want[1], used_disk_bytes=want[2])
+                .execution_options(synchronize_session=False))
+            _expire(session, HostNode, host.id,
+                    "used_cpu_cores", "used_memory_size", "used_disk_bytes")
+    disk = dict(session.execute(select(StorageAllocation.storage_node_id,
+                                       func.sum(StorageAllocation.disk_bytes))
+                                .group_by(StorageAllocation.storage_node_id)).all())
+    for node in session.execute(select(StorageNode.id, StorageNode.uuid,
+                                       StorageNode.used_disk_bytes)):
+        want_disk = int(disk.get(node.id) or 0)
+        if want_disk != node.used_disk_bytes:
+            fixes.append({"storage_node_id": f"sn-{node.uuid}", "was": node.used_disk_bytes,
+                          "now": want_disk})
+            session.execute(update(StorageNode).where(StorageNode.id == node.id).values(
+                used_disk_bytes=want_disk).execution_options(synchronize_session=False))
+            _expire(session, StorageNode, node.id, "used_disk_bytes")
+    return fixes

@@ -1,0 +1,155 @@
+"""MAC address allocation: ``Default`` (ordered scan of the ranges) and ``SpecifyMacAddress``.
+
+Addresses are 48-bit integers in ``mac_leases`` (unique) and 12 zero-padded lowercase hex
+digits on the vif (the original dropped leading zeros, S18). A range is vendor_id (24 bits)
+plus [range_begin, range_end] (24-bit device part), both ends usable.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import BigInteger, and_, cast, exists, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from collector.db import dialect_name
+from collector.errors import (
+    DuplicateMacAddress,
+    InvalidMacAddress,
+    MacNotInRange,
+    NetworkSchedulingError,
+    OutOfMacRange,
+)
+from collector.models import MacLease, MacRange
+from collector.scheduling.gaps import first_free
+from collector.scheduling.registry import no_other_keys, register
+
+DEVICE_SPAN = 1 << 24
+_HEX12 = re.compile(r"^[0-9a-fA-F]{12}$")
+_HEX6 = re.compile(r"^[0-9a-fA-F]{6}$")
+# A lease lost to a concurrent writer is retried with the next free address.
+MAX_ATTEMPTS = 16
+
+
+def mac_text(mac: int) -> str:
+    return f"{mac:012x}"
+
+
+def parse_mac(text: object, vendor_id: str | None = None) -> int:
+    """12 hex digits; 6 hex digits too when ``vendor_id`` is given (vendor + device part)."""
+    if isinstance(text, str) and _HEX12.match(text):
+        return int(text, 16)
+    if vendor_id is not None and isinstance(text, str) and _HEX6.match(text):
+        return int(vendor_id + text, 16)
+    raise InvalidMacAddress(f"invalid MAC address: {text!r} (12 hex digits expected)")
+
+
+def _range_holds(mac: int) -> Any:
+    device = mac & 0xFF_FFFF
+    return and_(MacRange.vendor_id == mac >> 24, MacRange.range_begin <= device,
+                MacRange.range_end >= device)
+
+
+def check_manual_mac(session: Session, text: object, vendor_id: str | None = None) -> int:
+    """A requested MAC, checked and not leased: InvalidMacAddress, DuplicateMacAddress,
+    MacNotInRange. Nothing is written."""
+    mac = parse_mac(text, vendor_id)
+    if session.scalar(select(exists().where(MacLease.mac_addr == mac))):
+        raise DuplicateMacAddress(f"MAC address {mac_text(mac)} is already leased")
+    if not session.scalar(select(exists().where(_range_holds(mac)))):
+        raise MacNotInRange(f"no MAC address range includes {mac_text(mac)}")
+    return mac
+
+
+def lease_mac(session: Session, mac: int) -> bool:
+    """Insert the lease; False when the address is taken (by a committed or racing writer)."""
+    table = postgresql if dialect_name(session) == "postgresql" else sqlite
+    stmt = table.insert(MacLease).values(mac_addr=mac).on_conflict_do_nothing()
+    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
+    return session.execute(stmt.returning(MacLease.id)).first() is not None
+
+
+def lease_manual_mac(session: Session, text: object, vendor_id: str | None = None) -> int:
+    mac = check_manual_mac(session, text, vendor_id)
+    if not lease_mac(session, mac):
+        raise DuplicateMacAddress(f"MAC address {mac_text(mac)} is already leased")
+    return mac
+
+
+def next_free_mac(session: Session, lo: int, hi: int) -> int | None:
+    """After the highest leased address of [lo, hi] (one index probe); once the range's
+    top is reached, its lowest free address."""
+    top = session.scalar(select(func.max(MacLease.mac_addr)).where(
+        MacLease.mac_addr >= lo, MacLease.mac_addr <= hi))
+    if top is None:
+        return lo
+    if top < hi:
+        return int(top) + 1
+    return first_free(session, MacLease.mac_addr, lo, hi)
+
+
+def allocate_from_ranges(session: Session) -> int:
+    """The next free address of the first range (by id) that has one, leased."""
+    lo = cast(MacRange.vendor_id, BigInteger) * DEVICE_SPAN + MacRange.range_begin
+    hi = cast(MacRange.vendor_id, BigInteger) * DEVICE_SPAN + MacRange.range_end
+    top = (select(func.max(MacLease.mac_addr)).where(MacLease.mac_addr >= lo,
+                                                     MacLease.mac_addr <= hi)
+           .scalar_subquery())
+    stmt = select(MacRange.uuid, lo.label("lo"), hi.label("hi"), top.label("top")) \
+        .order_by(MacRange.id)
+    if dialect_name(session) == "postgresql":
+        # Schedulers take turns per range set: without this they would all pick the
+        # same next address and queue behind each other's insert anyway.
+        stmt = stmt.with_for_update(of=MacRange)
+    ranges = session.execute(stmt).all()
+    if not ranges:
+        raise OutOfMacRange("No mac address ranges found in the database.")
+    for row in ranges:
+        # The first try comes from the range query itself (after the highest lease).
+        mac = row.lo if row.top is None else row.top + 1 if row.top < row.hi else \
+            first_free(session, MacLease.mac_addr, row.lo, row.hi)
+        for _ in range(MAX_ATTEMPTS):
+            if mac is None:
+                break
+            if lease_mac(session, int(mac)):
+                return int(mac)
+            mac = next_free_mac(session, row.lo, row.hi)
+    names = ", ".join(f"mr-{r.uuid}" for r in ranges)
+    raise OutOfMacRange(f"No available MAC addresses left in the ranges {names}")
+
+
+@dataclass(frozen=True)
+class Default:
+    """Requested MACs are honoured (checked); others come from the ranges in order."""
+
+    def allocate(self, session: Session, requested: str | None = None,
+                 vendor_id: str | None = None) -> int:
+        if requested:
+            return lease_manual_mac(session, requested)
+        return allocate_from_ranges(session)
+
+
+@dataclass(frozen=True)
+class SpecifyMacAddress:
+    """Only requested MACs (6 digits take the configured vendor id)."""
+
+    def allocate(self, session: Session, requested: str | None = None,
+                 vendor_id: str | None = None) -> int:
+        if not requested:
+            raise NetworkSchedulingError("SpecifyMacAddress: the vif has no mac_addr")
+        return lease_manual_mac(session, requested, vendor_id)
+
+
+@register("mac_address", "Default")
+def _default(options: dict[str, Any], where: str) -> Default:
+    no_other_keys(options, (), where)
+    return Default()
+
+
+@register("mac_address", "SpecifyMacAddress")
+def _specify(options: dict[str, Any], where: str) -> SpecifyMacAddress:
+    no_other_keys(options, (), where)
+    return SpecifyMacAddress()

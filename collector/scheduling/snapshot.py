@@ -1,0 +1,97 @@
+"""What the strategies see: frozen rows read in one query, no session attached.
+
+Strategies are pure functions over these, so they are tested without a database and
+the claim that follows them (``capacity``) is the only place that writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+MB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class HostRequest:
+    """What an instance asks of a host (memory in MB, local disk in bytes)."""
+
+    instance_id: str
+    hypervisor: str
+    arch: str
+    cpu_cores: int
+    memory_size: int
+    disk_bytes: int = 0
+    account_id: str | None = None
+    request_params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HostCandidate:
+    id: int
+    uuid: str  # canonical hn-...
+    node_id: str | None
+    hypervisor: str
+    arch: str
+    online: bool
+    scheduling_enabled: bool
+    offering_cpu_cores: int
+    offering_memory_size: int
+    offering_disk_bytes: int
+    used_cpu_cores: int = 0
+    used_memory_size: int = 0
+    used_disk_bytes: int = 0
+
+    @property
+    def free_cpu_cores(self) -> int:
+        return self.offering_cpu_cores - self.used_cpu_cores
+
+    @property
+    def free_memory_size(self) -> int:
+        return self.offering_memory_size - self.used_memory_size
+
+    @property
+    def free_disk_bytes(self) -> int:
+        return self.offering_disk_bytes - self.used_disk_bytes
+
+    def schedulable(self) -> bool:
+        """Alive and accepting placements (the two are separate facts, S25)."""
+        return self.online and self.scheduling_enabled
+
+    def matches(self, request: HostRequest) -> bool:
+        return self.hypervisor == request.hypervisor and self.arch == request.arch
+
+    def fits(self, request: HostRequest) -> bool:
+        return (self.free_cpu_cores >= request.cpu_cores
+                and self.free_memory_size >= request.memory_size
+                and self.free_disk_bytes >= request.disk_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class StorageCandidate:
+    id: int
+    uuid: str  # canonical sn-...
+    node_id: str
+    storage_type: str
+    online: bool
+    offering_disk_bytes: int
+    used_disk_bytes: int = 0
+
+    @property
+    def free_disk_bytes(self) -> int:
+        return self.offering_disk_bytes - self.used_disk_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class VifPlan:
+    """One vif to create, as the network strategy decided it (networks still by id)."""
+
+    name: str
+    index: int
+    network: str | None = None  # canonical nw-... or None: a vif without a network
+    nat_network: str | None = None
+    security_groups: tuple[str, ...] = ()
+    mac_addr: str | None = None  # a requested MAC (honoured, unlike the original, S19)
+    ipv4_addr: str | None = None  # a requested address in ``network``
+    nat_ipv4_addr: str | None = None  # a requested address in ``nat_network``

@@ -1,0 +1,49 @@
+"""``scheduler.*`` tasks: the placement jobs (``schedule_instance``, ``schedule_start_instance``,
+``schedule_volume``), each one transaction around a handler of
+``collector.scheduling.handlers``.
+
+A handler applies a failed placement itself (a new instance ``terminated``, a start back to
+``stopped``, a volume ``deleted``, the reason recorded) and returns it, so that state is
+committed. Only then does the task fail, with the typed error of the outcome
+(``InsufficientCapacity``, ``NoMatchingHostNode``, ``OutOfIpRange``, ...): the job's ledger
+row ends ``finished/fail`` with that reason (``link_error`` ->
+``jobqueue-proxy.job_failed``), and a caller of the task sees the same error. Outcomes
+``placed`` and ``noop`` (a repeated or late job) answer the outcome document.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from collector import errors
+from collector.scheduling import handlers
+from tasks.registry import Endpoint
+
+_DYNAMIC: dict[str, type[errors.CollectorError]] = {}
+
+
+def placement_error(error_type: object, message: object) -> errors.CollectorError:
+    """The typed error named ``error_type`` (a new PlacementError subclass of that name when
+    ``collector.errors`` has none, so the name still reaches the ledger and the caller)."""
+    name = error_type if isinstance(error_type, str) else ""
+    cls = errors.ALL_ERRORS.get(name)
+    if cls is None:
+        if not re.fullmatch(r"[A-Z][A-Za-z0-9]{0,63}", name):
+            return errors.PlacementError(f"{name or 'placement failed'}: {message}")
+        cls = _DYNAMIC.setdefault(name, type(name, (errors.PlacementError,), {}))
+    return cls("" if message is None else str(message))
+
+
+def fail_on_failed_outcome(outcome: Any) -> Any:
+    """After the commit: a ``failed`` outcome becomes the task's typed error."""
+    if isinstance(outcome, dict) and outcome.get("outcome") == "failed":
+        raise placement_error(outcome.get("error_type"), outcome.get("message"))
+    return outcome
+
+
+endpoint = Endpoint("scheduler", on_committed=fail_on_failed_outcome).expose(
+    handlers.schedule_instance,
+    handlers.schedule_start_instance,
+    handlers.schedule_volume,
+)

@@ -1,0 +1,436 @@
+"""Placement end to end: the api and scheduler tasks on a real worker (role all), reference
+agents on real Redis, SQLite and PostgreSQL.
+
+Each module run has its own database, worker and broker database: placement looks at every
+host and storage node of a database, so hosts other tests leave behind must not be chosen,
+and ours must not be chosen by theirs. The world: two hosts (8 cores, 16 GB, 200 GB of
+local disk each) and one storage node, each served by a reference agent; a network; a MAC
+range; a local-boot and a SAN-boot image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import func, select
+
+from collector import messaging, sample_data
+from collector.client import Collector, RpcError
+from collector.db import unit_of_work
+from collector.ids import new_uuid
+from collector.models import (
+    HostNode,
+    Instance,
+    IpLease,
+    MacLease,
+    MacRange,
+    NetworkVif,
+    QueuedJob,
+    StorageNode,
+    Volume,
+)
+from collector.models.outbox import OutboxMessage
+from tasks import relay
+from tests.servers import start_agent, start_worker
+
+pytestmark = pytest.mark.integration
+
+REDIS_DB = {"sqlite": 10, "postgresql": 11}
+GiB = 1 << 30
+
+
+@pytest.fixture(scope="module")
+def cluster(request, db_url, redis_server, tmp_path_factory):
+    from collector.migrate import upgrade
+
+    backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'placement.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database(f"e2e_{new_uuid()}")
+    upgrade(url)
+    broker = f"{redis_server.url}/{REDIS_DB[backend]}"
+    conn = redis.Redis.from_url(broker)
+    conn.flushdb()
+    world = _seed(url)
+    processes = [start_worker(url, broker, extra_args=("--concurrency", "4"))]
+    try:
+        for node in (*world["hosts"].values(), world["storage_node"]):
+            processes.append(start_agent(node, broker, env=processes[0].env))
+        client = Collector(broker, timeout=30)
+        yield {**world, "db_url": url, "broker": broker, "redis": conn, "client": client,
+               "api": client.rpc("api"), "env": processes[0].env}
+        client.close()
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def _seed(url: str) -> dict[str, Any]:
+    token = secrets.token_hex(3)
+    with unit_of_work(url) as session:
+        hosts = [sample_data.host_node(session, f"hva.e{token}{n}", offering_cpu_cores=8,
+                                       offering_memory_size=16384,
+                                       offering_disk_space_mb=200 * 1024)
+                 for n in (1, 2)]
+        storage = sample_data.storage_node(session, f"sta.e{token}")
+        net = sample_data.network(session, "10.20.0.0/24")
+        session.add(MacRange(vendor_id=0x02_00_00 | secrets.randbits(16), range_begin=1,
+                             range_end=0xFF_FFFF))
+        local = sample_data.image(session, local=True)
+        san = sample_data.image(session, local=False)
+        return {"hosts": {h.canonical_uuid: h.node_id for h in hosts},
+                "storage_node": storage.node_id, "storage_id": storage.canonical_uuid,
+                "network": net.canonical_uuid, "image": local.canonical_uuid,
+                "san_image": san.canonical_uuid}
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 45) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def request(c: dict, **params: Any) -> dict[str, Any]:
+    return {"image_id": c["image"], "hypervisor": "kvm", "cpu_cores": 1, "memory_size": 512,
+            "vifs": {"eth0": {"network": c["network"]}}, **params}
+
+
+def show(c: dict, instance_id: str) -> dict[str, Any]:
+    return c["api"].show_instance(instance_id)
+
+
+def wait_state(c: dict, instance_id: str, state: str, timeout: float = 45) -> dict[str, Any]:
+    seen: list[str] = []
+
+    def reached() -> dict | None:
+        doc = show(c, instance_id)
+        if not seen or seen[-1] != doc["state"]:
+            seen.append(doc["state"])
+        return doc if doc["state"] == state else None
+
+    try:
+        return wait_for(reached, f"{instance_id} {state}", timeout)
+    except AssertionError:
+        raise AssertionError(f"{instance_id} never reached {state}; states seen: {seen}; "
+                             f"last: {show(c, instance_id)}") from None
+
+
+def jobs_of(c: dict, resource_id: str) -> list[QueuedJob]:
+    with unit_of_work(c["db_url"]) as session:
+        return list(session.scalars(select(QueuedJob).where(
+            QueuedJob.resource_id == resource_id).order_by(QueuedJob.id)))
+
+
+def agent_log(c: dict, node_id: str) -> list[dict]:
+    return [json.loads(x) for x in c["redis"].lrange(f"agent-log:{node_id}", 0, -1)]
+
+
+def host_used(c: dict) -> dict[str, tuple[int, int]]:
+    with unit_of_work(c["db_url"]) as session:
+        return {h.canonical_uuid: (h.used_cpu_cores, h.used_memory_size)
+                for h in session.scalars(select(HostNode))}
+
+
+def counts(c: dict) -> dict[str, int]:
+    with unit_of_work(c["db_url"]) as session:
+        return {model.__tablename__: session.scalar(select(func.count()).select_from(model))
+                for model in (Instance, Volume, NetworkVif, MacLease, IpLease, QueuedJob,
+                              OutboxMessage)}
+
+
+def finished(c: dict, job_id: str) -> QueuedJob | None:
+    with unit_of_work(c["db_url"]) as session:
+        job = QueuedJob.by_cuuid(session, job_id)
+    return job if job.state == "finished" else None
+
+
+# --- bad input: first, while nothing else runs ---------------------------------------------
+
+def _running_instance(c: dict, state: str = "running") -> str:
+    with unit_of_work(c["db_url"]) as session:
+        host = HostNode.by_cuuid(session, next(iter(c["hosts"])))
+        return sample_data.instance(session, host if state == "running" else None,
+                                    state=state).canonical_uuid
+
+
+BAD_CALLS = [
+    ("api", "create_instance", lambda c: ["not a map"], "InvalidArgument"),
+    ("api", "create_instance", lambda c: [request(c), "extra"], "InvalidArgument"),
+    ("api", "create_instance", lambda c: [{}], "InvalidParameter"),
+    ("api", "create_instance", lambda c: [request(c, image_id="wmi-nothere0")],
+     "UnknownImageID"),
+    ("api", "create_instance", lambda c: [request(c, hypervisor="xen-4.0")],
+     "InvalidParameter"),
+    ("api", "create_instance", lambda c: [request(c, cpu_cores=0)], "InvalidParameter"),
+    ("api", "create_instance", lambda c: [request(c, cpu_cores=99)], "OutOfHostCapacity"),
+    ("api", "create_instance", lambda c: [request(c, vifs=["eth0"])], "InvalidParameter"),
+    ("api", "create_instance", lambda c: [request(c, vifs={"eth0": {"network": "nw-nothere0"}})],
+     "UnknownNetworkID"),
+    ("api", "create_instance", lambda c: [request(c, vifs={"eth0": {
+        "network": c["network"], "ipv4_addr": "10.20.0.3"}})], "IpNotInDhcpRange"),
+    ("api", "create_instance", lambda c: [request(c, vifs={"eth0": {
+        "network": c["network"], "mac_addr": "xyz"}})], "InvalidMacAddress"),
+    ("api", "create_instance", lambda c: [request(c, host_node_id="hn-nothere0")],
+     "UnknownHostNodeID"),
+    ("api", "create_instance", lambda c: [request(c, security_groups="sg-nothere0")],
+     "UnknownSecurityGroupID"),
+    ("api", "create_instance", lambda c: [request(c, volumes=[{"volume_type": "local"}])],
+     "InvalidParameter"),
+    ("api", "start_instance", lambda c: [42], "InvalidArgument"),
+    ("api", "start_instance", lambda c: ["i-nothere0"], "UnknownInstanceID"),
+    ("api", "start_instance", lambda c: [_running_instance(c)], "InvalidInstanceState"),
+    ("api", "stop_instance", lambda c: [], "InvalidArgument"),
+    ("api", "stop_instance", lambda c: ["vol-abcdefgh"], "InvalidArgument"),
+    ("api", "stop_instance", lambda c: [_running_instance(c, "stopped")],
+     "InvalidInstanceState"),
+    ("api", "terminate_instance", lambda c: ["i-nothere0"], "UnknownInstanceID"),
+    ("api", "terminate_instance", lambda c: [None], "InvalidArgument"),
+    ("api", "create_volume", lambda c: [{}], "InvalidParameter"),
+    ("api", "create_volume", lambda c: [{"volume_size": 1}], "InvalidParameter"),
+    ("api", "create_volume", lambda c: [{"volume_size": 10, "storage_node_id": "sn-nothere0"}],
+     "UnknownStorageNodeID"),
+    ("api", "create_volume", lambda c: [[10]], "InvalidArgument"),
+    ("api", "show_instance", lambda c: ["i-nothere0"], "UnknownInstanceID"),
+    ("api", "list_instances", lambda c: [None, None, False, 0], "InvalidArgument"),
+    ("api", "show_volume", lambda c: ["i-abcdefgh"], "InvalidArgument"),
+    ("api", "list_volumes", lambda c: ["available", None, "yes"], "InvalidArgument"),
+    ("scheduler", "schedule_instance", lambda c: [], "InvalidArgument"),
+    ("scheduler", "schedule_instance", lambda c: [42], "InvalidArgument"),
+    ("scheduler", "schedule_instance", lambda c: ["vol-abcdefgh"], "InvalidArgument"),
+    ("scheduler", "schedule_instance", lambda c: ["i-nothere0"], "UnknownInstanceID"),
+    ("scheduler", "schedule_start_instance", lambda c: [["i-abcdefgh"]], "InvalidArgument"),
+    ("scheduler", "schedule_start_instance", lambda c: ["i-nothere0"], "UnknownInstanceID"),
+    ("scheduler", "schedule_volume", lambda c: ["i-abcdefgh"], "InvalidArgument"),
+    ("scheduler", "schedule_volume", lambda c: ["vol-nothere0"], "UnknownVolumeID"),
+]
+
+
+def test_bad_input_to_every_api_and_scheduler_task_is_typed_and_writes_nothing(cluster):
+    c = cluster
+    tasks = {(endpoint, method) for endpoint, method, _, _ in BAD_CALLS}
+    assert tasks == {("api", m) for m in ("create_instance", "start_instance", "stop_instance",
+                                          "terminate_instance", "create_volume",
+                                          "show_instance", "list_instances", "show_volume",
+                                          "list_volumes")} | {
+        ("scheduler", m) for m in ("schedule_instance", "schedule_start_instance",
+                                   "schedule_volume")}
+    for endpoint, method, make_args, error_type in BAD_CALLS:
+        args = make_args(c)
+        before = counts(c)
+        with pytest.raises(RpcError) as info:
+            c["client"].call(endpoint, method, *args)
+        assert (method, info.value.error_type) == (method, error_type), info.value.message
+        assert counts(c) == before, f"{endpoint}.{method}{tuple(args)} wrote something"
+
+
+# --- placement and the agents ----------------------------------------------------------------
+
+def test_an_instance_is_placed_and_booted_by_its_hosts_agent(cluster):
+    c = cluster
+    doc = c["api"].create_instance(request(c, volumes=[{"volume_type": "local",
+                                                         "size": "20G"}]))
+    assert doc["state"] == "scheduling" and doc["host_node"] is None
+    doc = wait_state(c, doc["id"], "running")
+    assert doc["host_node"] in c["hosts"] and doc["status"] == "online"
+    node = c["hosts"][doc["host_node"]]
+    [vif] = doc["vif"]
+    assert vif["network_id"] == c["network"] and vif["ipv4_addr"].startswith("10.20.0.")
+    assert {v["state"] for v in doc["volume"]} == {"attached"}
+
+    jobs = {j.job_name: j for j in jobs_of(c, doc["id"])}
+    placement, boot = jobs["schedule_instance"], jobs["run_local_store"]
+    assert (placement.queue_name, placement.state, placement.finish_status) == (
+        "scheduler", "finished", "success")
+    assert (boot.queue_name, boot.state, boot.finish_status) == (
+        f"local-store-handle.{node}", "finished", "success")
+    # Sent after the placement committed: the agent found the instance pending and booted it.
+    [ran] = [e for e in agent_log(c, node) if e["job_id"] == boot.task_id
+             and e["phase"] == "finished"]
+    assert ran["result"] == {"booted": doc["id"]}
+    for other in set(c["hosts"].values()) - {node}:
+        assert not any(e["args"][:1] == [doc["id"]] for e in agent_log(c, other))
+    assert host_used(c)[doc["host_node"]][0] >= 1
+    c["api"].terminate_instance(doc["id"])
+    wait_state(c, doc["id"], "terminated")
+
+
+def test_a_san_booted_instance_runs_once_the_storage_agent_made_its_volume(cluster):
+    c = cluster
+    doc = c["api"].create_instance(request(c, image_id=c["san_image"]))
+    doc = wait_state(c, doc["id"], "running")
+    [boot] = doc["volume"]
+    assert (boot["volume_type"], boot["state"]) == ("iscsi", "attached")
+    names = [j.job_name for j in jobs_of(c, boot["vol_id"])]
+    assert names == ["create_volume_and_run_instance"]
+    assert "wait_volumes_available" in [j.job_name for j in jobs_of(c, doc["id"])]
+    c["api"].terminate_instance(doc["id"])
+    wait_state(c, doc["id"], "terminated")
+
+
+def test_stop_frees_the_host_and_start_places_it_again(cluster):
+    c = cluster
+    before = host_used(c)
+    doc = wait_state(c, c["api"].create_instance(request(c, cpu_cores=2))["id"], "running")
+    first_host = doc["host_node"]
+    assert host_used(c)[first_host][0] == before[first_host][0] + 2
+
+    stopped = c["api"].stop_instance(doc["id"])
+    assert stopped["vif"][0]["ipv4_addr"] is None  # released by the API at once
+    doc = wait_state(c, doc["id"], "stopped")
+    assert doc["host_node"] is None
+    assert host_used(c) == before  # a stopped instance holds no host capacity
+
+    started = c["api"].start_instance(doc["id"])
+    assert started["state"] == "scheduling"
+    doc = wait_state(c, doc["id"], "running")
+    assert doc["host_node"] in c["hosts"] and doc["vif"][0]["ipv4_addr"]
+    assert host_used(c)[doc["host_node"]][0] == before[doc["host_node"]][0] + 2
+    names = [(j.job_name, j.finish_status) for j in jobs_of(c, doc["id"])]
+    assert ("schedule_start_instance", "success") in names
+    assert [n for n, _ in names].count("run_local_store") == 2
+    assert [n for n, _ in names].count("stop") == 1
+
+    c["api"].terminate_instance(doc["id"])
+    doc = wait_state(c, doc["id"], "terminated")
+    assert {v["state"] for v in doc["volume"]} <= {"deleting", "deleted"}
+    wait_for(lambda: host_used(c) == before, "the host claim freed by the termination")
+
+
+def test_a_repeated_schedule_instance_job_changes_nothing(cluster):
+    c = cluster
+    doc = wait_state(c, c["api"].create_instance(request(c))["id"], "running")
+    jobs_before = [(j.job_name, j.queue_name) for j in jobs_of(c, doc["id"])]
+    used = host_used(c)
+    # A duplicate delivery through the ledger and the outbox, as a redelivered job would be.
+    with unit_of_work(c["db_url"]) as session:
+        job_id = messaging.jobs.submit(session, "scheduler", "schedule_instance", doc["id"],
+                                       resource_id=doc["id"])
+        row_id = session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.task_id == job_id)).one()
+    assert relay.publish_rows(relay.publisher(c["broker"]), [row_id], db_url=c["db_url"]) == 1
+    job = wait_for(lambda: finished(c, job_id), "the repeated job finished")
+    assert job.finish_status == "success"
+    # And called directly: the answer says why nothing happened.
+    answer = c["client"].call("scheduler", "schedule_instance", doc["id"])
+    assert (answer["outcome"], answer["state"]) == ("noop", "running")
+    after = show(c, doc["id"])
+    assert (after["state"], after["host_node"], after["vif"]) == (
+        "running", doc["host_node"], doc["vif"])
+    assert host_used(c) == used
+    assert [(j.job_name, j.queue_name) for j in jobs_of(c, doc["id"])] == [
+        *jobs_before, ("schedule_instance", "scheduler")]
+    c["api"].terminate_instance(doc["id"])
+    wait_state(c, doc["id"], "terminated")
+
+
+def test_an_instance_no_host_can_take_is_terminated_with_the_reason(cluster):
+    c = cluster
+    used = host_used(c)
+    # 10 cores: the hosts together have them (the API accepts), no single host does.
+    doc = c["api"].create_instance(request(c, cpu_cores=10))
+    doc = wait_state(c, doc["id"], "terminated")
+    assert doc["placement_error"].startswith("InsufficientCapacity: ")
+    assert doc["host_node"] is None and doc["vif"] == []
+    assert {v["state"] for v in doc["volume"]} == {"deleted"}
+    [job] = jobs_of(c, doc["id"])
+    assert (job.job_name, job.state, job.finish_status) == (
+        "schedule_instance", "finished", "fail")
+    assert job.finish_message["error_type"] == "InsufficientCapacity"
+    assert job.finish_message["message"] == doc["placement_error"].split(": ", 1)[1]
+    assert host_used(c) == used
+
+
+def test_a_caller_of_a_failing_placement_task_gets_the_typed_error(cluster):
+    c = cluster
+    with unit_of_work(c["db_url"]) as session:  # waiting for placement, no job sent yet
+        inst = sample_data.instance(session, state="scheduling", cpu_cores=10).canonical_uuid
+    with pytest.raises(RpcError) as info:
+        c["client"].call("scheduler", "schedule_instance", inst)
+    assert info.value.error_type == "InsufficientCapacity"
+    doc = show(c, inst)  # the failure was committed before the task failed
+    assert doc["state"] == "terminated"
+    assert doc["placement_error"] == f"InsufficientCapacity: {info.value.message}"
+
+
+def test_a_failed_start_leaves_the_instance_stopped_with_the_reason(cluster):
+    c = cluster
+    doc = wait_state(c, c["api"].create_instance(request(c, cpu_cores=6))["id"], "running")
+    c["api"].stop_instance(doc["id"])
+    wait_state(c, doc["id"], "stopped")
+    hog = wait_state(c, c["api"].create_instance(request(c, cpu_cores=6))["id"], "running")
+    other = wait_state(c, c["api"].create_instance(request(c, cpu_cores=6))["id"], "running")
+    c["api"].start_instance(doc["id"])  # 6 cores: no host has them any more
+    doc = wait_state(c, doc["id"], "stopped")
+    assert doc["placement_error"].startswith("InsufficientCapacity: ")
+    [job] = [j for j in jobs_of(c, doc["id"]) if j.job_name == "schedule_start_instance"]
+    assert (job.finish_status, job.finish_message["error_type"]) == (
+        "fail", "InsufficientCapacity")
+    for inst in (doc["id"], hog["id"], other["id"]):
+        c["api"].terminate_instance(inst)
+    for inst in (doc["id"], hog["id"], other["id"]):
+        wait_state(c, inst, "terminated")
+
+
+def test_volumes_are_placed_or_created_on_the_named_storage_node(cluster):
+    c = cluster
+    placed = c["api"].create_volume({"volume_size": 100})
+    named = c["api"].create_volume({"volume_size": 50, "storage_node_id": c["storage_id"]})
+    assert (placed["state"], named["state"]) == ("scheduling", "pending")
+    for vol in (placed, named):
+        doc = wait_for(lambda v=vol: (d := c["api"].show_volume(v["id"]))["state"]
+                       == "available" and d, f"{vol['id']} available")
+        assert (doc["storage_node"], doc["volume_type"]) == (c["storage_id"], "iscsi")
+    names = [j.job_name for j in jobs_of(c, placed["id"])]
+    assert names == ["schedule_volume", "create_volume"]
+    assert [j.job_name for j in jobs_of(c, named["id"])] == ["create_volume"]
+    listed = [v["id"] for v in c["api"].list_volumes("available")]
+    assert {placed["id"], named["id"]} <= set(listed)
+    with unit_of_work(c["db_url"]) as session:
+        node = StorageNode.by_cuuid(session, c["storage_id"])
+        assert node.used_disk_bytes >= 150 << 20
+
+
+# --- the CLI ----------------------------------------------------------------------------------
+
+def cli(c: dict, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    env = {**os.environ, **c["env"], "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}
+    return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_the_cli_runs_stops_and_terminates_an_instance(cluster):
+    c = cluster
+    ran = cli(c, "instance", "run", "--image", c["image"], "--hypervisor", "kvm", "--cpu", "1",
+              "--memory", "256", "--vif", f"eth0={c['network']}", "--name", "cli-web",
+              "--wait", "--json")
+    assert ran.returncode == 0, ran.stderr
+    doc = json.loads(ran.stdout)
+    assert (doc["state"], doc["display_name"]) == ("running", "cli-web")
+    listed = cli(c, "instance", "list")
+    assert listed.returncode == 0 and doc["id"] in listed.stdout and "running" in listed.stdout
+    stopped = cli(c, "instance", "stop", doc["id"], "--wait")
+    assert stopped.returncode == 0, stopped.stderr
+    assert f"{doc['id']} stopped" in stopped.stdout
+    gone = cli(c, "instance", "terminate", doc["id"], "--wait", "--json")
+    assert gone.returncode == 0 and json.loads(gone.stdout)["state"] == "terminated"
+    refused = cli(c, "instance", "run", "--image", "wmi-nothere0", "--hypervisor", "kvm",
+                  "--cpu", "1", "--memory", "256")
+    assert refused.returncode == 1 and refused.stderr.startswith("UnknownImageID: ")
+    volume = cli(c, "volume", "create", "--size", "20", "--wait")
+    assert volume.returncode == 0, volume.stderr
+    assert "available" in volume.stdout

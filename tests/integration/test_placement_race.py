@@ -1,0 +1,170 @@
+"""Placement under contention on PostgreSQL: 200 instances, hosts with room for exactly 150.
+
+Several OS processes (each with its own engine) place at once, first calling the handler
+directly, then as 4 real ``collector worker --role scheduler`` processes. Whatever the
+interleaving: exactly 150 placed, 50 failed with InsufficientCapacity and terminated, no
+host over its offering, no IP or MAC address given twice, counters equal to allocations.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
+
+from collector import sample_data
+from collector.db import unit_of_work
+from collector.ids import new_uuid
+from collector.models import (
+    LOCAL,
+    HostNode,
+    Instance,
+    IpLease,
+    MacLease,
+    MacRange,
+    NetworkVif,
+    NetworkVifIpLease,
+    Volume,
+)
+from collector.scheduling import capacity
+from tests.servers import start_worker
+
+pytestmark = pytest.mark.integration
+
+HOSTS, SLOTS_PER_HOST, INSTANCES, PROCESSES = 10, 15, 200, 4
+GiB = 1 << 30
+
+
+@pytest.fixture()
+def race_db(postgres_server):
+    from collector.migrate import upgrade
+
+    url = postgres_server.create_database(f"race_{new_uuid()}")
+    upgrade(url)
+    return url
+
+
+def _seed(url: str) -> list[str]:
+    """Hosts whose cpu AND memory each fit exactly 15 instances; 200 instances to place."""
+    with unit_of_work(url) as session:
+        for _ in range(HOSTS):
+            sample_data.host_node(session, offering_cpu_cores=SLOTS_PER_HOST,
+                                  offering_memory_size=SLOTS_PER_HOST * 1024,
+                                  offering_disk_space_mb=SLOTS_PER_HOST * 1024)
+        session.add(MacRange(vendor_id=0x525400, range_begin=1, range_end=0xFFFF))
+        net = sample_data.network(session, "10.60.0.0/22")
+        image = sample_data.image(session, local=True)
+        ids = []
+        for _ in range(INSTANCES):
+            inst = sample_data.instance(
+                session, img=image, state="scheduling", status="init", cpu_cores=1,
+                memory_size=1024, request_params={"vifs": {"eth0": {"network":
+                                                                    net.canonical_uuid}}})
+            session.add(Volume(size=GiB, state="scheduling", volume_type=LOCAL,
+                               instance_id=inst.id, account_id=inst.account_id))
+            ids.append(inst.canonical_uuid)
+    return ids
+
+
+def _place_all(url: str, instance_ids: list[str], start: object, results: object) -> None:
+    """One scheduler process: its own engine, one transaction per job (retried on a
+    transient database error, as the task layer does)."""
+    from collector.scheduling import handlers
+
+    start.wait()
+    outcomes, retries = [], 0
+    for instance_id in instance_ids:
+        for _ in range(10):
+            try:
+                with unit_of_work(url) as session:
+                    result = handlers.schedule_instance(session, instance_id)
+                outcomes.append((instance_id, result["outcome"], result.get("error_type")))
+                break
+            except OperationalError:
+                retries += 1
+    results.put((outcomes, retries))
+
+
+def _check_world(url: str) -> dict[str, int]:
+    with unit_of_work(url) as session:
+        states = dict(session.execute(select(Instance.state, func.count())
+                                      .group_by(Instance.state)).all())
+        errors = dict(session.execute(select(Instance.placement_error, func.count())
+                                      .where(Instance.state == "terminated")
+                                      .group_by(Instance.placement_error)).all())
+        assert states == {"pending": 150, "terminated": 50}, states
+        assert all(e.startswith("InsufficientCapacity: ") for e in errors), errors
+        for host in session.scalars(select(HostNode)):
+            placed = session.execute(select(func.count(), func.coalesce(func.sum(
+                Instance.memory_size), 0)).where(Instance.host_node_id == host.id,
+                                                 Instance.terminated_at.is_(None))).one()
+            assert placed[0] <= host.offering_cpu_cores, host.canonical_uuid
+            assert placed[1] <= host.offering_memory_size, host.canonical_uuid
+            assert host.used_cpu_cores <= host.offering_cpu_cores
+        assert capacity.reconcile(session) == []
+        alive_vifs = session.scalars(select(NetworkVif.mac_addr).where(
+            NetworkVif.deleted_at.is_(None))).all()
+        assert len(alive_vifs) == 150 == len(set(alive_vifs))
+        assert session.scalar(select(func.count()).select_from(MacLease)) == 150
+        leases = session.execute(select(NetworkVifIpLease.network_id, NetworkVifIpLease.ipv4)
+                                 .where(NetworkVifIpLease.deleted_at.is_(None))).all()
+        assert len(leases) == 150 == len(set(leases))
+        assert session.scalar(select(func.count()).select_from(IpLease)) == 150
+    return states
+
+
+def test_concurrent_processes_never_over_commit(race_db):
+    ids = _seed(race_db)
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    processes = [context.Process(target=_place_all, args=(race_db, ids[n::PROCESSES], start,
+                                                          results))
+                 for n in range(PROCESSES)]
+    for process in processes:
+        process.start()
+    start.set()
+    collected = [results.get(timeout=300) for _ in processes]
+    for process in processes:
+        process.join(30)
+    outcomes = [o for chunk, _ in collected for o in chunk]
+    print(f"transient database errors retried: {sum(r for _, r in collected)}")
+    assert len(outcomes) == INSTANCES
+    by_outcome = {}
+    for _, outcome, error_type in outcomes:
+        by_outcome[(outcome, error_type)] = by_outcome.get((outcome, error_type), 0) + 1
+    assert by_outcome == {("placed", None): 150, ("failed", "InsufficientCapacity"): 50}
+    _check_world(race_db)
+
+
+def test_four_scheduler_workers_never_over_commit(race_db, redis_server, tmp_path):
+    ids = _seed(race_db)
+    broker = f"{redis_server.url}/12"
+    redis.Redis.from_url(broker).flushdb()
+    workers = []
+    try:
+        for _ in range(PROCESSES):
+            workers.append(start_worker(race_db, broker, role="scheduler",
+                                        extra_args=("--concurrency", "1"),
+                                        log_dir=str(tmp_path)))
+        client = Celery(broker=broker)
+        for instance_id in ids:
+            client.send_task("scheduler.schedule_instance", args=[instance_id],
+                             queue="scheduler")
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            with unit_of_work(race_db, readonly=True) as session:
+                waiting = session.scalar(select(func.count()).select_from(Instance)
+                                         .where(Instance.state == "scheduling"))
+            if waiting == 0:
+                break
+            time.sleep(0.5)
+        assert waiting == 0, f"{waiting} instances still scheduling"
+        _check_world(race_db)
+    finally:
+        for worker in workers:
+            worker.stop()
