@@ -79,7 +79,9 @@ def _every(task: str, seconds: float) -> dict:
 beat_schedule = {
     "outbox-sweep": _every("maintenance.sweep_outbox", max(1.0, _settings.outbox_sweep_after)),
     "job-reaper": _every("maintenance.reap_jobs", 15),
-    "node-states-sweep": _every("maintenance.sweep_node_states", 10),
+    # Often enough that a node is seen silent within its timeout.
+    "node-states-sweep": _every("maintenance.sweep_node_states",
+                                max(1.0, min(10.0, _settings.node_timeout_sec / 2))),
     "resource-samples-retention": _every("maintenance.purge_resource_samples", 3600),
     "ip-handles-expiry": _every("maintenance.expire_ip_handles", 60),
     "windows-passwords-deletion": _every("maintenance.delete_expired_windows_passwords", 60),

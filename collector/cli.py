@@ -215,49 +215,22 @@ def health(roles: tuple[str, ...], timeout: float) -> None:
 
 
 @main.command()
-@click.option("--keep-running", is_flag=True, help="leave the Collector running after the demo")
-def demo(keep_running: bool) -> None:
-    """Start the whole Collector with its embedded defaults and show it serving calls."""
+@click.option("--exit", "exit_at_end", is_flag=True,
+              help="stop everything when the demo ends (default: keep running until Ctrl-C)")
+def demo(exit_at_end: bool) -> None:
+    """A whole datacenter on one command: the Collector places and runs instances."""
     from workers.demo import run_demo
 
-    sys.exit(run_demo(keep_running=keep_running))
-
-
-@main.group()
-def docs() -> None:
-    """Documents generated from the code."""
-
-
-@docs.command("reference")
-@click.option("--check", is_flag=True, help="only check; exit 1 when the file is stale")
-@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="the reference to rewrite (default: docs/reference.md of this source tree)")
-def docs_reference(check: bool, path: Path | None) -> None:
-    """Regenerate the endpoint and error tables of docs/reference.md from the registry."""
-    from tasks import reference_doc
-
-    path = path or reference_doc.REFERENCE_PATH
-    shown = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
-    if not path.is_file():
-        raise click.ClickException(f"no reference at {shown} (give --path)")
-    try:
-        if check:
-            if not reference_doc.is_current(path):
-                click.echo(f"{shown} is stale: run `collector docs reference`", err=True)
-                sys.exit(1)
-            return
-        changed = reference_doc.rewrite(path)
-    except ValueError as exc:
-        raise click.ClickException(f"{shown}: {exc}") from None
-    click.echo(f"{shown} {'regenerated' if changed else 'already current'}")
+    sys.exit(run_demo(exit_at_end=exit_at_end))
 
 
 def _attach_subcommands() -> None:
     from collector.cli_instances import instance, volume
     from collector.cli_jobs import jobs
-    from collector.cli_ops import seed, stats
+    from collector.cli_ops import nodes, seed, stats
 
     main.add_command(jobs)
+    main.add_command(nodes)
     main.add_command(seed)
     main.add_command(stats)
     main.add_command(instance)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
@@ -25,7 +26,7 @@ def _table(title: str, columns: list[str], rows: list[list[object]]) -> None:
         table.add_column(column, justify="left" if column == columns[0] else "right")
     for row in rows:
         table.add_row(*("-" if v is None else str(v) for v in row))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 150).print(table)
 
 
 @click.command("stats")
@@ -75,3 +76,33 @@ def seed(hosts: int, prefix: str, hypervisor: str, as_json: bool) -> None:
            [[key, ", ".join(v) if isinstance(v, list) else
              ", ".join(f"{k}={i}" for k, i in v.items()) if isinstance(v, dict) else v]
             for key, v in world.items()])
+
+
+def _used(figure: dict[str, int] | None) -> str | None:
+    if not figure:
+        return None
+    total = figure["total"]
+    share = f" ({100 * figure['used'] / total:.0f}%)" if total else ""
+    return f"{figure['used']}/{total}{share}"
+
+
+def print_nodes(nodes: list[dict]) -> None:
+    """The node table (also the demo's capacity table)."""
+    _table("nodes", ["node", "kind", "state", "last heartbeat", "cpu cores", "memory MB",
+                     "disk MB"],
+           [[n["node_id"], n["kind"], n["state"], (n["last_heartbeat"] or "-")[11:19],
+             _used(n.get("cpu_cores")), _used(n.get("memory_mb")), _used(n.get("disk_mb"))]
+            for n in nodes])
+
+
+@click.command("nodes")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+def nodes(as_json: bool) -> None:
+    """Hosts and storage nodes: state, last heartbeat, capacity used of total."""
+    from collector.services.stats import node_overview
+
+    rows = _read(node_overview)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
+        return
+    print_nodes(rows)

@@ -26,3 +26,15 @@ def test_stats_count_jobs_per_queue_by_outcome_and_the_unsent_outbox(session):
     assert after["outbox"]["unsent"] == before["outbox"]["unsent"] + 3
     assert after["outbox"]["oldest_unsent_age_sec"] is not None
     assert after["nodes"].get("timeout", 0) == before["nodes"].get("timeout", 0) + 1
+
+
+def test_node_overview_shows_liveness_and_capacity_used_of_total(session):
+    from collector.services.stats import node_overview
+
+    host = sample_data.host_node(session, offering_cpu_cores=8, offering_memory_size=16384)
+    inst = sample_data.instance(session, host, cpu_cores=2, memory_size=4096)
+    row = next(n for n in node_overview(session) if n["node_id"] == host.node_id)
+    assert row["kind"] == "host" and row["state"] == "online" and row["last_heartbeat"]
+    assert row["cpu_cores"] == {"used": 2, "total": 8}
+    assert row["memory_mb"] == {"used": 4096, "total": 16384}
+    assert inst.host_node_id == host.id
