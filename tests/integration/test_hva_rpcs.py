@@ -11,8 +11,10 @@ from collector.db import unit_of_work
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def world(worker):
+    """A fresh host, network, security group, instance and image for each test: tests change
+    them (update, finalize) and must not see one another's changes."""
     with unit_of_work(worker.db_url) as session:
         host = sample_data.host_node(session)
         other = sample_data.host_node(session)

@@ -30,19 +30,25 @@ def cluster(db_url, redis_server):
     broker = f"{redis_server.url}/{REDIS_DB[backend]}"
     worker = start_worker(db_url, broker, extra_args=("--concurrency", "8"), env=FAST)
     client = Collector(broker, timeout=30)
-    agents = []
-
-    def agent(node_id: str):
-        process = start_agent(node_id, broker, env={**worker.env, **FAST})
-        agents.append(process)
-        return process
-
-    yield {"worker": worker, "client": client, "broker": broker, "agent": agent,
+    yield {"worker": worker, "client": client, "broker": broker,
            "redis": redis.Redis.from_url(broker), "db_url": db_url}
-    for process in agents:
-        process.stop()
     client.close()
     worker.stop()
+
+
+@pytest.fixture()
+def agent(cluster):
+    """Starts a reference agent for a node; the test's agents stop when the test ends."""
+    started = []
+
+    def start(node_id: str):
+        process = start_agent(node_id, cluster["broker"], env={**cluster["worker"].env, **FAST})
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
 
 
 def _log(conn: redis.Redis, node: str) -> list[dict]:
@@ -64,9 +70,30 @@ def _wait(predicate, timeout: float = 30, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_job_reaches_only_its_node_and_the_ledger_follows_it(cluster):
+def _agent_answer(cluster, job_id: str, timeout: float = 30) -> tuple[str, object]:
+    """The state and value the agent's task stored for job ``job_id`` once its handler has
+    returned or raised. A cancel marks the job REVOKED in the result backend until then."""
+    backend = cluster["client"].app.backend
+    meta = _wait(lambda: (m := backend.get_task_meta(job_id))["status"] in ("SUCCESS", "FAILURE")
+                 and m, timeout, what=f"the agent's answer to {job_id}")
+    return meta["status"], meta["result"]
+
+
+def _wait_jobqueue_done_with(cluster, job_id: str) -> None:
+    """Wait until no message about ``job_id`` waits in the jobqueue-proxy queue or is being
+    handled. A call through that queue answered first means every message queued before it
+    was taken (one consumer, FIFO); a taken message stays unacknowledged until its task has
+    committed (late acks)."""
+    cluster["client"].rpc("jobqueue-proxy").find(job_id)
+    conn = cluster["redis"]
+    _wait(lambda: not any(job_id.encode() in m for m in
+                          [*conn.lrange("jobqueue-proxy", 0, -1), *conn.hvals("unacked")]),
+          what=f"jobqueue-proxy done with {job_id}")
+
+
+def test_job_reaches_only_its_node_and_the_ledger_follows_it(cluster, agent):
     a, b = f"hva.a{new_uuid()}", f"hva.b{new_uuid()}"
-    cluster["agent"](a), cluster["agent"](b)
+    agent(a), agent(b)
     job_id = cluster["client"].jobs.submit(f"hva-handle.{a}", "reboot", "i-abc12345")
     _wait(lambda: _job(cluster["db_url"], job_id).state == "finished", what="job finished")
     job = _job(cluster["db_url"], job_id)
@@ -79,9 +106,9 @@ def test_job_reaches_only_its_node_and_the_ledger_follows_it(cluster):
     assert found["state"] == "finished" and found["live_state"] == "SUCCESS"
 
 
-def test_failing_job_is_retried_then_failed_with_its_message(cluster):
+def test_failing_job_is_retried_then_failed_with_its_message(cluster, agent):
     node = f"hva.f{new_uuid()}"
-    cluster["agent"](node)
+    agent(node)
     job_id = cluster["client"].jobs.submit(f"hva-handle.{node}", "fail", "disk on fire",
                                            retry_max=2)
     _wait(lambda: _job(cluster["db_url"], job_id).state == "finished", what="job failed")
@@ -92,9 +119,9 @@ def test_failing_job_is_retried_then_failed_with_its_message(cluster):
     assert phases == ["started", "failure-hook"] * 2
 
 
-def test_child_job_joins_its_parents_session(cluster):
+def test_child_job_joins_its_parents_session(cluster, agent):
     node = f"hva.s{new_uuid()}"
-    cluster["agent"](node)
+    agent(node)
     parent = cluster["client"].jobs.submit(f"hva-handle.{node}", "spawn",
                                            f"hva-handle.{node}", "reboot", "i-abc12345")
     entries = _wait(lambda: [e for e in _log(cluster["redis"], node)
@@ -133,41 +160,46 @@ def test_twenty_concurrent_poppers_never_share_a_job(cluster):
     assert sorted(popped) == sorted(submitted)  # every job once, none twice
 
 
-def test_cancel_stops_a_pending_job_before_it_ever_starts(cluster):
+def test_cancel_stops_a_pending_job_before_it_ever_starts(cluster, agent):
     node = f"hva.c{new_uuid()}"  # no agent yet: the job waits in the node's queue
     job_id = cluster["client"].jobs.submit(f"hva-handle.{node}", "reboot", "i-abc12345")
     assert cluster["client"].rpc("jobqueue-proxy").cancel(job_id)["finish_status"] == "cancel"
-    cluster["agent"](node)
-    _wait(lambda: cluster["redis"].llen(f"hva-handle.{node}") == 0, what="queue drained")
-    time.sleep(1)
-    assert _log(cluster["redis"], node) == []  # delivered, refused by the ledger, never run
+    agent(node)
+    # Delivered, refused by the ledger, never run: the agent's answer says it skipped the job.
+    assert _agent_answer(cluster, job_id) == (
+        "SUCCESS", {"skipped": "already finished (cancel)"})
+    assert _log(cluster["redis"], node) == []
+    assert cluster["redis"].llen(f"hva-handle.{node}") == 0
     with pytest.raises(RpcError) as info:
         cluster["client"].rpc("jobqueue-proxy").cancel(job_id)
     assert info.value.error_type == "AlreadyTerminated"
 
 
-def test_cancel_stops_a_running_job_and_its_late_finish_is_ignored(cluster):
+def test_cancel_stops_a_running_job_and_its_late_finish_is_ignored(cluster, agent):
     node = f"hva.r{new_uuid()}"
-    cluster["agent"](node)
+    agent(node)
     job_id = cluster["client"].jobs.submit(f"hva-handle.{node}", "sleep", 30)
     _wait(lambda: any(e["job_id"] == job_id for e in _log(cluster["redis"], node)),
           what="job started")
     cluster["client"].rpc("jobqueue-proxy").cancel(job_id)
     _wait(lambda: any(e["phase"] == "cancelled" for e in _log(cluster["redis"], node)),
           timeout=15, what="handler saw the cancel")
-    time.sleep(1)
+    # The agent stores its answer after its finish_success call was answered, and after it
+    # sent the job's link callback; wait for both late finishes to be handled.
+    assert _agent_answer(cluster, job_id) == ("SUCCESS", {"cancelled": True})
+    _wait_jobqueue_done_with(cluster, job_id)
     job = _job(cluster["db_url"], job_id)
     assert (job.state, job.finish_status) == ("finished", "cancel")  # late finish ignored
 
 
-def test_worker_killed_mid_job_is_reaped_and_the_job_completes_exactly_once(cluster):
+def test_worker_killed_mid_job_is_reaped_and_the_job_completes_exactly_once(cluster, agent):
     node = f"hva.k{new_uuid()}"
-    victim = cluster["agent"](node)
+    victim = agent(node)
     job_id = cluster["client"].jobs.submit(f"hva-handle.{node}", "sleep", 2)
     _wait(lambda: any(e["job_id"] == job_id for e in _log(cluster["redis"], node)),
           what="job started")
     victim.kill(signal.SIGKILL)
-    cluster["agent"](node)  # the node's agent comes back
+    agent(node)  # the node's agent comes back
     for _ in range(40):
         cluster["client"].app.send_task("maintenance.reap_jobs", queue="maintenance")
         if _job(cluster["db_url"], job_id).state == "finished":

@@ -8,13 +8,15 @@ from collector import sample_data
 from collector.client import RpcError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
-from collector.models import NetworkRoute
+from collector.models import NetworkRoute, ResourceSample
+from collector.timeutil import utcnow
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def world(worker):
+    """A fresh route, instance, alarms and resource sample for each test: tests change them."""
     with unit_of_work(worker.db_url) as session:
         dc = sample_data.dc_network(session, f"dcn{new_uuid()}")
         inner_net = sample_data.network(session, "10.6.0.0/24", dc=dc)
@@ -28,6 +30,8 @@ def world(worker):
         session.add(route)
         log_alarm = sample_data.alarm(session, inst, "log")
         cpu_alarm = sample_data.alarm(session, inst, "cpu.usage")
+        session.add(ResourceSample(resource_id=inst.canonical_uuid, sampled_at=utcnow(),
+                                   metrics={"cpu.usage": 3.5}))
         session.flush()
         return {"dc": dc.name, "route": route.id, "inst": inst.canonical_uuid,
                 "node": host.node_id, "log": log_alarm.canonical_uuid,
@@ -50,9 +54,10 @@ HAPPY = [
      lambda w: [w["cpu"], {"state": "alarm", "last_evaluated_value": 91.5}],
      lambda r, w, read: r is None and read("alarm-collector", "get_alarm", w["cpu"])["state"]
      == "alarm"),
-    ("resource-collector", "resource_store", lambda w: [w["inst"], {"cpu.usage": 3.5}],
-     lambda r, w, read: r is None),
-    ("resource-collector", "get_resource_samples", lambda w: [w["inst"]],  # after the store
+    ("resource-collector", "resource_store", lambda w: [w["inst"], {"memory.usage": 7}],
+     lambda r, w, read: r is None and {"memory.usage": 7} in [
+         x["metrics"] for x in read("resource-collector", "get_resource_samples", w["inst"])]),
+    ("resource-collector", "get_resource_samples", lambda w: [w["inst"]],  # the world's sample
      lambda r, w, read: [x["metrics"] for x in r] == [{"cpu.usage": 3.5}]),
 ]
 

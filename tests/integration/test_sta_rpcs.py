@@ -13,8 +13,9 @@ from collector.models import ISCSI
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def world(worker):
+    """A fresh volume, snapshot, backup objects and images for each test: tests change them."""
     with unit_of_work(worker.db_url) as session:
         node = sample_data.storage_node(session)
         vol = sample_data.volume(session, None, ISCSI, node=node)
