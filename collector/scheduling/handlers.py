@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from collector import ids, messaging
 from collector.errors import (
     AddressRefused,
+    CollectorError,
     OutOfHostCapacity,
     PlacementError,
     UnknownInstanceID,
@@ -211,8 +212,7 @@ def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any
         with session.begin_nested():
             st = config.service_type(inst.service_type)
             boot = _check_boot_type(inst)
-            boot_volume = Volume.find_cuuid(session, inst.boot_volume_id) \
-                if inst.boot_volume_id else None
+            boot_volume = _boot_volume(session, inst)
             if boot == BOOT_DEV_SAN and boot_volume is None:
                 raise PlacementError(f"{inst.canonical_uuid} has no boot volume")
             local_bytes = capacity.local_disk_bytes(session, inst)
@@ -230,6 +230,16 @@ def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any
         return _failed("instance", inst.canonical_uuid, exc, inst.state)
     return {"outcome": "placed", "instance_id": inst.canonical_uuid,
             "host_node_id": host.uuid, "jobs": [job]}
+
+
+def _boot_volume(session: Session, inst: Instance) -> Volume | None:
+    if not inst.boot_volume_id:
+        return None
+    try:
+        return Volume.find_cuuid(session, inst.boot_volume_id)
+    except CollectorError:
+        raise PlacementError(f"{inst.canonical_uuid} has a malformed boot volume id "
+                             f"{inst.boot_volume_id!r}") from None
 
 
 def _dispatch_start(session: Session, inst: Instance, host: HeldHost, boot: int,

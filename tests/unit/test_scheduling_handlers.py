@@ -409,5 +409,8 @@ def test_the_configured_strategy_places(session, world, tmp_path):
         other = scheduling_instance(session, world)
         assert handlers.schedule_instance(session, other.canonical_uuid)["error_type"] == \
             "NoMatchingHostNode"
+        malformed = scheduling_instance(session, world, host_id="i-notahost")
+        result = handlers.schedule_instance(session, malformed.canonical_uuid)
+        assert (result["error_type"], result["state"]) == ("NoMatchingHostNode", "terminated")
     finally:
         config.reload_scheduler_config()
