@@ -40,6 +40,8 @@ capacity.release_host(session, instance) -> None        idempotent
 capacity.claim_storage(session, storage_node_id, volume, force=False) -> bool
 capacity.release_storage(session, volume) -> None       idempotent
 capacity.local_disk_bytes(session, instance) -> int     local volumes of the instance
+capacity.move_host(session, instance, host_id or None)  the claim follows a stop or a move
+capacity.reconcile(session) -> [corrections]            counters := sums of allocations
 
 host_node.assign_explicit_host(session, instance, host_cuuid) -> HostNode
     spec 1.8.1 step 9, and the claim: UnknownHostNodeID, InvalidHostNodeID (not online),
@@ -63,6 +65,10 @@ network.create_vifs(session, instance, service_type=None) -> [NetworkVif]
 ip_address.check_manual_ip(session, network, address) -> int
 ip_address.lease_ip(session, network, vif, service_type=None) -> NetworkVifIpLease
 mac_address.check_manual_mac(session, text) -> int
+
+What the API leaves for the scheduler: the instance and each of its volumes in
+``scheduling``; a local volume has ``volume_type = "local"`` (its ``local_volumes`` row is
+made at placement), a shared one ``volume_type = NULL`` (a storage node is chosen).
 
 Job handlers (the task layer wraps them; session first, commit by the caller):
 handlers.schedule_instance(session, instance_id) -> dict

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from collector import ids, messaging
 from collector.errors import (
     AddressRefused,
+    CollectorError,
     OutOfHostCapacity,
     PlacementError,
     UnknownInstanceID,
@@ -107,10 +108,11 @@ def _hold_host(session: Session, inst: Instance, st: ServiceTypeConfig,
     return HeldHost(host.canonical_uuid, host.node_id or "")
 
 
-def _place_new_instance(session: Session, inst: Instance, st: ServiceTypeConfig
-                        ) -> tuple[HeldHost, dict[int, str]]:
-    """Host, local and shared volumes, vifs; returns the host and {volume id: sta node}.
-    Changes to rows are flushed together (no autoflush in between): fewer statements."""
+def _place_new_instance(session: Session, inst: Instance, config: SchedulerConfig
+                        ) -> tuple[HeldHost, dict[int, str], list[str]]:
+    """Host, local and shared volumes, dispatch, vifs; returns the host, {volume id: sta
+    node} and the job ids. Row changes are flushed together (no autoflush in between)."""
+    st = config.service_type(inst.service_type)
     _check_boot_type(inst)
     volumes = [v for v in inst.volumes if v.is_alive]
     local_bytes = sum(int(v.size) for v in volumes if v.volume_type == LOCAL)
@@ -127,11 +129,16 @@ def _place_new_instance(session: Session, inst: Instance, st: ServiceTypeConfig
         vol.state = "pending"
     inst.state = "pending"
     inst.placement_error = None
-    # Vifs last: they lock the network's IP cursor, held until the commit.
+    session.flush()
+    jobs = _dispatch_new(session, inst, host, storage, config)
+    # Vifs last: they lock the network's IP cursor until the commit, so the less runs after
+    # them, the less concurrent placements wait. The dispatch is written before them, in
+    # this savepoint: a failure below rolls its outbox rows back with everything else (the
+    # after-commit relay then finds no such rows).
     if not any(vif.is_alive for vif in inst.network_vifs):  # soft-deleted vifs do not count
         create_vifs(session, inst, st.name)
-    session.flush()
-    return host, storage
+        session.flush()
+    return host, storage, jobs
 
 
 def _sta_node_of(vol: Volume, placed: dict[int, str]) -> str | None:
@@ -170,14 +177,12 @@ def schedule_instance(session: Session, instance_id: str) -> dict[str, Any]:
     config = scheduler_config()
     try:
         with session.begin_nested(), session.no_autoflush:
-            host, placed = _place_new_instance(session, inst,
-                                               config.service_type(inst.service_type))
+            host, placed, jobs = _place_new_instance(session, inst, config)
     except PLACEMENT_FAILURES as exc:
         inst.placement_error = _reason(exc)
         instance_lifecycle.finalize_instance(session, inst)
         session.flush()
         return _failed("instance", inst.canonical_uuid, exc, inst.state)
-    jobs = _dispatch_new(session, inst, host, placed, config)
     return {"outcome": "placed", "instance_id": inst.canonical_uuid,
             "host_node_id": host.uuid, "jobs": jobs,
             "storage_node_ids": {v.canonical_uuid: placed[v.id]
@@ -207,21 +212,38 @@ def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any
         with session.begin_nested():
             st = config.service_type(inst.service_type)
             boot = _check_boot_type(inst)
-            boot_volume = Volume.find_cuuid(session, inst.boot_volume_id) \
-                if inst.boot_volume_id else None
+            boot_volume = _boot_volume(session, inst)
             if boot == BOOT_DEV_SAN and boot_volume is None:
                 raise PlacementError(f"{inst.canonical_uuid} has no boot volume")
             local_bytes = capacity.local_disk_bytes(session, inst)
             host = _hold_host(session, inst, st, local_bytes)
-            _lease_missing_addresses(session, inst, st)
             inst.state = "pending"
             inst.placement_error = None
+            session.flush()
+            job = _dispatch_start(session, inst, host, boot, boot_volume)
+            _lease_missing_addresses(session, inst, st)  # last: it locks network cursors
             session.flush()
     except PLACEMENT_FAILURES as exc:
         inst.state = "stopped"  # nothing destroyed: the instance can be started again
         inst.placement_error = _reason(exc)
         session.flush()
         return _failed("instance", inst.canonical_uuid, exc, inst.state)
+    return {"outcome": "placed", "instance_id": inst.canonical_uuid,
+            "host_node_id": host.uuid, "jobs": [job]}
+
+
+def _boot_volume(session: Session, inst: Instance) -> Volume | None:
+    if not inst.boot_volume_id:
+        return None
+    try:
+        return Volume.find_cuuid(session, inst.boot_volume_id)
+    except CollectorError:
+        raise PlacementError(f"{inst.canonical_uuid} has a malformed boot volume id "
+                             f"{inst.boot_volume_id!r}") from None
+
+
+def _dispatch_start(session: Session, inst: Instance, host: HeldHost, boot: int,
+                    boot_volume: Volume | None) -> str:
     cuuid = inst.canonical_uuid
     if boot == BOOT_DEV_SAN:
         job = messaging.jobs.submit(session, f"hva-handle.{host.node_id}", "run_vol_store",
@@ -230,8 +252,7 @@ def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any
         job = messaging.jobs.submit(session, f"local-store-handle.{host.node_id}",
                                     "run_local_store", cuuid, resource_id=cuuid)
     messaging.events.publish(session, "instance.scheduled", [cuuid])
-    return {"outcome": "placed", "instance_id": cuuid, "host_node_id": host.uuid,
-            "jobs": [job]}
+    return job
 
 
 def schedule_volume(session: Session, volume_id: str) -> dict[str, Any]:

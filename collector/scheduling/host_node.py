@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 from collector import ids
 from collector.db import dialect_name
 from collector.errors import (
+    CollectorError,
     IncompatibleHostNode,
     InsufficientCapacity,
     InvalidHostNodeID,
@@ -150,7 +151,12 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
     passes = (True, False) if dialect_name(session) == "postgresql" else (False,)
     for _ in range(MAX_ROUNDS):
         if getattr(strategy, "specific", False):
-            raw = ids.raw_part(specified_host(request), HostNode.prefix)
+            wanted = specified_host(request)
+            try:
+                raw = ids.raw_part(wanted, HostNode.prefix)
+            except CollectorError:
+                raise NoMatchingHostNode(f"SpecifyNode: malformed host node id {wanted!r}") \
+                    from None
             candidates = capacity.host_snapshot(session, uuids=[raw])
         else:
             candidates = capacity.host_candidates(session, request, order=strategy.order,

@@ -20,8 +20,10 @@ from collector.errors import (
 )
 from collector.models import (
     LOCAL,
+    DhcpRange,
     HostAllocation,
     HostNode,
+    Instance,
     IscsiVolume,
     LocalVolume,
     MacLease,
@@ -29,6 +31,7 @@ from collector.models import (
     NetworkVifIpLease,
     NodeState,
     OutboxMessage,
+    QueuedJob,
     StorageAllocation,
     StorageNode,
     Volume,
@@ -205,6 +208,38 @@ def test_a_late_failure_rolls_back_the_host_claim(session, world):
         session.refresh(host)
         assert host.used_cpu_cores == 0
     assert inst.network_vifs == [] and counters_true(session)
+    assert session.scalars(select(QueuedJob).where(
+        QueuedJob.resource_id == inst.canonical_uuid)).all() == []  # dispatch rolled back
+    assert scheduled_events(session, inst.canonical_uuid) == []
+
+
+def test_after_a_late_failure_the_relay_finds_nothing_to_send(db_url):
+    """The dispatch is written before the vifs; a vif failure rolls it back, and the rows
+    the after-commit relay is handed no longer exist."""
+    from collector import messaging
+    from collector.db import unit_of_work
+
+    handed: list[int] = []
+    hv = f"kvm-{secrets.token_hex(3)}"
+    with unit_of_work(db_url) as session:
+        sample_data.host_node(session, hypervisor=hv)
+        net = sample_data.network(session, f"10.{secrets.randbelow(200)}.9.0/24")
+        session.execute(delete(DhcpRange).where(DhcpRange.network_id == net.id))
+        inst = sample_data.instance(session, state="scheduling", hypervisor=hv,
+                                    request_params={"vifs": {"eth0": {
+                                        "network": net.canonical_uuid}}})
+        cuuid = inst.canonical_uuid
+    messaging.set_relay(handed.extend)
+    try:
+        with unit_of_work(db_url) as session:
+            result = handlers.schedule_instance(session, cuuid)
+    finally:
+        messaging.set_relay(None)
+    assert result["error_type"] in ("OutOfIpRange", "OutOfMacRange")
+    with unit_of_work(db_url, readonly=True) as session:
+        rows = session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(handed))).all()
+        assert all(cuuid not in str(row.payload) for row in rows)
+        assert Instance.by_cuuid(session, cuuid).state == "terminated"
 
 
 def test_no_host_of_that_hypervisor_is_no_matching_host_node(session, world):
@@ -374,5 +409,8 @@ def test_the_configured_strategy_places(session, world, tmp_path):
         other = scheduling_instance(session, world)
         assert handlers.schedule_instance(session, other.canonical_uuid)["error_type"] == \
             "NoMatchingHostNode"
+        malformed = scheduling_instance(session, world, host_id="i-notahost")
+        result = handlers.schedule_instance(session, malformed.canonical_uuid)
+        assert (result["error_type"], result["state"]) == ("NoMatchingHostNode", "terminated")
     finally:
         config.reload_scheduler_config()
