@@ -22,7 +22,7 @@ Builder = Callable[[dict[str, Any], str], Any]
 
 _BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS}
 # The modules whose import registers the built-in strategies.
-_BUILTIN_MODULES = ("host_node", "piped_rules", "storage_node", "network",
+_BUILTIN_MODULES = ("host_node", "piped_rules", "storage_node", "network", "vif_plans",
                     "ip_address", "mac_address")
 
 
