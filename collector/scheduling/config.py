@@ -9,6 +9,8 @@ names are the original's (``dcmgr.conf``), so a configuration maps one-to-one::
     create_volume_min_size = 10           # MB, API volume size bounds
     create_volume_max_size = 3000
     stopped_instance_usage_factor = 1.0   # accepted for compatibility (no effect, S27)
+    evacuate_on_node_offline = false      # a host agent going offline re-places its HA
+                                          # instances (once per outage; the hma's job)
 
     [features]
     openvnet = false                      # also submit vnet-collector.schedule_vifs
@@ -19,7 +21,8 @@ names are the original's (``dcmgr.conf``), so a configuration maps one-to-one::
     storage_node_scheduler = "LeastUsage" # a bare name = a strategy without options
     mac_address_scheduler = "Default"     # default "Default"
     ip_address_scheduler = "Incremental"  # default "Incremental"
-    # host_node_ha_scheduler: defaults to host_node_scheduler (S12)
+    # host_node_ha_scheduler: defaults to host_node_scheduler (S12); over-commit only
+    #   when asked: { strategy = "LeastUsage", allow_over_commit = true }
 
     [service_types.std.network_scheduler]
     strategy = "PerInstance"
@@ -57,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "create_volume_min_size": 10,
     "create_volume_max_size": 3000,
     "stopped_instance_usage_factor": 1.0,
+    "evacuate_on_node_offline": False,
     "features": {"openvnet": False},
     "service_types": {
         "std": {
@@ -81,7 +85,7 @@ DEFAULTS: dict[str, Any] = {
 _TOP_KEYS = {"default_service_type", "mac_address_vendor_id", "create_volume_min_size",
              "create_volume_max_size", "stopped_instance_usage_factor", "features",
              "service_types", "default_shared_host_pool", "default_shared_network_pool",
-             "default_shared_storage_pool"}
+             "default_shared_storage_pool", "evacuate_on_node_offline"}
 # key -> (strategy kind, required)
 _SCHEDULER_KEYS = {
     "host_node_scheduler": ("host_node", True),
@@ -119,6 +123,7 @@ class SchedulerConfig:
     create_volume_max_size: int
     stopped_instance_usage_factor: float
     openvnet: bool = False
+    evacuate_on_node_offline: bool = False
 
     def service_type(self, name: str | None = None) -> ServiceTypeConfig:
         """The named service type (None or "" = the default); UnknownServiceType otherwise."""
@@ -199,11 +204,14 @@ def parse_config(doc: dict[str, Any], source: str = "built-in defaults") -> Sche
     openvnet = features.get("openvnet", False)
     if not isinstance(openvnet, bool):
         raise SchedulerConfigError("features.openvnet: must be true or false")
+    evacuate = merged["evacuate_on_node_offline"]
+    if not isinstance(evacuate, bool):
+        raise SchedulerConfigError("evacuate_on_node_offline: must be true or false")
     return SchedulerConfig(
         source=source, default_service_type=default, service_types=service_types,
         mac_address_vendor_id=vendor.lower(), create_volume_min_size=low,
         create_volume_max_size=high, stopped_instance_usage_factor=float(factor),
-        openvnet=openvnet)
+        openvnet=openvnet, evacuate_on_node_offline=evacuate)
 
 
 def _is_hex(text: str) -> bool:
