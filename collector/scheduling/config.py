@@ -30,11 +30,13 @@ names are the original's (``dcmgr.conf``), so a configuration maps one-to-one::
     # [service_types.std.network_scheduler.add.<name>]   strategy = "...", options...
 
     [service_types.lb]
-    class = "LbServiceType"               # image_id, instances_network,
-    ...                                   # management_network: optional strings
+    class = "LbServiceType"               # image_id, instances_network, management_network,
+    ...                                   # ssh_key_id, amqp_server_uri: optional strings
+                                          # (backup_storage_id for both classes)
 
 A strategy entry is its name, or a table with ``strategy`` plus that strategy's options.
-``docs/scheduler.example.toml`` is the full sample. A bad configuration raises
+``docs/scheduler.example.toml`` is the full sample with every strategy;
+``docs/scheduler.original-sample.toml`` is the original's own sample, key for key. A bad configuration raises
 SchedulerConfigError with one line naming the key, e.g.
 ``service_types.std.host_node_scheduler.sort_priority: must be "memory" or "cpu"``.
 """
@@ -95,7 +97,12 @@ _SCHEDULER_KEYS = {
     "mac_address_scheduler": ("mac_address", False),
     "ip_address_scheduler": ("ip_address", False),
 }
-_LB_KEYS = ("image_id", "instances_network", "management_network")
+# Other keys of a service type (kept in ``extra``, not used by placement).
+_EXTRA_KEYS = {
+    "StdServiceType": ("backup_storage_id",),
+    "LbServiceType": ("image_id", "instances_network", "management_network", "ssh_key_id",
+                      "amqp_server_uri", "backup_storage_id"),
+}
 
 
 @dataclass(frozen=True)
@@ -110,7 +117,7 @@ class ServiceTypeConfig:
     network: Any
     mac_address: Any
     ip_address: Any
-    extra: dict[str, str] = field(default_factory=dict)  # lb: image_id, networks
+    extra: dict[str, str] = field(default_factory=dict)  # lb: image_id, networks, ...
 
 
 @dataclass(frozen=True)
@@ -148,7 +155,7 @@ def _service_type(name: str, doc: object) -> ServiceTypeConfig:
     kind = doc.get("class", "StdServiceType")
     if kind not in SERVICE_TYPE_CLASSES:
         raise SchedulerConfigError(f'{where}.class: must be "StdServiceType" or "LbServiceType"')
-    allowed = {"class", *_SCHEDULER_KEYS, *(_LB_KEYS if kind == "LbServiceType" else ())}
+    allowed = {"class", *_SCHEDULER_KEYS, *_EXTRA_KEYS[kind]}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise SchedulerConfigError(f"{where}.{unknown[0]}: unknown key")
@@ -160,7 +167,7 @@ def _service_type(name: str, doc: object) -> ServiceTypeConfig:
             continue
         built[key] = registry.build_entry(strategy_kind, doc[key], f"{where}.{key}")
     extra = {}
-    for key in _LB_KEYS:
+    for key in _EXTRA_KEYS[kind]:
         if key in doc:
             extra[key] = registry.text(doc, key, where)
     return ServiceTypeConfig(
