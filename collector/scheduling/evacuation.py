@@ -55,7 +55,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from collector import messaging
 from collector.db import db_now
-from collector.errors import AddressRefused, PlacementError
+from collector.errors import AddressRefused, InvalidArgument, PlacementError
 from collector.models import BOOT_DEV_LOCAL, BOOT_DEV_SAN, LOCAL, HostNode, Instance, NodeState
 from collector.scheduling import capacity
 from collector.scheduling.config import ServiceTypeConfig, scheduler_config
@@ -174,7 +174,7 @@ def on_node_offline(session: Session, args: list, sender: str) -> dict[str, Any]
     when the configuration asks for it."""
     node_id = args[0] if args and isinstance(args[0], str) else None
     if node_id is None:
-        return {"skipped": "no node id"}
+        raise InvalidArgument(f"node_collector/offline needs [node_id], got {args!r:.60}")
     if not scheduler_config().evacuate_on_node_offline:
         return {"node_id": node_id, "skipped": "evacuate_on_node_offline is off"}
     host = session.scalars(select(HostNode).where(HostNode.node_id == node_id)

@@ -275,4 +275,6 @@ def test_the_offline_event_of_other_nodes_is_ignored(session, use_config):
     use_config("evacuate_on_node_offline = true\n")
     assert evacuation.on_node_offline(session, ["sta.nothere"], "x")["skipped"] == \
         "not a host node"
-    assert evacuation.on_node_offline(session, [], "x")["skipped"] == "no node id"
+    for bad in ([], [42], [None]):
+        with pytest.raises(InvalidArgument):
+            evacuation.on_node_offline(session, bad, "x")
