@@ -209,7 +209,7 @@ class PipedRules:
     rules: tuple[Rule, ...] = ()
     max_results: int = DEFAULT_MAX_RESULTS
     order: str = "id"
-    candidate_limit: None = None  # every candidate: the rules, not the SQL, decide
+    candidate_limit: ClassVar[None] = None  # every candidate: the rules, not SQL, decide
 
     def rank(self, candidates: Sequence[HostCandidate], request: HostRequest) -> Hosts:
         return pipe(candidates, request, self.rules, self.max_results)

@@ -194,11 +194,15 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
     assert moved[plain] == ("halted", source)
     for instance_id in ha:
         new_node = c["hosts"][moved[instance_id][1]]
-        jobs = boot_jobs(c, instance_id)
-        after = [j for j in jobs if not j[0].endswith(source_node)]
         expected = "run_vol_store" if instance_id == ha_san else "run_local_store"
         queue = "hva-handle" if instance_id == ha_san else "local-store-handle"
-        assert after == [(f"{queue}.{new_node}", expected, "success")], jobs
+
+        def finished_elsewhere(i: str = instance_id) -> list | None:
+            after = [j for j in boot_jobs(c, i) if not j[0].endswith(source_node)]
+            return after if after and all(j[2] for j in after) else None
+
+        after = wait_for(finished_elsewhere, f"the boot job of {instance_id} finished")
+        assert after == [(f"{queue}.{new_node}", expected, "success")], boot_jobs(c, instance_id)
         assert booted_by(c, new_node, instance_id) == 1
         assert all(booted_by(c, n, instance_id) == 0 for n in c["hosts"].values()
                    if n not in (new_node, source_node))
