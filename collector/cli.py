@@ -254,6 +254,7 @@ def docs_reference(check: bool, path: Path | None) -> None:
 
 
 def _attach_subcommands() -> None:
+    from collector.cli_hosts import host
     from collector.cli_instances import instance, volume
     from collector.cli_jobs import jobs
     from collector.cli_ops import nodes, seed, stats
@@ -264,6 +265,7 @@ def _attach_subcommands() -> None:
     main.add_command(stats)
     main.add_command(instance)
     main.add_command(volume)
+    main.add_command(host)
 
 
 _attach_subcommands()

@@ -147,6 +147,15 @@ class UnknownServiceType(PlacementError):
     """The service type names no configured set of strategies."""
 
 
+class UnknownGroup(PlacementError):
+    """A host node group (hng-) or network group (nwg-) that the scheduler configuration or
+    the request names does not exist, or none applies and no default is configured."""
+
+
+class UnknownMacRange(PlacementError):
+    """A MAC address range (mr-) that the scheduler configuration names does not exist."""
+
+
 class SchedulerConfigError(CollectorError):
     """The scheduler configuration is invalid; the message names the key."""
 

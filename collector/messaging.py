@@ -54,9 +54,13 @@ def write(
     return row
 
 
-def job_message(session: Session, job: QueuedJob, expires: int | None = None) -> OutboxMessage:
-    """The outbox row that (re)sends a pushed job under its fixed id."""
+def job_message(session: Session, job: QueuedJob, expires: int | None = None,
+                countdown: int | None = None) -> OutboxMessage:
+    """The outbox row that (re)sends a pushed job under its fixed id (``countdown``: the
+    broker holds it that many seconds after it is relayed; a re-push does not wait)."""
     options: dict[str, Any] = {"expires": expires} if expires else {}
+    if countdown:
+        options["countdown"] = countdown
     return write(session, kind="job", name=job_task_name(job.queue_name, job.job_name or ""),
                  queue=job.queue_name, task_id=job.task_id,
                  payload={"args": list((job.params or {}).get("args", [])), "kwargs": {},
@@ -71,8 +75,11 @@ class Jobs:
     def submit(
         self, session: Session, queue: str, job_name: str, *args: Any,
         resource_id: str | None = None, expires: int | None = None, retry_max: int = 0,
+        countdown: int | None = None,
     ) -> str:
-        """Queue ``job_name(*args)`` for the node queue ``queue``; returns the job id."""
+        """Queue ``job_name(*args)`` for the node queue ``queue``; returns the job id.
+        ``countdown``: delivered that many seconds after the commit (a Celery countdown,
+        kept by the broker and the receiving worker, never a timer in this process)."""
         if not isinstance(queue, str) or ("." not in queue and queue not in COLLECTOR_JOB_QUEUES):
             raise ValueError(f"job queue must be '<endpoint>.<node_id>', got {queue!r}")
         job_id = f"job-{ids.new_uuid()}"
@@ -85,7 +92,7 @@ class Jobs:
                         session_id=parent.session_id if parent else job_id)
         session.add(job)
         session.flush()
-        job_message(session, job, expires)
+        job_message(session, job, expires, countdown)
         return job_id
 
 

@@ -25,6 +25,7 @@ from collector.models import (
     DcNetwork,
     DhcpRange,
     HostNode,
+    HostNodeGroup,
     Image,
     Instance,
     IpHandle,
@@ -37,6 +38,7 @@ from collector.models import (
     LocalVolume,
     MacLease,
     Network,
+    NetworkGroup,
     NetworkVif,
     NetworkVifIpLease,
     NfsVolume,
@@ -44,6 +46,7 @@ from collector.models import (
     ResourceLabel,
     SecurityGroup,
     StorageNode,
+    TagMapping,
     Volume,
 )
 from collector.models.networks import ipv4_to_i
@@ -174,6 +177,19 @@ def ip_handle(session: Session, net: Network, ipv4: str, expires_at: Any = None,
     handle = _add(session, IpHandle(ip_pool_id=pool.id, expires_at=expires_at))
     lease_ip(session, on, net, ipv4, ip_handle_id=handle.id)
     return handle
+
+
+def group(session: Session, members: list[Any], kind: str = "host",
+          **columns: Any) -> HostNodeGroup | NetworkGroup:
+    """A host node group (``kind`` "host") or network group ("network") of ``members``
+    (rows), mapped in list order (``sort_index`` 0, 1, ...)."""
+    cls = HostNodeGroup if kind == "host" else NetworkGroup
+    row = _add(session, cls(**{"name": f"{kind}-group-{secrets.token_hex(4)}",
+                               "account_id": "a-shpoolxx", **columns}))
+    for n, member in enumerate(members):
+        session.add(TagMapping(tag_id=row.id, uuid=member.canonical_uuid, sort_index=n))
+    session.flush()
+    return row
 
 
 def security_group(session: Session, rule: str = "tcp:22,22,ip4:0.0.0.0",

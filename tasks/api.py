@@ -1,7 +1,8 @@
-"""``api.*`` tasks: what the original's REST API did for instances and volumes, callable by
-name from our client, the CLI, ``celery call`` or Flower (see ``collector.services.api``)."""
+"""``api.*`` tasks: what the original's REST API did for instances, volumes and host
+evacuation, callable by name from our client, the CLI, ``celery call`` or Flower (see
+``collector.services.api`` and ``collector.services.api_hosts``)."""
 
-from collector.services import api
+from collector.services import api, api_hosts
 from tasks.registry import Endpoint
 
 endpoint = Endpoint("api").expose(
@@ -14,4 +15,5 @@ endpoint = Endpoint("api").expose(
     api.create_volume,
     api.show_volume,
     api.list_volumes,
+    api_hosts.evacuate_host,
 )

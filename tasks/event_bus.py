@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from collector import messaging
+from collector.errors import InvalidArgument
 from collector.topics import topic_matches
 from tasks.app import app
 from tasks.unit_of_work import run_in_unit_of_work
@@ -66,6 +67,9 @@ def subscribe(role: str, event: str, sender_pattern: str = "#") -> Callable[[Han
 
         @app.task(name=sub.task_name, queue=sub.queue, typing=False)
         def handle(event_name: str, args: list, sender: str) -> Any:
+            if not isinstance(args, list) or not isinstance(sender, str):
+                raise InvalidArgument(f"{sub.task_name}: args must be a list and sender a "
+                                      f"string, got {args!r:.60} / {sender!r:.40}")
             return run_in_unit_of_work(handler, (list(args), sender))
 
         return handler

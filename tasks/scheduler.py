@@ -1,6 +1,8 @@
 """``scheduler.*`` tasks: the placement jobs (``schedule_instance``, ``schedule_start_instance``,
-``schedule_volume``), each one transaction around a handler of
-``collector.scheduling.handlers``.
+``schedule_volume``, ``evacuate_from``), each one transaction around a handler of
+``collector.scheduling.handlers`` / ``collector.scheduling.evacuation``; and the scheduler
+role's event handler: ``node_collector/offline`` evacuates the host once per outage when
+the configuration says ``evacuate_on_node_offline = true`` (queue ``events.scheduler``).
 
 A handler applies a failed placement itself (a new instance ``terminated``, a start back to
 ``stopped``, a volume ``deleted``, the reason recorded) and returns it, so that state is
@@ -17,7 +19,8 @@ import re
 from typing import Any
 
 from collector import errors
-from collector.scheduling import handlers
+from collector.scheduling import evacuation, handlers
+from tasks.event_bus import subscribe
 from tasks.registry import Endpoint
 
 _DYNAMIC: dict[str, type[errors.CollectorError]] = {}
@@ -46,4 +49,7 @@ endpoint = Endpoint("scheduler", on_committed=fail_on_failed_outcome).expose(
     handlers.schedule_instance,
     handlers.schedule_start_instance,
     handlers.schedule_volume,
+    evacuation.evacuate_from,
 )
+
+subscribe("scheduler", "node_collector/offline")(evacuation.on_node_offline)

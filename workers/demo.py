@@ -38,7 +38,11 @@ DEMO_ENV = {
     "COLLECTOR_NODE_TIMEOUT_SEC": "3", "COLLECTOR_NODE_OFFLINE_SEC": "6",
     "COLLECTOR_OUTBOX_SWEEP_AFTER": "1", "COLLECTOR_JOB_HEARTBEAT_TIMEOUT": "30",
 }
-SCHEDULER_CONFIG = ""  # the built-in defaults (the original's sample configuration)
+SCHEDULER_CONFIG = """\
+# The demo's scheduler: the built-in strategies (the original's sample configuration),
+# and the HA instances of a host that goes offline placed elsewhere.
+evacuate_on_node_offline = true
+"""
 # (display name, cpu cores, memory MB, image kind, extras)
 LAUNCH = [
     ("web-1", 1, 1024, "local", {}), ("web-2", 1, 1024, "local", {}),

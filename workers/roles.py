@@ -19,7 +19,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "resource-collector": ("resource-collector",),
     "jobqueue-proxy": ("jobqueue-proxy",),
     "node-collector": ("node-collector",),
-    "scheduler": ("scheduler",),
+    "scheduler": ("scheduler", "events.scheduler"),
     "api": ("api",),
     "events": ("events", "events.event-hook"),
     "maintenance": ("maintenance", "collector"),

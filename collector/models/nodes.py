@@ -56,6 +56,9 @@ class HostNode(Taggable, Timestamps, Base):
                                                   server_default="0")
     used_disk_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0,
                                                  server_default="0")
+    # When the host was last evacuated (database clock). An outage is evacuated once: a
+    # node-offline event is acted on only if the node's last heartbeat is newer.
+    evacuated_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
     # Candidate query: hosts of one hypervisor and architecture.
     __table_args__ = (Index("ix_host_nodes_hypervisor_arch", "hypervisor", "arch"),)

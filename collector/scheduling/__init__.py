@@ -7,14 +7,22 @@ config.py        the scheduler configuration (TOML named by ``COLLECTOR_SCHEDULE
                  built-in defaults = the original's sample configuration), loaded once per
                  process; the strategy registry per kind lives in ``registry.py``
 snapshot.py      the frozen dataclasses strategies see (HostCandidate, HostRequest, ...)
-host_node.py     host strategies LeastUsage, FindFirst, SpecifyNode; the API's explicit host
-storage_node.py  storage strategy LeastUsage
-network.py       vif creation: VifsRequestParam, PerInstance; ``vifs`` validation
+host_node.py     host strategies LeastUsage (allow_over_commit for HA), FindFirst,
+                 SpecifyNode, ExcludeSame; the claim loop; the API's explicit host
+piped_rules.py   host strategy PipedRules and its rules RequestParamToGroup, LeastUsageBy,
+                 ScatterBy (custom rules register by name)
+storage_node.py  storage strategies LeastUsage, FindFirst
+vif_plans.py     network strategies (pure plans): VifsRequestParam, PerInstance, VifTemplate,
+                 VifParamTemplate, SpecifyNetwork, NatOneToOne, FlatSingle,
+                 RequestParamToGroup, NetworkGroup; ``vifs`` validation
+network.py       vif creation from the plans (network groups resolved, NAT from the NAT
+                 network)
 ip_address.py    Incremental (explicit per-network cursor) and SpecifyIP; manual IP checks
-mac_address.py   Default and SpecifyMacAddress; manual MAC checks
+mac_address.py   Default, ByHostNodeGroup and SpecifyMacAddress; manual MAC checks
 capacity.py      used-capacity counters and allocation rows: candidates, atomic claims,
                  releases, reconcile
 handlers.py      the job steps schedule_instance, schedule_start_instance, schedule_volume
+evacuation.py    evacuate_from (HA re-placement) and the node-offline event handler
 
 Interface for the API side
 --------------------------
@@ -79,4 +87,6 @@ handlers.schedule_volume(session, volume_id) -> dict
     {"outcome": "failed", "error_type": ..., "message": ..., "state": ...}
     A failure is applied (terminated / stopped / deleted, reason in ``placement_error``)
     and returned, never raised, so it commits; an unknown id raises its typed error.
+evacuation.evacuate_from(session, host_node_id, keep_offline=False)
+    -> {"scheduled": [...], "failed": [...], "halted": [...]}  (see evacuation.py)
 """

@@ -73,15 +73,18 @@ def _host_fits(cpu_cores: int, memory_size: int, disk_bytes: int) -> Any:
 
 
 def host_candidates(session: Session, request: HostRequest, order: str = "memory",
-                    limit: int = CANDIDATE_LIMIT,
-                    exclude_ids: tuple[int, ...] = ()) -> list[HostCandidate]:
+                    limit: int | None = CANDIDATE_LIMIT, exclude_ids: tuple[int, ...] = (),
+                    fit: bool = True) -> list[HostCandidate]:
     """Online, schedulable hosts of the request's hypervisor and arch that fit it, best
-    first (``order``: ``memory``/``cpu`` = most free first, ``id``), ties by lowest id."""
+    first (``order``: ``memory``/``cpu`` = most free first, ``id``), ties by lowest id.
+    ``limit`` None reads them all; ``fit`` False also those without room (over-commit)."""
     stmt = (select(*_HOST_COLUMNS).join(NodeState, NodeState.node_id == HostNode.node_id)
             .where(_schedulable_hosts(), HostNode.hypervisor == request.hypervisor,
-                   HostNode.arch == request.arch,
-                   _host_fits(request.cpu_cores, request.memory_size, request.disk_bytes))
+                   HostNode.arch == request.arch)
             .order_by(*_HOST_ORDERS[order]).limit(limit))
+    if fit:
+        stmt = stmt.where(_host_fits(request.cpu_cores, request.memory_size,
+                                     request.disk_bytes))
     if exclude_ids:
         stmt = stmt.where(HostNode.id.not_in(exclude_ids))
     return [_host_candidate(row) for row in session.execute(stmt)]
@@ -216,16 +219,19 @@ def reclaim_host(session: Session, instance: Instance) -> None:
 
 
 def storage_candidates(session: Session, size_bytes: int, limit: int = CANDIDATE_LIMIT,
-                       exclude_ids: tuple[int, ...] = ()) -> list[StorageCandidate]:
-    """Online storage nodes with ``size_bytes`` free, most free first, ties by lowest id."""
+                       exclude_ids: tuple[int, ...] = (), order: str = "free"
+                       ) -> list[StorageCandidate]:
+    """Online storage nodes with ``size_bytes`` free: most free first, ties by lowest id
+    (``order`` "free"), or by id ("id")."""
+    by = (StorageNode.id,) if order == "id" else \
+        ((_STORAGE_DISK - StorageNode.used_disk_bytes).desc(), StorageNode.id)
     stmt = (select(StorageNode.id, StorageNode.uuid, StorageNode.node_id,
                    StorageNode.storage_type, _STORAGE_DISK.label("offering_disk"),
                    StorageNode.used_disk_bytes)
             .join(NodeState, NodeState.node_id == StorageNode.node_id)
             .where(NodeState.state == "online",
                    StorageNode.used_disk_bytes + size_bytes <= _STORAGE_DISK)
-            .order_by((_STORAGE_DISK - StorageNode.used_disk_bytes).desc(), StorageNode.id)
-            .limit(limit))
+            .order_by(*by).limit(limit))
     if exclude_ids:
         stmt = stmt.where(StorageNode.id.not_in(exclude_ids))
     return [StorageCandidate(id=r.id, uuid=f"sn-{r.uuid}", node_id=r.node_id,

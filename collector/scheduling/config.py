@@ -9,6 +9,8 @@ names are the original's (``dcmgr.conf``), so a configuration maps one-to-one::
     create_volume_min_size = 10           # MB, API volume size bounds
     create_volume_max_size = 3000
     stopped_instance_usage_factor = 1.0   # accepted for compatibility (no effect, S27)
+    evacuate_on_node_offline = false      # a host agent going offline re-places its HA
+                                          # instances (once per outage; the hma's job)
 
     [features]
     openvnet = false                      # also submit vnet-collector.schedule_vifs
@@ -19,7 +21,8 @@ names are the original's (``dcmgr.conf``), so a configuration maps one-to-one::
     storage_node_scheduler = "LeastUsage" # a bare name = a strategy without options
     mac_address_scheduler = "Default"     # default "Default"
     ip_address_scheduler = "Incremental"  # default "Incremental"
-    # host_node_ha_scheduler: defaults to host_node_scheduler (S12)
+    # host_node_ha_scheduler: defaults to host_node_scheduler (S12); over-commit only
+    #   when asked: { strategy = "LeastUsage", allow_over_commit = true }
 
     [service_types.std.network_scheduler]
     strategy = "PerInstance"
@@ -27,11 +30,13 @@ names are the original's (``dcmgr.conf``), so a configuration maps one-to-one::
     # [service_types.std.network_scheduler.add.<name>]   strategy = "...", options...
 
     [service_types.lb]
-    class = "LbServiceType"               # image_id, instances_network,
-    ...                                   # management_network: optional strings
+    class = "LbServiceType"               # image_id, instances_network, management_network,
+    ...                                   # ssh_key_id, amqp_server_uri: optional strings
+                                          # (backup_storage_id for both classes)
 
 A strategy entry is its name, or a table with ``strategy`` plus that strategy's options.
-``docs/scheduler.example.toml`` is the full sample. A bad configuration raises
+``docs/scheduler.example.toml`` is the full sample with every strategy;
+``docs/scheduler.original-sample.toml`` is the original's own sample, key for key. A bad configuration raises
 SchedulerConfigError with one line naming the key, e.g.
 ``service_types.std.host_node_scheduler.sort_priority: must be "memory" or "cpu"``.
 """
@@ -57,6 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "create_volume_min_size": 10,
     "create_volume_max_size": 3000,
     "stopped_instance_usage_factor": 1.0,
+    "evacuate_on_node_offline": False,
     "features": {"openvnet": False},
     "service_types": {
         "std": {
@@ -81,7 +87,7 @@ DEFAULTS: dict[str, Any] = {
 _TOP_KEYS = {"default_service_type", "mac_address_vendor_id", "create_volume_min_size",
              "create_volume_max_size", "stopped_instance_usage_factor", "features",
              "service_types", "default_shared_host_pool", "default_shared_network_pool",
-             "default_shared_storage_pool"}
+             "default_shared_storage_pool", "evacuate_on_node_offline"}
 # key -> (strategy kind, required)
 _SCHEDULER_KEYS = {
     "host_node_scheduler": ("host_node", True),
@@ -91,7 +97,12 @@ _SCHEDULER_KEYS = {
     "mac_address_scheduler": ("mac_address", False),
     "ip_address_scheduler": ("ip_address", False),
 }
-_LB_KEYS = ("image_id", "instances_network", "management_network")
+# Other keys of a service type (kept in ``extra``, not used by placement).
+_EXTRA_KEYS = {
+    "StdServiceType": ("backup_storage_id",),
+    "LbServiceType": ("image_id", "instances_network", "management_network", "ssh_key_id",
+                      "amqp_server_uri", "backup_storage_id"),
+}
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,7 @@ class ServiceTypeConfig:
     network: Any
     mac_address: Any
     ip_address: Any
-    extra: dict[str, str] = field(default_factory=dict)  # lb: image_id, networks
+    extra: dict[str, str] = field(default_factory=dict)  # lb: image_id, networks, ...
 
 
 @dataclass(frozen=True)
@@ -119,6 +130,7 @@ class SchedulerConfig:
     create_volume_max_size: int
     stopped_instance_usage_factor: float
     openvnet: bool = False
+    evacuate_on_node_offline: bool = False
 
     def service_type(self, name: str | None = None) -> ServiceTypeConfig:
         """The named service type (None or "" = the default); UnknownServiceType otherwise."""
@@ -143,7 +155,7 @@ def _service_type(name: str, doc: object) -> ServiceTypeConfig:
     kind = doc.get("class", "StdServiceType")
     if kind not in SERVICE_TYPE_CLASSES:
         raise SchedulerConfigError(f'{where}.class: must be "StdServiceType" or "LbServiceType"')
-    allowed = {"class", *_SCHEDULER_KEYS, *(_LB_KEYS if kind == "LbServiceType" else ())}
+    allowed = {"class", *_SCHEDULER_KEYS, *_EXTRA_KEYS[kind]}
     unknown = sorted(set(doc) - allowed)
     if unknown:
         raise SchedulerConfigError(f"{where}.{unknown[0]}: unknown key")
@@ -155,7 +167,7 @@ def _service_type(name: str, doc: object) -> ServiceTypeConfig:
             continue
         built[key] = registry.build_entry(strategy_kind, doc[key], f"{where}.{key}")
     extra = {}
-    for key in _LB_KEYS:
+    for key in _EXTRA_KEYS[kind]:
         if key in doc:
             extra[key] = registry.text(doc, key, where)
     return ServiceTypeConfig(
@@ -199,11 +211,14 @@ def parse_config(doc: dict[str, Any], source: str = "built-in defaults") -> Sche
     openvnet = features.get("openvnet", False)
     if not isinstance(openvnet, bool):
         raise SchedulerConfigError("features.openvnet: must be true or false")
+    evacuate = merged["evacuate_on_node_offline"]
+    if not isinstance(evacuate, bool):
+        raise SchedulerConfigError("evacuate_on_node_offline: must be true or false")
     return SchedulerConfig(
         source=source, default_service_type=default, service_types=service_types,
         mac_address_vendor_id=vendor.lower(), create_volume_min_size=low,
         create_volume_max_size=high, stopped_instance_usage_factor=float(factor),
-        openvnet=openvnet)
+        openvnet=openvnet, evacuate_on_node_offline=evacuate)
 
 
 def _is_hex(text: str) -> bool:

@@ -3,6 +3,16 @@
 A host strategy names the SQL order its candidates are read in (``order``) and ranks them
 (``rank``): it returns the acceptable hosts best first, or raises a typed error. The claim
 loop in ``place_host`` then claims the first one that still fits, atomically.
+
+Optional attributes of a strategy, read by the claim loop:
+``candidate_limit`` (how many candidates a round reads, None = all), ``enrich(session,
+candidates, request)`` (reads the extra facts its rank needs, e.g. PipedRules' groups and
+usage sums; rank stays pure), ``exclude_current`` (never the instance's current host),
+``specific`` (the requested host only), ``allow_over_commit`` (HA re-placement may take
+the best host past its offering when none has room, spec 2.5).
+
+Strategies here: LeastUsage, FindFirst, SpecifyNode, ExcludeSame; PipedRules is in
+``piped_rules.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from collector import ids
 from collector.db import dialect_name
@@ -25,7 +35,7 @@ from collector.errors import (
 )
 from collector.models import HostNode, Instance
 from collector.scheduling import capacity
-from collector.scheduling.registry import choice, no_other_keys, register
+from collector.scheduling.registry import choice, flag, no_other_keys, register
 from collector.scheduling.snapshot import HostCandidate, HostRequest
 
 # Candidate rounds before giving up: each round reads the next best hosts that fit.
@@ -53,6 +63,25 @@ def least_usage(candidates: Sequence[HostCandidate], request: HostRequest,
     if sort_priority == "cpu":
         return sorted(_eligible(candidates, request), key=lambda c: (-c.free_cpu_cores, c.id))
     return sorted(_eligible(candidates, request), key=lambda c: (-c.free_memory_size, c.id))
+
+
+def over_commit_order(candidates: Sequence[HostCandidate], request: HostRequest,
+                      sort_priority: str = "memory") -> list[HostCandidate]:
+    """Over-commit ranking (LeastUsage's ``schedule_over_commit``): the schedulable hosts of
+    the hypervisor and arch, not the current one, room or not; best first as LeastUsage."""
+    matching = [c for c in candidates if c.schedulable() and c.matches(request)
+                and c.uuid != request.current_host]
+    if sort_priority == "cpu":
+        return sorted(matching, key=lambda c: (-c.free_cpu_cores, c.id))
+    return sorted(matching, key=lambda c: (-c.free_memory_size, c.id))
+
+
+def exclude_same(candidates: Sequence[HostCandidate], request: HostRequest
+                 ) -> list[HostCandidate]:
+    """Any fitting schedulable host but the instance's current one, by id (the original
+    took the first row without a capacity check and crashed without a host, S8)."""
+    others = [c for c in candidates if c.uuid != request.current_host]
+    return sorted(_eligible(others, request), key=lambda c: c.id)
 
 
 def find_first(candidates: Sequence[HostCandidate], request: HostRequest) -> list[HostCandidate]:
@@ -84,6 +113,7 @@ def specify_node(candidates: Sequence[HostCandidate], request: HostRequest) -> l
 @dataclass(frozen=True)
 class LeastUsage:
     sort_priority: str = "memory"
+    allow_over_commit: bool = False  # only HA re-placement uses it (spec 2.5, 3.6)
 
     @property
     def order(self) -> str:
@@ -92,6 +122,20 @@ class LeastUsage:
     def rank(self, candidates: Sequence[HostCandidate], request: HostRequest
              ) -> list[HostCandidate]:
         return least_usage(candidates, request, self.sort_priority)
+
+    def rank_over_commit(self, candidates: Sequence[HostCandidate], request: HostRequest
+                         ) -> list[HostCandidate]:
+        return over_commit_order(candidates, request, self.sort_priority)
+
+
+@dataclass(frozen=True)
+class ExcludeSame:
+    order: str = "id"
+    exclude_current = True
+
+    def rank(self, candidates: Sequence[HostCandidate], request: HostRequest
+             ) -> list[HostCandidate]:
+        return exclude_same(candidates, request)
 
 
 @dataclass(frozen=True)
@@ -115,8 +159,15 @@ class SpecifyNode:
 
 @register("host_node", "LeastUsage")
 def _least_usage(options: dict[str, Any], where: str) -> LeastUsage:
-    no_other_keys(options, ("sort_priority",), where)
-    return LeastUsage(choice(options, "sort_priority", ("memory", "cpu"), "memory", where))
+    no_other_keys(options, ("sort_priority", "allow_over_commit"), where)
+    return LeastUsage(choice(options, "sort_priority", ("memory", "cpu"), "memory", where),
+                      flag(options, "allow_over_commit", False, where))
+
+
+@register("host_node", "ExcludeSame")
+def _exclude_same(options: dict[str, Any], where: str) -> ExcludeSame:
+    no_other_keys(options, (), where)
+    return ExcludeSame()
 
 
 @register("host_node", "FindFirst")
@@ -132,25 +183,35 @@ def _specify_node(options: dict[str, Any], where: str) -> SpecifyNode:
 
 
 def host_request(instance: Instance, disk_bytes: int) -> HostRequest:
+    current = None
+    if instance.host_node_id is not None:  # read by id: the relationship may be stale
+        current = object_session(instance).get(HostNode, instance.host_node_id).canonical_uuid
     return HostRequest(
         instance_id=instance.canonical_uuid, hypervisor=instance.hypervisor or "",
         arch=instance.image.arch, cpu_cores=instance.cpu_cores,
         memory_size=instance.memory_size, disk_bytes=disk_bytes,
-        account_id=instance.account_id, request_params=instance.request_params or {})
+        account_id=instance.account_id, request_params=instance.request_params or {},
+        current_host=current)
 
 
 def place_host(session: Session, instance: Instance, request: HostRequest,
-               strategy: Any) -> HostCandidate:
+               strategy: Any, over_commit: bool = False) -> HostCandidate:
     """Rank candidates with ``strategy`` and claim the first that still fits.
 
     On PostgreSQL a first pass skips hosts another placement holds right now (it would
     only wait for them), a second pass waits: a host is never reported full just because
-    it was busy.
+    it was busy. ``over_commit`` (HA re-placement with a strategy that allows it): when no
+    host has room, the best-ranked one is claimed past its offering.
+    The instance must hold no host claim (``capacity.release_host`` first).
     """
-    tried: tuple[int, ...] = ()
+    specific = getattr(strategy, "specific", False)
+    limit = getattr(strategy, "candidate_limit", capacity.CANDIDATE_LIMIT)
+    enrich = getattr(strategy, "enrich", None)
+    current = instance.host_node_id if getattr(strategy, "exclude_current", False) else None
+    tried: tuple[int, ...] = () if current is None else (current,)
     passes = (True, False) if dialect_name(session) == "postgresql" else (False,)
     for _ in range(MAX_ROUNDS):
-        if getattr(strategy, "specific", False):
+        if specific:
             wanted = specified_host(request)
             try:
                 raw = ids.raw_part(wanted, HostNode.prefix)
@@ -160,7 +221,9 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
             candidates = capacity.host_snapshot(session, uuids=[raw])
         else:
             candidates = capacity.host_candidates(session, request, order=strategy.order,
-                                                  exclude_ids=tried)
+                                                  limit=limit, exclude_ids=tried)
+        if enrich is not None:
+            candidates = enrich(session, candidates, request)
         if not candidates:
             break
         ranked = strategy.rank(candidates, request)
@@ -169,15 +232,31 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
                 if capacity.claim_host(session, candidate.id, instance, request.disk_bytes,
                                        skip_locked=skip_locked):
                     return candidate
-        if getattr(strategy, "specific", False):
+        if specific:
             break
         tried += tuple(c.id for c in candidates)
+    if over_commit and getattr(strategy, "allow_over_commit", False):
+        forced = _over_commit(session, instance, request, strategy)
+        if forced is not None:
+            return forced
     if not capacity.matching_host_exists(session, request.hypervisor, request.arch):
         raise NoMatchingHostNode(f"Unable to find a suitable host node for {request.arch} "
                                  f"{request.hypervisor}.")
     raise InsufficientCapacity(
         f"no host has {request.cpu_cores} cpu cores, {request.memory_size} MB memory and "
         f"{request.disk_bytes} bytes of local disk free for {request.instance_id}")
+
+
+def _over_commit(session: Session, instance: Instance, request: HostRequest,
+                 strategy: Any) -> HostCandidate | None:
+    exclude = (instance.host_node_id,) if instance.host_node_id is not None else ()
+    candidates = capacity.host_candidates(session, request, order=strategy.order, limit=1,
+                                          exclude_ids=exclude, fit=False)
+    ranked = strategy.rank_over_commit(candidates, request)
+    if not ranked:
+        return None
+    capacity.claim_host(session, ranked[0].id, instance, request.disk_bytes, force=True)
+    return ranked[0]
 
 
 def assign_explicit_host(session: Session, instance: Instance, host_cuuid: object) -> HostNode:

@@ -1,4 +1,8 @@
-"""MAC address allocation: ``Default`` (ordered scan of the ranges) and ``SpecifyMacAddress``.
+"""MAC address allocation: ``Default`` (ordered scan of the ranges), ``ByHostNodeGroup``
+(the range paired with the host's group) and ``SpecifyMacAddress``.
+
+A MAC strategy is ``allocate(session, requested, vendor_id, host_node_id) -> int`` (the
+leased address); a requested MAC is honoured (checked) by every strategy (S19).
 
 Addresses are 48-bit integers in ``mac_leases`` (unique) and 12 zero-padded lowercase hex
 digits on the vif (the original dropped leading zeros, S18). A range is vendor_id (24 bits)
@@ -8,6 +12,7 @@ plus [range_begin, range_end] (24-bit device part), both ends usable.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +20,7 @@ from sqlalchemy import BigInteger, and_, cast, exists, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from collector import ids
 from collector.db import dialect_name
 from collector.errors import (
     DuplicateMacAddress,
@@ -22,10 +28,11 @@ from collector.errors import (
     MacNotInRange,
     NetworkSchedulingError,
     OutOfMacRange,
+    UnknownMacRange,
 )
-from collector.models import MacLease, MacRange
+from collector.models import HostNode, HostNodeGroup, MacLease, MacRange, Tag, TagMapping
 from collector.scheduling.gaps import first_free
-from collector.scheduling.registry import no_other_keys, register
+from collector.scheduling.registry import canonical_id, check_id, no_other_keys, pairs, register
 
 DEVICE_SPAN = 1 << 24
 _HEX12 = re.compile(r"^[0-9a-fA-F]{12}$")
@@ -91,8 +98,9 @@ def next_free_mac(session: Session, lo: int, hi: int) -> int | None:
     return first_free(session, MacLease.mac_addr, lo, hi)
 
 
-def allocate_from_ranges(session: Session) -> int:
-    """The next free address of the first range (by id) that has one, leased."""
+def allocate_from_ranges(session: Session, range_uuids: Sequence[str] | None = None) -> int:
+    """The next free address of the first range that has one, leased: every range by id,
+    or only ``range_uuids`` (canonical mr-...) in that order."""
     lo = cast(MacRange.vendor_id, BigInteger) * DEVICE_SPAN + MacRange.range_begin
     hi = cast(MacRange.vendor_id, BigInteger) * DEVICE_SPAN + MacRange.range_end
     top = (select(func.max(MacLease.mac_addr)).where(MacLease.mac_addr >= lo,
@@ -100,11 +108,17 @@ def allocate_from_ranges(session: Session) -> int:
            .scalar_subquery())
     stmt = select(MacRange.uuid, lo.label("lo"), hi.label("hi"), top.label("top")) \
         .order_by(MacRange.id)
+    if range_uuids is not None:
+        stmt = stmt.where(MacRange.uuid.in_([ids.raw_part(u, MacRange.prefix)
+                                             for u in range_uuids]))
     if dialect_name(session) == "postgresql":
         # Schedulers take turns per range set: without this they would all pick the
         # same next address and queue behind each other's insert anyway.
         stmt = stmt.with_for_update(of=MacRange)
-    ranges = session.execute(stmt).all()
+    ranges = session.execute(stmt).all()  # locked in id order, whatever the preference
+    if range_uuids is not None:
+        position = {u: n for n, u in enumerate(range_uuids)}
+        ranges.sort(key=lambda r: position[f"mr-{r.uuid}"])
     if not ranges:
         raise OutOfMacRange("No mac address ranges found in the database.")
     for row in ranges:
@@ -121,15 +135,67 @@ def allocate_from_ranges(session: Session) -> int:
     raise OutOfMacRange(f"No available MAC addresses left in the ranges {names}")
 
 
+def ranges_for_groups(host_groups: frozenset[str], paired: Sequence[tuple[str, str]],
+                      default: str | None) -> list[str]:
+    """ByHostNodeGroup's ranges to try, in order: those paired with a group of the host, in
+    the configured order (the original let the last matching group win, S18), then the
+    default."""
+    out = [rng for group, rng in paired if group in host_groups]
+    if default is not None:
+        out.append(default)
+    return list(dict.fromkeys(out))
+
+
+def host_groups(session: Session, host_node_id: int | None) -> frozenset[str]:
+    """The host node groups (hng-...) the host belongs to; none without a host."""
+    if host_node_id is None:
+        return frozenset()
+    host = session.scalar(select(HostNode.uuid).where(HostNode.id == host_node_id))
+    if host is None:
+        return frozenset()
+    kind = HostNodeGroup.__mapper_args__["polymorphic_identity"]
+    return frozenset(f"hng-{g}" for g in session.scalars(
+        select(Tag.uuid).join(TagMapping, TagMapping.tag_id == Tag.id)
+        .where(Tag.type_id == kind, TagMapping.uuid == f"hn-{host}")))
+
+
 @dataclass(frozen=True)
 class Default:
     """Requested MACs are honoured (checked); others come from the ranges in order."""
 
     def allocate(self, session: Session, requested: str | None = None,
-                 vendor_id: str | None = None) -> int:
+                 vendor_id: str | None = None, host_node_id: int | None = None) -> int:
         if requested:
             return lease_manual_mac(session, requested)
         return allocate_from_ranges(session)
+
+
+@dataclass(frozen=True)
+class ByHostNodeGroup:
+    """The range paired with the first of the host's groups (configured order) that has a
+    free address, else ``default``. Without a host (a vif made before placement) only
+    ``default`` applies (the original crashed, S18)."""
+
+    default: str | None = None
+    pairs: tuple[tuple[str, str], ...] = ()
+
+    def allocate(self, session: Session, requested: str | None = None,
+                 vendor_id: str | None = None, host_node_id: int | None = None) -> int:
+        if requested:
+            return lease_manual_mac(session, requested)
+        wanted = ranges_for_groups(host_groups(session, host_node_id), self.pairs,
+                                   self.default)
+        if not wanted:
+            raise UnknownMacRange("No default MAC address range set and no pair matches "
+                                  "the groups of the host")
+        known = {f"mr-{u}" for u in session.scalars(select(MacRange.uuid).where(
+            MacRange.uuid.in_([ids.raw_part(u, MacRange.prefix) for u in wanted])))}
+        if self.default is not None and self.default not in known:
+            raise UnknownMacRange(f"MAC address range '{self.default}' not found")
+        existing = [u for u in wanted if u in known]
+        if not existing:
+            raise UnknownMacRange(f"MAC address range '{wanted[0]}' not found")
+        return allocate_from_ranges(session, existing)
 
 
 @dataclass(frozen=True)
@@ -137,7 +203,7 @@ class SpecifyMacAddress:
     """Only requested MACs (6 digits take the configured vendor id)."""
 
     def allocate(self, session: Session, requested: str | None = None,
-                 vendor_id: str | None = None) -> int:
+                 vendor_id: str | None = None, host_node_id: int | None = None) -> int:
         if not requested:
             raise NetworkSchedulingError("SpecifyMacAddress: the vif has no mac_addr")
         return lease_manual_mac(session, requested, vendor_id)
@@ -147,6 +213,16 @@ class SpecifyMacAddress:
 def _default(options: dict[str, Any], where: str) -> Default:
     no_other_keys(options, (), where)
     return Default()
+
+
+@register("mac_address", "ByHostNodeGroup")
+def _by_host_node_group(options: dict[str, Any], where: str) -> ByHostNodeGroup:
+    no_other_keys(options, ("default", "pair"), where)
+    paired = pairs(options, "pair", where)
+    for group, rng in paired:
+        check_id(group, "hng", f"{where}.pair")
+        check_id(rng, "mr", f"{where}.pair")
+    return ByHostNodeGroup(canonical_id(options, "default", "mr", where), paired)
 
 
 @register("mac_address", "SpecifyMacAddress")

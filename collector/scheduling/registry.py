@@ -14,14 +14,16 @@ import importlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from collector.errors import SchedulerConfigError
+from collector import ids
+from collector.errors import InvalidArgument, SchedulerConfigError
 
 KINDS = ("host_node", "storage_node", "network", "ip_address", "mac_address")
 Builder = Callable[[dict[str, Any], str], Any]
 
 _BUILDERS: dict[str, dict[str, Builder]] = {kind: {} for kind in KINDS}
 # The modules whose import registers the built-in strategies.
-_BUILTIN_MODULES = ("host_node", "storage_node", "network", "ip_address", "mac_address")
+_BUILTIN_MODULES = ("host_node", "piped_rules", "storage_node", "network", "vif_plans",
+                    "ip_address", "mac_address")
 
 
 def register(kind: str, name: str) -> Callable[[Builder], Builder]:
@@ -99,3 +101,41 @@ def string_map(options: dict[str, Any], key: str, where: str) -> dict[str, str]:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise SchedulerConfigError(f"{where}.{key}: must be a table of strings")
     return dict(value)
+
+
+def pairs(options: dict[str, Any], key: str, where: str) -> tuple[tuple[str, str], ...]:
+    """The original's repeated ``pair a, b``: a table ``{a = "b", ...}`` or a list of
+    two-string lists, in the order written (the order is the precedence)."""
+    value = options.get(key, {})
+    items = list(value.items()) if isinstance(value, dict) else value
+    if not isinstance(items, list) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2
+            and all(isinstance(x, str) and x for x in p) for p in items):
+        raise SchedulerConfigError(
+            f"{where}.{key}: must be a table of strings or a list of [key, value] pairs")
+    return tuple((a, b) for a, b in items)
+
+
+def canonical_id(options: dict[str, Any], key: str, prefix: str, where: str,
+                 required: bool = False) -> str | None:
+    """An optional (or required) option holding a canonical id ``<prefix>-...``."""
+    value = text(options, key, where, required=required)
+    if value is not None:
+        check_id(value, prefix, f"{where}.{key}")
+    return value
+
+
+def check_id(value: str, prefix: str, where: str) -> str:
+    try:
+        ids.raw_part(value, prefix)
+    except InvalidArgument:
+        raise SchedulerConfigError(f"{where}: must be an id {prefix}-..., got {value!r}") \
+            from None
+    return value
+
+
+def flag(options: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = options.get(key, default)
+    if not isinstance(value, bool):
+        raise SchedulerConfigError(f"{where}.{key}: must be true or false")
+    return value

@@ -25,6 +25,7 @@ class HostRequest:
     disk_bytes: int = 0
     account_id: str | None = None
     request_params: Mapping[str, Any] = field(default_factory=dict)
+    current_host: str | None = None  # canonical hn-... the instance is on now (HA, ExcludeSame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,10 @@ class HostCandidate:
     used_cpu_cores: int = 0
     used_memory_size: int = 0
     used_disk_bytes: int = 0
+    # Facts only some strategies read (PipedRules rules), filled in on demand.
+    groups: frozenset[str] = frozenset()  # host node groups (hng-...) the host belongs to
+    used_quota_weight: float = 0.0  # sum of quota_weight of its alive instances
+    account_instances: int = 0  # its alive instances of the request's account
 
     @property
     def free_cpu_cores(self) -> int:
@@ -95,3 +100,22 @@ class VifPlan:
     mac_addr: str | None = None  # a requested MAC (honoured, unlike the original, S19)
     ipv4_addr: str | None = None  # a requested address in ``network``
     nat_ipv4_addr: str | None = None  # a requested address in ``nat_network``
+    # Instead of ``network``: a network group (nwg-..., or ALL_NETWORKS), its member
+    # networks tried in ``group_order`` ("sort_index" or "least_allocation") until one
+    # has a free address; the vif is created once, whatever the tries (S20).
+    network_group: str | None = None
+    group_order: str = "sort_index"
+    auto_address: bool = True  # False: only a requested address is leased (SpecifyNetwork)
+
+
+ALL_NETWORKS = "*"  # VifPlan.network_group: the network with the lowest id (FlatSingle)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMember:
+    """A member network of a network group, as the group strategies order them."""
+
+    network: str  # canonical nw-...
+    id: int
+    sort_index: int = 0
+    allocated: int = 0  # addresses taken in it (least_allocation)

@@ -1,4 +1,5 @@
-"""Storage placement for shared volumes: the LeastUsage strategy and the claim loop.
+"""Storage placement for shared volumes: the LeastUsage and FindFirst strategies and the
+claim loop.
 
 ``associate`` creates the device row of the chosen node's kind (iSCSI or NFS) and sets the
 volume's ``volume_type``, as the original's ``associate_volume``.
@@ -34,11 +35,41 @@ def least_usage(candidates: Sequence[StorageCandidate], size_bytes: int
     return sorted(fitting, key=lambda c: (-c.free_disk_bytes, c.id))
 
 
+def find_first(candidates: Sequence[StorageCandidate], size_bytes: int
+               ) -> list[StorageCandidate]:
+    """Online nodes with ``size_bytes`` free, by id (the original's FindFirst was dead code
+    and ignored online state and capacity, S5)."""
+    online = [c for c in candidates if c.online]
+    if not online:
+        raise NoMatchingStorageNode("no storage node is online")
+    fitting = [c for c in online if c.free_disk_bytes >= size_bytes]
+    if not fitting:
+        raise InsufficientCapacity(f"no storage node has {size_bytes} bytes free")
+    return sorted(fitting, key=lambda c: c.id)
+
+
 @dataclass(frozen=True)
 class LeastUsage:
+    order: str = "free"
+
     def rank(self, candidates: Sequence[StorageCandidate], size_bytes: int
              ) -> list[StorageCandidate]:
         return least_usage(candidates, size_bytes)
+
+
+@dataclass(frozen=True)
+class FindFirst:
+    order: str = "id"
+
+    def rank(self, candidates: Sequence[StorageCandidate], size_bytes: int
+             ) -> list[StorageCandidate]:
+        return find_first(candidates, size_bytes)
+
+
+@register("storage_node", "FindFirst")
+def _find_first(options: dict[str, Any], where: str) -> FindFirst:
+    no_other_keys(options, (), where)
+    return FindFirst()
 
 
 @register("storage_node", "LeastUsage")
@@ -53,7 +84,8 @@ def place_storage(session: Session, volume: Volume, strategy: Any) -> StorageCan
     tried: tuple[int, ...] = ()
     passes = (True, False) if dialect_name(session) == "postgresql" else (False,)
     for _ in range(MAX_ROUNDS):
-        candidates = capacity.storage_candidates(session, size, exclude_ids=tried)
+        candidates = capacity.storage_candidates(session, size, exclude_ids=tried,
+                                                 order=getattr(strategy, "order", "free"))
         if not candidates:
             break
         for skip_locked in passes:

@@ -24,7 +24,9 @@ Parameters of ``create_instance`` (the original's names; None means absent)::
     hypervisor (required)     some online, scheduling-enabled host must have it
     cpu_cores (required)      1..128             memory_size (required)  128..999999 (MB)
     vifs                      {name: {network, nat_network, index, security_groups, mac_addr,
-                              ipv4_addr, nat_ipv4_addr, monitors}} or the same as JSON text
+                              ipv4_addr, nat_ipv4_addr, monitors, network_group}} or the
+                              same as JSON text (network_group nwg-...: a network of that
+                              group, for the group strategies, instead of network)
     security_groups           sg-... or a list: every vif's groups (else each vif's own)
     volumes                   {key: {volume_type: local|shared, size (bytes, or "10G"),
                               backup_object_id, display_name}} or a list of such maps
@@ -61,6 +63,7 @@ from collector.errors import (
     OutOfDiskSpace,
     OutOfHostCapacity,
     UnknownImageID,
+    UnknownNetworkID,
 )
 from collector.fields import check_fits
 from collector.models import (
@@ -71,6 +74,7 @@ from collector.models import (
     Instance,
     InstanceMonitorAttr,
     Network,
+    NetworkGroup,
     SecurityGroup,
     SshKeyPair,
     StorageNode,
@@ -85,8 +89,8 @@ DEFAULT_ACCOUNT = "a-shpoolxx"
 CPU_CORES = (1, 128)
 MEMORY_SIZE = (128, 999_999)  # MB
 MANUAL_ADDRESS_KEYS = ("mac_addr", "ipv4_addr", "nat_ipv4_addr")
-VIF_KEYS = frozenset({"index", "network", "nat_network", "security_groups", *MANUAL_ADDRESS_KEYS,
-                      "monitors", "vendor_id", "bandwidth"})
+VIF_KEYS = frozenset({"index", "network", "nat_network", "network_group", "security_groups",
+                      *MANUAL_ADDRESS_KEYS, "monitors", "vendor_id", "bandwidth"})
 VOLUME_KEYS = frozenset({"volume_type", "size", "backup_object_id", "display_name"})
 HOSTNAME = re.compile(r"^[0-9a-z][0-9a-z-]{0,31}$")
 SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -284,6 +288,16 @@ def _check_vifs(session: Session, value: Any) -> dict[str, dict[str, Any]]:
             if not isinstance(vif[key], str):
                 raise InvalidParameter(f"vif {name!r}: {key} must be an id nw-...")
             Network.by_cuuid(session, _cuuid(vif[key], "nw", f"vif {name!r} {key}"))
+        if vif.get("network_group") in (None, ""):
+            vif.pop("network_group", None)
+        else:
+            group = vif["network_group"]
+            if not isinstance(group, str):
+                raise InvalidParameter(f"vif {name!r}: network_group must be an id nwg-...")
+            found = NetworkGroup.find_cuuid(session, _cuuid(group, "nwg",
+                                                            f"vif {name!r} network_group"))
+            if found is None:
+                raise UnknownNetworkID(f"unknown network group {group}")
         if "security_groups" in vif:
             vif["security_groups"] = _group_ids(vif["security_groups"],
                                                 f"vif {name!r} security_groups")

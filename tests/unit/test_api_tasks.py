@@ -53,3 +53,18 @@ def test_an_error_type_the_collector_does_not_know_keeps_its_name():
     assert type(scheduler.placement_error("NoMatchingNetworkGroup", "x")) is type(exc)
     odd = scheduler.placement_error("not a name; rm -rf", "x")
     assert type(odd) is errors.PlacementError and "not a name" in odd.message
+
+
+def test_evacuation_tasks_and_the_offline_subscription_are_registered():
+    import tasks.api  # noqa: F401 - registers the api tasks
+    from tasks.event_bus import matching
+
+    assert {"api.evacuate_host", "scheduler.evacuate_from"} <= set(app.tasks)
+    assert route_task("scheduler.evacuate_from", [], {}, {}) == {"queue": "scheduler"}
+    [sub] = [s for s in matching("node_collector/offline", "collector.master")
+             if s.role == "scheduler"]
+    assert (sub.queue, sub.task_name) == ("events.scheduler",
+                                          "events.scheduler.on_node_offline")
+    assert app.tasks[sub.task_name].queue == "events.scheduler"
+    assert queues_for("scheduler") == ("scheduler", "events.scheduler")
+    assert "events.scheduler" in queues_for("all")

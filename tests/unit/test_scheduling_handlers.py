@@ -414,3 +414,24 @@ def test_the_configured_strategy_places(session, world, tmp_path):
         assert (result["error_type"], result["state"]) == ("NoMatchingHostNode", "terminated")
     finally:
         config.reload_scheduler_config()
+
+
+def test_the_openvnet_feature_also_asks_vnet_collector_to_schedule_the_vifs(session, world,
+                                                                          tmp_path):
+    path = tmp_path / "openvnet.toml"
+    path.write_text("[features]\nopenvnet = true\n")
+    try:
+        config.reload_scheduler_config(str(path))
+        inst = scheduling_instance(session, world)
+        assert handlers.schedule_instance(session, inst.canonical_uuid)["outcome"] == "placed"
+        sent = [(m.queue, m.name, m.payload["args"]) for m in session.scalars(
+            select(OutboxMessage).where(OutboxMessage.kind == "task",
+                                        OutboxMessage.queue == "vnet-collector"))]
+        assert (("vnet-collector", "vnet-collector.schedule_vifs", [inst.canonical_uuid])
+                in sent)
+    finally:
+        config.reload_scheduler_config()
+    other = scheduling_instance(session, world)
+    handlers.schedule_instance(session, other.canonical_uuid)
+    assert not any(m.payload["args"] == [other.canonical_uuid] for m in session.scalars(
+        select(OutboxMessage).where(OutboxMessage.queue == "vnet-collector")))

@@ -158,7 +158,7 @@ def test_ranges_are_clamped_to_the_window_and_ordered_by_address():
 
 def plan(vifs, request_params=None):
     strategy = network.PerInstance(network.VifsRequestParam(), {})
-    return strategy.plan(network._check_vifs(vifs, NetworkSchedulingError), request_params or {})
+    return strategy.plan(network.check_vifs(vifs, NetworkSchedulingError), request_params or {})
 
 
 def test_vifs_empty_gives_no_vif():

@@ -1,0 +1,43 @@
+"""``collector host ...``: host node actions through the ``api`` endpoint.
+
+    collector host evacuate hn-abc12345          # HA instances re-placed, others halted
+"""
+
+from __future__ import annotations
+
+import click
+
+from collector.cli_instances import _call, _client, _common, _print_json
+
+
+@click.group("host")
+def host() -> None:
+    """Host node actions (the api endpoint)."""
+
+
+@host.command("evacuate")
+@click.argument("host_node_id")
+@_common
+def evacuate(host_node_id: str, as_json: bool, timeout: float | None) -> None:
+    """Move the host's HA instances to other hosts now; its other running instances are
+    halted. The host takes placements again afterwards as before (its scheduling flag is
+    restored); an instance that found no room is listed as failed with the reason."""
+    with _client(timeout) as client:
+        result = _call(client, "evacuate_host", host_node_id, as_json=as_json)
+        if as_json:
+            _print_json(result)
+            return
+        for key, label in (("scheduled", "re-placed"), ("failed", "not re-placed"),
+                           ("halted", "halted")):
+            for instance_id in result.get(key, []):
+                line = f"{instance_id} {label}"
+                if key != "halted":
+                    doc = _call(client, "show_instance", instance_id)
+                    line += f" ({doc['state']} on {doc['node_id'] or '-'})" if key == \
+                        "scheduled" else f": {doc['placement_error']}"
+                click.echo(line)
+        click.echo(f"{host_node_id}: {len(result.get('scheduled', []))} re-placed, "
+                   f"{len(result.get('failed', []))} failed, "
+                   f"{len(result.get('halted', []))} halted")
+    if result.get("failed"):
+        raise SystemExit(1)

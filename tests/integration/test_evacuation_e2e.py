@@ -1,0 +1,238 @@
+"""Evacuation end to end on PostgreSQL: a real worker (role all: api, scheduler, events,
+maintenance), reference agents for three hosts and a storage node, and the scheduler
+configuration ``evacuate_on_node_offline = true``.
+
+A host's agent is killed; the liveness sweep (the beat task, called directly) finds its
+node offline and publishes ``node_collector/offline``; the scheduler role evacuates the
+host: its HA instances (local and SAN boot) run on the other hosts, each booted exactly
+once; its non-HA running instance is ``halted``; the host stays out of placement.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import func, select
+
+from collector import sample_data
+from collector.client import Collector, RpcError
+from collector.db import unit_of_work
+from collector.ids import new_uuid
+from collector.models import HostNode, Instance, MacRange, NodeState, OutboxMessage, QueuedJob
+from collector.scheduling import capacity
+from tests.servers import start_agent, start_worker
+
+pytestmark = pytest.mark.integration
+
+REDIS_DB = 13
+TIMEOUT_SEC, OFFLINE_SEC = 4, 6  # agents heartbeat every 2 s
+BOOTS = ("run_local_store", "run_vol_store", "wait_volumes_available")
+
+
+@pytest.fixture(scope="module")
+def cluster(postgres_server, redis_server, tmp_path_factory):
+    from collector.migrate import upgrade
+
+    url = postgres_server.create_database(f"evac_{new_uuid()}")
+    upgrade(url)
+    broker = f"{redis_server.url}/{REDIS_DB}"
+    conn = redis.Redis.from_url(broker)
+    conn.flushdb()
+    conf = tmp_path_factory.mktemp("evac") / "scheduler.toml"
+    conf.write_text("evacuate_on_node_offline = true\n")
+    env = {"COLLECTOR_SCHEDULER_CONFIG": str(conf),
+           "COLLECTOR_NODE_TIMEOUT_SEC": str(TIMEOUT_SEC),
+           "COLLECTOR_NODE_OFFLINE_SEC": str(OFFLINE_SEC)}
+    world = _seed(url)
+    processes = [start_worker(url, broker, extra_args=("--concurrency", "4"), env=env)]
+    agents = {}
+    try:
+        for node in (*world["hosts"].values(), world["storage_node"]):
+            agents[node] = start_agent(node, broker, env=processes[0].env)
+            processes.append(agents[node])
+        client = Collector(broker, timeout=30)
+        yield {**world, "db_url": url, "broker": broker, "redis": conn, "client": client,
+               "api": client.rpc("api"), "agents": agents, "env": processes[0].env}
+        client.close()
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def _seed(url: str) -> dict[str, Any]:
+    token = secrets.token_hex(3)
+    with unit_of_work(url) as session:
+        hosts = [sample_data.host_node(session, f"hva.v{token}{n}", offering_cpu_cores=8,
+                                       offering_memory_size=16384,
+                                       offering_disk_space_mb=200 * 1024) for n in (1, 2, 3)]
+        storage = sample_data.storage_node(session, f"sta.v{token}")
+        net = sample_data.network(session, "10.70.0.0/24")
+        session.add(MacRange(vendor_id=0x02_00_00 | secrets.randbits(16), range_begin=1,
+                             range_end=0xFF_FFFF))
+        return {"hosts": {h.canonical_uuid: h.node_id for h in hosts},
+                "storage_node": storage.node_id, "network": net.canonical_uuid,
+                "image": sample_data.image(session, local=True).canonical_uuid,
+                "san_image": sample_data.image(session, local=False).canonical_uuid}
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def states(c: dict, ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    with unit_of_work(c["db_url"], readonly=True) as session:
+        rows = session.scalars(select(Instance).where(Instance.uuid.in_(
+            [i.split("-", 1)[1] for i in ids])))
+        return {r.canonical_uuid: (r.state, r.host_node.canonical_uuid if r.host_node else None)
+                for r in rows}
+
+
+def boot_jobs(c: dict, instance_id: str) -> list[tuple[str, str, str | None]]:
+    with unit_of_work(c["db_url"], readonly=True) as session:
+        return [(j.queue_name, j.job_name, j.finish_status) for j in session.scalars(
+            select(QueuedJob).where(QueuedJob.resource_id == instance_id,
+                                    QueuedJob.job_name.in_(BOOTS)).order_by(QueuedJob.id))]
+
+
+def booted_by(c: dict, node_id: str, instance_id: str) -> int:
+    return sum(1 for raw in c["redis"].lrange(f"agent-log:{node_id}", 0, -1)
+               if (e := json.loads(raw))["phase"] == "finished" and e["args"][:1] == [instance_id]
+               and e["name"] in BOOTS and (e.get("result") or {}).get("booted") == instance_id)
+
+
+def node_state(c: dict, node_id: str) -> str | None:
+    with unit_of_work(c["db_url"], readonly=True) as session:
+        return session.scalar(select(NodeState.state).where(NodeState.node_id == node_id))
+
+
+BAD_CALLS = [
+    ("scheduler", "evacuate_from", [], "InvalidArgument"),
+    ("scheduler", "evacuate_from", [42], "InvalidArgument"),
+    ("scheduler", "evacuate_from", ["i-abcdefgh"], "InvalidArgument"),
+    ("scheduler", "evacuate_from", ["hn-nothere0"], "UnknownHostNodeID"),
+    ("scheduler", "evacuate_from", ["hn-nothere0", "yes"], "InvalidArgument"),
+    ("scheduler", "evacuate_from", ["hn-nothere0", False, 1], "InvalidArgument"),
+    ("api", "evacuate_host", [None], "InvalidArgument"),
+    ("api", "evacuate_host", ["sn-abcdefgh"], "InvalidArgument"),
+    ("api", "evacuate_host", ["hn-nothere0"], "UnknownHostNodeID"),
+]
+
+
+def counts(c: dict) -> dict[str, int]:
+    with unit_of_work(c["db_url"], readonly=True) as session:
+        return {m.__tablename__: session.scalar(select(func.count()).select_from(m))
+                for m in (QueuedJob, OutboxMessage, Instance)}
+
+
+def test_bad_input_to_the_evacuation_tasks_is_typed_and_writes_nothing(cluster):
+    c = cluster
+    for endpoint, method, args, error_type in BAD_CALLS:
+        before = counts(c)
+        with pytest.raises(RpcError) as info:
+            c["client"].call(endpoint, method, *args)
+        assert (method, args, info.value.error_type) == (method, args, error_type)
+        assert counts(c) == before
+    events = Celery(broker=c["broker"], backend=c["broker"])
+    for args in (["node_collector/offline", "hva.x", "collector.master"],
+                 ["node_collector/offline", [42], "collector.master"]):
+        result = events.send_task("events.scheduler.on_node_offline", args=args,
+                                  queue="events.scheduler")
+        with pytest.raises(Exception, match="InvalidArgument|node_id|args must be"):
+            result.get(timeout=30)
+    events.close()
+
+
+def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster):
+    c = cluster
+    (source, source_node), *_ = c["hosts"].items()
+    api = c["api"]
+
+    def run(image: str, ha: bool) -> str:
+        return api.create_instance({"image_id": image, "hypervisor": "kvm", "cpu_cores": 1,
+                                    "memory_size": 512, "host_node_id": source,
+                                    "ha_enabled": ha,
+                                    "vifs": {"eth0": {"network": c["network"]}}})["id"]
+
+    ha_local = [run(c["image"], True) for _ in range(2)]
+    ha_san = run(c["san_image"], True)
+    plain = run(c["image"], False)
+    everyone = [*ha_local, ha_san, plain]
+    wait_for(lambda: all(s == ("running", source) for s in states(c, everyone).values()),
+             "every instance running on the source")
+
+    c["agents"][source_node].kill()  # SIGKILL: no goodbye, heartbeats stop
+    sweeper = Celery(broker=c["broker"])
+
+    def swept_offline() -> bool:
+        sweeper.send_task("maintenance.sweep_node_states", queue="maintenance")
+        return node_state(c, source_node) == "offline"
+
+    wait_for(swept_offline, f"{source_node} offline", timeout=40)
+    sweeper.close()
+
+    ha = [*ha_local, ha_san]
+    moved = wait_for(lambda: (s := states(c, everyone)) and all(
+        s[i][0] == "running" and s[i][1] not in (None, source) for i in ha)
+        and s[plain][0] == "halted" and s, "HA instances running elsewhere, plain halted")
+    assert moved[plain] == ("halted", source)
+    for instance_id in ha:
+        new_node = c["hosts"][moved[instance_id][1]]
+        expected = "run_vol_store" if instance_id == ha_san else "run_local_store"
+        queue = "hva-handle" if instance_id == ha_san else "local-store-handle"
+
+        def finished_elsewhere(i: str = instance_id) -> list | None:
+            after = [j for j in boot_jobs(c, i) if not j[0].endswith(source_node)]
+            return after if after and all(j[2] for j in after) else None
+
+        after = wait_for(finished_elsewhere, f"the boot job of {instance_id} finished")
+        assert after == [(f"{queue}.{new_node}", expected, "success")], boot_jobs(c, instance_id)
+        assert booted_by(c, new_node, instance_id) == 1
+        assert all(booted_by(c, n, instance_id) == 0 for n in c["hosts"].values()
+                   if n not in (new_node, source_node))
+
+    with unit_of_work(c["db_url"]) as session:
+        host = HostNode.by_cuuid(session, source)
+        assert host.scheduling_enabled is False and host.evacuated_at is not None
+        assert capacity.reconcile(session) == []
+        assert session.scalar(select(func.count()).select_from(QueuedJob).where(
+            QueuedJob.job_name == "cleanup")) == 0  # the source was offline
+
+    # The same outage again (a repeated event, two scheduler workers at once): skipped.
+    jobs_before = {i: boot_jobs(c, i) for i in ha}
+    events = Celery(broker=c["broker"], backend=c["broker"])
+    results = [events.send_task("events.scheduler.on_node_offline",
+                                args=["node_collector/offline", [source_node],
+                                      "collector.master"], queue="events.scheduler")
+               for _ in range(2)]
+    assert [r.get(timeout=30)["skipped"] for r in results] == \
+        ["this outage was already evacuated"] * 2
+    events.close()
+    assert {i: boot_jobs(c, i) for i in ha} == jobs_before
+    assert states(c, everyone) == moved
+
+    # An operator's evacuation of the same host (the CLI, api.evacuate_host) finds nothing
+    # left to move and leaves the host as it was: out of placement.
+    ran = subprocess.run([sys.executable, "-m", "collector.cli", "host", "evacuate", source],
+                         env={**os.environ, **c["env"]}, capture_output=True, text=True,
+                         timeout=90)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.strip().endswith(f"{source}: 0 re-placed, 0 failed, 0 halted")
+    with unit_of_work(c["db_url"], readonly=True) as session:
+        assert HostNode.by_cuuid(session, source).scheduling_enabled is False

@@ -1,0 +1,165 @@
+"""Evacuation under contention on PostgreSQL, several OS processes at once (each with its
+own engine, one transaction per call, retried on a transient database error as the task
+layer does):
+
+* two processes evacuate the same dead host while three place new instances onto the
+  same targets: no host goes past its offering, each evacuated instance lands once, and
+  every slot that was free ends up used (a failure means there really was no room);
+* three processes handle the same ``node_collector/offline`` event at once: one
+  evacuates, the others see the outage handled.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import secrets
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+
+from collector import sample_data
+from collector.db import unit_of_work
+from collector.ids import new_uuid
+from collector.models import LOCAL, HostNode, Instance, NodeState, Volume
+from collector.scheduling import capacity
+
+pytestmark = pytest.mark.integration
+
+TARGETS, SLOTS, HA, NEW = 5, 10, 30, 40
+GiB = 1 << 30
+
+
+@pytest.fixture()
+def race_db(postgres_server):
+    from collector.migrate import upgrade
+
+    url = postgres_server.create_database(f"evrace_{new_uuid()}")
+    upgrade(url)
+    return url
+
+
+def _seed(url: str, ha: int, new: int) -> tuple[str, str, list[str]]:
+    """A dead source host with ``ha`` HA instances (1 core, 1 GB, a 1 GiB local disk
+    each); ``TARGETS`` hosts with ``SLOTS`` such slots; ``new`` instances to place."""
+    hv = f"kvm-{secrets.token_hex(3)}"
+    with unit_of_work(url) as session:
+        source = sample_data.host_node(session, hypervisor=hv, offering_cpu_cores=ha,
+                                       offering_memory_size=ha * 1024,
+                                       offering_disk_space_mb=ha * 1024)
+        for _ in range(TARGETS):
+            sample_data.host_node(session, hypervisor=hv, offering_cpu_cores=SLOTS,
+                                  offering_memory_size=SLOTS * 1024,
+                                  offering_disk_space_mb=SLOTS * 1024)
+        image = sample_data.image(session, local=True)
+        for _ in range(ha):
+            inst = sample_data.instance(session, source, img=image, hypervisor=hv,
+                                        ha_enabled=1, memory_size=1024)
+            sample_data.volume(session, inst, LOCAL, boot=True, size=GiB)
+        new_ids = []
+        for _ in range(new):
+            inst = sample_data.instance(session, img=image, state="scheduling", hypervisor=hv,
+                                        memory_size=1024, request_params={"vifs": {}})
+            session.add(Volume(size=GiB, state="scheduling", volume_type=LOCAL,
+                               instance_id=inst.id, account_id=inst.account_id))
+            new_ids.append(inst.canonical_uuid)
+        session.execute(update(NodeState).where(NodeState.node_id == source.node_id)
+                        .values(state="offline"))
+        return source.canonical_uuid, source.node_id, new_ids
+
+
+def _retried(url: str, fn, *args):
+    for _ in range(20):
+        try:
+            with unit_of_work(url) as session:
+                return fn(session, *args)
+        except OperationalError:  # deadlock / serialization: the task layer retries too
+            continue
+    raise AssertionError(f"{fn.__name__} kept failing")
+
+
+def _evacuate(url: str, host: str, start: object, results: object) -> None:
+    from collector.scheduling import evacuation
+
+    start.wait()
+    results.put(("evacuate", _retried(url, evacuation.evacuate_from, host, True)))
+
+
+def _place(url: str, instance_ids: list[str], start: object, results: object) -> None:
+    from collector.scheduling import handlers
+
+    start.wait()
+    results.put(("place", [_retried(url, handlers.schedule_instance, i)["outcome"]
+                           for i in instance_ids]))
+
+
+def _on_offline(url: str, config_path: str, node_id: str, start: object,
+                results: object) -> None:
+    from collector.scheduling import config, evacuation
+
+    config.reload_scheduler_config(config_path)
+    start.wait()
+    results.put(("event", _retried(url, evacuation.on_node_offline, [node_id],
+                                   "collector.master")))
+
+
+def _run(targets: list[tuple]) -> list[tuple]:
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    processes = [context.Process(target=fn, args=(*args, start, results))
+                 for fn, *args in targets]
+    for process in processes:
+        process.start()
+    start.set()
+    collected = [results.get(timeout=300) for _ in processes]
+    for process in processes:
+        process.join(30)
+    return collected
+
+
+def test_evacuation_racing_new_placements_never_over_commits(race_db):
+    source, _, new_ids = _seed(race_db, HA, NEW)
+    collected = _run([(_evacuate, race_db, source), (_evacuate, race_db, source),
+                      *((_place, race_db, new_ids[n::3]) for n in range(3))])
+    scheduled = [i for kind, r in collected if kind == "evacuate" for i in r["scheduled"]]
+    placed = [o for kind, r in collected if kind == "place" for o in r]
+    assert len(scheduled) == len(set(scheduled))  # no instance moved twice
+    with unit_of_work(race_db, readonly=True) as session:
+        source_id = HostNode.by_cuuid(session, source).id
+        for host in session.scalars(select(HostNode).where(HostNode.id != source_id)):
+            used = session.execute(select(func.count(), func.coalesce(func.sum(
+                Instance.memory_size), 0)).where(Instance.host_node_id == host.id,
+                                                 Instance.terminated_at.is_(None))).one()
+            assert used[0] <= host.offering_cpu_cores, host.canonical_uuid
+            assert used[1] <= host.offering_memory_size, host.canonical_uuid
+            assert host.used_disk_bytes <= host.offering_disk_space_mb << 20
+        moved = session.scalar(select(func.count()).select_from(Instance).where(
+            Instance.ha_enabled == 1, Instance.host_node_id != source_id,
+            Instance.state == "pending"))
+        left = session.scalars(select(Instance).where(Instance.host_node_id == source_id)).all()
+        assert moved == len(scheduled)
+        assert all(i.state == "halted" and i.placement_error.startswith("InsufficientCapacity")
+                   for i in left)
+        assert moved + len(left) == HA
+        assert moved + placed.count("placed") == TARGETS * SLOTS  # every free slot used
+        assert placed.count("failed") == NEW - placed.count("placed")
+        assert capacity.reconcile(session) == []
+
+
+def test_one_offline_event_handled_by_three_workers_evacuates_once(race_db, tmp_path):
+    source, node_id, _ = _seed(race_db, 12, 0)
+    conf = Path(tmp_path / "scheduler.toml")
+    conf.write_text("evacuate_on_node_offline = true\n")
+    collected = _run([(_on_offline, race_db, str(conf), node_id) for _ in range(3)])
+    answers = [r for _, r in collected]
+    acted = [a for a in answers if "scheduled" in a]
+    assert len(acted) == 1 and len(acted[0]["scheduled"]) == 12
+    assert sorted(a.get("skipped", "") for a in answers if a is not acted[0]) == \
+        ["this outage was already evacuated"] * 2
+    with unit_of_work(race_db, readonly=True) as session:
+        source_row = HostNode.by_cuuid(session, source)
+        assert source_row.scheduling_enabled is False
+        assert session.scalar(select(func.count()).select_from(Instance).where(
+            Instance.host_node_id == source_row.id)) == 0
+        assert capacity.reconcile(session) == []
