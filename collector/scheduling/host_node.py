@@ -50,10 +50,16 @@ def _eligible(candidates: Sequence[HostCandidate], request: HostRequest) -> list
                                  f"{request.hypervisor}.")
     fitting = [c for c in matching if c.fits(request)]
     if not fitting:
-        raise InsufficientCapacity(
-            f"no host has {request.cpu_cores} cpu cores, {request.memory_size} MB memory and "
-            f"{request.disk_bytes} bytes of local disk free for {request.instance_id}")
+        raise no_room(request)
     return fitting
+
+
+def no_room(request: HostRequest) -> InsufficientCapacity:
+    """The error of a request no host can take (its figures as an operator reads them)."""
+    disk_mb = -(-request.disk_bytes // (1 << 20))
+    return InsufficientCapacity(
+        f"no host has {request.cpu_cores} cpu cores, {request.memory_size} MB memory and "
+        f"{disk_mb} MB local disk free for {request.instance_id}")
 
 
 def least_usage(candidates: Sequence[HostCandidate], request: HostRequest,
@@ -242,9 +248,7 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
     if not capacity.matching_host_exists(session, request.hypervisor, request.arch):
         raise NoMatchingHostNode(f"Unable to find a suitable host node for {request.arch} "
                                  f"{request.hypervisor}.")
-    raise InsufficientCapacity(
-        f"no host has {request.cpu_cores} cpu cores, {request.memory_size} MB memory and "
-        f"{request.disk_bytes} bytes of local disk free for {request.instance_id}")
+    raise no_room(request)
 
 
 def _over_commit(session: Session, instance: Instance, request: HostRequest,
