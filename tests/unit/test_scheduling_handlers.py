@@ -216,10 +216,8 @@ def test_a_late_failure_rolls_back_the_host_claim(session, world):
 def test_after_a_late_failure_the_relay_finds_nothing_to_send(db_url):
     """The dispatch is written before the vifs; a vif failure rolls it back, and the rows
     the after-commit relay is handed no longer exist."""
-    from collector import messaging
-    from collector.db import unit_of_work
+    from collector.db import UnitOfWork, unit_of_work
 
-    handed: list[int] = []
     hv = f"kvm-{secrets.token_hex(3)}"
     with unit_of_work(db_url) as session:
         sample_data.host_node(session, hypervisor=hv)
@@ -229,12 +227,9 @@ def test_after_a_late_failure_the_relay_finds_nothing_to_send(db_url):
                                     request_params={"vifs": {"eth0": {
                                         "network": net.canonical_uuid}}})
         cuuid = inst.canonical_uuid
-    messaging.set_relay(handed.extend)
-    try:
-        with unit_of_work(db_url) as session:
-            result = handlers.schedule_instance(session, cuuid)
-    finally:
-        messaging.set_relay(None)
+    with UnitOfWork(db_url) as uow:
+        result = handlers.schedule_instance(uow.session, cuuid)
+    handed = uow.outbox_ids  # what the task layer hands the relay after the commit
     assert result["error_type"] in ("OutOfIpRange", "OutOfMacRange")
     with unit_of_work(db_url, readonly=True) as session:
         rows = session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(handed))).all()
