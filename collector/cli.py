@@ -205,9 +205,11 @@ def demo(keep_running: bool) -> None:
 
 
 def _attach_subcommands() -> None:
+    from collector.cli_dead_letters import dead_letters
     from collector.cli_jobs import jobs
 
     main.add_command(jobs)
+    main.add_command(dead_letters)
 
 
 _attach_subcommands()

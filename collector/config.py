@@ -70,6 +70,8 @@ class Settings:
     worker_concurrency: int = 4
     flower_basic_auth: str | None = None
     agent_job_heartbeat: float = 5.0
+    event_retries: int = 5
+    event_retry_backoff_max: float = 30.0
     extra: dict = field(default_factory=dict)
 
     @property
@@ -103,4 +105,6 @@ def load_settings() -> Settings:
         worker_concurrency=_number("COLLECTOR_WORKER_CONCURRENCY", 4),
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
         agent_job_heartbeat=_number("COLLECTOR_AGENT_JOB_HEARTBEAT", 5, float),
+        event_retries=_number("COLLECTOR_EVENT_RETRIES", 5),
+        event_retry_backoff_max=_number("COLLECTOR_EVENT_RETRY_BACKOFF_MAX", 30, float),
     )

@@ -86,6 +86,9 @@ OUTBOX_IDS = "outbox_ids"  # session.info key: outbox rows written in this trans
 class UnitOfWork:
     """One transaction (``with UnitOfWork() as uow: fn(uow.session)``).
 
+    An error from COMMIT itself (the connection lost at that moment) leaves the outcome
+    unknown; ``commit_outcome_unknown`` says so, and the caller must not call it a failure.
+
     ``readonly`` is a hint for readers: on SQLite they begin without taking the write lock,
     so reads run alongside a writer (WAL). A write in such a unit still works, but may wait.
     After a successful commit ``outbox_ids`` lists the outbox rows to relay.
@@ -97,6 +100,8 @@ class UnitOfWork:
         self.url = url or self.settings.database_url
         self.readonly = readonly
         self.outbox_ids: list[int] = []
+        # True when COMMIT itself failed: the transaction may or may not be committed.
+        self.commit_outcome_unknown = False
         self.session: Session
 
     def __enter__(self) -> UnitOfWork:
@@ -111,7 +116,12 @@ class UnitOfWork:
         session = self.session
         try:
             if exc_type is None:
-                session.commit()
+                session.flush()  # a refused write fails here, surely rolled back
+                try:
+                    session.commit()
+                except BaseException:
+                    self.commit_outcome_unknown = True
+                    raise
                 self.outbox_ids = list(session.info.get(OUTBOX_IDS, ()))
             else:
                 session.rollback()

@@ -106,6 +106,10 @@ class UnknownLoadBalancerID(NotFound):
     pass
 
 
+class UnknownDeadLetter(NotFound):
+    pass
+
+
 class AlreadyTerminated(CollectorError):
     """A finished job cannot change again."""
 
@@ -138,3 +142,11 @@ class InternalError(CollectorError):
 
 
 ALL_ERRORS["InternalError"] = InternalError
+
+
+class TransientError(InternalError):
+    """The database could not serve the call now (unreachable, deadlock, serialization
+    failure, pool exhausted): nothing was committed, and the same call may succeed later."""
+
+
+ALL_ERRORS["TransientError"] = TransientError
