@@ -71,6 +71,7 @@ class Settings:
     flower_basic_auth: str | None = None
     agent_job_heartbeat: float = 5.0
     event_retries: int = 5
+    outbox_max_attempts: int = 5
     event_retry_backoff_max: float = 30.0
     extra: dict = field(default_factory=dict)
 
@@ -106,5 +107,6 @@ def load_settings() -> Settings:
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
         agent_job_heartbeat=_number("COLLECTOR_AGENT_JOB_HEARTBEAT", 5, float),
         event_retries=_number("COLLECTOR_EVENT_RETRIES", 5),
+        outbox_max_attempts=_number("COLLECTOR_OUTBOX_MAX_ATTEMPTS", 5),
         event_retry_backoff_max=_number("COLLECTOR_EVENT_RETRY_BACKOFF_MAX", 30, float),
     )

@@ -57,15 +57,15 @@ def _retry_in_place(exc: BaseException) -> bool:
         (isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
-def relay_after_commit(outbox_ids: list[int]) -> None:
+def relay_after_commit(outbox_rows: list[Any]) -> None:
     """Publish the rows a committed unit of work wrote; failures wait for the sweep."""
-    if not outbox_ids:
+    if not outbox_rows:
         return
     try:
-        relay.publish_rows(relay.publisher(app.conf.broker_url), outbox_ids)
+        relay.publish_committed(relay.publisher(app.conf.broker_url), outbox_rows)
     except Exception:  # noqa: BLE001 - committed work stays committed; the sweep retries
         log.warning("relay after commit failed; the outbox sweep will send %d row(s)",
-                    len(outbox_ids), exc_info=True)
+                    len(outbox_rows), exc_info=True)
 
 
 def _describe(exc: BaseException) -> str:
@@ -103,6 +103,6 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                 continue
             log.warning("transient database error in %s: %s", fn.__qualname__, _describe(exc))
             raise TransientError(_describe(exc)) from None
-        relay_after_commit(uow.outbox_ids)
+        relay_after_commit(uow.outbox_rows)
         return result
     raise AssertionError("unreachable")  # pragma: no cover

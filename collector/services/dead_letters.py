@@ -3,8 +3,9 @@
 park(session, ...) -> the new row's id
 list_dead_letters(session, include_replayed=False, limit=100) -> [dead letter document],
     oldest first
-replay(session, dead_letter_id) -> document: the letter's message is sent again through
-    the outbox (the relay, or within seconds the outbox sweep, publishes it)
+replay(session, dead_letter_id) -> document: a ``task`` letter is sent again through the
+    outbox (the relay, or within seconds the outbox sweep, publishes it); an ``outbox``
+    letter hands its row back to the relay with fresh attempts
 replay_pending(session) -> ids replayed: every letter not replayed yet
 
 A replayed message that fails again is parked again (a new row), so nothing is lost by
@@ -20,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from collector import messaging
 from collector.errors import InvalidArgument, UnknownDeadLetter
-from collector.models import DEAD_LETTER_SOURCES, DeadLetter
+from collector.models import DEAD_LETTER_SOURCES, DeadLetter, OutboxMessage
 from collector.timeutil import to_iso, utcnow
 
 
@@ -58,9 +59,12 @@ def replay(session: Session, dead_letter_id: int) -> dict[str, Any]:
                           .with_for_update()).first()
     if row is None:
         raise UnknownDeadLetter(f"unknown dead letter {dead_letter_id}")
-    messaging.write(session, kind="task", name=row.task_name, queue=row.queue,
-                    payload={"args": list(row.args), "kwargs": dict(row.kwargs),
-                             "options": {}})
+    if row.source == "outbox":
+        _hand_back_outbox_row(session, row)
+    else:
+        messaging.write(session, kind="task", name=row.task_name, queue=row.queue,
+                        payload={"args": list(row.args), "kwargs": dict(row.kwargs),
+                                 "options": {}})
     row.replayed_at = utcnow()
     row.replay_count += 1
     return document(row)
@@ -73,3 +77,13 @@ def replay_pending(session: Session) -> list[int]:
         replay(session, dead_letter_id)
     return ids
 
+
+def _hand_back_outbox_row(session: Session, row: DeadLetter) -> None:
+    """The relay takes the row again with fresh attempts (unless it was sent meanwhile)."""
+    outbox = session.get(OutboxMessage, row.outbox_id, with_for_update=True) \
+        if row.outbox_id is not None else None
+    if outbox is None:
+        raise UnknownDeadLetter(f"dead letter {row.id}: outbox row {row.outbox_id} is gone")
+    if outbox.sent_at is None:
+        outbox.attempts, outbox.last_error = 0, None
+        outbox.failed_at = outbox.claimed_until = None

@@ -25,7 +25,8 @@ def _db_error(sqlstate: str | None, message: str = "boom") -> OperationalError:
 @pytest.fixture()
 def on_test_db(db_url, monkeypatch):
     monkeypatch.setenv("COLLECTOR_DATABASE_URL", db_url)
-    monkeypatch.setattr(uow_module, "relay_after_commit", lambda ids: None)
+    monkeypatch.setattr(uow_module, "relay_after_commit", lambda rows: None)
+    return db_url
 
 
 def test_deadlocks_and_serialization_failures_run_the_transaction_again(on_test_db):
@@ -70,3 +71,30 @@ def test_a_commit_cut_by_a_lost_connection_is_not_called_transient(on_test_db, m
         run_in_unit_of_work(lambda session: None)
     assert not isinstance(info.value, TransientError)
     assert "may have been committed" in str(info.value)
+
+
+def test_a_committed_call_answers_even_when_its_relay_finds_the_broker_down(db_url, monkeypatch):
+    from collector.db import unit_of_work
+    from collector.embedded import free_port
+    from collector.models import OutboxMessage, QueuedJob
+    from collector.services import job_push
+
+    monkeypatch.setenv("COLLECTOR_DATABASE_URL", db_url)
+    monkeypatch.setitem(uow_module.app.conf, "broker_url", f"redis://127.0.0.1:{free_port()}/0")
+    job_id = run_in_unit_of_work(job_push.push_job, ("hva-handle.hva.down1", "reboot", []))
+    with unit_of_work(db_url) as session:
+        assert QueuedJob.by_cuuid(session, job_id).state == "pending"
+        row = session.query(OutboxMessage).filter_by(task_id=job_id).one()
+        assert row.sent_at is None and "OperationalError" in row.last_error  # the sweep's now
+
+
+def test_a_committed_call_answers_whatever_its_relay_raises(on_test_db, monkeypatch):
+    from collector.services import job_push
+
+    def broken(*_args, **_kwargs):
+        raise _db_error(None, "the database went away while stamping")
+
+    monkeypatch.undo()  # the real relay_after_commit this time
+    monkeypatch.setenv("COLLECTOR_DATABASE_URL", on_test_db)
+    monkeypatch.setattr(uow_module.relay, "publish_committed", broken)
+    assert run_in_unit_of_work(job_push.push_job, ("hva-handle.hva.down2", "reboot", []))
