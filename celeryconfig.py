@@ -70,6 +70,8 @@ beat_schedule = {
     "job-reaper": _every("maintenance.reap_jobs", 15),
     "node-states-sweep": _every("maintenance.sweep_node_states", 10),
     "resource-samples-retention": _every("maintenance.purge_resource_samples", 3600),
+    "outbox-retention": _every("maintenance.purge_sent_outbox", 3600),
+    "finished-jobs-retention": _every("maintenance.purge_finished_jobs", 3600),
     "ip-handles-expiry": _every("maintenance.expire_ip_handles", 60),
     "windows-passwords-deletion": _every("maintenance.delete_expired_windows_passwords", 60),
 }

@@ -67,6 +67,8 @@ class Settings:
     job_max_deliveries: int = 3
     job_heartbeat_timeout: int = 60
     resource_retention: int = 7 * 86400
+    outbox_retention: int = 86400
+    job_retention: int = 30 * 86400
     worker_concurrency: int = 4
     flower_basic_auth: str | None = None
     agent_job_heartbeat: float = 5.0
@@ -103,6 +105,8 @@ def load_settings() -> Settings:
         job_max_deliveries=_number("COLLECTOR_JOB_MAX_DELIVERIES", 3),
         job_heartbeat_timeout=_number("COLLECTOR_JOB_HEARTBEAT_TIMEOUT", 60),
         resource_retention=_number("COLLECTOR_RESOURCE_RETENTION", 7 * 86400),
+        outbox_retention=_number("COLLECTOR_OUTBOX_RETENTION", 86400),
+        job_retention=_number("COLLECTOR_JOB_RETENTION", 30 * 86400),
         worker_concurrency=_number("COLLECTOR_WORKER_CONCURRENCY", 4),
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
         agent_job_heartbeat=_number("COLLECTOR_AGENT_JOB_HEARTBEAT", 5, float),
