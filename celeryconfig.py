@@ -35,8 +35,22 @@ result_extended = False
 
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
+# Visibility timeout, per kind of work. Redis keeps a delivered, unacknowledged message in
+# an "unacked" hash, and any consumer of that hash puts back every entry older than its own
+# visibility timeout. The Collector's work is short (a transaction), so its timeout is short
+# (COLLECTOR_VISIBILITY_TIMEOUT, 60 s) and a message a killed worker held is served again
+# within it (restore checked every 5 s); RPC messages expire with their call (the client
+# caps an expiry at this timeout), so a restored call is dropped as expired, never run
+# twice. The Collector keeps its own hash: its short timeout never restores an agent's
+# long-running job (agents use one hash per node, timed from their longest job).
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout,
+    "unacked_key": "collector.unacked",
+    "unacked_index_key": "collector.unacked_index",
+    "unacked_mutex_key": "collector.unacked_mutex",
+    "unacked_mutex_expire": 30,
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
     "socket_keepalive": True,
     "health_check_interval": 25,
 }

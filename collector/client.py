@@ -6,8 +6,10 @@
     collector.events.publish("hva/instance_started", [inst], sender="hva.demo1")
 
 Errors come back typed: ``RpcError.error_type`` is the Collector's error class name
-(``UnknownInstanceID``, ``InvalidArgument``, ...); a call with no answer in time raises
-``RpcTimeout``. Only JSON travels; nothing here needs the Collector's database.
+(``UnknownInstanceID``, ``InvalidArgument``, ``TransientError`` = retry later, ...); a call
+with no answer in time raises ``RpcTimeout``. A call's message expires with it (and never
+later than COLLECTOR_VISIBILITY_TIMEOUT), so a call its caller gave up on is not run later.
+Only JSON travels; nothing here needs the Collector's database.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu import Exchange, Queue
 
@@ -97,6 +100,7 @@ class Collector:
                  timeout: float = 30.0, sender: str | None = None) -> None:
         self.app = make_app(broker_url, result_backend)
         self.timeout = timeout
+        self.visibility_timeout = load_settings().visibility_timeout
         self.sender = sender
         self.events = _Events(self)
         self.jobs = _Jobs(self)
@@ -112,12 +116,17 @@ class Collector:
     def call(self, endpoint: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``endpoint.method(*args)`` and wait for the committed answer."""
         limit = self.timeout if timeout is None else timeout
+        # A message expires with its call, and never later than the Collector's visibility
+        # timeout: one a killed worker held comes back expired, so it never runs twice.
+        expires = min(limit, self.visibility_timeout)
         result = self.app.send_task(f"{endpoint}.{method}", args=list(args), queue=endpoint,
-                                    expires=limit)
+                                    expires=expires)
         try:
             return result.get(timeout=limit, propagate=True, disable_sync_subtasks=False)
         except CeleryTimeout:
             raise RpcTimeout(f"{endpoint}.{method}: no answer within {limit:g}s") from None
+        except TaskRevokedError:  # expired before a worker could take it
+            raise RpcTimeout(f"{endpoint}.{method}: not taken within {expires:g}s") from None
         except Exception as exc:  # the rebuilt remote exception
             raise error_from_exception(exc) from None
         finally:

@@ -59,7 +59,7 @@ class Settings:
     rpc_timeout: float = 30.0
     result_expires: int = 3600
     job_expires: int = 86400
-    visibility_timeout: int = 6 * 3600
+    visibility_timeout: int = 60
     outbox_sweep_after: float = 5.0
     node_timeout_sec: int = 20
     node_offline_sec: int = 40
@@ -75,6 +75,7 @@ class Settings:
     event_retries: int = 5
     outbox_max_attempts: int = 5
     event_retry_backoff_max: float = 30.0
+    agent_longest_job: int = 3 * 3600
     extra: dict = field(default_factory=dict)
 
     @property
@@ -88,7 +89,7 @@ def load_settings() -> Settings:
     database_url = _env("COLLECTOR_DATABASE_URL", f"sqlite:///{data_dir / 'collector.sqlite3'}")
     broker_url = authenticated_beyond_localhost("COLLECTOR_BROKER_URL",
                                                  _env("COLLECTOR_BROKER_URL"))
-    return Settings(
+    settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
         broker_url=broker_url,
@@ -97,7 +98,7 @@ def load_settings() -> Settings:
         rpc_timeout=_number("COLLECTOR_RPC_TIMEOUT", 30, float),
         result_expires=_number("COLLECTOR_RESULT_EXPIRES", 3600),
         job_expires=_number("COLLECTOR_JOB_EXPIRES", 86400),
-        visibility_timeout=_number("COLLECTOR_VISIBILITY_TIMEOUT", 6 * 3600),
+        visibility_timeout=_number("COLLECTOR_VISIBILITY_TIMEOUT", 60),
         outbox_sweep_after=_number("COLLECTOR_OUTBOX_SWEEP_AFTER", 5, float),
         node_timeout_sec=_number("COLLECTOR_NODE_TIMEOUT_SEC", 20),
         node_offline_sec=_number("COLLECTOR_NODE_OFFLINE_SEC", 40),
@@ -113,4 +114,12 @@ def load_settings() -> Settings:
         event_retries=_number("COLLECTOR_EVENT_RETRIES", 5),
         outbox_max_attempts=_number("COLLECTOR_OUTBOX_MAX_ATTEMPTS", 5),
         event_retry_backoff_max=_number("COLLECTOR_EVENT_RETRY_BACKOFF_MAX", 30, float),
+        agent_longest_job=_number("COLLECTOR_AGENT_LONGEST_JOB", 3 * 3600),
     )
+    if settings.event_retry_backoff_max * 2 > settings.visibility_timeout:
+        # A retry waits in its worker, unacknowledged, for its countdown: longer than the
+        # visibility timeout and it is redelivered while it waits, again and again.
+        raise SettingsError(
+            f"COLLECTOR_EVENT_RETRY_BACKOFF_MAX={settings.event_retry_backoff_max:g} must be "
+            f"at most half of COLLECTOR_VISIBILITY_TIMEOUT={settings.visibility_timeout}")
+    return settings
