@@ -11,6 +11,7 @@ from datetime import timedelta
 from kombu import Queue
 
 from collector.client import EVENTS_QUEUE as events_queue
+from collector.client import broker_transport_for
 from collector.config import load_settings
 from tasks.routing import RPC_ENDPOINTS, route_task
 
@@ -18,6 +19,8 @@ _settings = load_settings()
 
 broker_url = _settings.broker_url or "redis://127.0.0.1:6379/0"
 result_backend = _settings.result_backend or broker_url
+# kombu's Redis transport with one fix: a worker survives a broker restart (collector.client).
+broker_transport = broker_transport_for(broker_url)
 
 task_serializer = "json"
 result_serializer = "json"

@@ -8,7 +8,7 @@
         ...
         if ctx.cancelled: return          # the job was cancelled while running
 
-    agent.run()        # consume hva-handle.hva.demo1 and local-store-handle.hva.demo1
+    sys.exit(agent.run())   # consume hva-handle.hva.demo1 and local-store-handle.hva.demo1
 
 The library reports every job to the Collector's ledger: before running it asks
 ``jobqueue-proxy.running`` (a finished, cancelled or already-running job is skipped, so a
@@ -45,7 +45,7 @@ from celery.exceptions import Reject
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
-from collector.client import Collector, RpcError, make_app
+from collector.client import Collector, RpcError, make_app, run_celery
 from collector.config import load_settings
 from collector.jobcontext import CurrentJob, current_job
 
@@ -247,11 +247,12 @@ class Agent:
             if self._stop.wait(self.heartbeat_interval):
                 return
 
-    def run(self, concurrency: int = 2, loglevel: str = "INFO") -> None:
-        """Heartbeat and consume this node's job queues until stopped."""
+    def run(self, concurrency: int = 2, loglevel: str = "INFO") -> int:
+        """Heartbeat and consume this node's job queues until stopped; returns the worker's
+        exit status (non-zero after an unrecoverable error: exit with it)."""
         threading.Thread(target=self._heartbeat_loop, daemon=True).start()
         try:
-            self.app.worker_main([
+            return run_celery(self.app, [
                 "worker", "-Q", ",".join(self.queues), "--pool", "threads",
                 "--concurrency", str(concurrency), "--loglevel", loglevel,
                 "--hostname", f"{self.node_id}@%h", "--without-gossip", "--without-mingle",

@@ -82,6 +82,7 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
     settings = load_settings()
     if not settings.broker_url:
         raise click.UsageError("set COLLECTOR_BROKER_URL (or use `collector up`)")
+    from collector.client import run_celery
     from tasks.app import app
 
     argv = [
@@ -90,19 +91,21 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
         "--loglevel", loglevel, "--hostname", hostname or f"{role}.{secrets.token_hex(3)}@%h",
         "--without-gossip", "--without-mingle",
     ]
-    app.worker_main(argv)
+    # Not app.worker_main(): it drops the worker's exit status (run_celery keeps it).
+    sys.exit(run_celery(app, argv))
 
 
 @main.command()
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 def beat(loglevel: str) -> None:
     """Run the periodic scheduler (run exactly one per installation)."""
+    from collector.client import run_celery
     from tasks.app import app
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    app.start(["beat", "--loglevel", loglevel,
-               "--schedule", str(settings.data_dir / "celerybeat-schedule")])
+    sys.exit(run_celery(app, ["beat", "--loglevel", loglevel,
+                              "--schedule", str(settings.data_dir / "celerybeat-schedule")]))
 
 
 @main.command()
@@ -110,13 +113,15 @@ def beat(loglevel: str) -> None:
 @click.option("--port", default=5555, show_default=True)
 def flower(address: str, port: int) -> None:
     """Run Flower, always behind basic auth (COLLECTOR_FLOWER_BASIC_AUTH=user:password)."""
+    from collector.client import run_celery
     from tasks.app import app
 
     auth = load_settings().flower_basic_auth
     if not auth:
         auth = f"admin:{secrets.token_urlsafe(12)}"
         click.echo(f"COLLECTOR_FLOWER_BASIC_AUTH not set; generated {auth}", err=True)
-    app.start(["flower", f"--address={address}", f"--port={port}", f"--basic_auth={auth}"])
+    sys.exit(run_celery(app, ["flower", f"--address={address}", f"--port={port}",
+                              f"--basic_auth={auth}"]))
 
 
 @main.command()

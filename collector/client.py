@@ -20,6 +20,8 @@ from celery import Celery
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu import Exchange, Queue
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from collector.config import authenticated_beyond_localhost, load_settings
 
@@ -56,6 +58,57 @@ def error_from_exception(exc: BaseException) -> RpcError:
     return RpcError(type(exc).__name__, message)
 
 
+class _RedisChannel(kombu_redis.Channel):
+    """kombu's Redis channel, with a closed connection reported as a connection error.
+
+    After a broker connection error, Celery (5.7) cleans the connection up twice: its
+    ``collect()`` drops the transport's client while a channel interrupted in a BRPOP read
+    stays half-closed, then ``close()`` closes that channel again, which wants a new Redis
+    client to restore its unacknowledged messages and fails with ``AttributeError:
+    'NoneType' object has no attribute 'hostname'``. That error is not a connection error,
+    so it escapes the cleanup and the worker stops ("Unrecoverable error"). Raised as a
+    connection error it is ignored like the others: the worker reconnects, and the
+    messages it could not restore come back with the visibility timeout.
+    """
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection was closed")
+        return super()._connparams(asynchronous=asynchronous)
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport with ``_RedisChannel``; selected for ``redis://`` brokers."""
+
+    Channel = _RedisChannel
+
+
+def broker_transport_for(url: str) -> str | None:
+    """The transport class for a broker URL: ours for ``redis://``, else kombu's choice."""
+    return f"{__name__}:RedisTransport" if url.startswith("redis://") else None
+
+
+def run_celery(app: Celery, argv: list[str]) -> int:
+    """Run the celery command ``argv`` (``["worker", ...]``) of ``app``; its exit status.
+
+    ``app.worker_main()`` and ``app.start()`` lose the status: a worker that stopped on an
+    "Unrecoverable error" would exit 0, and a supervisor that restarts failed processes
+    would leave it dead.
+    """
+    from celery.bin.celery import celery as command
+
+    command.params[0].default = app  # as app.start() does
+    try:
+        status = command.main(args=argv, standalone_mode=False)
+    except Exception as exc:  # click's Exit, where click raises it instead of returning
+        if not hasattr(exc, "exit_code"):
+            raise
+        status = exc.exit_code
+    finally:
+        command.params[0].default = None
+    return status if isinstance(status, int) else 0
+
+
 def make_app(broker_url: str | None = None, result_backend: str | None = None) -> Celery:
     settings = load_settings()
     broker = authenticated_beyond_localhost(
@@ -67,6 +120,7 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
     app = Celery("collector-client", set_as_current=False)
     app.conf.update(
         broker_url=broker,
+        broker_transport=broker_transport_for(broker),
         result_backend=backend,
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], broker_connection_retry_on_startup=True,

@@ -93,7 +93,7 @@ def build_agent(node_id: str) -> Agent:
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     node_id = sys.argv[1]
-    build_agent(node_id).run(concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    sys.exit(build_agent(node_id).run(concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))
 
 
 if __name__ == "__main__":
