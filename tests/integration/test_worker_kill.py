@@ -20,6 +20,8 @@ full run in the reference is 20).
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import threading
 import time
@@ -123,6 +125,26 @@ def _ledger(db_url: str, prefix: str) -> Counter:
         return Counter(dict(rows.all()))
 
 
+def _where_in_redis(broker: str, node_ids: set[str]) -> dict[str, list[str]]:
+    """Where the messages of casts not applied are in Redis (a failure's diagnosis)."""
+    import redis
+
+    conn = redis.Redis.from_url(broker)
+    found: dict[str, list[str]] = {n: [] for n in node_ids}
+    places = {f"list {k.decode()}": conn.lrange(k, 0, -1) for k in conn.keys("node-collector*")
+              if conn.type(k) == b"list"}
+    places["collector.unacked"] = conn.hvals("collector.unacked")
+    for place, values in places.items():
+        for value in values:
+            message = json.loads(value)
+            message = message[0] if isinstance(message, list) else message  # unacked entry
+            body = base64.b64decode(message.get("body", "")).decode(errors="replace")
+            for node in node_ids:
+                if node in body:
+                    found[node].append(place)
+    return found
+
+
 def _nodes(db_url: str, prefix: str) -> set[str]:
     with unit_of_work(db_url) as session:
         return set(session.scalars(select(NodeState.node_id).where(
@@ -131,7 +153,7 @@ def _nodes(db_url: str, prefix: str) -> set[str]:
 
 def test_killing_a_worker_mid_call_loses_nothing_and_runs_nothing_twice(cluster):
     prefix = f"k{new_uuid()}"
-    all_outcomes, all_casts = [], []
+    all_outcomes, all_casts, timeouts_per_kill = [], [], []
     for i in range(ITERATIONS):
         victim = start_worker(cluster["db_url"], cluster["broker"],
                               extra_args=("--concurrency", str(THREADS)), env=ENV)
@@ -146,6 +168,7 @@ def test_killing_a_worker_mid_call_loses_nothing_and_runs_nothing_twice(cluster)
         all_outcomes += outcomes
         all_casts += callers.casts
         kinds = Counter(o for _, o, _, _ in outcomes)
+        timeouts_per_kill.append(kinds["RpcTimeout"])
         assert set(kinds) <= {"ok", "RpcTimeout"}, kinds
         assert kinds["RpcTimeout"] <= THREADS, kinds  # only calls the victim had started
         assert any(o == "ok" and start > killed_at for _, o, start, _ in outcomes), \
@@ -157,7 +180,13 @@ def test_killing_a_worker_mid_call_loses_nothing_and_runs_nothing_twice(cluster)
     deadline = time.monotonic() + VISIBILITY + 5 + 10
     while time.monotonic() < deadline and _nodes(cluster["db_url"], prefix) != set(all_casts):
         time.sleep(0.5)
-    assert set(all_casts) - _nodes(cluster["db_url"], prefix) == set()
+    missing = set(all_casts) - _nodes(cluster["db_url"], prefix)
+    assert missing == set(), _where_in_redis(cluster["broker"], missing)
+    casts_back = VISIBILITY + 5 + 10 - (deadline - time.monotonic())
+    print(f"{ITERATIONS} kills: {len(all_outcomes)} calls, "
+          f"{sum(1 for o in all_outcomes if o[1] == 'ok')} answered, RpcTimeout per kill "
+          f"{timeouts_per_kill}; {len(all_casts)} casts all applied {casts_back:.0f} s after "
+          "the load stopped")
     time.sleep(1)
     ledger = _ledger(cluster["db_url"], prefix)
     for token, outcome, _, _ in all_outcomes:
