@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.exceptions import Reject
@@ -157,10 +157,12 @@ class Agent:
         try:
             decision = self._report("running", job_id, self.worker_id,
                                     retry_for=RUNNING_REPORT_RETRY_FOR)
-        except Exception as exc:  # the ledger cannot be asked: run nothing, try again later
-            log.warning("%s: job %s (%s) not started, the Collector did not answer: %s",
-                        self.node_id, job_id, name, exc)
-            raise Reject(str(exc), requeue=True) from None
+        except RpcError as exc:
+            if exc.error_type not in RETRYABLE_REPORT_ERRORS:
+                raise  # refused (an unknown job...): the task fails, as any refusal
+            self._not_started(job_id, name, exc)
+        except (KombuError, RedisError, OSError) as exc:
+            self._not_started(job_id, name, exc)
         if not decision["run"]:
             log.info("%s: skipping job %s (%s): %s", self.node_id, job_id, name,
                      decision["reason"])
@@ -189,6 +191,12 @@ class Agent:
         finally:
             ctx._done.set()  # the job heartbeats until its finish is reported
             current_job.reset(token)
+
+    def _not_started(self, job_id: str, name: str, exc: Exception) -> NoReturn:
+        """The ledger could not be asked: run nothing; the message goes back to the queue."""
+        log.warning("%s: job %s (%s) not started, the Collector did not answer: %s",
+                    self.node_id, job_id, name, exc)
+        raise Reject(str(exc), requeue=True) from None
 
     def _finish(self, job_id: str, method: str, message: Any) -> None:
         try:

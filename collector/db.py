@@ -4,9 +4,8 @@
 It carries the settings the domain may consult (``settings_of(session)``) and collects
 the outbox rows written inside it (``messaging``): after the commit, ``outbox_rows``
 holds them (detached, every column loaded), and the caller (the task layer) hands them to
-the relay. Nothing here
-talks to a broker; rows nobody relays wait for the outbox sweep, exactly as after a
-crash between commit and publish.
+the relay. Nothing here talks to a broker; rows nobody relays wait for the outbox sweep,
+exactly as after a crash between commit and publish.
 """
 
 from __future__ import annotations
