@@ -11,6 +11,7 @@ from datetime import timedelta
 from kombu import Queue
 
 from collector.client import EVENTS_QUEUE as events_queue
+from collector.client import broker_transport_for
 from collector.config import load_settings
 from tasks.routing import RPC_ENDPOINTS, route_task
 
@@ -18,6 +19,8 @@ _settings = load_settings()
 
 broker_url = _settings.broker_url or "redis://127.0.0.1:6379/0"
 result_backend = _settings.result_backend or broker_url
+# kombu's Redis transport with one fix: a worker survives a broker restart (collector.client).
+broker_transport = broker_transport_for(broker_url)
 
 task_serializer = "json"
 result_serializer = "json"
@@ -35,8 +38,22 @@ result_extended = False
 
 broker_connection_retry_on_startup = True
 broker_connection_max_retries = None
+# Visibility timeout, per kind of work. Redis keeps a delivered, unacknowledged message in
+# an "unacked" hash, and any consumer of that hash puts back every entry older than its own
+# visibility timeout. The Collector's work is short (a transaction), so its timeout is short
+# (COLLECTOR_VISIBILITY_TIMEOUT, 60 s) and a message a killed worker held is served again
+# within it (restore checked every 5 s); RPC messages expire with their call (the client
+# caps an expiry at this timeout), so a restored call is dropped as expired, never run
+# twice. The Collector keeps its own hash: its short timeout never restores an agent's
+# long-running job (agents use one hash per node, timed from their longest job).
 broker_transport_options = {
     "visibility_timeout": _settings.visibility_timeout,
+    "unacked_key": "collector.unacked",
+    "unacked_index_key": "collector.unacked_index",
+    "unacked_mutex_key": "collector.unacked_mutex",
+    "unacked_mutex_expire": 30,
+    "unacked_restore_interval": 5,
+    "unacked_restore_throttle": 1,
     "socket_keepalive": True,
     "health_check_interval": 25,
 }
@@ -83,6 +100,8 @@ beat_schedule = {
     "node-states-sweep": _every("maintenance.sweep_node_states",
                                 max(1.0, min(10.0, _settings.node_timeout_sec / 2))),
     "resource-samples-retention": _every("maintenance.purge_resource_samples", 3600),
+    "outbox-retention": _every("maintenance.purge_sent_outbox", 3600),
+    "finished-jobs-retention": _every("maintenance.purge_finished_jobs", 3600),
     "ip-handles-expiry": _every("maintenance.expire_ip_handles", 60),
     "windows-passwords-deletion": _every("maintenance.delete_expired_windows_passwords", 60),
 }

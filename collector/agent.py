@@ -8,7 +8,7 @@
         ...
         if ctx.cancelled: return          # the job was cancelled while running
 
-    agent.run()        # consume hva-handle.hva.demo1 and local-store-handle.hva.demo1
+    sys.exit(agent.run())   # consume hva-handle.hva.demo1 and local-store-handle.hva.demo1
 
 The library reports every job to the Collector's ledger: before running it asks
 ``jobqueue-proxy.running`` (a finished, cancelled or already-running job is skipped, so a
@@ -16,6 +16,17 @@ redelivered message never runs twice), heartbeats the job while it runs, and fin
 with ``finish_success`` or ``finish_fail`` (the Collector pushes it again while retries
 remain). The failure hook runs before ``finish_fail``. Jobs submitted from a handler join
 the running job's session. The node itself heartbeats ``node-collector.notify``.
+
+Reports survive transient failures (no answer in time, ``TransientError``, the broker
+unreachable): each is retried with backoff, ``running`` for up to a minute (then the
+message goes back to the queue, the job not run), a finish for up to
+``report_retry_for`` seconds (5 min) while the job keeps heartbeating, so the reaper does
+not send it again meanwhile. The Collector answers a repeated report as it did the first.
+
+An agent's unacknowledged messages are kept in its node's own Redis hash, with a
+visibility timeout of twice its longest job (``longest_job``, COLLECTOR_AGENT_LONGEST_JOB,
+3 h): a job is not redelivered while it still runs, and no other application's shorter
+timeout can redeliver it.
 """
 
 from __future__ import annotations
@@ -24,17 +35,27 @@ import logging
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
+from celery.exceptions import Reject
+from kombu.exceptions import KombuError
+from redis.exceptions import RedisError
 
-from collector.client import Collector, make_app
+from collector.client import Collector, RpcError, make_app, run_celery
 from collector.config import load_settings
 from collector.jobcontext import CurrentJob, current_job
 
 log = logging.getLogger(__name__)
+
+# Answers after which the same report may succeed: nothing in time, the database busy or
+# down, the broker gone (as rebuilt from the result backend).
+RETRYABLE_REPORT_ERRORS = frozenset({"RpcTimeout", "TransientError", "OperationalError",
+                                     "ConnectionError", "TimeoutError"})
+RUNNING_REPORT_RETRY_FOR = 60.0
 
 JobHandler = Callable[..., Any]
 FailureHook = Callable[["JobContext", BaseException], None]
@@ -63,22 +84,35 @@ class Agent:
     def __init__(self, node_id: str, broker_url: str | None = None,
                  result_backend: str | None = None, endpoints: tuple[str, ...] = ("hva-handle",),
                  heartbeat_interval: float = 10.0, job_heartbeat_interval: float | None = None,
-                 rpc_timeout: float = 30.0) -> None:
+                 rpc_timeout: float = 30.0, longest_job: float | None = None,
+                 report_retry_for: float = 300.0) -> None:
+        settings = load_settings()
         self.node_id = node_id
         self.endpoints = endpoints
         self.worker_id = f"{node_id}:{os.getpid()}:{secrets.token_hex(3)}"
         self.boot_token = secrets.token_hex(5)
         self.heartbeat_interval = heartbeat_interval
-        self.job_heartbeat_interval = job_heartbeat_interval or \
-            load_settings().agent_job_heartbeat
+        self.job_heartbeat_interval = job_heartbeat_interval or settings.agent_job_heartbeat
+        self.longest_job = longest_job or settings.agent_longest_job
+        self.report_retry_for = report_retry_for
         self.collector = Collector(broker_url, result_backend, timeout=rpc_timeout,
                                    sender=node_id)
         self.app: Celery = make_app(broker_url, result_backend)
         self.app.conf.update(
             task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
             worker_hijack_root_logger=False, task_default_queue=self.queues[0],
+            broker_transport_options=self.transport_options(),
         )
         self._stop = threading.Event()
+        self._running: set[str] = set()
+        self._running_lock = threading.Lock()
+
+    def transport_options(self) -> dict[str, Any]:
+        """The node's own unacked hash, visibility timeout twice the longest job."""
+        unacked = f"unacked.{self.node_id}"
+        return {"visibility_timeout": int(2 * self.longest_job), "unacked_key": unacked,
+                "unacked_index_key": f"{unacked}.index", "unacked_mutex_key": f"{unacked}.mutex",
+                "socket_keepalive": True, "health_check_interval": 25}
 
     @property
     def queues(self) -> list[str]:
@@ -103,8 +137,32 @@ class Agent:
 
     def _run_job(self, job_id: str, name: str, handler: JobHandler,
                  on_failure: FailureHook | None, args: tuple) -> Any:
-        ledger = self.collector.rpc("jobqueue-proxy")
-        decision = ledger.running(job_id, self.worker_id)
+        with self._running_lock:
+            if job_id in self._running:  # a redelivered copy of a job this process runs
+                log.info("%s: job %s (%s) already runs here", self.node_id, job_id, name)
+                return {"skipped": "already running on this worker"}
+            self._running.add(job_id)
+        try:
+            return self._run_job_once(job_id, name, handler, on_failure, args)
+        finally:
+            self._ran(job_id)
+
+    def _ran(self, job_id: str) -> None:
+        """The handler is done: a copy of the job sent again (a retry) may run here."""
+        with self._running_lock:
+            self._running.discard(job_id)
+
+    def _run_job_once(self, job_id: str, name: str, handler: JobHandler,
+                      on_failure: FailureHook | None, args: tuple) -> Any:
+        try:
+            decision = self._report("running", job_id, self.worker_id,
+                                    retry_for=RUNNING_REPORT_RETRY_FOR)
+        except RpcError as exc:
+            if exc.error_type not in RETRYABLE_REPORT_ERRORS:
+                raise  # refused (an unknown job...): the task fails, as any refusal
+            self._not_started(job_id, name, exc)
+        except (KombuError, RedisError, OSError) as exc:
+            self._not_started(job_id, name, exc)
         if not decision["run"]:
             log.info("%s: skipping job %s (%s): %s", self.node_id, job_id, name,
                      decision["reason"])
@@ -115,21 +173,61 @@ class Agent:
         token = current_job.set(CurrentJob(job_id, ctx.session_id))
         beating.start()
         try:
-            result = handler(ctx, *args)
-        except Exception as exc:
-            if on_failure is not None:
-                try:
-                    on_failure(ctx, exc)
-                except Exception:  # the report must still reach the ledger
-                    log.exception("%s: failure hook of %s raised", self.node_id, job_id)
-            ledger.finish_fail(job_id, {"message": str(exc), "error_type": type(exc).__name__})
-            raise
-        else:
-            ledger.finish_success(job_id, _jsonable(result))
+            try:
+                result = handler(ctx, *args)
+            except Exception as exc:
+                self._ran(job_id)
+                if on_failure is not None:
+                    try:
+                        on_failure(ctx, exc)
+                    except Exception:  # the report must still reach the ledger
+                        log.exception("%s: failure hook of %s raised", self.node_id, job_id)
+                self._finish(job_id, "finish_fail",
+                             {"message": str(exc), "error_type": type(exc).__name__})
+                raise
+            self._ran(job_id)
+            self._finish(job_id, "finish_success", _jsonable(result))
             return result
         finally:
-            ctx._done.set()
+            ctx._done.set()  # the job heartbeats until its finish is reported
             current_job.reset(token)
+
+    def _not_started(self, job_id: str, name: str, exc: Exception) -> NoReturn:
+        """The ledger could not be asked: run nothing; the message goes back to the queue."""
+        log.warning("%s: job %s (%s) not started, the Collector did not answer: %s",
+                    self.node_id, job_id, name, exc)
+        raise Reject(str(exc), requeue=True) from None
+
+    def _finish(self, job_id: str, method: str, message: Any) -> None:
+        try:
+            self._report(method, job_id, message)
+        except RpcError as exc:
+            if exc.error_type == "AlreadyTerminated":  # an earlier try got through, or the
+                return                                # job was finished (cancelled) meanwhile
+            log.error("%s: %s of %s refused: %s", self.node_id, method, job_id, exc)
+        except Exception as exc:  # given up: the reaper sends the job again
+            log.error("%s: %s of %s not reported (%s): the Collector will send the job again",
+                      self.node_id, method, job_id, exc)
+
+    def _report(self, method: str, *args: Any, retry_for: float | None = None) -> Any:
+        """``jobqueue-proxy.<method>(*args)``, retried with backoff through transient errors."""
+        deadline = time.monotonic() + (self.report_retry_for if retry_for is None else retry_for)
+        delay = 0.5
+        while True:
+            try:
+                return self.collector.call("jobqueue-proxy", method, *args)
+            except RpcError as exc:
+                if exc.error_type not in RETRYABLE_REPORT_ERRORS:
+                    raise
+                error: Exception = exc
+            except (KombuError, RedisError, OSError) as exc:  # the broker unreachable
+                error = exc
+            if time.monotonic() + delay > deadline:
+                raise error
+            log.warning("%s: %s%r failed (%s); again in %gs", self.node_id, method, args[:1],
+                        error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
     def _beat_job(self, ctx: JobContext) -> None:
         while not ctx._done.wait(self.job_heartbeat_interval):
@@ -157,11 +255,12 @@ class Agent:
             if self._stop.wait(self.heartbeat_interval):
                 return
 
-    def run(self, concurrency: int = 2, loglevel: str = "INFO") -> None:
-        """Heartbeat and consume this node's job queues until stopped."""
+    def run(self, concurrency: int = 2, loglevel: str = "INFO") -> int:
+        """Heartbeat and consume this node's job queues until stopped; returns the worker's
+        exit status (non-zero after an unrecoverable error: exit with it)."""
         threading.Thread(target=self._heartbeat_loop, daemon=True).start()
         try:
-            self.app.worker_main([
+            return run_celery(self.app, [
                 "worker", "-Q", ",".join(self.queues), "--pool", "threads",
                 "--concurrency", str(concurrency), "--loglevel", loglevel,
                 "--hostname", f"{self.node_id}@%h", "--without-gossip", "--without-mingle",

@@ -101,6 +101,7 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
     settings = load_settings()
     if not settings.broker_url:
         raise click.UsageError("set COLLECTOR_BROKER_URL (or use `collector up`)")
+    from collector.client import run_celery
     from tasks.app import app
 
     argv = [
@@ -109,7 +110,8 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
         "--loglevel", loglevel, "--hostname", hostname or f"{role}.{secrets.token_hex(3)}@%h",
         "--without-gossip", "--without-mingle",
     ]
-    app.worker_main(argv)
+    # Not app.worker_main(): it drops the worker's exit status (run_celery keeps it).
+    sys.exit(run_celery(app, argv))
 
 
 @main.command()
@@ -117,9 +119,10 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
 def beat(loglevel: str) -> None:
     """Run the periodic scheduler. A second beat waits on the lock in Redis and takes over
     when the first dies (within COLLECTOR_BEAT_LOCK_TIMEOUT seconds)."""
+    from collector.client import run_celery
     from tasks.app import app
 
-    app.start(["beat", "--loglevel", loglevel])
+    sys.exit(run_celery(app, ["beat", "--loglevel", loglevel]))
 
 
 @main.command()
@@ -135,7 +138,7 @@ def flower(address: str, port: int) -> None:
     if not auth:
         auth = f"admin:{secrets.token_urlsafe(12)}"
         click.echo(f"COLLECTOR_FLOWER_BASIC_AUTH not set; generated {auth}", err=True)
-    run_flower(app, address, port, auth)
+    sys.exit(run_flower(app, address, port, auth))
 
 
 @main.command()
@@ -254,6 +257,7 @@ def docs_reference(check: bool, path: Path | None) -> None:
 
 
 def _attach_subcommands() -> None:
+    from collector.cli_dead_letters import dead_letters
     from collector.cli_hosts import host
     from collector.cli_instances import instance, volume
     from collector.cli_jobs import jobs
@@ -266,6 +270,7 @@ def _attach_subcommands() -> None:
     main.add_command(instance)
     main.add_command(volume)
     main.add_command(host)
+    main.add_command(dead_letters)
 
 
 _attach_subcommands()

@@ -6,8 +6,10 @@
     collector.events.publish("hva/instance_started", [inst], sender="hva.demo1")
 
 Errors come back typed: ``RpcError.error_type`` is the Collector's error class name
-(``UnknownInstanceID``, ``InvalidArgument``, ...); a call with no answer in time raises
-``RpcTimeout``. Only JSON travels; nothing here needs the Collector's database.
+(``UnknownInstanceID``, ``InvalidArgument``, ``TransientError`` = retry later, ...); a call
+with no answer in time raises ``RpcTimeout``. A call's message expires with it (and never
+later than COLLECTOR_VISIBILITY_TIMEOUT), so a call its caller gave up on is not run later.
+Only JSON travels; nothing here needs the Collector's database.
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu import Exchange, Queue
+from kombu.transport import redis as kombu_redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from collector.config import authenticated_beyond_localhost, load_settings
 
@@ -53,6 +58,57 @@ def error_from_exception(exc: BaseException) -> RpcError:
     return RpcError(type(exc).__name__, message)
 
 
+class _RedisChannel(kombu_redis.Channel):
+    """kombu's Redis channel, with a closed connection reported as a connection error.
+
+    After a broker connection error, Celery (5.7) cleans the connection up twice: its
+    ``collect()`` drops the transport's client while a channel interrupted in a BRPOP read
+    stays half-closed, then ``close()`` closes that channel again, which wants a new Redis
+    client to restore its unacknowledged messages and fails with ``AttributeError:
+    'NoneType' object has no attribute 'hostname'``. That error is not a connection error,
+    so it escapes the cleanup and the worker stops ("Unrecoverable error"). Raised as a
+    connection error it is ignored like the others: the worker reconnects, and the
+    messages it could not restore come back with the visibility timeout.
+    """
+
+    def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
+        if self.connection.client is None:
+            raise RedisConnectionError("the broker connection was closed")
+        return super()._connparams(asynchronous=asynchronous)
+
+
+class RedisTransport(kombu_redis.Transport):
+    """kombu's Redis transport with ``_RedisChannel``; selected for ``redis://`` brokers."""
+
+    Channel = _RedisChannel
+
+
+def broker_transport_for(url: str) -> str | None:
+    """The transport class for a broker URL: ours for ``redis://``, else kombu's choice."""
+    return f"{__name__}:RedisTransport" if url.startswith("redis://") else None
+
+
+def run_celery(app: Celery, argv: list[str]) -> int:
+    """Run the celery command ``argv`` (``["worker", ...]``) of ``app``; its exit status.
+
+    ``app.worker_main()`` and ``app.start()`` lose the status: a worker that stopped on an
+    "Unrecoverable error" would exit 0, and a supervisor that restarts failed processes
+    would leave it dead.
+    """
+    from celery.bin.celery import celery as command
+
+    command.params[0].default = app  # as app.start() does
+    try:
+        status = command.main(args=argv, standalone_mode=False)
+    except Exception as exc:  # click's Exit, where click raises it instead of returning
+        if not hasattr(exc, "exit_code"):
+            raise
+        status = exc.exit_code
+    finally:
+        command.params[0].default = None
+    return status if isinstance(status, int) else 0
+
+
 def make_app(broker_url: str | None = None, result_backend: str | None = None) -> Celery:
     settings = load_settings()
     broker = authenticated_beyond_localhost(
@@ -64,6 +120,7 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
     app = Celery("collector-client", set_as_current=False)
     app.conf.update(
         broker_url=broker,
+        broker_transport=broker_transport_for(broker),
         result_backend=backend,
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], broker_connection_retry_on_startup=True,
@@ -97,6 +154,7 @@ class Collector:
                  timeout: float = 30.0, sender: str | None = None) -> None:
         self.app = make_app(broker_url, result_backend)
         self.timeout = timeout
+        self.visibility_timeout = load_settings().visibility_timeout
         self.sender = sender
         self.events = _Events(self)
         self.jobs = _Jobs(self)
@@ -112,12 +170,17 @@ class Collector:
     def call(self, endpoint: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``endpoint.method(*args)`` and wait for the committed answer."""
         limit = self.timeout if timeout is None else timeout
+        # A message expires with its call, and never later than the Collector's visibility
+        # timeout: one a killed worker held comes back expired, so it never runs twice.
+        expires = min(limit, self.visibility_timeout)
         result = self.app.send_task(f"{endpoint}.{method}", args=list(args), queue=endpoint,
-                                    expires=limit)
+                                    expires=expires)
         try:
             return result.get(timeout=limit, propagate=True, disable_sync_subtasks=False)
         except CeleryTimeout:
             raise RpcTimeout(f"{endpoint}.{method}: no answer within {limit:g}s") from None
+        except TaskRevokedError:  # expired before a worker could take it
+            raise RpcTimeout(f"{endpoint}.{method}: not taken within {expires:g}s") from None
         except Exception as exc:  # the rebuilt remote exception
             raise error_from_exception(exc) from None
         finally:

@@ -59,7 +59,7 @@ class Settings:
     rpc_timeout: float = 30.0
     result_expires: int = 3600
     job_expires: int = 86400
-    visibility_timeout: int = 6 * 3600
+    visibility_timeout: int = 60
     outbox_sweep_after: float = 5.0
     node_timeout_sec: int = 20
     node_offline_sec: int = 40
@@ -67,10 +67,16 @@ class Settings:
     job_max_deliveries: int = 3
     job_heartbeat_timeout: int = 60
     resource_retention: int = 7 * 86400
+    outbox_retention: int = 86400
+    job_retention: int = 30 * 86400
     worker_concurrency: int = 4
     flower_basic_auth: str | None = None
     agent_job_heartbeat: float = 5.0
     beat_lock_timeout: int = 30
+    event_retries: int = 5
+    outbox_max_attempts: int = 5
+    event_retry_backoff_max: float = 30.0
+    agent_longest_job: int = 3 * 3600
     extra: dict = field(default_factory=dict)
 
     @property
@@ -84,7 +90,7 @@ def load_settings() -> Settings:
     database_url = _env("COLLECTOR_DATABASE_URL", f"sqlite:///{data_dir / 'collector.sqlite3'}")
     broker_url = authenticated_beyond_localhost("COLLECTOR_BROKER_URL",
                                                  _env("COLLECTOR_BROKER_URL"))
-    return Settings(
+    settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
         broker_url=broker_url,
@@ -93,7 +99,7 @@ def load_settings() -> Settings:
         rpc_timeout=_number("COLLECTOR_RPC_TIMEOUT", 30, float),
         result_expires=_number("COLLECTOR_RESULT_EXPIRES", 3600),
         job_expires=_number("COLLECTOR_JOB_EXPIRES", 86400),
-        visibility_timeout=_number("COLLECTOR_VISIBILITY_TIMEOUT", 6 * 3600),
+        visibility_timeout=_number("COLLECTOR_VISIBILITY_TIMEOUT", 60),
         outbox_sweep_after=_number("COLLECTOR_OUTBOX_SWEEP_AFTER", 5, float),
         node_timeout_sec=_number("COLLECTOR_NODE_TIMEOUT_SEC", 20),
         node_offline_sec=_number("COLLECTOR_NODE_OFFLINE_SEC", 40),
@@ -101,8 +107,21 @@ def load_settings() -> Settings:
         job_max_deliveries=_number("COLLECTOR_JOB_MAX_DELIVERIES", 3),
         job_heartbeat_timeout=_number("COLLECTOR_JOB_HEARTBEAT_TIMEOUT", 60),
         resource_retention=_number("COLLECTOR_RESOURCE_RETENTION", 7 * 86400),
+        outbox_retention=_number("COLLECTOR_OUTBOX_RETENTION", 86400),
+        job_retention=_number("COLLECTOR_JOB_RETENTION", 30 * 86400),
         worker_concurrency=_number("COLLECTOR_WORKER_CONCURRENCY", 4),
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
         agent_job_heartbeat=_number("COLLECTOR_AGENT_JOB_HEARTBEAT", 5, float),
         beat_lock_timeout=_number("COLLECTOR_BEAT_LOCK_TIMEOUT", 30),
+        event_retries=_number("COLLECTOR_EVENT_RETRIES", 5),
+        outbox_max_attempts=_number("COLLECTOR_OUTBOX_MAX_ATTEMPTS", 5),
+        event_retry_backoff_max=_number("COLLECTOR_EVENT_RETRY_BACKOFF_MAX", 30, float),
+        agent_longest_job=_number("COLLECTOR_AGENT_LONGEST_JOB", 3 * 3600),
     )
+    if settings.event_retry_backoff_max * 2 > settings.visibility_timeout:
+        # A retry waits in its worker, unacknowledged, for its countdown: longer than the
+        # visibility timeout and it is redelivered while it waits, again and again.
+        raise SettingsError(
+            f"COLLECTOR_EVENT_RETRY_BACKOFF_MAX={settings.event_retry_backoff_max:g} must be "
+            f"at most half of COLLECTOR_VISIBILITY_TIMEOUT={settings.visibility_timeout}")
+    return settings

@@ -2,10 +2,10 @@
 
 ``UnitOfWork`` commits when its block ends and rolls everything back on any exception.
 It carries the settings the domain may consult (``settings_of(session)``) and collects
-the outbox rows written inside it (``messaging``): after the commit, ``outbox_ids``
-names them, and the caller (the task layer) hands them to the relay. Nothing here
-talks to a broker; rows nobody relays wait for the outbox sweep, exactly as after a
-crash between commit and publish.
+the outbox rows written inside it (``messaging``): after the commit, ``outbox_rows``
+holds them (detached, every column loaded), and the caller (the task layer) hands them to
+the relay. Nothing here talks to a broker; rows nobody relays wait for the outbox sweep,
+exactly as after a crash between commit and publish.
 """
 
 from __future__ import annotations
@@ -80,15 +80,18 @@ def dispose_engines() -> None:
         _factories.clear()
 
 
-OUTBOX_IDS = "outbox_ids"  # session.info key: outbox rows written in this transaction
+OUTBOX_ROWS = "outbox_rows"  # session.info key: outbox rows written in this transaction
 
 
 class UnitOfWork:
     """One transaction (``with UnitOfWork() as uow: fn(uow.session)``).
 
+    An error from COMMIT itself (the connection lost at that moment) leaves the outcome
+    unknown; ``commit_outcome_unknown`` says so, and the caller must not call it a failure.
+
     ``readonly`` is a hint for readers: on SQLite they begin without taking the write lock,
     so reads run alongside a writer (WAL). A write in such a unit still works, but may wait.
-    After a successful commit ``outbox_ids`` lists the outbox rows to relay.
+    After a successful commit ``outbox_rows`` lists the outbox rows to relay.
     """
 
     def __init__(self, url: str | None = None, readonly: bool = False,
@@ -96,7 +99,9 @@ class UnitOfWork:
         self.settings = settings or load_settings()
         self.url = url or self.settings.database_url
         self.readonly = readonly
-        self.outbox_ids: list[int] = []
+        self.outbox_rows: list[Any] = []
+        # True when COMMIT itself failed: the transaction may or may not be committed.
+        self.commit_outcome_unknown = False
         self.session: Session
 
     def __enter__(self) -> UnitOfWork:
@@ -107,16 +112,25 @@ class UnitOfWork:
             self.session.connection(execution_options={"collector_readonly": True})
         return self
 
+    @property
+    def outbox_ids(self) -> list[int]:
+        return [row.id for row in self.outbox_rows]
+
     def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
         session = self.session
         try:
             if exc_type is None:
-                session.commit()
-                self.outbox_ids = list(session.info.get(OUTBOX_IDS, ()))
+                session.flush()  # a refused write fails here, surely rolled back
+                try:
+                    session.commit()
+                except BaseException:
+                    self.commit_outcome_unknown = True
+                    raise
+                self.outbox_rows = list(session.info.get(OUTBOX_ROWS, ()))
             else:
                 session.rollback()
         finally:
-            session.info.pop(OUTBOX_IDS, None)
+            session.info.pop(OUTBOX_ROWS, None)
             session.close()
 
 
@@ -132,9 +146,9 @@ def settings_of(session: Session) -> Settings:
     return session.info.get("settings") or load_settings()
 
 
-def record_outbox_row(session: Session, row_id: int) -> None:
+def record_outbox_row(session: Session, row: Any) -> None:
     """Remember an outbox row written in this transaction (relayed after the commit)."""
-    session.info.setdefault(OUTBOX_IDS, []).append(row_id)
+    session.info.setdefault(OUTBOX_ROWS, []).append(row)
 
 
 def dialect_name(session: Session) -> str:

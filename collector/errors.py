@@ -107,6 +107,10 @@ class UnknownLoadBalancerID(NotFound):
     """No load balancer with that id."""
 
 
+class UnknownDeadLetter(NotFound):
+    pass
+
+
 class AlreadyTerminated(CollectorError):
     """A finished job cannot change again (finishing or cancelling it)."""
 
@@ -242,3 +246,11 @@ class InternalError(CollectorError):
 
 
 ALL_ERRORS["InternalError"] = InternalError
+
+
+class TransientError(InternalError):
+    """The database could not serve the call now (unreachable, deadlock, serialization
+    failure, pool exhausted): nothing was committed, and the same call may succeed later."""
+
+
+ALL_ERRORS["TransientError"] = TransientError

@@ -1,7 +1,7 @@
 """Jobs and events written to the outbox in the caller's transaction.
 
 Nothing is sent here. The rows become messages after the commit: the unit of work
-collects their ids (``collector.db.record_outbox_row``), the task layer's relay publishes
+collects them (``collector.db.record_outbox_row``), the task layer's relay publishes
 them, and a periodic sweep publishes whatever a crash left behind. If the transaction
 rolls back, the rows vanish and nothing is sent.
 
@@ -50,7 +50,7 @@ def write(
     )
     session.add(row)
     session.flush()
-    record_outbox_row(session, row.id)
+    record_outbox_row(session, row)
     return row
 
 

@@ -11,6 +11,14 @@ workers it runs, and nothing is lost between the dispatcher and the handlers.
 
 Handlers are domain functions ``(session, args: list, sender: str)``; they must tolerate a
 repeat (a crash after commit can redeliver).
+
+Nothing is dropped when the dispatcher or a handler fails (Celery acknowledges a failed
+task, even with ``acks_late``): a transient database error is retried with exponential
+backoff (1, 2, 4 ... s, at most COLLECTOR_EVENT_RETRY_BACKOFF_MAX) up to
+COLLECTOR_EVENT_RETRIES times; what still fails, and any other error at once, is parked in
+the ``dead_letters`` table (``collector dead-letters list|replay``). If the database is
+too down to take the dead letter, the message stays in the broker, retried at the longest
+backoff until it can be handled or parked.
 """
 
 from __future__ import annotations
@@ -20,10 +28,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from celery import Task
 from sqlalchemy.orm import Session
 
 from collector import messaging
-from collector.errors import InvalidArgument
+from collector.config import load_settings
+from collector.errors import InvalidArgument, TransientError
+from collector.services import dead_letters
 from collector.topics import topic_matches
 from tasks.app import app
 from tasks.unit_of_work import run_in_unit_of_work
@@ -65,12 +76,14 @@ def subscribe(role: str, event: str, sender_pattern: str = "#") -> Callable[[Han
             raise ValueError(f"duplicate event handler {sub.task_name}")
         SUBSCRIPTIONS.append(sub)
 
-        @app.task(name=sub.task_name, queue=sub.queue, typing=False)
-        def handle(event_name: str, args: list, sender: str) -> Any:
+        @app.task(name=sub.task_name, queue=sub.queue, typing=False, bind=True,
+                  max_retries=None)
+        def handle(task: Task, event_name: str, args: list, sender: str) -> Any:
             if not isinstance(args, list) or not isinstance(sender, str):
                 raise InvalidArgument(f"{sub.task_name}: args must be a list and sender a "
                                       f"string, got {args!r:.60} / {sender!r:.40}")
-            return run_in_unit_of_work(handler, (list(args), sender))
+            return deliver_reliably(task, sub.queue, lambda: run_in_unit_of_work(
+                handler, (list(args), sender)))
 
         return handler
 
@@ -90,10 +103,59 @@ def dispatch(session: Session, event: str, args: list, sender: str) -> list[str]
     return sent
 
 
-@app.task(name=messaging.EVENT_TASK, queue="events", typing=False)
-def deliver(event: str, args: list, sender: str, published_at: str | None = None) -> list[str]:
+class MalformedEvent(Exception):
+    """An event message whose arguments are not (name, list, sender)."""
+
+
+@app.task(name=messaging.EVENT_TASK, queue="events", typing=False, bind=True,
+          max_retries=None)
+def deliver(task: Task, event: str, args: list, sender: str,
+            published_at: str | None = None) -> Any:
     """The dispatcher: runs once per event on the ``events`` queue."""
-    if not isinstance(event, str) or not isinstance(args, list) or not isinstance(sender, str):
-        log.error("malformed event dropped: %r %r %r", event, args, sender)
-        return []
-    return run_in_unit_of_work(dispatch, (event, args, sender))
+
+    def run() -> list[str]:
+        if not isinstance(event, str) or not isinstance(args, list) or \
+                not isinstance(sender, str):
+            raise MalformedEvent(f"malformed event: {event!r} {args!r} {sender!r}"[:1000])
+        return run_in_unit_of_work(dispatch, (event, args, sender))
+
+    return deliver_reliably(task, "events", run)
+
+
+def backoff(retries: int, longest: float) -> float:
+    """Seconds before retry number ``retries + 1``: 1, 2, 4, ... capped at ``longest``."""
+    return float(min(2 ** retries, longest))
+
+
+def deliver_reliably(task: Task, queue: str, run: Callable[[], Any]) -> Any:
+    """``run()``; a transient failure is retried with backoff, what still fails is parked."""
+    settings = load_settings()
+    try:
+        return run()
+    except TransientError as exc:
+        retries = task.request.retries
+        if retries < settings.event_retries:
+            delay = backoff(retries, settings.event_retry_backoff_max)
+            log.warning("%s[%s] failed (%s); retry %d/%d in %gs", task.name, task.request.id,
+                        exc, retries + 1, settings.event_retries, delay)
+            raise task.retry(exc=exc, countdown=delay) from None
+        return _park(task, queue, exc, settings.event_retry_backoff_max)
+    except Exception as exc:  # noqa: BLE001 - not transient: parked at once, never dropped
+        return _park(task, queue, exc, settings.event_retry_backoff_max)
+
+
+def _park(task: Task, queue: str, exc: BaseException, longest: float) -> dict[str, int]:
+    request = task.request
+    error_type = getattr(exc, "error_type", type(exc).__name__)
+    try:
+        letter = run_in_unit_of_work(dead_letters.park, kwargs={
+            "source": "task", "task_name": task.name, "queue": queue, "task_id": request.id,
+            "args": list(request.args or ()), "kwargs": dict(request.kwargs or {}),
+            "error_type": error_type, "error": str(exc), "attempts": request.retries + 1})
+    except Exception as park_error:  # noqa: BLE001 - the database is down too
+        log.error("%s[%s] failed (%s) and cannot be parked (%s): kept in the broker, "
+                  "retried in %gs", task.name, request.id, exc, park_error, longest)
+        raise task.retry(exc=exc, countdown=longest) from None
+    log.error("%s[%s] parked as dead letter %d after %d attempt(s): %s: %s", task.name,
+              request.id, letter, request.retries + 1, error_type, exc)
+    return {"dead_letter": letter}

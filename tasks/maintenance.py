@@ -26,3 +26,17 @@ def expire_ip_handles() -> list[str]:
 def delete_expired_windows_passwords() -> list[str]:
     """Forget Windows passwords past their deletion time; returns the instance ids."""
     return run_in_unit_of_work(maintenance.delete_expired_windows_passwords)
+
+
+@app.task(name="maintenance.purge_sent_outbox", queue="maintenance")
+def purge_sent_outbox() -> int:
+    """Drop outbox rows sent more than COLLECTOR_OUTBOX_RETENTION seconds ago (1 day)."""
+    return run_in_unit_of_work(maintenance.purge_sent_outbox,
+                               (load_settings().outbox_retention,))
+
+
+@app.task(name="maintenance.purge_finished_jobs", queue="maintenance")
+def purge_finished_jobs() -> int:
+    """Drop ledger rows finished more than COLLECTOR_JOB_RETENTION seconds ago (30 days)."""
+    return run_in_unit_of_work(maintenance.purge_finished_jobs,
+                               (load_settings().job_retention,))

@@ -1,30 +1,51 @@
 """Publish outbox rows to the broker and stamp them sent.
 
-Runs after the writing transaction committed (``publish_rows``) and periodically
-(``sweep``). Rows are claimed under a row lock (``SKIP LOCKED`` on PostgreSQL; SQLite
-serialises writers with ``BEGIN IMMEDIATE``) and re-checked unsent, so the after-commit
-relay and the sweep never both publish a row. A crash between publish and stamp can
-republish a row: the task id is fixed at write time, so receivers recognise the repeat.
+Two paths, neither holding a transaction while it talks to the broker (on SQLite that
+would stall every writer for as long as the broker keeps the relay waiting):
+
+- after the commit (``publish_committed``): the rows a unit of work just wrote, still in
+  memory, are published, then stamped sent in one short transaction. The sweep leaves
+  rows younger than COLLECTOR_OUTBOX_SWEEP_AFTER to this path;
+- the sweep (``sweep``, beat) and ``publish_rows``: rows are claimed in one short
+  transaction (``claimed_until``, under ``SKIP LOCKED`` on PostgreSQL), published, then
+  stamped. Concurrent sweeps split the rows; a claim left by a relay that died expires
+  after ``CLAIM_SECONDS`` and the row is taken again.
+
+A row that fails on its own (its publish raises) does not hold back the rows after it; its
+``attempts`` grow, and after COLLECTOR_OUTBOX_MAX_ATTEMPTS it is stamped ``failed_at`` and
+parked as a dead letter (``collector dead-letters replay`` hands it back). A broker that
+cannot be reached ends the batch at once and counts against no row. A crash between
+publish and stamp can republish a row: the task id is fixed at write time, so receivers
+recognise the repeat.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import redis.exceptions
 from celery import Celery
-from sqlalchemy import Select, select
+from kombu.exceptions import OperationalError as BrokerUnreachable
+from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from collector.client import EVENTS_EXCHANGE as events_exchange
 from collector.client import EVENTS_QUEUE as events_queue
-from collector.db import settings_of, skip_locked, unit_of_work
+from collector.config import load_settings
+from collector.db import db_now, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
+from collector.services import dead_letters
 from collector.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
+CLAIM_SECONDS = 60.0
+BROKER_ERRORS = (BrokerUnreachable, redis.exceptions.ConnectionError,
+                 redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
 
 _publishers: dict[str, Celery] = {}
 
@@ -40,6 +61,9 @@ def publisher(broker_url: str) -> Celery:
             task_create_missing_queues=True,
             task_publish_retry_policy={"max_retries": 3, "interval_start": 0,
                                        "interval_step": 0.5, "interval_max": 1},
+            # A broker that accepts the connection and then says nothing must not keep the
+            # relay (and the call it runs after) waiting forever.
+            broker_transport_options={"socket_timeout": 10, "socket_connect_timeout": 5},
         )
         _publishers[broker_url] = app
     return _publishers[broker_url]
@@ -75,16 +99,120 @@ def publish_one(app: Celery, row: OutboxMessage, job_expires: int) -> None:
     )
 
 
-def _claim(session: Session, stmt: Select) -> list[OutboxMessage]:
-    return list(session.scalars(skip_locked(session, stmt)))
+@dataclass
+class Outcome:
+    """What one pass of publishing did: rows sent, rows that failed on their own (id ->
+    error), rows not tried because the broker could not be reached."""
+
+    sent: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    untried: list[int] = field(default_factory=list)
+    broker_error: str | None = None
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+def _publish_all(app: Celery, rows: Sequence[OutboxMessage], job_expires: int) -> Outcome:
+    """Publish each row, outside any transaction; a broker outage ends the batch."""
+    outcome = Outcome()
+    for k, row in enumerate(rows):
+        try:
+            publish_one(app, row, job_expires)
+        except BROKER_ERRORS as exc:
+            outcome.broker_error = _describe(exc)
+            outcome.untried = [r.id for r in rows[k:]]
+            log.warning("broker unreachable (%s): %d outbox row(s) left for the sweep",
+                        exc, len(outcome.untried))
+            break
+        except Exception as exc:  # noqa: BLE001 - this row's own failure; the next rows go on
+            outcome.failed[row.id] = _describe(exc)
+            log.warning("outbox row %s (%s %s) not published: %s", row.id, row.kind, row.name,
+                        exc)
+            continue
+        outcome.sent.append(row.id)
+    return outcome
+
+
+def _stamp(outcome: Outcome, db_url: str | None) -> None:
+    """Record an outcome in one short transaction."""
+    if not (outcome.sent or outcome.failed or outcome.untried):
+        return
+    with unit_of_work(db_url) as session:
+        now = utcnow()
+        if outcome.sent:
+            session.execute(update(OutboxMessage).where(
+                OutboxMessage.id.in_(outcome.sent), OutboxMessage.sent_at.is_(None)).values(
+                sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1))
+        if outcome.untried:
+            session.execute(update(OutboxMessage).where(
+                OutboxMessage.id.in_(outcome.untried), OutboxMessage.sent_at.is_(None)).values(
+                claimed_until=None))
+            session.execute(update(OutboxMessage).where(
+                OutboxMessage.id == outcome.untried[0]).values(last_error=outcome.broker_error))
+        if outcome.failed:
+            _count_failures(session, outcome.failed, now)
+
+
+def _count_failures(session: Session, failed: dict[int, str], now: Any) -> None:
+    max_attempts = load_settings().outbox_max_attempts
+    rows = session.scalars(select(OutboxMessage).where(
+        OutboxMessage.id.in_(failed), OutboxMessage.sent_at.is_(None))
+        .order_by(OutboxMessage.id).with_for_update())
+    for row in rows:
+        row.attempts += 1
+        row.last_error, row.claimed_until = failed[row.id], None
+        if row.attempts >= max_attempts and row.failed_at is None:
+            row.failed_at = now
+            payload = row.payload if isinstance(row.payload, dict) else {}
+            letter = dead_letters.park(
+                session, source="outbox", task_name=row.name, queue=row.queue,
+                task_id=row.task_id, args=list(payload.get("args") or []),
+                kwargs=dict(payload.get("kwargs") or {}), error_type="PublishFailed",
+                error=row.last_error, attempts=row.attempts, outbox_id=row.id)
+            log.error("outbox row %s (%s %s) failed %d times: parked as dead letter %d",
+                      row.id, row.kind, row.name, row.attempts, letter)
+
+
+def publish_committed(app: Celery, rows: Sequence[OutboxMessage],
+                      db_url: str | None = None) -> int:
+    """The after-commit path: publish rows just committed (in memory), then stamp them."""
+    if not rows:
+        return 0
+    outcome = _publish_all(app, rows, load_settings().job_expires)
+    _stamp(outcome, db_url)
+    return len(outcome.sent)
+
+
+def _claim(stmt: Select, db_url: str | None) -> list[OutboxMessage]:
+    """Claim the selected rows in one short transaction; returns them detached."""
+    with unit_of_work(db_url) as session:
+        now = db_now(session)
+        stmt = stmt.where(OutboxMessage.sent_at.is_(None), OutboxMessage.failed_at.is_(None),
+                          or_(OutboxMessage.claimed_until.is_(None),
+                              OutboxMessage.claimed_until < now))
+        rows = list(session.scalars(skip_locked(session, stmt)))
+        until = now + timedelta(seconds=CLAIM_SECONDS)
+        for row in rows:
+            row.claimed_until = until
+    return rows
+
+
+def _publish_claimed(app: Celery, stmt: Select, db_url: str | None) -> int:
+    rows = _claim(stmt, db_url)
+    if not rows:
+        return 0
+    outcome = _publish_all(app, rows, load_settings().job_expires)
+    _stamp(outcome, db_url)
+    return len(outcome.sent)
 
 
 def publish_rows(app: Celery, row_ids: list[int], db_url: str | None = None) -> int:
-    """Publish the given rows if still unsent; returns how many were published."""
+    """Publish the given rows if still unsent and unclaimed; returns how many were sent."""
     if not row_ids:
         return 0
-    stmt = (select(OutboxMessage).where(OutboxMessage.id.in_(row_ids))
-            .where(OutboxMessage.sent_at.is_(None)).order_by(OutboxMessage.id))
+    stmt = select(OutboxMessage).where(OutboxMessage.id.in_(row_ids)).order_by(OutboxMessage.id)
     return _publish_claimed(app, stmt, db_url)
 
 
@@ -92,23 +220,6 @@ def sweep(app: Celery, older_than: float = 5.0, limit: int = 500,
           db_url: str | None = None) -> int:
     """Publish rows left unsent for more than ``older_than`` seconds."""
     cutoff = utcnow() - timedelta(seconds=older_than)
-    stmt = (select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
-            .where(OutboxMessage.created_at <= cutoff).order_by(OutboxMessage.id).limit(limit))
+    stmt = (select(OutboxMessage).where(OutboxMessage.created_at <= cutoff)
+            .order_by(OutboxMessage.id).limit(limit))
     return _publish_claimed(app, stmt, db_url)
-
-
-def _publish_claimed(app: Celery, stmt: Select, db_url: str | None) -> int:
-    sent = 0
-    with unit_of_work(db_url) as session:
-        job_expires = settings_of(session).job_expires
-        for row in _claim(session, stmt):
-            row.attempts += 1
-            try:
-                publish_one(app, row, job_expires)
-            except Exception as exc:  # broker down: keep the row for the sweep
-                row.last_error = f"{type(exc).__name__}: {exc}"[:1000]
-                log.warning("outbox row %s not published: %s", row.id, exc)
-                break
-            row.sent_at = utcnow()
-            sent += 1
-    return sent

@@ -6,10 +6,11 @@ plus Collector worker processes. Nothing here is a mock, and nothing here needs 
 - ``RedisServer``: ``with RedisServer() as r: r.url`` -> ``redis://127.0.0.1:P``;
   ``stop()``, ``start()``, ``restart()`` (same port) for outage tests.
 - ``PostgresServer``: a throwaway cluster (run as ``nobody`` when we are root);
-  ``url(dbname)``, ``create_database(name)``, ``stop()``.
+  ``url(dbname)``, ``create_database(name)``, ``pause()``/``resume()`` (outages), ``stop()``.
 - ``start_worker(db_url, broker_url, role, extra_args, env)`` -> a ready
   ``WorkerProcess`` (``pid``, ``env``, ``kill(sig)``, ``stop()``, ``wait_ready()``,
-  ``log_text()``); ``start_agent(node_id, broker_url)`` for a reference agent.
+  ``log_text()``); ``start_agent(node_id, broker_url)`` for a reference agent;
+  ``start_beat(db_url, broker_url, data_dir)`` for the periodic scheduler.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from collector.embedded import free_port, redis_server_binary
 
 __all__ = [
     "PostgresServer", "RedisServer", "WorkerProcess", "free_port", "redis_server_binary",
-    "start_agent", "start_worker",
+    "start_agent", "start_beat", "start_worker",
 ]
 
 
@@ -164,11 +165,8 @@ class PostgresServer:
         try:
             self._run(initdb, "-D", str(self.data), "-A", "trust", "-U", "postgres",
                       "-E", "UTF8", "--no-locale", "--no-sync")
-            opts = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                    "-c max_connections=300")
             self._run(pg_ctl, "-D", str(self.data), "-w", "-t", "60", "-l", str(self.log_path),
-                      "-o", opts, "start")
+                      "-o", self._options(), "start")
         except RuntimeError as error:
             log = _tail(self.log_path)
             self.stop()
@@ -176,6 +174,21 @@ class PostgresServer:
                                f"server log:\n{log}") from None
         self.started = True
         return self
+
+    def pause(self) -> None:
+        """Stop the server (fast shutdown: sessions are cut), keeping its data."""
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop",
+                  timeout=60)
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port with the same data."""
+        self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "-l",
+                  str(self.log_path), "-o", self._options(), "start")
+
+    def _options(self) -> str:
+        return (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                "-c max_connections=300")
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"
@@ -236,11 +249,12 @@ class WorkerProcess:
     def log_text(self) -> str:
         return Path(self.log_path).read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 60) -> WorkerProcess:
-        """Wait for Celery's "celery@... ready." line; on failure stop it and raise with the log."""
+    def wait_ready(self, timeout: float = 60, ready_text: str = "ready.") -> WorkerProcess:
+        """Wait for Celery's "celery@... ready." line (or ``ready_text``); on failure stop it
+        and raise with the log."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "ready." in self.log_text():
+            if ready_text in self.log_text():
                 return self
             if self.process.poll() is not None:
                 break
@@ -290,3 +304,11 @@ def start_agent(node_id: str, broker_url: str, env: dict | None = None,
     """A reference agent (``workers.reference_agents``) consuming ``node_id``'s queues."""
     return WorkerProcess("", broker_url, role=f"agent-{node_id}", env=env, argv=[
         "-m", "workers.reference_agents", node_id, str(concurrency)]).wait_ready()
+
+
+def start_beat(db_url: str, broker_url: str, data_dir: str,
+               env: dict | None = None) -> WorkerProcess:
+    """``collector beat`` (its schedule file in ``data_dir``), once it has started."""
+    return WorkerProcess(db_url, broker_url, role="beat", env={
+        "COLLECTOR_DATA_DIR": data_dir, **(env or {})}, argv=[
+        "-m", "collector.cli", "beat"]).wait_ready(ready_text="beat: Starting")

@@ -21,8 +21,11 @@ def _require_auth_everywhere() -> None:
             handler.get = guarded
 
 
-def run_flower(app: Celery, address: str, port: int, basic_auth: str) -> None:
-    """Start Flower for ``app`` on ``address:port``; ``basic_auth`` is ``user:password``."""
+def run_flower(app: Celery, address: str, port: int, basic_auth: str) -> int:
+    """Run Flower for ``app`` on ``address:port`` (``basic_auth`` is ``user:password``);
+    returns its exit status."""
+    from collector.client import run_celery
+
     _require_auth_everywhere()
-    app.start(["flower", f"--address={address}", f"--port={port}",
-               f"--basic_auth={basic_auth}"])
+    return run_celery(app, ["flower", f"--address={address}", f"--port={port}",
+                            f"--basic_auth={basic_auth}"])

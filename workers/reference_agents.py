@@ -180,7 +180,7 @@ def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
 def main() -> None:
     logging.basicConfig(level=logging.INFO)
     node_id = sys.argv[1]
-    build_agent(node_id).run(concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2)
+    sys.exit(build_agent(node_id).run(concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))
 
 
 if __name__ == "__main__":

@@ -66,10 +66,24 @@ _INSTANCE_BY_UUID = (select(Instance).where(Instance.uuid == bindparam("raw"))
                      .options(*instance_loader_options()))
 
 
-def load_instance(session: Session, instance_id: object) -> Instance:
-    """The instance (terminated included) with its whole document graph loaded."""
+_LOCK_INSTANCE = select(Instance.id).where(Instance.uuid == bindparam("raw")).with_for_update()
+
+
+def load_instance(session: Session, instance_id: object, *,
+                  for_update: bool = False) -> Instance:
+    """The instance (terminated included) with its whole document graph loaded.
+
+    ``for_update``: a writer's load. The instance row is locked first (``SELECT ... FOR
+    UPDATE``; SQLite's writer already holds the database), then the graph is read by new
+    statements, so it reflects every transaction that held the lock before this one.
+    """
     raw = ids.raw_part(instance_id, Instance.prefix)
-    inst = session.scalars(_INSTANCE_BY_UUID, {"raw": raw}).first()
+    stmt = _INSTANCE_BY_UUID
+    if for_update:
+        if session.execute(_LOCK_INSTANCE, {"raw": raw}).first() is None:
+            raise Instance.not_found(f"unknown id '{instance_id}'")
+        stmt = stmt.execution_options(populate_existing=True)
+    inst = session.scalars(stmt, {"raw": raw}).first()
     if inst is None:
         raise Instance.not_found(f"unknown id '{instance_id}'")
     return inst

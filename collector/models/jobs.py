@@ -22,6 +22,7 @@ class QueuedJob(Taggable, Timestamps, Base):
         Index("ix_queued_jobs_queue_state_worker", "queue_name", "state", "worker_id"),
         Index("ix_queued_jobs_resource_started", "resource_id", "started_at"),
         Index("ix_queued_jobs_state_heartbeat", "state", "heartbeat_at"),
+        Index("ix_queued_jobs_state_finished", "state", "finished_at"),
     )
     prefix = "job"
     not_found = UnknownJob

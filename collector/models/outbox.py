@@ -8,6 +8,11 @@ crash left unsent. ``kind`` says how the row is published:
   at write time (so a republish is recognised by the job ledger);
 - ``event``: an event message on the topic exchange, routing key ``<event>.<sender>``;
 - ``task``: a plain Celery task to a named queue.
+
+The relay claims rows (``claimed_until``) in a short transaction, publishes them outside
+any transaction, then stamps ``sent_at``. ``attempts`` counts publishes that reached the
+broker (a broker outage counts none); a row that fails on its own that many times is
+stamped ``failed_at`` and parked as a dead letter (``collector dead-letters``).
 """
 
 from __future__ import annotations
@@ -35,3 +40,5 @@ class OutboxMessage(Base):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
     last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

@@ -95,9 +95,12 @@ def _instance_and_alarms(session: Session, args: list, event: str):
     if inst is None:
         log.warning("%s for unknown instance %r: ignored", event, inst_id)
         return None, []
+    # Locked: a repeated event handled at the same time waits, then finds what this one
+    # left (a deleted alarm is no longer selected, so its job is sent once).
     alarms = list(session.scalars(select(Alarm).where(
         Alarm.resource_id == inst.canonical_uuid, Alarm.metric_name.in_(RESOURCE_METRICS),
-        Alarm.deleted_at.is_(None)).order_by(Alarm.id)))
+        Alarm.deleted_at.is_(None)).order_by(Alarm.id).with_for_update()
+        .execution_options(populate_existing=True)))
     return inst, alarms
 
 

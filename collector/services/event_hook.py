@@ -58,8 +58,11 @@ def unregister_from_load_balancers(session: Session, inst: Instance) -> list[str
     vif_ids = [v.canonical_uuid for v in inst.network_vifs]
     if not vif_ids:
         return []
+    # Locked: a repeated event handled at the same time waits and then finds no target.
     targets = list(session.scalars(select(LoadBalancerTarget).where(
-        LoadBalancerTarget.network_vif_id.in_(vif_ids), LoadBalancerTarget.deleted_at.is_(None))))
+        LoadBalancerTarget.network_vif_id.in_(vif_ids), LoadBalancerTarget.deleted_at.is_(None))
+        .order_by(LoadBalancerTarget.id).with_for_update()
+        .execution_options(populate_existing=True)))
     changed: dict[int, LoadBalancer] = {}
     now = utcnow()
     for target in targets:
@@ -114,7 +117,8 @@ def reload_config(session: Session, lb: LoadBalancer) -> dict[str, Any]:
 def delete_log_alarms(session: Session, inst: Instance) -> list[str]:
     alarms = list(session.scalars(select(Alarm).where(
         Alarm.resource_id == inst.canonical_uuid, Alarm.metric_name.in_(LOG_METRICS),
-        Alarm.deleted_at.is_(None))))
+        Alarm.deleted_at.is_(None)).order_by(Alarm.id).with_for_update()
+        .execution_options(populate_existing=True)))
     for alarm in alarms:
         alarm.soft_delete()
     ids = [a.canonical_uuid for a in alarms]

@@ -6,6 +6,9 @@ times ISO-8601 UTC. Every function runs inside the caller's transaction.
 get_instance(instance_id) -> instance document (terminated instances included)
 update_instance(instance_id, data) -> None; ``{"state": "terminated"}`` finalizes
 finalize_instance(instance_id, terminated_at=None) -> None; idempotent
+
+Writers lock the instance row before reading it, so concurrent reports on one instance
+apply one after the other (each sees what the previous one committed).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def get_instance(session: Session, instance_id: str) -> dict[str, Any]:
 def update_instance(session: Session, instance_id: str, data: dict[str, Any]) -> None:
     """Apply an agent's report; state changes go through the instance state machine."""
     check_fields("instance", data, UPDATABLE_INSTANCE_FIELDS, Instance)
-    inst = load_instance(session, instance_id)
+    inst = load_instance(session, instance_id, for_update=True)
     if data.get("state") == "terminated":
         instance_lifecycle.finalize_instance(
             session, inst, parse_time(data.get("terminated_at"), "terminated_at"))
@@ -79,5 +82,6 @@ def finalize_instance(session: Session, instance_id: str,
                       terminated_at: str | None = None) -> None:
     """Delete the instance's volumes (jobs sent after commit) and destroy it; idempotent."""
     when = parse_time(terminated_at, "terminated_at")
-    instance_lifecycle.finalize_instance(session, load_instance(session, instance_id), when)
+    instance_lifecycle.finalize_instance(
+        session, load_instance(session, instance_id, for_update=True), when)
 

@@ -39,10 +39,12 @@ def finalize_instance(session: Session, inst: Instance,
     """Delete the instance's volumes (jobs after commit) and destroy it, once.
 
     Idempotent: volumes already ``deleting``/``deleted`` get no second job, and a
-    terminated instance is not destroyed again. Returns the submitted job ids.
+    terminated instance is not destroyed again. Returns the submitted job ids. Callers
+    hold the instance's row lock (``load_instance(..., for_update=True)``); the volume rows
+    are locked here, so a storage agent's concurrent report applies before or after.
     """
     jobs = []
-    for vol in inst.volumes:
+    for vol in _lock_volumes(session, inst):
         if not vol.is_alive or vol.state in ("deleting", "deleted"):
             continue
         job = _delete_volume_job(session, inst, vol)
@@ -51,6 +53,13 @@ def finalize_instance(session: Session, inst: Instance,
     if inst.state != "terminated":
         destroy_instance(session, inst, terminated_at)
     return jobs
+
+
+def _lock_volumes(session: Session, inst: Instance) -> list[Volume]:
+    """The instance's volumes, locked in id order and re-read (``inst.volumes`` follows)."""
+    return list(session.scalars(
+        select(Volume).where(Volume.instance_id == inst.id).order_by(Volume.id)
+        .with_for_update().execution_options(populate_existing=True)))
 
 
 def _delete_volume_job(session: Session, inst: Instance, vol: Volume) -> str | None:

@@ -105,6 +105,9 @@ def running(session: Session, job_id: str, worker_id: str) -> dict[str, Any]:
     if job.state == "running" and job.worker_id != worker_id and job.heartbeat_at and \
             (now - job.heartbeat_at).total_seconds() < settings_of(session).job_heartbeat_timeout:
         return {"run": False, "reason": f"running on {job.worker_id}", "job": job_document(job)}
+    if job.state == "running" and job.worker_id == worker_id:
+        # This worker asked already (its report is retried after a lost answer): same answer.
+        return {"run": True, "reason": "", "job": job_document(job)}
     if job.delivery_count >= settings_of(session).job_max_deliveries:
         _finish(job, now, "fail", {"message": f"delivered {job.delivery_count} times; "
                                    "giving up (poison job or crashing worker)"})
@@ -157,6 +160,11 @@ def finish_fail(session: Session, job_id: str, failure_reason: Any = None) -> di
         return job_document(job)
     if job.state == "finished":
         raise AlreadyTerminated(f"job {job_id} already finished ({job.finish_status})")
+    if job.state == "pending" and job.delivery_count > 0:
+        # Already handed back (a repeated report, or the reaper was first): pushing it
+        # again would send a second copy of the same retry.
+        log.info("ignoring finish_fail of %s: already pending again", job.canonical_uuid)
+        return job_document(job)
     job.finish_message = _message(failure_reason)
     if job.retry_max > job.retry_count:
         _requeue(session, job)

@@ -16,10 +16,12 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from collector import messaging
-from collector.db import db_now, settings_of, skip_locked
+from collector.db import db_now, dialect_name, settings_of, skip_locked
 from collector.errors import InvalidArgument
 from collector.models import NodeState
 
@@ -33,12 +35,17 @@ def notify(session: Session, node_id: str, boot_token: str) -> None:
     if not boot_token or len(boot_token) > 64:
         raise InvalidArgument("boot_token must be 1 to 64 characters")
     now = db_now(session)
+    # The first heartbeats of a node may arrive together: one inserts, the others wait for
+    # its commit and then find the row (ON CONFLICT DO NOTHING), so one ``monitored`` event.
+    created = session.execute(
+        _insert(session, NodeState).values(
+            node_id=node_id, boot_token=boot_token, state="online", last_ping_at=now,
+            created_at=now, updated_at=now)
+        .on_conflict_do_nothing(index_elements=[NodeState.node_id])
+        .returning(NodeState.id)).first()
     row = session.scalars(select(NodeState).where(NodeState.node_id == node_id)
-                          .with_for_update()).first()
-    if row is None:
-        row = NodeState(node_id=node_id, boot_token=boot_token, state="online", last_ping_at=now)
-        session.add(row)
-        session.flush()
+                          .with_for_update().execution_options(populate_existing=True)).one()
+    if created is not None:
         messaging.events.publish(session, "node_collector/monitored", [_doc(row)])
         return
     if row.boot_token != boot_token:
@@ -46,6 +53,13 @@ def notify(session: Session, node_id: str, boot_token: str) -> None:
         messaging.events.publish(session, "node_collector/restarted", [_doc(row)])
     row.state = "online"
     row.last_ping_at = now
+
+
+def _insert(session: Session, table: type) -> Any:
+    """The dialect's INSERT (both PostgreSQL's and SQLite's know ON CONFLICT)."""
+    if dialect_name(session) == "postgresql":
+        return pg_insert(table)
+    return sqlite_insert(table)
 
 
 def list_nodes(session: Session) -> list[dict[str, Any]]:

@@ -37,3 +37,9 @@ def test_expired_reservation_and_windows_password_are_cleaned_by_the_worker(
         assert session.get(Instance, inst_pk).encrypted_password is None
     # Beat may send a run twice: the second finds nothing left to do.
     assert handle_id not in _run(collector_client, "maintenance.expire_ip_handles")
+
+
+def test_retention_tasks_run_by_name_on_the_worker_and_twice_is_harmless(collector_client):
+    for task in ("maintenance.purge_sent_outbox", "maintenance.purge_finished_jobs"):
+        assert isinstance(_run(collector_client, task), int)
+        assert _run(collector_client, task) == 0  # the defaults keep a day / 30 days

@@ -139,3 +139,20 @@ def test_link_callbacks_record_outcomes_only_for_agents_that_do_not_report(sessi
     assert QueuedJob.by_cuuid(session, reported).retry_count == 1
     failing = messaging.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x")
     assert jobqueue.job_failed(session, failing)["finish_status"] == "fail"
+
+
+def test_repeated_failure_report_pushes_the_job_again_only_once(session):
+    job_id = messaging.jobs.submit(session, f"hva-handle.hva.r{new_uuid()}", "reboot",
+                                   retry_max=3)
+    assert jobqueue.running(session, job_id, "w1")["run"]
+    assert jobqueue.finish_fail(session, job_id, "boom")["state"] == "pending"
+    assert jobqueue.finish_fail(session, job_id, "boom")["state"] == "pending"  # a repeat
+    assert session.query(OutboxMessage).filter_by(task_id=job_id).count() == 2
+
+
+def test_a_retried_running_report_of_the_same_worker_counts_one_delivery(session):
+    job_id = messaging.jobs.submit(session, f"hva-handle.hva.r{new_uuid()}", "reboot")
+    assert jobqueue.running(session, job_id, "w1")["run"]
+    again = jobqueue.running(session, job_id, "w1")  # its answer was lost: asked again
+    assert again["run"] and again["job"]["delivery_count"] == 1
+    assert not jobqueue.running(session, job_id, "w2")["run"]

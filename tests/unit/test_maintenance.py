@@ -46,3 +46,73 @@ def test_windows_password_is_forgotten_once_its_time_has_come(session):
     assert (due.encrypted_password, due.password_will_be_deleted_at) == (None, None)
     assert later.encrypted_password == "bGF0ZXI=" and kept.encrypted_password == "a2VwdA=="
     assert maintenance.delete_expired_windows_passwords(session) == []
+
+
+def _outbox_row(session, sent_ago=None, created_ago=timedelta(hours=3), failed=False):
+    from collector.ids import new_uuid
+    from collector.models import OutboxMessage
+
+    now = utcnow()
+    row = OutboxMessage(kind="task", name="x.retention", queue="x", payload={"args": []},
+                        task_id=f"msg-{new_uuid()}", created_at=now - created_ago,
+                        sent_at=now - sent_ago if sent_ago is not None else None,
+                        failed_at=now - created_ago if failed else None)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def test_sent_outbox_rows_past_their_retention_are_deleted_and_nothing_else(session):
+    from collector.models import OutboxMessage
+
+    old_sent = _outbox_row(session, sent_ago=timedelta(hours=2))
+    new_sent = _outbox_row(session, sent_ago=timedelta(minutes=5))
+    unsent = _outbox_row(session)
+    failed = _outbox_row(session, failed=True)
+    assert maintenance.purge_sent_outbox(session, 3600) >= 1
+    kept = {r.id for r in session.query(OutboxMessage).filter(OutboxMessage.id.in_(
+        [old_sent.id, new_sent.id, unsent.id, failed.id]))}
+    assert kept == {new_sent.id, unsent.id, failed.id}
+    assert maintenance.purge_sent_outbox(session, 3600) == 0  # a second run finds nothing
+
+
+def _job(session, state="finished", finished_ago=timedelta(hours=2), parent=None):
+    from collector.models import QueuedJob
+
+    job = QueuedJob(queue_name="hva-handle.hva.retention", job_name="reboot", state=state,
+                    finish_status="success" if state == "finished" else None,
+                    finished_at=utcnow() - finished_ago if state == "finished" else None,
+                    parent_id=parent.id if parent else None, retry_max=0, retry_count=0,
+                    delivery_count=1)
+    session.add(job)
+    session.flush()
+    return job
+
+
+def test_finished_jobs_past_their_retention_are_deleted_children_first(session):
+    from collector.models import QueuedJob
+
+    old = _job(session)
+    recent = _job(session, finished_ago=timedelta(minutes=5))
+    pending, running = _job(session, "pending"), _job(session, "running")
+    tree_root = _job(session)
+    tree_leaf = _job(session, parent=_job(session, parent=tree_root))
+    waiting_parent = _job(session)
+    waiting_child = _job(session, "pending", parent=waiting_parent)
+    mine = [old, recent, pending, running, tree_root, tree_leaf, waiting_parent, waiting_child]
+
+    assert maintenance.purge_finished_jobs(session, 3600) >= 4
+    kept = {j.id for j in session.query(QueuedJob).filter(QueuedJob.id.in_([j.id for j in mine]))}
+    # A finished parent stays while a child it has is kept.
+    assert kept == {recent.id, pending.id, running.id, waiting_parent.id, waiting_child.id}
+    assert maintenance.purge_finished_jobs(session, 3600) == 0
+
+
+def test_retention_settings_and_beat_entries():
+    import celeryconfig
+    from collector.config import load_settings
+
+    settings = load_settings()
+    assert settings.outbox_retention == 86400 and settings.job_retention == 30 * 86400
+    tasks = {entry["task"] for entry in celeryconfig.beat_schedule.values()}
+    assert {"maintenance.purge_sent_outbox", "maintenance.purge_finished_jobs"} <= tasks

@@ -45,3 +45,29 @@ def test_the_cli_reports_a_bad_setting_in_one_line(monkeypatch):
     result = CliRunner().invoke(main, ["db", "current"])
     assert result.exit_code == 1
     assert result.output.strip() == "Error: COLLECTOR_NODE_TIMEOUT_SEC='twenty' is not an integer"
+
+
+def test_an_event_retry_longer_than_half_the_visibility_timeout_is_refused(monkeypatch):
+    monkeypatch.setenv("COLLECTOR_VISIBILITY_TIMEOUT", "30")
+    monkeypatch.setenv("COLLECTOR_EVENT_RETRY_BACKOFF_MAX", "20")
+    with pytest.raises(SettingsError, match="COLLECTOR_EVENT_RETRY_BACKOFF_MAX=20"):
+        load_settings()
+
+
+def test_visibility_timeouts_per_kind_of_work(monkeypatch):
+    """The Collector: short, in its own hash; an agent: twice its longest job, per node."""
+    import celeryconfig
+    from collector.agent import Agent
+    from collector.client import Collector
+
+    options = celeryconfig.broker_transport_options
+    assert options["visibility_timeout"] == load_settings().visibility_timeout == 60
+    assert options["unacked_key"] == "collector.unacked"
+    agent = Agent("hva.vis1", "redis://127.0.0.1:1/0", longest_job=1800)
+    agent_options = agent.app.conf.broker_transport_options
+    assert agent_options["visibility_timeout"] == 3600
+    assert agent_options["unacked_key"] == "unacked.hva.vis1"
+    assert Agent("hva.vis2", "redis://127.0.0.1:1/0").transport_options()[
+        "visibility_timeout"] == 2 * 3 * 3600
+    client = Collector("redis://127.0.0.1:1/0", timeout=600)
+    assert client.visibility_timeout == 60  # a call's message expires after 60 s at most
