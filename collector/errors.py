@@ -108,7 +108,7 @@ class UnknownLoadBalancerID(NotFound):
 
 
 class UnknownDeadLetter(NotFound):
-    pass
+    """No parked message has that id (``collector dead-letters``)."""
 
 
 class AlreadyTerminated(CollectorError):

@@ -17,7 +17,7 @@ from collector.errors import (
     UnknownMacRange,
 )
 from collector.models import DhcpRange, MacLease, MacRange, Network, NetworkVif, NetworkVifIpLease
-from collector.models.networks import ipv4_to_s
+from collector.models.networks import ipv4_to_i, ipv4_to_s
 from collector.scheduling import config, mac_address, network, vif_plans
 from collector.scheduling.snapshot import ALL_NETWORKS, GroupMember, VifPlan
 
@@ -247,6 +247,10 @@ def test_nat_one_to_one_outside_address_comes_from_the_nat_network(session, macs
 def test_flat_single_uses_the_network_with_the_lowest_id_or_the_configured_one(session, macs):
     net = sample_data.network(session, "10.44.0.0/24")
     lowest = session.scalar(select(func.min(Network.id)))
+    # The database is shared: whatever network has the lowest id gets addresses to give.
+    base = ipv4_to_i(session.get(Network, lowest).ipv4_network)
+    session.add(DhcpRange(network_id=lowest, range_begin=base + 230, range_end=base + 250))
+    session.flush()
     (vif,) = build(session, instance(session, {}), vif_plans.FlatSingle())
     assert vif.device_index == 0 and vif.network_id == lowest
     assert len(leases(session, vif)) == 1
