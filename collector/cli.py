@@ -144,9 +144,11 @@ def flower(address: str, port: int) -> None:
 @main.command()
 @click.option("--procfile", default="Procfile", show_default=True, type=click.Path())
 def up(procfile: str) -> None:
-    """Start a whole installation from the Procfile (honcho), embedded Redis if needed."""
+    """Start a whole installation from the Procfile, embedded Redis if needed; a process
+    that dies is started again (pids in <data dir>/run/)."""
     from honcho.environ import parse_procfile
-    from honcho.manager import Manager
+
+    from workers.supervisor import Supervisor, echo_stdout
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -154,19 +156,16 @@ def up(procfile: str) -> None:
     from collector.migrate import upgrade
 
     upgrade(settings.database_url)
-    manager = Manager()
     entries = parse_procfile(Path(procfile).read_text()).processes
     # Children find this installation's `collector` even when its venv is not activated.
     env = {**os.environ,
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    for name, command in entries.items():
-        manager.add_process(name, command, env=env)
     try:
-        manager.loop()
+        code = Supervisor(entries, env, settings.data_dir / "run", echo_stdout).run()
     finally:
         if redis:
             redis.stop()
-    sys.exit(manager.returncode)
+    sys.exit(code)
 
 
 @main.command()
