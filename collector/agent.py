@@ -110,8 +110,13 @@ class Agent:
     def transport_options(self) -> dict[str, Any]:
         """The node's own unacked hash, visibility timeout twice the longest job."""
         unacked = f"unacked.{self.node_id}"
-        return {"visibility_timeout": int(2 * self.longest_job), "unacked_key": unacked,
+        visibility = int(2 * self.longest_job)
+        return {"visibility_timeout": visibility, "unacked_key": unacked,
                 "unacked_index_key": f"{unacked}.index", "unacked_mutex_key": f"{unacked}.mutex",
+                # Look for messages past their timeout (a job whose worker died) often
+                # enough that one comes back soon after its timeout, however long that is.
+                "unacked_restore_interval": max(1, min(60, visibility // 4)),
+                "unacked_restore_throttle": 1,
                 "socket_keepalive": True, "health_check_interval": 25}
 
     @property

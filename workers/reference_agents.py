@@ -4,7 +4,7 @@ A node id ``hva.*`` serves ``hva-handle``, ``local-store-handle`` and
 ``log-alarm-registry``; ``sta.*`` serves ``sta-handle``. Every job is recorded in the Redis
 list ``agent-log:<node_id>`` (JSON: job id, name, args, phase ``started``/``finished``), so
 tests and the demo can see exactly what ran where. Test jobs: ``sleep(seconds)`` (stops
-early when cancelled), ``fail(message)``, ``spawn(queue, job_name, *args)`` (submits a
+early when cancelled), ``fail(message)``, ``crash()`` (kills its worker: a poison job), ``spawn(queue, job_name, *args)`` (submits a
 child job through the Collector).
 
 The instance and volume lifecycle jobs do what a real agent reports, without touching a
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -95,6 +96,12 @@ def build_agent(node_id: str) -> Agent:
     def fail(ctx: JobContext, message: str) -> None:
         record(ctx, "started")
         raise RuntimeError(message)
+
+    @agent.job(first, "crash")
+    def crash(ctx: JobContext) -> None:
+        """A poison job: it kills its worker every time it runs."""
+        record(ctx, "started")
+        os._exit(70)
 
     @agent.job(first, "spawn")
     def spawn(ctx: JobContext, queue: str, job_name: str, *args: object) -> dict:

@@ -227,3 +227,29 @@ def test_plain_celery_agent_jobs_are_recorded_by_the_link_callbacks(cluster):
             assert job.finish_status == status
     finally:
         agent.stop()
+
+
+def test_a_poison_job_that_kills_its_worker_fails_after_a_bounded_number_of_deliveries(
+        cluster):
+    """The agent dies every time the job runs. The reaper (beat's maintenance.reap_jobs)
+    sends a job whose worker stopped heartbeating again, until it has been delivered
+    COLLECTOR_JOB_MAX_DELIVERIES (3) times; then it fails the job instead."""
+    node = f"hva.p{new_uuid()}"
+    client = cluster["client"]
+    job_id = client.call("jobqueue-proxy", "push_job", f"hva-handle.{node}", "crash", [])
+    for _ in range(6):  # bounded; three deliveries are expected
+        process = start_agent(node, cluster["broker"], env={**cluster["worker"].env, **FAST})
+        try:
+            _wait(lambda p=process: p.process.poll() is not None, 30,
+                  what="the poison job to kill its agent")
+        finally:
+            process.stop()
+        time.sleep(3.5)  # COLLECTOR_JOB_HEARTBEAT_TIMEOUT (3 s): the dead worker is silent
+        client.app.send_task("maintenance.reap_jobs", queue="maintenance").get(timeout=30)
+        if _job(cluster["db_url"], job_id).state == "finished":
+            break
+    job = _job(cluster["db_url"], job_id)
+    assert (job.state, job.finish_status, job.delivery_count) == ("finished", "fail", 3)
+    assert "no heartbeat" in job.finish_message["message"]
+    starts = [e for e in _log(cluster["redis"], node) if e["phase"] == "started"]
+    assert len(starts) == 3  # it ran (and killed its worker) exactly three times
