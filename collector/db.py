@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings, load_settings
@@ -126,7 +127,10 @@ class UnitOfWork:
                 except BaseException:
                     self.commit_outcome_unknown = True
                     raise
-                self.outbox_rows = list(session.info.get(OUTBOX_ROWS, ()))
+                # Rows written in a savepoint that rolled back are transient again: they
+                # were never committed and must not be published.
+                self.outbox_rows = [row for row in session.info.get(OUTBOX_ROWS, ())
+                                    if not sa_inspect(row).transient]
             else:
                 session.rollback()
         finally:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 
 from collector import messaging
 from collector.config import load_settings
-from collector.errors import InvalidArgument, TransientError
+from collector.errors import CollectorError, InvalidArgument, TransientError
 from collector.services import dead_letters
 from collector.topics import topic_matches
 from tasks.app import app
@@ -158,4 +158,6 @@ def _park(task: Task, queue: str, exc: BaseException, longest: float) -> dict[st
         raise task.retry(exc=exc, countdown=longest) from None
     log.error("%s[%s] parked as dead letter %d after %d attempt(s): %s: %s", task.name,
               request.id, letter, request.retries + 1, error_type, exc)
+    if isinstance(exc, CollectorError):
+        raise exc  # parked, and a caller waiting on the task gets its typed error
     return {"dead_letter": letter}

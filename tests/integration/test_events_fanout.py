@@ -11,6 +11,7 @@ import pytest
 import redis
 from sqlalchemy import select
 
+import celeryconfig
 from collector import sample_data
 from collector.client import Collector
 from collector.db import unit_of_work
@@ -20,6 +21,8 @@ from collector.services import instance_lifecycle
 from tests.servers import WorkerProcess
 
 pytestmark = pytest.mark.integration
+# The Collector workers' hash of delivered, unacknowledged messages.
+COLLECTOR_UNACKED = celeryconfig.broker_transport_options["unacked_key"]
 REDIS_DB = {"sqlite": 5, "postgresql": 6}
 
 
@@ -72,7 +75,7 @@ def _idle(roles) -> bool:
     """Nothing waits in the event queues and no message is unacknowledged (a worker
     acknowledges a message after its task has committed and relayed what it wrote)."""
     conn = roles["redis"]
-    return not any(conn.llen(q) for q in EVENT_QUEUES) and not conn.hlen("unacked")
+    return not any(conn.llen(q) for q in EVENT_QUEUES) and not conn.hlen(COLLECTOR_UNACKED)
 
 
 def _settled_runs(roles) -> Counter:

@@ -10,6 +10,7 @@ import time
 import pytest
 import redis
 
+import celeryconfig
 from collector.client import Collector, RpcError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
@@ -17,6 +18,8 @@ from collector.models import QueuedJob
 from tests.servers import start_agent, start_worker
 
 pytestmark = pytest.mark.integration
+# The Collector workers' hash of delivered, unacknowledged messages.
+COLLECTOR_UNACKED = celeryconfig.broker_transport_options["unacked_key"]
 
 FAST = {"COLLECTOR_JOB_HEARTBEAT_TIMEOUT": "3", "COLLECTOR_AGENT_JOB_HEARTBEAT": "0.5",
         "COLLECTOR_NODE_TIMEOUT_SEC": "4"}
@@ -87,7 +90,7 @@ def _wait_jobqueue_done_with(cluster, job_id: str) -> None:
     cluster["client"].rpc("jobqueue-proxy").find(job_id)
     conn = cluster["redis"]
     _wait(lambda: not any(job_id.encode() in m for m in
-                          [*conn.lrange("jobqueue-proxy", 0, -1), *conn.hvals("unacked")]),
+                          [*conn.lrange("jobqueue-proxy", 0, -1), *conn.hvals(COLLECTOR_UNACKED)]),
           what=f"jobqueue-proxy done with {job_id}")
 
 

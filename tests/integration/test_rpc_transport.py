@@ -10,9 +10,12 @@ import time
 import pytest
 from kombu import Connection
 
+import celeryconfig
 from collector.client import Collector, RpcError, RpcTimeout
 
 pytestmark = pytest.mark.integration
+# The Collector workers' hash of delivered, unacknowledged messages.
+COLLECTOR_UNACKED = celeryconfig.broker_transport_options["unacked_key"]
 
 
 def test_unknown_id_reaches_the_caller_as_a_typed_error(collector_client):
@@ -82,7 +85,7 @@ def test_pickle_message_is_refused_and_never_runs(worker, collector_client):
         redis_client = conn.default_channel.client
         # Neither waiting in the queue nor taken and unacknowledged (which a running task or
         # a message left for redelivery would be): the refused message is dropped.
-        held = [*redis_client.lrange("hva-collector", 0, -1), *redis_client.hvals("unacked")]
+        held = [*redis_client.lrange("hva-collector", 0, -1), *redis_client.hvals(COLLECTOR_UNACKED)]
         assert not [m for m in held if result.id.encode() in m]
     # Not run: a run would have stored its answer (UnknownInstanceID) before its ack.
     assert app.backend.get_task_meta(result.id)["status"] == "PENDING"

@@ -230,6 +230,7 @@ def test_after_a_late_failure_the_relay_finds_nothing_to_send(db_url):
     with UnitOfWork(db_url) as uow:
         result = handlers.schedule_instance(uow.session, cuuid)
     handed = uow.outbox_ids  # what the task layer hands the relay after the commit
+    assert all(cuuid not in str(row.payload) for row in uow.outbox_rows)  # published from memory
     assert result["error_type"] in ("OutOfIpRange", "OutOfMacRange")
     with unit_of_work(db_url, readonly=True) as session:
         rows = session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(handed))).all()
