@@ -32,12 +32,13 @@ from collector.models import (
 from collector.models.networks import ipv4_to_i
 from collector.models.outbox import OutboxMessage
 from collector.services import api
+from tests.conftest import BACKENDS
 
 VENDOR = 0x525400
 GiB = 1 << 30
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=BACKENDS)  # PostgreSQL: the integration tier
 def api_db(request, tmp_path_factory):
     from collector.migrate import upgrade
 
