@@ -224,6 +224,35 @@ def demo(exit_at_end: bool) -> None:
     sys.exit(run_demo(exit_at_end=exit_at_end))
 
 
+@main.group()
+def docs() -> None:
+    """Documents generated from the code."""
+
+
+@docs.command("reference")
+@click.option("--check", is_flag=True, help="only check; exit 1 when the file is stale")
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="the reference to rewrite (default: docs/reference.md of this source tree)")
+def docs_reference(check: bool, path: Path | None) -> None:
+    """Regenerate the endpoint and error tables of docs/reference.md from the registry."""
+    from tasks import reference_doc
+
+    path = path or reference_doc.REFERENCE_PATH
+    shown = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
+    if not path.is_file():
+        raise click.ClickException(f"no reference at {shown} (give --path)")
+    try:
+        if check:
+            if not reference_doc.is_current(path):
+                click.echo(f"{shown} is stale: run `collector docs reference`", err=True)
+                sys.exit(1)
+            return
+        changed = reference_doc.rewrite(path)
+    except ValueError as exc:
+        raise click.ClickException(f"{shown}: {exc}") from None
+    click.echo(f"{shown} {'regenerated' if changed else 'already current'}")
+
+
 def _attach_subcommands() -> None:
     from collector.cli_instances import instance, volume
     from collector.cli_jobs import jobs
