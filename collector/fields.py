@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, Numeric, String
+from sqlalchemy import inspect as sa_inspect
 
 from collector.errors import InvalidArgument
 from collector.timeutil import parse_time
@@ -58,6 +59,25 @@ def check_fits(kind: str, model: type, data: dict[str, Any]) -> None:
         problem = _misfit(column, value) if column is not None else None
         if problem:
             raise InvalidArgument(f"{kind} field {key!r} {problem}")
+
+
+def check_flushed_rows(session: Any, _flush_context: Any = None, _instances: Any = None) -> None:
+    """``before_flush``: InvalidArgument for a new or changed value its column cannot hold.
+
+    PostgreSQL refuses an over-long string or an integer beyond the column's range; SQLite
+    would store it. Checked here for every write, so both answer the same.
+    """
+    for row in (*session.new, *session.dirty):
+        state = sa_inspect(row)
+        changed = state.dict if state.key is None else state.committed_state
+        columns = state.mapper.columns
+        for key in changed:
+            column = columns.get(key)
+            if column is None:
+                continue
+            problem = _misfit(column, state.dict.get(key))
+            if problem:
+                raise InvalidArgument(f"{column.table.name}.{column.name} {problem}")
 
 
 def _column_types(column: Any) -> tuple[type, ...]:

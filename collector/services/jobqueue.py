@@ -208,6 +208,8 @@ def find(session: Session, job_id: str) -> dict[str, Any]:
 
 def list_jobs(session: Session, queue: str | None = None, state: str | None = None,
               limit: int = 50) -> list[dict[str, Any]]:
+    if not 1 <= limit <= 1000:  # PostgreSQL refuses a negative LIMIT, SQLite reads it as none
+        raise InvalidArgument("limit must be within 1..1000")
     stmt = select(QueuedJob).order_by(QueuedJob.id.desc()).limit(limit)
     if queue:
         stmt = stmt.where(QueuedJob.queue_name == queue)
