@@ -221,6 +221,11 @@ class ValidationFailed(CollectorError):
     """A model validation rule refused the change (two attached volumes on one device name)."""
 
 
+class WrongQueue(CollectorError):
+    """The task arrived on a queue it is not served from (sent there by hand or forged); it
+    did not run. Call ``<endpoint>.<method>`` on the queue ``<endpoint>``."""
+
+
 ALL_ERRORS: dict[str, type[CollectorError]] = {
     cls.__name__: cls
     for cls in list(globals().values())
@@ -233,3 +238,11 @@ class InternalError(CollectorError):
 
 
 ALL_ERRORS["InternalError"] = InternalError
+
+
+class TransientError(InternalError):
+    """The database could not serve the call now (unreachable, deadlock, serialization
+    failure, pool exhausted): nothing was committed, and the same call may succeed later."""
+
+
+ALL_ERRORS["TransientError"] = TransientError

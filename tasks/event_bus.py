@@ -11,6 +11,9 @@ workers it runs, and nothing is lost between the dispatcher and the handlers.
 
 Handlers are domain functions ``(session, args: list, sender: str)``; they must tolerate a
 repeat (a crash after commit can redeliver).
+
+The dispatcher runs only from messages published to the events exchange (or found on its
+own queue); a handler task only from its role's queue (``tasks.base``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from collector import messaging
+from collector.client import EVENTS_EXCHANGE
 from collector.topics import topic_matches
 from tasks.app import app
 from tasks.unit_of_work import run_in_unit_of_work
@@ -86,7 +90,8 @@ def dispatch(session: Session, event: str, args: list, sender: str) -> list[str]
     return sent
 
 
-@app.task(name=messaging.EVENT_TASK, queue="events", typing=False)
+@app.task(name=messaging.EVENT_TASK, queue="events", typing=False,
+          topic_exchange=EVENTS_EXCHANGE.name)
 def deliver(event: str, args: list, sender: str, published_at: str | None = None) -> list[str]:
     """The dispatcher: runs once per event on the ``events`` queue."""
     if not isinstance(event, str) or not isinstance(args, list) or not isinstance(sender, str):
