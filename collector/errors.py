@@ -218,7 +218,8 @@ class InvalidSecurityGroupRuleSyntax(CollectorError):
 
 
 class ValidationFailed(CollectorError):
-    """A model validation rule refused the change (two attached volumes on one device name)."""
+    """A model validation rule refused the change (two attached volumes on one device name,
+    or any other constraint of the database: the message names the rule, never the SQL)."""
 
 
 class WrongQueue(CollectorError):

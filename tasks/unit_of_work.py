@@ -2,22 +2,47 @@
 
 The answer is decided by the commit: an error after it (the broker down while relaying)
 is logged and left to the outbox sweep, never turned into a failure of committed work.
+
+Errors reach the caller typed, with a plain message: the statement, its parameters and the
+driver's text go to the log only (``database_error``):
+
+- a ``CollectorError`` raised by the domain passes as it is;
+- a value the database refused is ``InvalidArgument``;
+- a constraint the database enforces (a unique index, a foreign key) is ``ValidationFailed``
+  saying which rule, when the index says (``Index(..., info={"refusal": ...})``);
+- the database unreachable, a deadlock or a serialization failure is ``TransientError``:
+  nothing was committed and the same call may be retried;
+- anything else is ``InternalError`` with a reference to the logged traceback.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import secrets
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from collector.db import UnitOfWork
-from collector.errors import CollectorError, InternalError, InvalidArgument
+from collector.errors import (
+    CollectorError,
+    InternalError,
+    InvalidArgument,
+    TransientError,
+    ValidationFailed,
+)
+from collector.models import Base
 from tasks import relay
 from tasks.app import app
 
 log = logging.getLogger(__name__)
+
+# SQLSTATEs after which the same transaction may succeed when run again.
+TRANSIENT_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)$")
 
 
 def relay_after_commit(outbox_ids: list[int]) -> None:
@@ -31,19 +56,66 @@ def relay_after_commit(outbox_ids: list[int]) -> None:
                     len(outbox_ids), exc_info=True)
 
 
+def sqlstate(exc: BaseException) -> str | None:
+    return getattr(getattr(exc, "orig", None), "sqlstate", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that says "not now" rather than "never"."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)) or \
+        sqlstate(exc) in TRANSIENT_SQLSTATES
+
+
+def _constraint_refusal(exc: IntegrityError) -> str | None:
+    """What the violated index says of itself (``info["refusal"]``), when it says anything."""
+    orig = exc.orig
+    name = getattr(getattr(orig, "diag", None), "constraint_name", None)
+    columns: tuple[str, ...] = ()
+    match = _SQLITE_UNIQUE.search(str(orig)) if name is None else None
+    if match:  # SQLite names the columns ("volumes.instance_id, volumes.guest_device_name")
+        columns = tuple(part.strip() for part in match.group(1).split(","))
+    for table in Base.metadata.tables.values():
+        for index in table.indexes:
+            named = name is not None and index.name == name
+            same_columns = bool(columns) and columns == tuple(
+                f"{table.name}.{column.name}" for column in index.columns)
+            if (named or same_columns) and index.info.get("refusal"):
+                return str(index.info["refusal"])
+    return None
+
+
+def database_error(exc: BaseException, where: str) -> CollectorError:
+    """The typed error for a failure of the database (or anything unexpected) in ``where``;
+    the details are logged here and never put in the message."""
+    if isinstance(exc, IntegrityError):
+        log.warning("constraint refused the change in %s: %s", where, exc.orig)
+        return ValidationFailed(_constraint_refusal(exc) or
+                                "the change conflicts with the data already stored")
+    if isinstance(exc, DataError):  # a value the database refused: bad input that slipped by
+        log.warning("value refused by the database in %s: %s", where, exc.orig)
+        return InvalidArgument("a value does not fit its column (too long, out of range or "
+                               "malformed)")
+    if is_transient(exc):
+        log.warning("transient database error in %s: %s", where, exc, exc_info=True)
+        return TransientError("the database cannot serve the call now (unreachable, deadlock "
+                              "or serialization failure); nothing was committed: retry it")
+    reference = secrets.token_hex(4)
+    log.error("unexpected error [%s] in %s", reference, where, exc_info=exc)
+    return InternalError(f"unexpected {type(exc).__name__} in the Collector (logged as "
+                         f"[{reference}]); nothing was committed")
+
+
 def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                         kwargs: dict | None = None, readonly: bool = False) -> Any:
-    """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are wrapped."""
+    """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are mapped."""
     try:
         with UnitOfWork(readonly=readonly) as uow:
             result = fn(uow.session, *args, **(kwargs or {}))
     except CollectorError:
         raise
-    except DataError as exc:  # a value the database refused: bad input that slipped through
-        log.warning("value refused by the database in %s: %s", fn.__qualname__, exc.orig)
-        raise InvalidArgument(f"a value does not fit its column: {exc.orig}") from None
-    except Exception as exc:
-        log.exception("unexpected error in %s", fn.__qualname__)
-        raise InternalError(f"{type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - every other failure becomes a typed error
+        raise database_error(exc, fn.__qualname__) from None
     relay_after_commit(uow.outbox_ids)
     return result
