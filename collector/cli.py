@@ -97,7 +97,10 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
     """Run a worker for one role (or `all`)."""
     from workers.roles import queues_for
 
-    queues = queues_for(role)
+    try:
+        queues = queues_for(role)
+    except ValueError as exc:
+        raise click.ClickException(f"--role: {exc}") from None
     settings = load_settings()
     if not settings.broker_url:
         raise click.UsageError("set COLLECTOR_BROKER_URL (or use `collector up`)")

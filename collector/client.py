@@ -18,7 +18,7 @@ from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu import Exchange, Queue
 
-from collector.config import authenticated_beyond_localhost, load_settings
+from collector.config import authenticated_beyond_localhost, first_url, load_settings, single_url
 
 EVENTS_EXCHANGE = Exchange("collector.events", type="topic", durable=True)
 # The Collector's event dispatcher queue, bound to every event from every sender. Publishers
@@ -59,8 +59,8 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
         "broker_url", broker_url or settings.broker_url or "redis://127.0.0.1:6379/0")
     configured_backend = settings.result_backend \
         if settings.result_backend != settings.broker_url else None
-    backend = authenticated_beyond_localhost(
-        "result_backend", result_backend or configured_backend or broker)
+    backend = single_url("result_backend", authenticated_beyond_localhost(
+        "result_backend", result_backend or configured_backend or first_url(broker)))
     app = Celery("collector-client", set_as_current=False)
     app.conf.update(
         broker_url=broker,
