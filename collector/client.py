@@ -7,18 +7,24 @@
 
 Errors come back typed: ``RpcError.error_type`` is the Collector's error class name
 (``UnknownInstanceID``, ``InvalidArgument``, ...); a call with no answer in time raises
-``RpcTimeout``. Only JSON travels; nothing here needs the Collector's database.
+``RpcTimeout``, and a broker or result backend that cannot be reached ``BrokerUnavailable``
+(never a raw kombu or redis error). Only JSON travels; nothing here needs the Collector's
+database. What Flower and the logs show of the arguments has sensitive values masked
+(``collector.redaction``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis.exceptions
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu import Exchange, Queue
+from kombu.exceptions import OperationalError as KombuOperationalError
 
 from collector.config import authenticated_beyond_localhost, first_url, load_settings, single_url
+from collector.redaction import masked_repr
 
 EVENTS_EXCHANGE = Exchange("collector.events", type="topic", durable=True)
 # The Collector's event dispatcher queue, bound to every event from every sender. Publishers
@@ -45,6 +51,39 @@ class RpcTimeout(RpcError):
         super().__init__("RpcTimeout", message)
 
 
+class BrokerUnavailable(RpcError):
+    """The broker or the result backend cannot be reached: the call was not sent, or its
+    answer cannot be read (it may have run). Safe to retry a read; check before repeating a
+    write."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BrokerUnavailable", message)
+
+
+# What the transport raises when the broker or the result backend is out of reach.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    KombuOperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    ConnectionError, TimeoutError,
+)
+
+
+def is_transport_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it: Celery wraps a result backend that stays out of
+    reach in a RuntimeError) says the broker or the result backend cannot be reached."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, TRANSPORT_ERRORS):
+            return True
+        current, seen = current.__cause__, seen + 1
+    return False
+
+
+def shown_args(args: list | tuple) -> dict[str, str]:
+    """The ``argsrepr``/``kwargsrepr`` send options: the arguments with secrets masked."""
+    return {"argsrepr": masked_repr(list(args)), "kwargsrepr": "{}"}
+
+
 def error_from_exception(exc: BaseException) -> RpcError:
     """Rebuild the typed error from what the result backend gave back."""
     if isinstance(exc, RpcError):
@@ -68,6 +107,10 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], broker_connection_retry_on_startup=True,
         task_create_missing_queues=True,
+        # A result backend out of reach is BrokerUnavailable within about a second, not
+        # after Celery's twenty reconnection attempts.
+        result_backend_transport_options={"retry_policy": {
+            "max_retries": 2, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}},
     )
     return app
 
@@ -112,21 +155,40 @@ class Collector:
     def call(self, endpoint: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``endpoint.method(*args)`` and wait for the committed answer."""
         limit = self.timeout if timeout is None else timeout
-        result = self.app.send_task(f"{endpoint}.{method}", args=list(args), queue=endpoint,
-                                    expires=limit)
+        what = f"{endpoint}.{method}"
+        try:
+            result = self.app.send_task(what, args=list(args), queue=endpoint, expires=limit,
+                                        **shown_args(args))
+        except Exception as exc:
+            if not is_transport_failure(exc):
+                raise
+            raise BrokerUnavailable(f"{what}: not sent, the broker or the result backend "
+                                    f"cannot be reached ({type(exc).__name__})") from None
         try:
             return result.get(timeout=limit, propagate=True, disable_sync_subtasks=False)
         except CeleryTimeout:
-            raise RpcTimeout(f"{endpoint}.{method}: no answer within {limit:g}s") from None
-        except Exception as exc:  # the rebuilt remote exception
+            raise RpcTimeout(f"{what}: no answer within {limit:g}s") from None
+        except Exception as exc:  # the rebuilt remote exception, or the transport failing
+            if is_transport_failure(exc) and not isinstance(exc, RpcError):
+                raise BrokerUnavailable(f"{what}: sent, but its answer cannot be read: the "
+                                        f"result backend cannot be reached") from None
             raise error_from_exception(exc) from None
         finally:
-            result.forget()
+            try:
+                result.forget()
+            except Exception:  # noqa: BLE001 - the result expires on its own
+                pass
 
     def cast(self, endpoint: str, method: str, *args: Any) -> str:
         """Send ``endpoint.method(*args)`` without waiting; returns the message id."""
-        result = self.app.send_task(f"{endpoint}.{method}", args=list(args), queue=endpoint,
-                                    ignore_result=True)
+        try:
+            result = self.app.send_task(f"{endpoint}.{method}", args=list(args),
+                                        queue=endpoint, ignore_result=True, **shown_args(args))
+        except Exception as exc:
+            if not is_transport_failure(exc):
+                raise
+            raise BrokerUnavailable(f"{endpoint}.{method}: not sent, the broker cannot be "
+                                    f"reached ({type(exc).__name__})") from None
         return result.id
 
     def close(self) -> None:
@@ -168,10 +230,17 @@ class _Events:
         from datetime import UTC, datetime
 
         sender = sender or self._client.sender or "agent"
-        result = self._client.app.send_task(
-            "events.deliver",
-            args=[event, list(args), sender, datetime.now(UTC).isoformat().replace("+00:00", "Z")],
-            exchange=EVENTS_EXCHANGE, routing_key=f"{event}.{sender}", ignore_result=True,
-            declare=[EVENTS_EXCHANGE, EVENTS_QUEUE],
-        )
+        message = [event, list(args), sender,
+                   datetime.now(UTC).isoformat().replace("+00:00", "Z")]
+        try:
+            result = self._client.app.send_task(
+                "events.deliver", args=message, exchange=EVENTS_EXCHANGE,
+                routing_key=f"{event}.{sender}", ignore_result=True,
+                declare=[EVENTS_EXCHANGE, EVENTS_QUEUE], **shown_args(message),
+            )
+        except Exception as exc:
+            if not is_transport_failure(exc):
+                raise
+            raise BrokerUnavailable(f"event {event}: not published, the broker cannot be "
+                                    f"reached ({type(exc).__name__})") from None
         return result.id
