@@ -19,7 +19,8 @@ def _ensure_broker(data_dir: Path):  # noqa: ANN202 - EmbeddedRedis | None
 
     redis = ensure_broker(data_dir)
     if redis is not None:
-        click.echo(f"embedded redis on {redis.url}", err=True)
+        click.echo(f"embedded redis on 127.0.0.1:{redis.port} (password in "
+                   f"{redis.password_path})", err=True)
     return redis
 
 

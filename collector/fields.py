@@ -9,9 +9,15 @@ from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, Numeric, Strin
 from sqlalchemy import inspect as sa_inspect
 
 from collector.errors import InvalidArgument
+from collector.redaction import MASK, is_sensitive
 from collector.timeutil import parse_time
 
 NULL = type(None)
+
+
+def _shown(key: str, value: Any) -> str:
+    """The offending value in a message: a sensitive one never (``collector.redaction``)."""
+    return MASK if is_sensitive(key) else f"{value!r:.60}"
 
 
 def _wrong_type(value: Any, types: tuple[type, ...]) -> bool:
@@ -29,7 +35,7 @@ def check_fields(kind: str, data: dict[str, Any], allowed: dict[str, tuple[type,
         if types is None:
             raise InvalidArgument(f"unknown {kind} field: {key!r}")
         if _wrong_type(value, types):
-            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {value!r:.60}")
+            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {_shown(key, value)}")
     if model is not None:
         check_fits(kind, model, data)
 
@@ -99,7 +105,7 @@ def cloned_fields(kind: str, model: type, data: dict[str, Any],
         if value is None and not columns[key].nullable:
             raise InvalidArgument(f"{kind} field {key!r} cannot be null")
         if _wrong_type(value, _column_types(columns[key])):
-            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {value!r:.60}")
+            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {_shown(key, value)}")
     check_fits(kind, model, values)
     return values
 
