@@ -33,8 +33,9 @@ def find(session: Session, job_id: str) -> dict[str, Any]:
 
 
 def job_failed(session: Session, job_id: str) -> dict[str, Any]:
-    """``link_error`` of pushed jobs: fails the ledger row with the job's own error (its
-    ``error_type`` and message, as the result backend holds them)."""
+    """``link_error`` of pushed jobs, once the job's own result is FAILURE: fails the ledger
+    row with the job's own error (its ``error_type`` and message, as the result backend
+    holds them)."""
     return jobqueue.job_failed(session, job_id, failure_of(job_id))
 
 
