@@ -21,6 +21,7 @@ import redis.exceptions
 from celery import Celery
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu import Exchange, Queue
+from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from collector.config import authenticated_beyond_localhost, first_url, load_settings, single_url
@@ -159,6 +160,9 @@ class Collector:
         try:
             result = self.app.send_task(what, args=list(args), queue=endpoint, expires=limit,
                                         **shown_args(args))
+        except EncodeError as exc:
+            raise RpcError("InvalidArgument", f"{what}: the arguments are not JSON ({exc})") \
+                from None
         except Exception as exc:
             if not is_transport_failure(exc):
                 raise

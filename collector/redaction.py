@@ -15,6 +15,7 @@ is shown masked too. Nothing here changes the arguments themselves.
 from __future__ import annotations
 
 import re
+import reprlib
 from typing import Any
 
 MASK = "********"
@@ -43,7 +44,18 @@ def masked(value: Any, depth: int = 0) -> Any:
     return value
 
 
+def _bounded_repr() -> reprlib.Repr:
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxdict, shown.maxlist, shown.maxtuple = 8, 64, 64, 64
+    shown.maxstring = shown.maxother = shown.maxlong = 256
+    return shown
+
+
+_REPR = _bounded_repr()
+
+
 def masked_repr(value: Any) -> str:
-    """``repr`` of ``value`` with sensitive values masked, at most ``REPR_LIMIT`` characters."""
-    text = repr(masked(value))
+    """``repr`` of ``value`` with sensitive values masked, at most ``REPR_LIMIT`` characters
+    (long strings, deep or long containers are cut, so a huge argument costs little)."""
+    text = _REPR.repr(masked(value))
     return text if len(text) <= REPR_LIMIT else text[:REPR_LIMIT - 3] + "..."

@@ -141,3 +141,11 @@ def test_a_worker_on_a_failover_list_of_local_brokers_starts_and_serves(redis_of
             assert client.call("node-collector", "ping")["endpoint"] == "node-collector"
     finally:
         worker.stop()
+
+
+def test_arguments_that_are_not_json_are_refused_before_sending(redis_of_module):
+    with Collector(f"{redis_of_module.url}/6", timeout=5) as client:
+        with pytest.raises(RpcError) as info:
+            client.call("hva-collector", "get_instance", object())
+        assert info.value.error_type == "InvalidArgument"
+        assert not isinstance(info.value, BrokerUnavailable)
