@@ -108,10 +108,10 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], broker_connection_retry_on_startup=True,
         task_create_missing_queues=True,
-        # A result backend out of reach is BrokerUnavailable within about a second, not
-        # after Celery's twenty reconnection attempts.
+        # A result backend out of reach is BrokerUnavailable within about two seconds, not
+        # after Celery's twenty reconnection attempts, one a second.
         result_backend_transport_options={"retry_policy": {
-            "max_retries": 2, "interval_start": 0.2, "interval_step": 0.3, "interval_max": 0.5}},
+            "max_retries": 4, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}},
     )
     return app
 
