@@ -168,8 +168,9 @@ def test_flower_never_shows_a_secret_argument(watched, tmp_path):
 
 
 def test_the_embedded_redis_requires_its_generated_password(tmp_path, monkeypatch):
-    monkeypatch.delenv("COLLECTOR_BROKER_URL", raising=False)
-    monkeypatch.delenv("COLLECTOR_RESULT_BACKEND", raising=False)
+    for name in ("COLLECTOR_BROKER_URL", "COLLECTOR_RESULT_BACKEND"):
+        monkeypatch.setenv(name, "")  # recorded, so what ensure_broker exports is undone
+        monkeypatch.delenv(name)
     embedded = ensure_broker(tmp_path)
     try:
         password = (tmp_path / "redis" / "password").read_text().strip()
