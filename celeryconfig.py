@@ -12,7 +12,7 @@ from kombu import Queue
 
 from collector.client import EVENTS_QUEUE as events_queue
 from collector.client import broker_transport_for
-from collector.config import load_settings
+from collector.config import first_url, load_settings
 from tasks.routing import RPC_ENDPOINTS, route_task
 
 _settings = load_settings()
@@ -79,7 +79,7 @@ enable_utc = True
 # second beat started by mistake waits on the lock; when the holder dies, it takes over
 # once the lock expires (the holder renews it every loop, at most every 5 s).
 beat_scheduler = "redbeat.RedBeatScheduler"
-redbeat_redis_url = broker_url
+redbeat_redis_url = first_url(broker_url)
 redbeat_key_prefix = "collector:beat:"
 redbeat_lock_key = "collector:beat:lock"
 redbeat_lock_timeout = _settings.beat_lock_timeout

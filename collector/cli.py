@@ -19,7 +19,8 @@ def _ensure_broker(data_dir: Path):  # noqa: ANN202 - EmbeddedRedis | None
 
     redis = ensure_broker(data_dir)
     if redis is not None:
-        click.echo(f"embedded redis on {redis.url}", err=True)
+        click.echo(f"embedded redis on 127.0.0.1:{redis.port} (password in "
+                   f"{redis.password_path})", err=True)
     return redis
 
 
@@ -97,7 +98,10 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
     """Run a worker for one role (or `all`)."""
     from workers.roles import queues_for
 
-    queues = queues_for(role)
+    try:
+        queues = queues_for(role)
+    except ValueError as exc:
+        raise click.ClickException(f"--role: {exc}") from None
     settings = load_settings()
     if not settings.broker_url:
         raise click.UsageError("set COLLECTOR_BROKER_URL (or use `collector up`)")

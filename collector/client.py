@@ -7,23 +7,30 @@
 
 Errors come back typed: ``RpcError.error_type`` is the Collector's error class name
 (``UnknownInstanceID``, ``InvalidArgument``, ``TransientError`` = retry later, ...); a call
-with no answer in time raises ``RpcTimeout``. A call's message expires with it (and never
-later than COLLECTOR_VISIBILITY_TIMEOUT), so a call its caller gave up on is not run later.
-Only JSON travels; nothing here needs the Collector's database.
+with no answer in time raises ``RpcTimeout``, and a broker or result backend that cannot be
+reached ``BrokerUnavailable`` (never a raw kombu or redis error). A call's message expires
+with it (and never later than COLLECTOR_VISIBILITY_TIMEOUT), so a call its caller gave up
+on is not run later. Only JSON travels; nothing here needs the Collector's database. What
+Flower and the logs show of the arguments has sensitive values masked
+(``collector.redaction``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import redis.exceptions
 from celery import Celery
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
 from kombu import Exchange, Queue
+from kombu.exceptions import EncodeError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from kombu.transport import redis as kombu_redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from collector.config import authenticated_beyond_localhost, load_settings
+from collector.config import authenticated_beyond_localhost, first_url, load_settings, single_url
+from collector.redaction import masked_repr
 
 EVENTS_EXCHANGE = Exchange("collector.events", type="topic", durable=True)
 # The Collector's event dispatcher queue, bound to every event from every sender. Publishers
@@ -48,6 +55,39 @@ class RpcTimeout(RpcError):
 
     def __init__(self, message: str) -> None:
         super().__init__("RpcTimeout", message)
+
+
+class BrokerUnavailable(RpcError):
+    """The broker or the result backend cannot be reached: the call was not sent, or its
+    answer cannot be read (it may have run). Safe to retry a read; check before repeating a
+    write."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("BrokerUnavailable", message)
+
+
+# What the transport raises when the broker or the result backend is out of reach.
+TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
+    KombuOperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+    ConnectionError, TimeoutError,
+)
+
+
+def is_transport_failure(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it: Celery wraps a result backend that stays out of
+    reach in a RuntimeError) says the broker or the result backend cannot be reached."""
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 5:
+        if isinstance(current, TRANSPORT_ERRORS):
+            return True
+        current, seen = current.__cause__, seen + 1
+    return False
+
+
+def shown_args(args: list | tuple) -> dict[str, str]:
+    """The ``argsrepr``/``kwargsrepr`` send options: the arguments with secrets masked."""
+    return {"argsrepr": masked_repr(list(args)), "kwargsrepr": "{}"}
 
 
 def error_from_exception(exc: BaseException) -> RpcError:
@@ -115,8 +155,8 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
         "broker_url", broker_url or settings.broker_url or "redis://127.0.0.1:6379/0")
     configured_backend = settings.result_backend \
         if settings.result_backend != settings.broker_url else None
-    backend = authenticated_beyond_localhost(
-        "result_backend", result_backend or configured_backend or broker)
+    backend = single_url("result_backend", authenticated_beyond_localhost(
+        "result_backend", result_backend or configured_backend or first_url(broker)))
     app = Celery("collector-client", set_as_current=False)
     app.conf.update(
         broker_url=broker,
@@ -125,6 +165,10 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], broker_connection_retry_on_startup=True,
         task_create_missing_queues=True,
+        # A result backend out of reach is BrokerUnavailable within about two seconds, not
+        # after Celery's twenty reconnection attempts, one a second.
+        result_backend_transport_options={"retry_policy": {
+            "max_retries": 4, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}},
     )
     return app
 
@@ -170,26 +214,48 @@ class Collector:
     def call(self, endpoint: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``endpoint.method(*args)`` and wait for the committed answer."""
         limit = self.timeout if timeout is None else timeout
+        what = f"{endpoint}.{method}"
         # A message expires with its call, and never later than the Collector's visibility
         # timeout: one a killed worker held comes back expired, so it never runs twice.
         expires = min(limit, self.visibility_timeout)
-        result = self.app.send_task(f"{endpoint}.{method}", args=list(args), queue=endpoint,
-                                    expires=expires)
+        try:
+            result = self.app.send_task(what, args=list(args), queue=endpoint, expires=expires,
+                                        **shown_args(args))
+        except EncodeError as exc:
+            raise RpcError("InvalidArgument", f"{what}: the arguments are not JSON ({exc})") \
+                from None
+        except Exception as exc:
+            if not is_transport_failure(exc):
+                raise
+            raise BrokerUnavailable(f"{what}: not sent, the broker or the result backend "
+                                    f"cannot be reached ({type(exc).__name__})") from None
         try:
             return result.get(timeout=limit, propagate=True, disable_sync_subtasks=False)
         except CeleryTimeout:
-            raise RpcTimeout(f"{endpoint}.{method}: no answer within {limit:g}s") from None
+            raise RpcTimeout(f"{what}: no answer within {limit:g}s") from None
         except TaskRevokedError:  # expired before a worker could take it
-            raise RpcTimeout(f"{endpoint}.{method}: not taken within {expires:g}s") from None
-        except Exception as exc:  # the rebuilt remote exception
+            raise RpcTimeout(f"{what}: not taken within {expires:g}s") from None
+        except Exception as exc:  # the rebuilt remote exception, or the transport failing
+            if is_transport_failure(exc) and not isinstance(exc, RpcError):
+                raise BrokerUnavailable(f"{what}: sent, but its answer cannot be read: the "
+                                        f"result backend cannot be reached") from None
             raise error_from_exception(exc) from None
         finally:
-            result.forget()
+            try:
+                result.forget()
+            except Exception:  # noqa: BLE001 - the result expires on its own
+                pass
 
     def cast(self, endpoint: str, method: str, *args: Any) -> str:
         """Send ``endpoint.method(*args)`` without waiting; returns the message id."""
-        result = self.app.send_task(f"{endpoint}.{method}", args=list(args), queue=endpoint,
-                                    ignore_result=True)
+        try:
+            result = self.app.send_task(f"{endpoint}.{method}", args=list(args),
+                                        queue=endpoint, ignore_result=True, **shown_args(args))
+        except Exception as exc:
+            if not is_transport_failure(exc):
+                raise
+            raise BrokerUnavailable(f"{endpoint}.{method}: not sent, the broker cannot be "
+                                    f"reached ({type(exc).__name__})") from None
         return result.id
 
     def close(self) -> None:
@@ -231,10 +297,17 @@ class _Events:
         from datetime import UTC, datetime
 
         sender = sender or self._client.sender or "agent"
-        result = self._client.app.send_task(
-            "events.deliver",
-            args=[event, list(args), sender, datetime.now(UTC).isoformat().replace("+00:00", "Z")],
-            exchange=EVENTS_EXCHANGE, routing_key=f"{event}.{sender}", ignore_result=True,
-            declare=[EVENTS_EXCHANGE, EVENTS_QUEUE],
-        )
+        message = [event, list(args), sender,
+                   datetime.now(UTC).isoformat().replace("+00:00", "Z")]
+        try:
+            result = self._client.app.send_task(
+                "events.deliver", args=message, exchange=EVENTS_EXCHANGE,
+                routing_key=f"{event}.{sender}", ignore_result=True,
+                declare=[EVENTS_EXCHANGE, EVENTS_QUEUE], **shown_args(message),
+            )
+        except Exception as exc:
+            if not is_transport_failure(exc):
+                raise
+            raise BrokerUnavailable(f"event {event}: not published, the broker cannot be "
+                                    f"reached ({type(exc).__name__})") from None
         return result.id

@@ -6,13 +6,17 @@ Credentials come only from the environment: nothing secret is written in a file 
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-# Hosts a broker may be reached on without a password: this machine only.
-LOCAL_HOSTS = frozenset({"localhost", "::1"})
+# Hosts a broker may be reached on without a password: this machine only (the name
+# ``localhost`` and loopback addresses, 127.0.0.0/8 and ::1; never a DNS name that merely
+# starts with "127.").
+LOCAL_NAMES = frozenset({"localhost"})
+REDIS_SCHEMES = frozenset({"redis", "rediss"})
 
 
 class SettingsError(ValueError):
@@ -36,18 +40,76 @@ def _number(name: str, default: float, kind: type = int) -> float:
     return value
 
 
+def is_local_host(host: str) -> bool:
+    """``localhost``, or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() in LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a DNS name: it may resolve anywhere
+
+
+def shown_url(url: str) -> str:
+    """``url`` without its credentials, for messages."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return f"{url.split('://', 1)[0]}://..."
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def _check_url(name: str, url: str) -> str | None:
+    """Why one broker / backend URL cannot be used, or None."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        return f"{name}: {shown_url(url)} is not a valid URL ({exc})"
+    if not parts.scheme:
+        return f"{name}: {shown_url(url)} is not a URL (no scheme://)"
+    if "socket" in parts.scheme:
+        return None  # a unix socket: local by construction
+    if parts.scheme in REDIS_SCHEMES:
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            return (f"{name}: {shown_url(url)}: the Redis database number {db!r} is not a "
+                    "non-negative integer")
+    host = host or "localhost"
+    if is_local_host(host) or parts.password:
+        return None
+    return (f"{name} reaches {host} without a password: a broker beyond localhost must "
+            f"require one ({parts.scheme}://:password@{host}:port/...)")
+
+
 def authenticated_beyond_localhost(name: str, url: str | None) -> str | None:
-    """A broker URL reaching beyond this machine must carry a password."""
+    """A broker URL reaching beyond this machine must carry a password; a failover list
+    (``url1;url2``) is checked member by member. Anything unusable is a SettingsError
+    naming the setting (never showing a password)."""
     if not url:
         return url
-    parts = urlsplit(url)
-    if "socket" in parts.scheme:
-        return url  # a unix socket: local by construction
-    host = parts.hostname or "localhost"
-    if host in LOCAL_HOSTS or host.startswith("127.") or parts.password:
-        return url
-    raise SettingsError(f"{name} reaches {host} without a password: a broker beyond localhost "
-                        f"must require one ({parts.scheme}://:password@{host}:port/...)")
+    for member in url.split(";"):
+        problem = _check_url(name, member.strip()) if member.strip() else \
+            f"{name}: an empty URL in the failover list"
+        if problem:
+            raise SettingsError(problem)
+    return url
+
+
+def single_url(name: str, url: str | None) -> str | None:
+    """A result backend takes one URL: a failover list is a SettingsError."""
+    if url and ";" in url:
+        raise SettingsError(f"{name}: a result backend takes one URL, not a failover list")
+    return url
+
+
+def first_url(url: str | None) -> str | None:
+    """The first URL of a failover list (the whole URL when it is not one)."""
+    return url.split(";", 1)[0].strip() if url else url
 
 
 @dataclass(frozen=True)
@@ -90,12 +152,14 @@ def load_settings() -> Settings:
     database_url = _env("COLLECTOR_DATABASE_URL", f"sqlite:///{data_dir / 'collector.sqlite3'}")
     broker_url = authenticated_beyond_localhost("COLLECTOR_BROKER_URL",
                                                  _env("COLLECTOR_BROKER_URL"))
+    # The result backend defaults to the broker (its first URL, when it is a failover list).
+    result_backend = single_url("COLLECTOR_RESULT_BACKEND", authenticated_beyond_localhost(
+        "COLLECTOR_RESULT_BACKEND", _env("COLLECTOR_RESULT_BACKEND", first_url(broker_url))))
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
         broker_url=broker_url,
-        result_backend=authenticated_beyond_localhost(
-            "COLLECTOR_RESULT_BACKEND", _env("COLLECTOR_RESULT_BACKEND", broker_url)),
+        result_backend=result_backend,
         rpc_timeout=_number("COLLECTOR_RPC_TIMEOUT", 30, float),
         result_expires=_number("COLLECTOR_RESULT_EXPIRES", 3600),
         job_expires=_number("COLLECTOR_JOB_EXPIRES", 86400),

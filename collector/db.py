@@ -21,6 +21,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import Settings, load_settings
+from collector.fields import check_flushed_rows
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
@@ -62,7 +63,10 @@ def get_engine(url: str | None = None) -> Engine:
     with _lock:
         if url not in _engines:
             _engines[url] = make_engine(url)
-            _factories[url] = sessionmaker(_engines[url], expire_on_commit=False)
+            factory = sessionmaker(_engines[url], expire_on_commit=False)
+            # Values a column cannot hold are refused alike on SQLite and PostgreSQL.
+            event.listen(factory, "before_flush", check_flushed_rows)
+            _factories[url] = factory
         return _engines[url]
 
 

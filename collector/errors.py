@@ -231,7 +231,13 @@ class InvalidSecurityGroupRuleSyntax(CollectorError):
 
 
 class ValidationFailed(CollectorError):
-    """A model validation rule refused the change (two attached volumes on one device name)."""
+    """A model validation rule refused the change (two attached volumes on one device name,
+    or any other constraint of the database: the message names the rule, never the SQL)."""
+
+
+class WrongQueue(CollectorError):
+    """The task arrived on a queue it is not served from (sent there by hand or forged); it
+    did not run. Call ``<endpoint>.<method>`` on the queue ``<endpoint>``."""
 
 
 ALL_ERRORS: dict[str, type[CollectorError]] = {

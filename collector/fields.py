@@ -6,11 +6,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, Integer, Numeric, String
+from sqlalchemy import inspect as sa_inspect
 
 from collector.errors import InvalidArgument
+from collector.redaction import MASK, is_sensitive
 from collector.timeutil import parse_time
 
 NULL = type(None)
+
+
+def _shown(key: str, value: Any) -> str:
+    """The offending value in a message: a sensitive one never (``collector.redaction``)."""
+    return MASK if is_sensitive(key) else f"{value!r:.60}"
 
 
 def _wrong_type(value: Any, types: tuple[type, ...]) -> bool:
@@ -28,7 +35,7 @@ def check_fields(kind: str, data: dict[str, Any], allowed: dict[str, tuple[type,
         if types is None:
             raise InvalidArgument(f"unknown {kind} field: {key!r}")
         if _wrong_type(value, types):
-            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {value!r:.60}")
+            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {_shown(key, value)}")
     if model is not None:
         check_fits(kind, model, data)
 
@@ -60,6 +67,25 @@ def check_fits(kind: str, model: type, data: dict[str, Any]) -> None:
             raise InvalidArgument(f"{kind} field {key!r} {problem}")
 
 
+def check_flushed_rows(session: Any, _flush_context: Any = None, _instances: Any = None) -> None:
+    """``before_flush``: InvalidArgument for a new or changed value its column cannot hold.
+
+    PostgreSQL refuses an over-long string or an integer beyond the column's range; SQLite
+    would store it. Checked here for every write, so both answer the same.
+    """
+    for row in (*session.new, *session.dirty):
+        state = sa_inspect(row)
+        changed = state.dict if state.key is None else state.committed_state
+        columns = state.mapper.columns
+        for key in changed:
+            column = columns.get(key)
+            if column is None:
+                continue
+            problem = _misfit(column, state.dict.get(key))
+            if problem:
+                raise InvalidArgument(f"{column.table.name}.{column.name} {problem}")
+
+
 def _column_types(column: Any) -> tuple[type, ...]:
     ctype = column.type
     for sql_type, types in ((Boolean, (bool,)), (Integer, (int,)), (Float, (int, float)),
@@ -79,7 +105,7 @@ def cloned_fields(kind: str, model: type, data: dict[str, Any],
         if value is None and not columns[key].nullable:
             raise InvalidArgument(f"{kind} field {key!r} cannot be null")
         if _wrong_type(value, _column_types(columns[key])):
-            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {value!r:.60}")
+            raise InvalidArgument(f"{kind} field {key!r} has the wrong type: {_shown(key, value)}")
     check_fits(kind, model, values)
     return values
 

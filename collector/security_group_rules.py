@@ -6,7 +6,10 @@
     icmp:8,-1,ip4:10.0.0.0/8       -> {ip_protocol: icmp, icmp_type: 8, icmp_code: -1, ...}
 
 Blank lines and ``#`` comments are skipped; whitespace is ignored; ``ip6`` sources are
-skipped (not supported by the agents). A malformed rule raises
+skipped (not supported by the agents). An ``ip4`` source is exactly the network written
+(``0.0.0.0/8`` stays ``/8``, an address alone is ``/32``, ``0.0.0.0`` alone is the
+original's "anywhere", ``0.0.0.0/0``); one with host bits set (``10.0.0.0/0``) is refused:
+a firewall rule is never wider, nor narrower, than written. A malformed rule raises
 InvalidSecurityGroupRuleSyntax. Fixed from the original: ICMP type and code are no
 longer swapped on output.
 """
@@ -76,15 +79,16 @@ def _source(source: str, line: str) -> dict[str, Any] | None:
         return None
     if scheme != "ip4" or not address:
         raise InvalidSecurityGroupRuleSyntax(f"unknown source {source!r} in {line!r}")
-    if address.endswith("/0"):
-        address = address[:-2]
-    host, _, prefix = address.partition("/")
+    if address == "0.0.0.0":  # the original's "anywhere", written without a prefix
+        return {"protocol": "ip4", "ip_source": "0.0.0.0/0"}
+    host, slash, prefix = address.partition("/")
+    if slash and not prefix.isdigit():
+        raise InvalidSecurityGroupRuleSyntax(f"bad IPv4 source {source!r} in {line!r}")
     try:
-        ip = ipaddress.IPv4Address(host)
-        prefix_len = int(prefix) if prefix else 32
-        if not 0 <= prefix_len <= 32:
-            raise ValueError
-    except ValueError:
-        raise InvalidSecurityGroupRuleSyntax(f"bad IPv4 source {source!r} in {line!r}") from None
-    ip_source = "0.0.0.0/0" if int(ip) == 0 else f"{host}/{prefix_len}"
-    return {"protocol": "ip4", "ip_source": ip_source}
+        # Exactly the network written: host bits set (10.0.0.0/0, 10.0.0.5/24) are refused,
+        # never widened or narrowed into another network.
+        network = ipaddress.IPv4Network(f"{host}/{prefix if slash else 32}", strict=True)
+    except ValueError as exc:
+        raise InvalidSecurityGroupRuleSyntax(
+            f"bad IPv4 source {source!r} in {line!r}: {exc}") from None
+    return {"protocol": "ip4", "ip_source": str(network)}

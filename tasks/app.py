@@ -1,11 +1,18 @@
-"""The Collector's Celery application. Task modules register themselves on import."""
+"""The Collector's Celery application. Task modules register themselves on import.
+
+Every task is a ``tasks.base.CollectorTask`` (arguments checked, queue checked, arguments
+shown masked); a worker keeps only the tasks of the queues it consumes.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import worker_init, worker_process_init
 
 from collector.db import dispose_engines
+from tasks.base import serve_only
 
 TASK_MODULES = [
     "tasks.alarm",
@@ -23,7 +30,7 @@ TASK_MODULES = [
     "tasks.sta",
 ]
 
-app = Celery("collector")
+app = Celery("collector", task_cls="tasks.base:CollectorTask")
 app.config_from_object("celeryconfig")
 app.conf.include = TASK_MODULES
 
@@ -32,3 +39,14 @@ app.conf.include = TASK_MODULES
 def _fresh_connections(**_kw) -> None:
     # A forked child must not reuse the parent's pooled database connections.
     dispose_engines()
+
+
+@worker_init.connect
+def _serve_only_consumed_queues(sender: Any = None, **_kw: Any) -> None:
+    # Before the consumer starts: a task of a queue this worker does not consume, or one of
+    # Celery's built-ins, is then unknown here and answered NotRegistered, never run.
+    if getattr(sender, "app", None) is not app:
+        return
+    queues = app.amqp.queues
+    consumed = queues.consume_from or queues
+    serve_only(app, consumed)

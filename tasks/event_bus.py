@@ -19,6 +19,9 @@ COLLECTOR_EVENT_RETRIES times; what still fails, and any other error at once, is
 the ``dead_letters`` table (``collector dead-letters list|replay``). If the database is
 too down to take the dead letter, the message stays in the broker, retried at the longest
 backoff until it can be handled or parked.
+
+The dispatcher runs only from messages published to the events exchange (or found on its
+own queue); a handler task only from its role's queue (``tasks.base``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from collector import messaging
+from collector.client import EVENTS_EXCHANGE
 from collector.config import load_settings
 from collector.errors import CollectorError, InvalidArgument, TransientError
 from collector.services import dead_letters
@@ -108,7 +112,7 @@ class MalformedEvent(Exception):
 
 
 @app.task(name=messaging.EVENT_TASK, queue="events", typing=False, bind=True,
-          max_retries=None)
+          max_retries=None, topic_exchange=EVENTS_EXCHANGE.name)
 def deliver(task: Task, event: str, args: list, sender: str,
             published_at: str | None = None) -> Any:
     """The dispatcher: runs once per event on the ``events`` queue."""

@@ -2,64 +2,29 @@
 
 ``Endpoint("hva-collector").expose(services.hva.get_instance, ...)`` registers one task per
 function. Each task validates its arguments against the function's signature and type
-hints *before* any work (wrong count, unknown keyword or wrong type -> InvalidArgument),
-runs the function with a session inside one unit of work, and returns only after the
-commit. Only exposed functions exist as tasks: nothing else is callable.
+hints *before* any work (wrong count, unknown keyword, wrong type, or a value that the
+databases would not take alike -> InvalidArgument; see ``tasks.arguments``), runs the
+function with a session inside one unit of work, and returns only after the commit. Only
+exposed functions exist as tasks: nothing else is callable.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Callable
-from typing import Any, get_type_hints
+from typing import Any
 
 from celery import Task
-from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
-from collector.errors import InvalidArgument
 from tasks.app import app
+from tasks.arguments import ArgumentValidator
 from tasks.routing import RPC_ENDPOINTS
 from tasks.unit_of_work import run_in_unit_of_work
 
+__all__ = ["EXPOSED", "ArgumentValidator", "Endpoint"]
+
 log = logging.getLogger(__name__)
-
-
-class ArgumentValidator:
-    """Checks call arguments against a domain function's signature (session excluded)."""
-
-    def __init__(self, fn: Callable[..., Any]) -> None:
-        signature = inspect.signature(fn)
-        params = list(signature.parameters.values())
-        if not params or params[0].name != "session":
-            raise TypeError(f"{fn.__qualname__} must take `session` as its first parameter")
-        self.signature = signature.replace(parameters=params[1:])
-        hints = get_type_hints(fn)
-        self.adapters: dict[str, TypeAdapter] = {
-            p.name: TypeAdapter(hints[p.name]) for p in params[1:] if p.name in hints
-        }
-
-    def __call__(self, args: tuple, kwargs: dict) -> inspect.BoundArguments:
-        try:
-            bound = self.signature.bind(*args, **kwargs)
-        except TypeError as exc:
-            raise InvalidArgument(f"bad arguments: {exc}") from None
-        for name, value in bound.arguments.items():
-            adapter = self.adapters.get(name)
-            if adapter is None:
-                continue
-            param = self.signature.parameters[name]
-            try:
-                if param.kind is param.VAR_POSITIONAL:
-                    continue
-                bound.arguments[name] = adapter.validate_python(value, strict=True)
-            except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ()) if p != "")
-                detail = f"{name}{'.' + where if where else ''}: {first['msg']}"
-                raise InvalidArgument(f"invalid argument {detail} (got {value!r:.80})") from None
-        return bound
 
 
 _PINGS: set[str] = set()
@@ -105,7 +70,11 @@ class Endpoint:
             self.register(method, fn)
         return self
 
-    def register(self, method: str, fn: Callable[[Session], Any]) -> Task:
+    def register(self, method: str, fn: Callable[[Session], Any],
+                 guard: Callable[..., None] | None = None) -> Task:
+        """``fn`` as the task ``<endpoint>.<method>``. ``guard``, when given, is called with
+        the checked arguments before the unit of work begins (no transaction is held while
+        it waits) and refuses the call by raising a typed error."""
         validator = ArgumentValidator(fn)
         task_name = f"{self.name}.{method}"
         # Readers by name (get_*/list*/show_*) run in a read-only unit of work.
@@ -113,14 +82,17 @@ class Endpoint:
         on_committed = self.on_committed
 
         def run(*args: Any, **kwargs: Any) -> Any:
-            bound = validator(args, kwargs)
-            answer = run_in_unit_of_work(fn, bound.args, bound.kwargs, readonly=readonly)
+            # The task class checked the arguments with ``validator`` before this runs.
+            if guard is not None:
+                guard(*args, **kwargs)
+            answer = run_in_unit_of_work(fn, args, kwargs, readonly=readonly)
             return on_committed(answer) if on_committed else answer
 
         run.__name__ = method
         run.__qualname__ = task_name
         run.__doc__ = fn.__doc__
-        task = app.task(name=task_name, queue=self.name, typing=False)(run)
+        task = app.task(name=task_name, queue=self.name, typing=False,
+                        arguments=validator)(run)
         self.tasks[method] = task
         EXPOSED[task_name] = fn
         return task

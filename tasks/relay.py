@@ -38,6 +38,7 @@ from collector.client import EVENTS_QUEUE as events_queue
 from collector.config import load_settings
 from collector.db import db_now, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
+from collector.redaction import masked_repr
 from collector.services import dead_letters
 from collector.timeutil import utcnow
 
@@ -72,6 +73,9 @@ def publisher(broker_url: str) -> Celery:
 def publish_one(app: Celery, row: OutboxMessage, job_expires: int) -> None:
     payload: dict[str, Any] = row.payload
     options = dict(payload.get("options") or {})
+    # What Flower and worker logs show of the arguments: secrets masked.
+    shown = {"argsrepr": masked_repr(payload.get("args") or []),
+             "kwargsrepr": masked_repr(payload.get("kwargs") or {})}
     if row.kind == "control":
         task_id = payload["args"][0]
         terminate = bool(payload.get("kwargs", {}).get("terminate"))
@@ -81,7 +85,7 @@ def publish_one(app: Celery, row: OutboxMessage, job_expires: int) -> None:
         app.send_task(
             row.name, args=payload["args"], kwargs=payload.get("kwargs") or {},
             task_id=row.task_id, exchange=events_exchange, routing_key=row.routing_key,
-            declare=[events_exchange, events_queue], ignore_result=True,
+            declare=[events_exchange, events_queue], ignore_result=True, **shown,
         )
         return
     if row.kind == "job":
@@ -95,7 +99,7 @@ def publish_one(app: Celery, row: OutboxMessage, job_expires: int) -> None:
                                               immutable=True, queue="jobqueue-proxy")
     app.send_task(
         row.name, args=payload["args"], kwargs=payload.get("kwargs") or {}, queue=row.queue,
-        task_id=row.task_id, ignore_result=row.kind == "task", **options,
+        task_id=row.task_id, ignore_result=row.kind == "task", **shown, **options,
     )
 
 

@@ -3,31 +3,43 @@
 The answer is decided by the commit: an error after it (the broker down while relaying)
 is logged and left to the outbox sweep, never turned into a failure of committed work.
 
-Errors reach the caller typed:
+Errors reach the caller typed, with a plain message: the statement, its parameters and the
+driver's text go to the log only (``database_error``):
 
 - a ``CollectorError`` raised by the domain passes as it is;
 - a value the database refused is ``InvalidArgument``;
+- a constraint the database enforces (a unique index, a foreign key) is ``ValidationFailed``
+  saying which rule, when the index says (``Index(..., info={"refusal": ...})``);
 - the database unreachable, a deadlock, a serialization failure or an exhausted pool is
-  ``TransientError`` (nothing committed; the same call may succeed later). Deadlocks,
+  ``TransientError``: nothing was committed and the same call may be retried. Deadlocks,
   serialization failures and connections found dead are first retried here, a few times;
 - COMMIT failing on a lost connection is ``InternalError`` saying the outcome is unknown
   (it may have committed), never ``TransientError``, so no client retries committed work;
-- anything else is ``InternalError``.
+- anything else is ``InternalError`` with a reference to the logged traceback.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
+import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy.exc import DataError, DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from collector.db import UnitOfWork
-from collector.errors import CollectorError, InternalError, InvalidArgument, TransientError
+from collector.errors import (
+    CollectorError,
+    InternalError,
+    InvalidArgument,
+    TransientError,
+    ValidationFailed,
+)
+from collector.models import Base
 from tasks import relay
 from tasks.app import app
 
@@ -36,6 +48,7 @@ log = logging.getLogger(__name__)
 # SQLSTATEs after which the whole transaction may simply run again.
 RETRY_IN_PLACE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
 IN_PLACE_ATTEMPTS = 3
+_SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (.+)$")
 
 
 def sqlstate(exc: BaseException) -> str | None:
@@ -69,13 +82,53 @@ def relay_after_commit(outbox_rows: list[Any]) -> None:
 
 
 def _describe(exc: BaseException) -> str:
+    """The driver's own words, for the log only."""
     orig = getattr(exc, "orig", None)
     return f"{type(orig or exc).__name__}: {str(orig or exc).strip()}"[:1000]
 
 
+def _constraint_refusal(exc: IntegrityError) -> str | None:
+    """What the violated index says of itself (``info["refusal"]``), when it says anything."""
+    orig = exc.orig
+    name = getattr(getattr(orig, "diag", None), "constraint_name", None)
+    columns: tuple[str, ...] = ()
+    match = _SQLITE_UNIQUE.search(str(orig)) if name is None else None
+    if match:  # SQLite names the columns ("volumes.instance_id, volumes.guest_device_name")
+        columns = tuple(part.strip() for part in match.group(1).split(","))
+    for table in Base.metadata.tables.values():
+        for index in table.indexes:
+            named = name is not None and index.name == name
+            same_columns = bool(columns) and columns == tuple(
+                f"{table.name}.{column.name}" for column in index.columns)
+            if (named or same_columns) and index.info.get("refusal"):
+                return str(index.info["refusal"])
+    return None
+
+
+def database_error(exc: BaseException, where: str) -> CollectorError:
+    """The typed error for a failure of the database (or anything unexpected) in ``where``;
+    the details are logged here and never put in the message."""
+    if isinstance(exc, IntegrityError):
+        log.warning("constraint refused the change in %s: %s", where, exc.orig)
+        return ValidationFailed(_constraint_refusal(exc) or
+                                "the change conflicts with the data already stored")
+    if isinstance(exc, DataError):  # a value the database refused: bad input that slipped by
+        log.warning("value refused by the database in %s: %s", where, exc.orig)
+        return InvalidArgument("a value does not fit its column (too long, out of range or "
+                               "malformed)")
+    if is_transient(exc):
+        log.warning("transient database error in %s: %s", where, _describe(exc))
+        return TransientError("the database cannot serve the call now (unreachable, deadlock "
+                              "or serialization failure); nothing was committed: retry it")
+    reference = secrets.token_hex(4)
+    log.error("unexpected error [%s] in %s", reference, where, exc_info=exc)
+    return InternalError(f"unexpected {type(exc).__name__} in the Collector (logged as "
+                         f"[{reference}]); nothing was committed")
+
+
 def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                         kwargs: dict | None = None, readonly: bool = False) -> Any:
-    """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are wrapped."""
+    """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are mapped."""
     for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
         uow = UnitOfWork(readonly=readonly)
         try:
@@ -83,26 +136,20 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                 result = fn(uow.session, *args, **(kwargs or {}))
         except CollectorError:
             raise
-        except DataError as exc:  # a value the database refused: bad input that slipped through
-            log.warning("value refused by the database in %s: %s", fn.__qualname__, exc.orig)
-            raise InvalidArgument(f"a value does not fit its column: {exc.orig}") from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - every other failure becomes a typed error
             state = sqlstate(exc)
             if uow.commit_outcome_unknown and (state is None or state.startswith("08")):
-                log.error("COMMIT of %s failed; it may have been committed: %s",
-                          fn.__qualname__, _describe(exc))
+                reference = secrets.token_hex(4)
+                log.error("COMMIT of %s failed [%s]; it may have been committed: %s",
+                          fn.__qualname__, reference, _describe(exc))
                 raise InternalError("the connection failed during COMMIT: the call may have "
-                                    f"been committed ({_describe(exc)})") from None
-            if not is_transient(exc):
-                log.exception("unexpected error in %s", fn.__qualname__)
-                raise InternalError(f"{type(exc).__name__}: {exc}") from None
-            if attempt < IN_PLACE_ATTEMPTS and _retry_in_place(exc):
+                                    f"been committed (logged as [{reference}])") from None
+            if attempt < IN_PLACE_ATTEMPTS and is_transient(exc) and _retry_in_place(exc):
                 log.info("%s: %s; running the transaction again", fn.__qualname__,
                          _describe(exc))
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 continue
-            log.warning("transient database error in %s: %s", fn.__qualname__, _describe(exc))
-            raise TransientError(_describe(exc)) from None
+            raise database_error(exc, fn.__qualname__) from None
         relay_after_commit(uow.outbox_rows)
         return result
     raise AssertionError("unreachable")  # pragma: no cover

@@ -314,7 +314,7 @@ def run_demo(exit_at_end: bool = False, data_dir: Path | None = None) -> int:
     if not os.environ.get("COLLECTOR_BROKER_URL"):
         redis = EmbeddedRedis(data_dir).start()
         env["COLLECTOR_BROKER_URL"] = redis.url
-        env["COLLECTOR_RESULT_BACKEND"] = f"redis://127.0.0.1:{redis.port}/1"
+        env["COLLECTOR_RESULT_BACKEND"] = redis.result_backend_url
     db_url = env["COLLECTOR_DATABASE_URL"]
     upgrade(db_url)
     with unit_of_work(db_url) as session:

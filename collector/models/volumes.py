@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, object_session, relationship
 
 from collector.errors import UnknownSnapshotID, UnknownVolumeID
@@ -24,10 +24,22 @@ from collector.models.placement import release_storage_allocation
 
 LOCAL, ISCSI, NFS = "local", "iscsi", "nfs"
 
+# The volumes attached to an instance under a guest device name; no two may share one. The
+# service checks it first (a clear message); this index holds it under concurrent updates.
+ATTACHED_GUEST_DEVICE = text(
+    "state = 'attached' AND deleted_at IS NULL AND guest_device_name <> ''")
+
 
 @register_taggable
 class Volume(Taggable, SoftDelete, Timestamps, Base):
     __tablename__ = "volumes"
+    __table_args__ = (
+        Index("ux_volumes_attached_guest_device", "instance_id", "guest_device_name",
+              unique=True, postgresql_where=ATTACHED_GUEST_DEVICE,
+              sqlite_where=ATTACHED_GUEST_DEVICE,
+              info={"refusal": "the guest device name is already used by another volume "
+                               "attached to that instance"}),
+    )
     prefix = "vol"
     not_found = UnknownVolumeID
 

@@ -175,8 +175,9 @@ def finish_fail(session: Session, job_id: str, failure_reason: Any = None) -> di
 
 def job_succeeded(session: Session, job_id: str) -> dict[str, Any]:
     """Celery ``link`` of every pushed job: the ledger learns of a success even from an
-    agent built on plain Celery. A no-op when the agent library already reported the job
-    (it counts deliveries) or the job is finished."""
+    agent built on plain Celery. Runs only once the job's own result in the result backend
+    is SUCCESS (checked by the task; otherwise InvalidStateTransition). A no-op when the
+    agent library already reported the job (it counts deliveries) or the job is finished."""
     job = _lookup(session, job_id)
     if job.delivery_count == 0 and job.state != "finished":
         job.retry_count += 1
@@ -187,7 +188,7 @@ def job_succeeded(session: Session, job_id: str) -> dict[str, Any]:
 def job_failed(session: Session, job_id: str,
                failure_reason: dict[str, Any] | None = None) -> dict[str, Any]:
     """Celery ``link_error`` of every pushed job; like ``job_succeeded``, only for agents
-    that do not report themselves. Retries as ``finish_fail`` does. ``failure_reason``
+    that do not report themselves, and only once the job's result is FAILURE. Retries as ``finish_fail`` does. ``failure_reason``
     (``{"error_type", "message"}``, read from the result backend by the task layer) is
     kept as the job's finish message."""
     job = _lookup(session, job_id)
@@ -216,6 +217,8 @@ def find(session: Session, job_id: str) -> dict[str, Any]:
 
 def list_jobs(session: Session, queue: str | None = None, state: str | None = None,
               limit: int = 50) -> list[dict[str, Any]]:
+    if not 1 <= limit <= 1000:  # PostgreSQL refuses a negative LIMIT, SQLite reads it as none
+        raise InvalidArgument("limit must be within 1..1000")
     stmt = select(QueuedJob).order_by(QueuedJob.id.desc()).limit(limit)
     if queue:
         stmt = stmt.where(QueuedJob.queue_name == queue)

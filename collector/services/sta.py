@@ -166,10 +166,13 @@ _VOLUME_SETTERS: dict[str, Setter] = {
 def _check_guest_device_names(session: Session, vol: Volume) -> None:
     if vol.state != "attached" or vol.instance_id is None or not vol.guest_device_name:
         return
-    clash = session.scalars(select(Volume.uuid).where(
-        Volume.instance_id == vol.instance_id, Volume.state == "attached",
-        Volume.guest_device_name == vol.guest_device_name, Volume.id != vol.id,
-        Volume.deleted_at.is_(None))).first()
+    # Read before this change is flushed: the unique index would refuse it first, without
+    # naming the volume that holds the name (two racing updates still meet that index).
+    with session.no_autoflush:
+        clash = session.scalars(select(Volume.uuid).where(
+            Volume.instance_id == vol.instance_id, Volume.state == "attached",
+            Volume.guest_device_name == vol.guest_device_name, Volume.id != vol.id,
+            Volume.deleted_at.is_(None))).first()
     if clash:
         raise ValidationFailed(
             f"guest device {vol.guest_device_name!r} is already used by vol-{clash}")

@@ -29,3 +29,17 @@ def test_cloned_fields_keep_known_keys_and_check_type_range_and_null():
         cloned_fields("iscsi device", IscsiVolume, {"lun": "0"}, ("lun",))
     with pytest.raises(InvalidArgument, match="'arch' cannot be null"):
         cloned_fields("image", Image, {"arch": None}, ("arch",))
+
+
+def test_values_a_column_cannot_hold_are_refused_at_flush_on_both_databases(session):
+    from collector.errors import InvalidArgument
+    from collector.models import QueuedJob
+
+    for columns, column in [({"queue_name": "q" * 256}, "queued_jobs.queue_name"),
+                            ({"queue_name": "q", "retry_max": 2 ** 31}, "queued_jobs.retry_max")]:
+        nested = session.begin_nested()
+        session.add(QueuedJob(state="pending", **columns))
+        with pytest.raises(InvalidArgument) as info:
+            session.flush()
+        assert column in str(info.value)
+        nested.rollback()

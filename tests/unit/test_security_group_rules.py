@@ -31,3 +31,28 @@ def test_rules_parse_to_the_agents_shape():
 def test_malformed_rules_are_refused(bad):
     with pytest.raises(InvalidSecurityGroupRuleSyntax):
         parse_rules(bad)
+
+
+@pytest.mark.parametrize("source, network", [
+    ("0.0.0.0", "0.0.0.0/0"),  # the original's "anywhere"
+    ("0.0.0.0/0", "0.0.0.0/0"),
+    ("0.0.0.0/8", "0.0.0.0/8"),  # once widened to /0
+    ("0.0.0.0/32", "0.0.0.0/32"),
+    ("10.0.0.0/8", "10.0.0.0/8"),
+    ("10.1.2.3", "10.1.2.3/32"),
+    ("10.1.2.3/32", "10.1.2.3/32"),
+    ("192.168.4.0/22", "192.168.4.0/22"),
+])
+def test_an_ip4_source_is_exactly_the_network_written(source, network):
+    (rule,) = parse_rules(f"tcp:22,22,ip4:{source}")
+    assert rule["ip_source"] == network
+
+
+@pytest.mark.parametrize("source", [
+    "10.0.0.0/0",  # once narrowed to 10.0.0.0/32
+    "10.0.0.5/24", "0.0.0.1/8", "10.0.0.0/33", "10.0.0.0/-1", "10.0.0.0/", "10.0.0.0/8/8",
+    "10.0.0.0/ 8x", "/8",
+])
+def test_an_ip4_source_with_host_bits_or_a_bad_prefix_is_refused(source):
+    with pytest.raises(InvalidSecurityGroupRuleSyntax):
+        parse_rules(f"tcp:22,22,ip4:{source}")

@@ -71,3 +71,84 @@ def test_visibility_timeouts_per_kind_of_work(monkeypatch):
         "visibility_timeout"] == 2 * 3 * 3600
     client = Collector("redis://127.0.0.1:1/0", timeout=600)
     assert client.visibility_timeout == 60  # a call's message expires after 60 s at most
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.5:6379/0", "redis://[::1]:6379/0", "redis://LOCALHOST/3",
+    "redis://127.0.0.1:6379/0;redis://localhost:6380/0",  # a failover list, all local
+    "redis://127.0.0.1/0;redis://:pw@broker.example.net/0",  # remote member with a password
+    "redis://127.0.0.1:6379",  # no database number
+])
+def test_loopback_brokers_and_authenticated_failover_lists_are_accepted(monkeypatch, url):
+    monkeypatch.setenv("COLLECTOR_BROKER_URL", url)
+    monkeypatch.delenv("COLLECTOR_RESULT_BACKEND", raising=False)
+    settings = load_settings()
+    assert settings.broker_url == url
+    assert settings.result_backend == url.split(";")[0]  # the backend is one URL
+
+
+@pytest.mark.parametrize("url, host", [
+    ("redis://127.evil.example:6379/0", "127.evil.example"),  # a DNS name, not a loopback
+    ("redis://127.0.0.1.evil.example/0", "127.0.0.1.evil.example"),
+    ("redis://localhost.evil.example/0", "localhost.evil.example"),
+    ("redis://128.0.0.1/0", "128.0.0.1"),
+    ("redis://[::2]/0", "::2"),
+    ("redis://127.0.0.1:6379/0;redis://10.1.2.3:6379/0", "10.1.2.3"),  # second member
+    ("redis://localhost/0; redis://broker.example.net/0", "broker.example.net"),
+])
+def test_remote_hosts_without_a_password_are_refused_even_disguised(monkeypatch, url, host):
+    monkeypatch.setenv("COLLECTOR_BROKER_URL", url)
+    with pytest.raises(SettingsError, match=f"COLLECTOR_BROKER_URL reaches {host} without"):
+        load_settings()
+
+
+@pytest.mark.parametrize("name, value, fragment", [
+    ("COLLECTOR_RESULT_BACKEND", "redis://127.0.0.1:6379/abc", "database number 'abc'"),
+    ("COLLECTOR_RESULT_BACKEND", "redis://127.0.0.1:6379/-1", "database number '-1'"),
+    ("COLLECTOR_BROKER_URL", "redis://127.0.0.1:6379/0x1", "database number '0x1'"),
+    ("COLLECTOR_BROKER_URL", "redis://127.0.0.1:port/0", "not a valid URL"),
+    ("COLLECTOR_BROKER_URL", "redis://:s3cret@[::1/0", "not a valid URL"),
+    ("COLLECTOR_BROKER_URL", "127.0.0.1:6379", "not a URL"),
+    ("COLLECTOR_BROKER_URL", "redis://127.0.0.1/0;;redis://127.0.0.1/1", "empty URL"),
+    ("COLLECTOR_RESULT_BACKEND", "redis://127.0.0.1/1;redis://127.0.0.1/2", "one URL"),
+])
+def test_malformed_broker_and_backend_urls_are_one_line_errors(monkeypatch, name, value,
+                                                                fragment):
+    monkeypatch.setenv("COLLECTOR_BROKER_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    message = str(info.value)
+    assert message.startswith(name) and fragment in message and "\n" not in message
+    assert "s3cret" not in message
+
+
+def test_an_unknown_role_is_a_one_line_error():
+    result = CliRunner().invoke(main, ["worker", "--role", "nosuchrole"])
+    assert result.exit_code == 1
+    assert len(result.output.strip().splitlines()) == 1
+    assert "--role: unknown role 'nosuchrole'" in result.output
+
+
+@pytest.mark.parametrize("argv, env", [
+    (["worker", "--role", "nosuchrole"], {}),
+    (["worker", "--role", "hva-collector"],
+     {"COLLECTOR_BROKER_URL": "redis://127.evil.example:6379/0"}),
+    (["worker", "--role", "all"], {"COLLECTOR_RESULT_BACKEND": "redis://127.0.0.1:6379/x"}),
+    (["beat"], {"COLLECTOR_BROKER_URL": "redis://127.0.0.1/0;redis://10.9.9.9/0"}),
+    (["flower"], {"COLLECTOR_BROKER_URL": "redis://127.0.0.1:port/0"}),
+])
+def test_a_failed_start_is_one_line_on_stderr_and_a_non_zero_exit(tmp_path, argv, env):
+    import os
+    import subprocess
+    import sys
+
+    environment = {**os.environ, "COLLECTOR_BROKER_URL": "redis://127.0.0.1:1/0",
+                   "COLLECTOR_DATA_DIR": str(tmp_path), **env}
+    if "COLLECTOR_RESULT_BACKEND" not in env:
+        environment.pop("COLLECTOR_RESULT_BACKEND", None)
+    done = subprocess.run([sys.executable, "-m", "collector.cli", *argv], env=environment,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("Error: ")

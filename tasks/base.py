@@ -1,0 +1,121 @@
+"""What every Collector task and worker enforces before a task body runs.
+
+- ``CollectorTask`` (the app's task class): the arguments are checked against the task's
+  signature, type hints and wire rules (``tasks.arguments``); a wrong call answers
+  InvalidArgument, never a raw ``TypeError``. A task may bring its own validator
+  (``arguments=``, the registry's for domain functions).
+- A task runs only from the queue it is served from (its ``queue``): a message that arrived
+  with another routing key (``maintenance.*`` sent to ``hva-collector``, a forged
+  ``events.deliver``) is refused with WrongQueue, acknowledged and never run. A task with a
+  ``topic_exchange`` also runs from messages published to that exchange (the event
+  dispatcher, whose routing keys are event names).
+- A worker serves only the tasks of the queues it consumes (``serve_only``): Celery's own
+  ``celery.*`` tasks and other roles' tasks are not registered in it, so Celery answers
+  ``NotRegistered`` without running anything.
+- Arguments shown in task events and logs (Flower) are recomputed from the arguments with
+  sensitive values masked (``collector.redaction``), whatever the publisher sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from celery import Celery, Task
+from celery.utils.objects import Bunch
+from celery.worker.request import Request
+from celery.worker.strategy import default as default_strategy
+
+from collector.errors import WrongQueue
+from collector.redaction import masked_repr
+from tasks.arguments import ArgumentValidator
+
+log = logging.getLogger(__name__)
+
+
+class MaskedRequest(Request):
+    """A worker's request whose ``argsrepr``/``kwargsrepr`` never show a sensitive value."""
+
+    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(message, *args, **kwargs)
+        self._argsrepr = masked_repr(self._args)
+        self._kwargsrepr = masked_repr(self._kwargs)
+
+
+class CollectorTask(Task):
+    """The base of every Collector task (see the module docstring)."""
+
+    Request = f"{__name__}:MaskedRequest"
+    Strategy = f"{__name__}:queue_checked_strategy"
+    # The validator of the call's arguments; None: one built from ``run``'s signature.
+    arguments: Callable[[tuple | list, dict], Any] | None = None
+    # An exchange whose messages this task also runs from (any routing key).
+    topic_exchange: str | None = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        validator = type(self).arguments
+        if validator is None:
+            validator = ArgumentValidator(self.run, session_first=False)
+            type(self).arguments = validator
+        bound = validator(args, kwargs)
+        return super().__call__(*bound.args, **bound.kwargs)
+
+
+def served_here(task: Task, delivery_info: dict[str, Any]) -> bool:
+    """Whether a message with ``delivery_info`` came the way ``task`` is served."""
+    exchange = getattr(task, "topic_exchange", None)
+    if exchange and delivery_info.get("exchange") == exchange:
+        return True
+    queue = getattr(task, "queue", None)
+    return bool(queue) and delivery_info.get("routing_key") == queue
+
+
+def _refuse(task: Task, consumer: Any, message: Any) -> None:
+    """Answer WrongQueue for ``message`` without running it, and drop the message."""
+    headers = message.headers or {}
+    task_id = headers.get("id")
+    delivery_info = message.delivery_info or {}
+    arrived = delivery_info.get("routing_key") or delivery_info.get("exchange") or "?"
+    exc = WrongQueue(f"{task.name} is served from queue {task.queue!r}, "
+                     f"not from {arrived!r}: refused, not run")
+    log.warning("refused %s[%s]: %s", task.name, task_id, exc)
+    message.reject_log_error(log, consumer.connection_errors)
+    if not task_id:
+        return
+    request = Bunch(
+        id=task_id, name=task.name, task=task.name, chord=None, chain=None, errbacks=None,
+        root_id=headers.get("root_id"), parent_id=headers.get("parent_id"), group=None,
+        correlation_id=(message.properties or {}).get("correlation_id"),
+        reply_to=(message.properties or {}).get("reply_to"), ignore_result=False,
+    )
+    if not headers.get("ignore_result"):
+        task.backend.mark_as_failure(task_id, exc, request=request, call_errbacks=False)
+    dispatcher = consumer.event_dispatcher
+    if dispatcher and dispatcher.enabled:
+        dispatcher.send("task-failed", uuid=task_id, exception=f"WrongQueue({str(exc)!r})")
+
+
+def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
+                           **kwargs: Any) -> Callable[..., Any]:
+    """Celery's default strategy, behind the check that the message came the task's way."""
+    handle = default_strategy(task, app, consumer, **kwargs)
+
+    def task_message_handler(message: Any, body: Any, ack: Any, reject: Any,
+                             callbacks: Any, **options: Any) -> Any:
+        if not served_here(task, message.delivery_info or {}):
+            return _refuse(task, consumer, message)
+        return handle(message, body, ack, reject, callbacks, **options)
+
+    return task_message_handler
+
+
+def serve_only(app: Celery, queues: Iterable[str]) -> list[str]:
+    """Unregister from ``app`` every task not served from one of ``queues`` (Celery's own
+    ``celery.*`` tasks included); returns the names removed."""
+    served = set(queues)
+    removed = [name for name, task in app.tasks.items()
+               if name.startswith("celery.") or getattr(task, "queue", None) not in served]
+    for name in removed:
+        app.tasks.unregister(name)
+    return removed
