@@ -8,7 +8,8 @@ Incremental (spec 4.3.1, with the cursor made explicit as the spec advises):
   then wraps to [0, cursor]; ``desc`` searches downward below it, then [cursor, top].
   No cursor yet: the whole space. Released addresses behind the cursor are therefore not
   reused until the search wraps, and then in address order;
-* ranges are read at each allocation (they may be replaced meanwhile), clamped to the
+* ranges are read at each allocation (they may be replaced meanwhile; a batch of
+  placements reads them once, ``batch_memo.py``), clamped to the
   window and visited in address order (asc by begin, desc by end);
 * the network, broadcast, gateway, DNS, DHCP and metadata addresses are skipped and never
   written (the original leased them as RESERVED rows, S16);
@@ -42,6 +43,7 @@ from collector.errors import (
 )
 from collector.models import ALLOC_AUTO, DhcpRange, IpLease, Network, NetworkVif, NetworkVifIpLease
 from collector.models.networks import ipv4_to_s
+from collector.scheduling import batch_memo
 from collector.scheduling.gaps import first_free
 from collector.scheduling.registry import no_other_keys, register
 
@@ -133,12 +135,34 @@ def lock_networks(session: Session, network_ids: Iterable[int] = (),
                   raw_uuids: Iterable[str] = ()) -> list[Network]:
     """The networks (by id or raw uuid), re-read under a row lock in id order (no deadlock
     between two placements): one allocator per network at a time moves its cursor."""
-    stmt = select(Network).where(Network.id.in_(set(network_ids))
-                                 | Network.uuid.in_(set(raw_uuids))) \
+    ids, uuids = set(network_ids), set(raw_uuids)
+    held = batch_memo.memo(session)
+    if held is not None:
+        locked: dict[int, Network] = held.setdefault("networks", {})
+        by_uuid = {n.uuid: n for n in locked.values()}
+        if ids <= locked.keys() and uuids <= by_uuid.keys():  # this batch holds them all
+            return sorted({*(locked[i] for i in ids), *(by_uuid[u] for u in uuids)},
+                          key=lambda n: n.id)
+    stmt = select(Network).where(Network.id.in_(ids) | Network.uuid.in_(uuids)) \
         .order_by(Network.id).execution_options(populate_existing=True)
     if dialect_name(session) == "postgresql":
         stmt = stmt.with_for_update()
-    return list(session.scalars(stmt))
+    rows = list(session.scalars(stmt))
+    if held is not None:
+        held["networks"].update((n.id, n) for n in rows)
+    return rows
+
+
+def dhcp_ranges(session: Session, network_id: int) -> list[Window]:
+    """The network's DHCP ranges: read at each allocation, or once per batch (a batch is
+    one transaction; its placements see the ranges of its first allocation)."""
+    held = batch_memo.memo(session)
+    cached = held.setdefault("dhcp", {}) if held is not None else {}
+    if network_id not in cached:
+        cached[network_id] = [(r.range_begin, r.range_end) for r in session.execute(
+            select(DhcpRange.range_begin, DhcpRange.range_end)
+            .where(DhcpRange.network_id == network_id))]
+    return cached[network_id]
 
 
 def allocate_incremental(session: Session, network: Network, vif: NetworkVif | None,
@@ -152,9 +176,7 @@ def allocate_incremental(session: Session, network: Network, vif: NetworkVif | N
         cursor = network.ip_cursor
     else:
         cursor = lock_networks(session, [network.id])[0].ip_cursor
-    ranges = [(r.range_begin, r.range_end) for r in session.execute(
-        select(DhcpRange.range_begin, DhcpRange.range_end)
-        .where(DhcpRange.network_id == network.id))]
+    ranges = dhcp_ranges(session, network.id)
     reserved = reserved_addresses(network)
     for _ in range(MAX_ATTEMPTS):
         address = next_address(session, network.id, ranges, cursor, direction, reserved)
