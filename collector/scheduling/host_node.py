@@ -215,7 +215,7 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
     enrich = getattr(strategy, "enrich", None)
     current = instance.host_node_id if getattr(strategy, "exclude_current", False) else None
     tried: tuple[int, ...] = () if current is None else (current,)
-    passes = (True, False) if dialect_name(session) == "postgresql" else (False,)
+    postgres = dialect_name(session) == "postgresql"
     for _ in range(MAX_ROUNDS):
         if specific:
             wanted = specified_host(request)
@@ -233,11 +233,14 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
         if not candidates:
             break
         ranked = strategy.rank(candidates, request)
-        for skip_locked in passes:
-            for candidate in ranked:
-                if capacity.claim_host(session, candidate.id, instance, request.disk_bytes,
-                                       skip_locked=skip_locked):
-                    return candidate
+        if postgres:  # first pass: the best-ranked host nobody holds, in one statement
+            claimed = capacity.claim_first_unlocked(session, [c.id for c in ranked],
+                                                    instance, request.disk_bytes)
+            if claimed is not None:
+                return next(c for c in ranked if c.id == claimed)
+        for candidate in ranked:  # then waiting for busy ones (SQLite: the only pass)
+            if capacity.claim_host(session, candidate.id, instance, request.disk_bytes):
+                return candidate
         if specific:
             break
         tried += tuple(c.id for c in candidates)

@@ -46,6 +46,7 @@ from collector.models.networks import ipv4_to_s
 from collector.scheduling import batch_memo
 from collector.scheduling.gaps import first_free
 from collector.scheduling.registry import no_other_keys, register
+from collector.timeutil import utcnow
 
 IPV4_MAX = (1 << 32) - 1
 MAX_ATTEMPTS = 16
@@ -118,6 +119,40 @@ def _guard(session: Session, network_id: int, address: int) -> bool:
         is not None
 
 
+def _guard_and_move(session: Session, network_id: int, address: int) -> bool:
+    """The guard row, and the network's cursor moved to ``address`` when it was inserted
+    (one statement on PostgreSQL); False when the address is already taken."""
+    if dialect_name(session) != "postgresql":
+        if not _guard(session, network_id, address):
+            return False
+        session.execute(update(Network).where(Network.id == network_id)
+                        .values(ip_cursor=address)
+                        .execution_options(synchronize_session=False))
+        return True
+    now = utcnow()  # timestamps given: a statement nested in a CTE computes no defaults
+    guard = (postgresql.insert(IpLease)
+             .values(network_id=network_id, ipv4=address, description=ipv4_to_s(address),
+                     created_at=now, updated_at=now)
+             .on_conflict_do_nothing().returning(IpLease.id).cte("guard"))
+    moved = (update(Network).where(Network.id == network_id, exists(select(guard.c.id)))
+             .values(ip_cursor=address, updated_at=now).returning(Network.id)
+             .execution_options(synchronize_session=False))
+    return session.execute(moved).first() is not None
+
+
+def first_candidate(ranges: Sequence[Window], cursor: int | None, direction: str,
+                    reserved: frozenset[int]) -> int | None:
+    """The first address the search visits that is in a range and not reserved, taken
+    or not (pure): when it is free, it is what ``next_address`` answers."""
+    for window in search_windows(cursor, direction):
+        for lo, hi in ranges_in_window(ranges, window, direction):
+            span = range(hi, lo - 1, -1) if direction == "desc" else range(lo, hi + 1)
+            for address in span:  # reserved addresses are few: this stops soon
+                if address not in reserved:
+                    return address
+    return None
+
+
 def _lease_row(session: Session, network: Network, vif: NetworkVif | None,
                address: int) -> NetworkVifIpLease:
     lease = NetworkVifIpLease(network_id=network.id, network_vif_id=vif.id if vif else None,
@@ -178,16 +213,16 @@ def allocate_incremental(session: Session, network: Network, vif: NetworkVif | N
         cursor = lock_networks(session, [network.id])[0].ip_cursor
     ranges = dhcp_ranges(session, network.id)
     reserved = reserved_addresses(network)
+    # Usually the address right after the cursor is free: try it before asking the
+    # database for the first free one (it is the first free one when the guard holds).
+    address = first_candidate(ranges, cursor, direction, reserved)
     for _ in range(MAX_ATTEMPTS):
-        address = next_address(session, network.id, ranges, cursor, direction, reserved)
         if address is None:
             break
-        if _guard(session, network.id, address):
-            session.execute(update(Network).where(Network.id == network.id)
-                            .values(ip_cursor=address)
-                            .execution_options(synchronize_session=False))
+        if _guard_and_move(session, network.id, address):
             set_committed_value(network, "ip_cursor", address)
             return _lease_row(session, network, vif, address)
+        address = next_address(session, network.id, ranges, cursor, direction, reserved)
     raise OutOfIpRange(f"Run out of dynamic IP addresses from the network segment: "
                        f"{_segment(network)}")
 
