@@ -61,7 +61,10 @@ def seed(url: str, hosts: int, instances: int) -> list[str]:
         session.execute(insert(Volume), [
             {"size": 10 * GiB, "state": "scheduling", "volume_type": LOCAL,
              "instance_id": row.id, "account_id": "a-shpoolxx"} for row in created])
-        return [f"i-{row.uuid}" for row in created]
+        ids = [f"i-{row.uuid}" for row in created]
+    with get_engine(url).connect() as conn:  # planner statistics, as a live database has
+        conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+    return ids
 
 
 def take(requests: Any, most: int) -> tuple[list[tuple[str, float]], bool]:
