@@ -67,8 +67,10 @@ def _place_then_vifs(session: Session, loaded: dict[str, Instance]) -> dict[str,
     later: list[Instance] = []
     done = {raw: schedule_loaded(session, inst, vifs_later=later)
             for raw, inst in loaded.items()}
-    for inst in later:  # the network and MAC range locks are taken here, held to the commit
-        create_missing_vifs(session, inst)
+    with session.no_autoflush:  # address guards are written at once; vif rows wait
+        for inst in later:  # the network and MAC range locks are taken here, to the commit
+            create_missing_vifs(session, inst, flush=False)
+    session.flush()  # every vif and lease row of the batch: one INSERT per table
     return done
 
 

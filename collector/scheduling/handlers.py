@@ -150,11 +150,13 @@ def needs_vifs(inst: Instance) -> bool:
     return not any(vif.is_alive for vif in inst.network_vifs)  # soft-deleted ones do not count
 
 
-def create_missing_vifs(session: Session, inst: Instance) -> None:
-    """The vifs of its request, with MAC and IP leases, when it has none yet."""
+def create_missing_vifs(session: Session, inst: Instance, flush: bool = True) -> None:
+    """The vifs of its request, with MAC and IP leases, when it has none yet (``flush``
+    False: their rows stay pending for the caller's flush)."""
     if needs_vifs(inst):
         create_vifs(session, inst, scheduler_config().service_type(inst.service_type).name)
-        session.flush()
+        if flush:
+            session.flush()
 
 
 def _sta_node_of(vol: Volume, placed: dict[int, str]) -> str | None:

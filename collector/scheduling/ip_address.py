@@ -155,9 +155,10 @@ def first_candidate(ranges: Sequence[Window], cursor: int | None, direction: str
 
 def _lease_row(session: Session, network: Network, vif: NetworkVif | None,
                address: int) -> NetworkVifIpLease:
-    lease = NetworkVifIpLease(network_id=network.id, network_vif_id=vif.id if vif else None,
-                              ipv4=address, description=ipv4_to_s(address),
-                              alloc_type=ALLOC_AUTO)
+    lease = NetworkVifIpLease(network_id=network.id, ipv4=address,
+                              description=ipv4_to_s(address), alloc_type=ALLOC_AUTO)
+    if vif is not None:
+        lease.network_vif = vif  # by relationship: the vif need not be flushed yet
     session.add(lease)
     return lease
 
