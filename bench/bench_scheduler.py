@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from sqlalchemy import event, func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from collector import sample_data
 from collector.db import get_engine, unit_of_work
@@ -42,6 +43,7 @@ from tests.servers import PostgresServer
 GiB = 1 << 30
 TARGET_SECONDS = 30.0
 DEFAULT_BATCH = 32
+RETRIES = 5
 
 
 def seed(url: str, hosts: int, instances: int) -> list[str]:
@@ -95,24 +97,31 @@ def scheduler_process(url: str, requests: Any, results: Any, batch_size: int) ->
     statements = [0]
     event.listen(engine, "before_cursor_execute", lambda *a: statements.__setitem__(
         0, statements[0] + 1))
-    out, transactions, ended = [], 0, False
+    out, transactions, retries, ended = [], 0, 0, False
     while not ended:
         items, ended = take(requests, batch_size)
         if not items:
             continue
         began = time.time()
-        with unit_of_work(url) as session:
-            if batch_size == 1:
-                outcomes = [handlers.schedule_instance(session, items[0][0])["outcome"]]
-            else:
-                outcomes = [o["outcome"] for o in batch.schedule_instances(
-                    session, [instance_id for instance_id, _ in items])]
+        for _ in range(RETRIES):  # a deadlock between batches: run it again, as a worker does
+            try:
+                with unit_of_work(url) as session:
+                    if batch_size == 1:
+                        outcomes = [handlers.schedule_instance(session, items[0][0])["outcome"]]
+                    else:
+                        outcomes = [o["outcome"] for o in batch.schedule_instances(
+                            session, [instance_id for instance_id, _ in items])]
+                break
+            except OperationalError:
+                retries += 1
+        else:
+            raise RuntimeError(f"{len(items)} placements failed {RETRIES} times")
         done = time.time()
         transactions += 1
         out.extend((outcome, done - requested_at, (done - began) / len(items))
                    for outcome, (_, requested_at) in zip(outcomes, items, strict=True))
     cpu = (time.process_time() - cpu_before[0], process_cpu(backend) - cpu_before[1])
-    results.put((out, statements[0], transactions, cpu))
+    results.put((out, statements[0], transactions, cpu, retries))
 
 
 def process_cpu(pid: int) -> float:
@@ -238,7 +247,8 @@ def main() -> None:
               f"p99 {percentile(latency, 0.99):.1f}"
               f"{'  (all requested at once: queueing included)' if not args.rate else ''}")
         print(f"batch: up to {args.batch} placements per transaction, "
-              f"{len(outcomes) / max(1, transactions):.1f} on average")
+              f"{len(outcomes) / max(1, transactions):.1f} on average; "
+              f"{sum(c[4] for c in collected)} transaction(s) run again after a deadlock")
         print(f"placement transaction ms per placement: p50 {percentile(service, 0.5):.1f}  "
               f"p99 {percentile(service, 0.99):.1f}  mean {statistics.mean(service):.1f}")
         print(f"SQL statements per placement: {statements / max(1, len(outcomes)):.1f}")
