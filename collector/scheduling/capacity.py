@@ -207,6 +207,36 @@ def claim_first_unlocked(session: Session, host_ids: list[int], instance: Instan
     return _claim_pg(session, HostNode.id == first, instance, disk_bytes, False)
 
 
+def claim_best(session: Session, request: HostRequest, instance: Instance, order: str
+               ) -> HostCandidate | None:
+    """PostgreSQL, for strategies whose ranking IS ``host_candidates``' order: claim the
+    best fitting host that no other transaction holds, reading, ranking and claiming in
+    one statement (a busy host is passed over wherever it ranks). None when there is no
+    such host right now: the caller then ranks and waits as usual."""
+    cpu, memory, disk = request.cpu_cores, request.memory_size, request.disk_bytes
+    best = (select(HostNode.id).join(NodeState, NodeState.node_id == HostNode.node_id)
+            .where(_schedulable_hosts(), HostNode.hypervisor == request.hypervisor,
+                   HostNode.arch == request.arch, _host_fits(cpu, memory, disk))
+            .order_by(*_HOST_ORDERS[order]).limit(1)
+            .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
+    claimed = (_add_usage(instance, disk).where(HostNode.id == best, _host_fits(cpu, memory, disk))
+               .returning(*_HOST_COLUMNS[:-1]).cte("claimed"))
+    now = utcnow()
+    allocated = (insert(HostAllocation).from_select(
+        ["instance_id", "host_node_id", "cpu_cores", "memory_size", "disk_bytes", "created_at",
+         "updated_at"],
+        select(literal(instance.id), claimed.c.id, literal(cpu), literal(memory),
+               literal(disk, BigInteger), literal(now, HostAllocation.created_at.type),
+               literal(now, HostAllocation.updated_at.type)))
+        .returning(HostAllocation.host_node_id).cte("allocated"))
+    row = session.execute(select(claimed, literal("online").label("state"))
+                          .join(allocated, allocated.c.host_node_id == claimed.c.id)).first()
+    if row is None:
+        return None
+    _claimed(session, instance, row.id)
+    return _host_candidate(row)
+
+
 def _add_usage(instance: Instance, disk_bytes: int) -> Any:
     # updated_at given, not left to its onupdate: a statement nested in a CTE cannot
     # compute column defaults
