@@ -166,21 +166,40 @@ def over_commits(url: str) -> int:
     return bad + len(drift)
 
 
-def profile_one(url: str) -> str:
-    """cProfile of one more placement (same world, after its predecessors); a first one
-    warms this process's statement cache, as a long-running worker's is."""
-    from collector.scheduling import handlers
+def profile_one(url: str, batch_size: int) -> str:
+    """cProfile of one more transaction as the run made them (one placement, or a batch of
+    ``batch_size``; same world, after its predecessors), with the time per placement by
+    package; a first one warms this process's statement cache, as a long-running
+    worker's is."""
+    from collector.scheduling import batch, handlers
 
-    warm_up, instance_id = seed_extra(url), seed_extra(url)
-    with unit_of_work(url) as session:
-        handlers.schedule_instance(session, warm_up)
+    def place(instance_ids: list[str]) -> None:
+        with unit_of_work(url) as session:
+            if batch_size == 1:
+                handlers.schedule_instance(session, instance_ids[0])
+            else:
+                batch.schedule_instances(session, instance_ids)
+
+    warm_up = [seed_extra(url) for _ in range(batch_size)]
+    measured = [seed_extra(url) for _ in range(batch_size)]
+    place(warm_up)
     profiler = cProfile.Profile()
-    with unit_of_work(url) as session:
-        profiler.enable()
-        handlers.schedule_instance(session, instance_id)
-        profiler.disable()
+    profiler.enable()
+    place(measured)
+    profiler.disable()
     text = io.StringIO()
-    pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(25)
+    stats = pstats.Stats(profiler, stream=text)
+    by_package: dict[str, float] = {}
+    for (path, _, _), (_, _, own, _, _) in stats.stats.items():  # type: ignore[attr-defined]
+        package = path.split("site-packages/", 1)[1].split("/")[:2] if "site-packages/" in path \
+            else ["collector" if "/collector/" in path else "other"]
+        name = "/".join(package[:2] if package[0] == "sqlalchemy" else package[:1])
+        by_package[name] = by_package.get(name, 0.0) + own
+    text.write("ms per placement by package (own time; psycopg includes waiting for the "
+               "server):\n")
+    for name, own in sorted(by_package.items(), key=lambda item: -item[1])[:8]:
+        text.write(f"  {own * 1000 / batch_size:7.2f}  {name}\n")
+    stats.sort_stats("cumulative").print_stats(25)
     return text.getvalue()
 
 
@@ -263,7 +282,7 @@ def main() -> None:
         if elapsed > TARGET_SECONDS or args.profile:
             print(f"\nwhere one placement spends its time (target {TARGET_SECONDS:.0f} s "
                   f"for the run):")
-            print(profile_one(url))
+            print(profile_one(url, args.batch))
 
 
 if __name__ == "__main__":
