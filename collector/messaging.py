@@ -48,8 +48,7 @@ def write(
         kind=kind, name=name, payload=payload, queue=queue, routing_key=routing_key,
         task_id=task_id or f"msg-{ids.new_uuid()}{ids.new_uuid()}",
     )
-    session.add(row)
-    session.flush()
+    session.add(row)  # flushed with the caller's other rows (one multi-row INSERT)
     record_outbox_row(session, row)
     return row
 
@@ -91,7 +90,6 @@ class Jobs:
                         parent_id=parent_row.id if parent_row else None,
                         session_id=parent.session_id if parent else job_id)
         session.add(job)
-        session.flush()
         job_message(session, job, expires, countdown)
         return job_id
 

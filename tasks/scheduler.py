@@ -1,5 +1,7 @@
 """``scheduler.*`` tasks: the placement jobs (``schedule_instance``, ``schedule_start_instance``,
-``schedule_volume``, ``evacuate_from``), each one transaction around a handler of
+``schedule_volume``, ``evacuate_from``; ``schedule_instances`` places a list of new
+instances in one transaction and answers their outcomes, failed ones included, without
+failing), each one transaction around a handler of
 ``collector.scheduling.handlers`` / ``collector.scheduling.evacuation``; and the scheduler
 role's event handler: ``node_collector/offline`` evacuates the host once per outage when
 the configuration says ``evacuate_on_node_offline = true`` (queue ``events.scheduler``).
@@ -19,7 +21,7 @@ import re
 from typing import Any
 
 from collector import errors
-from collector.scheduling import evacuation, handlers
+from collector.scheduling import batch, evacuation, handlers
 from tasks.event_bus import subscribe
 from tasks.registry import Endpoint
 
@@ -49,6 +51,7 @@ endpoint = Endpoint("scheduler", on_committed=fail_on_failed_outcome).expose(
     handlers.schedule_instance,
     handlers.schedule_start_instance,
     handlers.schedule_volume,
+    batch.schedule_instances,
     evacuation.evacuate_from,
 )
 

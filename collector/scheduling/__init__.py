@@ -22,6 +22,9 @@ mac_address.py   Default, ByHostNodeGroup and SpecifyMacAddress; manual MAC chec
 capacity.py      used-capacity counters and allocation rows: candidates, atomic claims,
                  releases, reconcile
 handlers.py      the job steps schedule_instance, schedule_start_instance, schedule_volume
+batch.py         schedule_instances: a list of new instances placed in one transaction
+                 (each in its own savepoint, vifs last); batch_memo.py holds what a batch
+                 locks and reads once (network rows, DHCP ranges, MAC ranges)
 evacuation.py    evacuate_from (HA re-placement) and the node-offline event handler
 
 Interface for the API side
@@ -87,6 +90,10 @@ handlers.schedule_volume(session, volume_id) -> dict
     {"outcome": "failed", "error_type": ..., "message": ..., "state": ...}
     A failure is applied (terminated / stopped / deleted, reason in ``placement_error``)
     and returned, never raised, so it commits; an unknown id raises its typed error.
+batch.schedule_instances(session, instance_ids) -> [dict]
+    schedule_instance's answer for each id, in order (a repeated id: noop); one
+    transaction, so placements pay BEGIN/COMMIT, the instance reads and the network and
+    MAC range locks once per batch. An unknown id raises before anything is written.
 evacuation.evacuate_from(session, host_node_id, keep_offline=False)
     -> {"scheduled": [...], "failed": [...], "halted": [...]}  (see evacuation.py)
 """

@@ -18,7 +18,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import BigInteger, and_, cast, delete, exists, func, insert, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    and_,
+    cast,
+    delete,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
 from collector.db import dialect_name
@@ -34,6 +47,7 @@ from collector.models import (
 )
 from collector.models.placement import release_storage_allocation
 from collector.scheduling.snapshot import MB, HostCandidate, HostRequest, StorageCandidate
+from collector.timeutil import utcnow
 
 CANDIDATE_LIMIT = 8
 
@@ -160,23 +174,106 @@ def claim_host(session: Session, host_id: int, instance: Instance, disk_bytes: i
     ``skip_locked`` (PostgreSQL) also answers False at once when another placement holds the
     host, so the caller tries its next candidate instead of waiting.
     The instance must hold no host claim yet (``release_host`` first)."""
+    if dialect_name(session) == "postgresql":
+        target = _only_unlocked(HostNode, host_id) if skip_locked else HostNode.id == host_id
+        return _claim_pg(session, target, instance, disk_bytes, force) is not None
     cpu, memory = instance.cpu_cores, instance.memory_size
-    stmt = update(HostNode).where(HostNode.id == host_id).values(
-        used_cpu_cores=HostNode.used_cpu_cores + cpu,
-        used_memory_size=HostNode.used_memory_size + memory,
-        used_disk_bytes=HostNode.used_disk_bytes + disk_bytes)
+    stmt = _add_usage(instance, disk_bytes).where(HostNode.id == host_id)
     if not force:
         stmt = stmt.where(_host_fits(cpu, memory, disk_bytes))
-    if skip_locked and dialect_name(session) == "postgresql":
-        stmt = stmt.where(_only_unlocked(HostNode, host_id))
     if session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
         return False
     session.execute(insert(HostAllocation).values(
         instance_id=instance.id, host_node_id=host_id, cpu_cores=cpu, memory_size=memory,
         disk_bytes=disk_bytes))
+    _claimed(session, instance, host_id)
+    return True
+
+
+def claim_first_unlocked(session: Session, host_ids: list[int], instance: Instance,
+                         disk_bytes: int) -> int | None:
+    """PostgreSQL: claim the first host of ``host_ids`` (in that order) that fits and that
+    no other transaction holds, in one statement; its id, or None when none of them can
+    be had right now (``claim_host`` with ``skip_locked`` on each, without a round trip
+    per busy host)."""
+    if not host_ids:
+        return None
+    wanted = literal(host_ids, ARRAY(Integer))
+    first = (select(HostNode.id)
+             .where(HostNode.id.in_(host_ids),
+                    _host_fits(instance.cpu_cores, instance.memory_size, disk_bytes))
+             .order_by(func.array_position(wanted, HostNode.id)).limit(1)
+             .with_for_update(skip_locked=True).scalar_subquery())
+    return _claim_pg(session, HostNode.id == first, instance, disk_bytes, False)
+
+
+def claim_best(session: Session, request: HostRequest, instance: Instance, order: str
+               ) -> HostCandidate | None:
+    """PostgreSQL, for strategies whose ranking IS ``host_candidates``' order: claim the
+    best fitting host that no other transaction holds, reading, ranking and claiming in
+    one statement (a busy host is passed over wherever it ranks). None when there is no
+    such host right now: the caller then ranks and waits as usual."""
+    cpu, memory, disk = request.cpu_cores, request.memory_size, request.disk_bytes
+    best = (select(HostNode.id).join(NodeState, NodeState.node_id == HostNode.node_id)
+            .where(_schedulable_hosts(), HostNode.hypervisor == request.hypervisor,
+                   HostNode.arch == request.arch, _host_fits(cpu, memory, disk))
+            .order_by(*_HOST_ORDERS[order]).limit(1)
+            .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
+    claimed = (_add_usage(instance, disk).where(HostNode.id == best, _host_fits(cpu, memory, disk))
+               .returning(*_HOST_COLUMNS[:-1]).cte("claimed"))
+    now = utcnow()
+    allocated = (insert(HostAllocation).from_select(
+        ["instance_id", "host_node_id", "cpu_cores", "memory_size", "disk_bytes", "created_at",
+         "updated_at"],
+        select(literal(instance.id), claimed.c.id, literal(cpu), literal(memory),
+               literal(disk, BigInteger), literal(now, HostAllocation.created_at.type),
+               literal(now, HostAllocation.updated_at.type)))
+        .returning(HostAllocation.host_node_id).cte("allocated"))
+    row = session.execute(select(claimed, literal("online").label("state"))
+                          .join(allocated, allocated.c.host_node_id == claimed.c.id)).first()
+    if row is None:
+        return None
+    _claimed(session, instance, row.id)
+    return _host_candidate(row)
+
+
+def _add_usage(instance: Instance, disk_bytes: int) -> Any:
+    # updated_at given, not left to its onupdate: a statement nested in a CTE cannot
+    # compute column defaults
+    return update(HostNode).values(
+        updated_at=utcnow(), used_cpu_cores=HostNode.used_cpu_cores + instance.cpu_cores,
+        used_memory_size=HostNode.used_memory_size + instance.memory_size,
+        used_disk_bytes=HostNode.used_disk_bytes + disk_bytes)
+
+
+def _claim_pg(session: Session, target: Any, instance: Instance, disk_bytes: int,
+              force: bool) -> int | None:
+    """The conditional UPDATE of the host row and the allocation row as ONE statement
+    (``WITH claimed AS (UPDATE ... RETURNING id) INSERT ... SELECT FROM claimed``)."""
+    cpu, memory = instance.cpu_cores, instance.memory_size
+    stmt = _add_usage(instance, disk_bytes).where(target)
+    if not force:
+        stmt = stmt.where(_host_fits(cpu, memory, disk_bytes))
+    claimed = stmt.returning(HostNode.id).cte("claimed")
+    now = utcnow()
+    row = session.execute(
+        insert(HostAllocation).from_select(
+            ["instance_id", "host_node_id", "cpu_cores", "memory_size", "disk_bytes",
+             "created_at", "updated_at"],
+            select(literal(instance.id), claimed.c.id, literal(cpu), literal(memory),
+                   literal(disk_bytes, BigInteger), literal(now, HostAllocation.created_at.type),
+                   literal(now, HostAllocation.updated_at.type)))
+        .returning(HostAllocation.host_node_id)
+        .execution_options(synchronize_session=False)).first()
+    if row is None:
+        return None
+    _claimed(session, instance, row.host_node_id)
+    return row.host_node_id
+
+
+def _claimed(session: Session, instance: Instance, host_id: int) -> None:
     _expire(session, HostNode, host_id, "used_cpu_cores", "used_memory_size", "used_disk_bytes")
     instance.host_node_id = host_id
-    return True
 
 
 def release_host(session: Session, instance: Instance) -> None:

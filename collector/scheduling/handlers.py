@@ -39,7 +39,7 @@ from collector.models import (
     NetworkVifIpLease,
     Volume,
 )
-from collector.scheduling import capacity
+from collector.scheduling import batch_memo, capacity
 from collector.scheduling.config import SchedulerConfig, ServiceTypeConfig, scheduler_config
 from collector.scheduling.host_node import host_request, place_host
 from collector.scheduling.network import create_vifs
@@ -54,6 +54,11 @@ PLACEMENT_FAILURES = (PlacementError, AddressRefused)
 
 def _noop(kind: str, cuuid: str, state: str) -> dict[str, Any]:
     return {"outcome": "noop", f"{kind}_id": cuuid, "state": state}
+
+
+def noop_answer(inst: Instance) -> dict[str, Any]:
+    """What a repeated or late ``schedule_instance`` answers."""
+    return _noop("instance", inst.canonical_uuid, inst.state)
 
 
 def _failed(kind: str, cuuid: str, exc: PlacementError | AddressRefused,
@@ -108,10 +113,11 @@ def _hold_host(session: Session, inst: Instance, st: ServiceTypeConfig,
     return HeldHost(host.canonical_uuid, host.node_id or "")
 
 
-def _place_new_instance(session: Session, inst: Instance, config: SchedulerConfig
-                        ) -> tuple[HeldHost, dict[int, str], list[str]]:
-    """Host, local and shared volumes, dispatch, vifs; returns the host, {volume id: sta
-    node} and the job ids. Row changes are flushed together (no autoflush in between)."""
+def _place_new_instance(session: Session, inst: Instance, config: SchedulerConfig,
+                        with_vifs: bool = True) -> tuple[HeldHost, dict[int, str], list[str]]:
+    """Host, local and shared volumes, dispatch, vifs (unless ``with_vifs`` is False);
+    returns the host, {volume id: sta node} and the job ids. Row changes are flushed
+    together (no autoflush in between)."""
     st = config.service_type(inst.service_type)
     _check_boot_type(inst)
     volumes = [v for v in inst.volumes if v.is_alive]
@@ -129,16 +135,28 @@ def _place_new_instance(session: Session, inst: Instance, config: SchedulerConfi
         vol.state = "pending"
     inst.state = "pending"
     inst.placement_error = None
-    session.flush()
     jobs = _dispatch_new(session, inst, host, storage, config)
+    session.flush()  # the state changes and the dispatch rows together
     # Vifs last: they lock the network's IP cursor until the commit, so the less runs after
     # them, the less concurrent placements wait. The dispatch is written before them, in
     # this savepoint: a failure below rolls its outbox rows back with everything else (the
     # after-commit relay then finds no such rows).
-    if not any(vif.is_alive for vif in inst.network_vifs):  # soft-deleted vifs do not count
-        create_vifs(session, inst, st.name)
-        session.flush()
+    if with_vifs:
+        create_missing_vifs(session, inst)
     return host, storage, jobs
+
+
+def needs_vifs(inst: Instance) -> bool:
+    return not any(vif.is_alive for vif in inst.network_vifs)  # soft-deleted ones do not count
+
+
+def create_missing_vifs(session: Session, inst: Instance, flush: bool = True) -> None:
+    """The vifs of its request, with MAC and IP leases, when it has none yet (``flush``
+    False: their rows stay pending for the caller's flush)."""
+    if needs_vifs(inst):
+        create_vifs(session, inst, scheduler_config().service_type(inst.service_type).name)
+        if flush:
+            session.flush()
 
 
 def _sta_node_of(vol: Volume, placed: dict[int, str]) -> str | None:
@@ -171,18 +189,31 @@ def _dispatch_new(session: Session, inst: Instance, host: HeldHost, placed: dict
 
 def schedule_instance(session: Session, instance_id: str) -> dict[str, Any]:
     """Place a new instance (state ``scheduling``) and dispatch its boot."""
-    inst = _load_instance(session, instance_id)
+    return schedule_loaded(session, _load_instance(session, instance_id))
+
+
+def schedule_loaded(session: Session, inst: Instance,
+                    vifs_later: list[Instance] | None = None) -> dict[str, Any]:
+    """``schedule_instance`` of an instance already read under its row lock.
+
+    ``vifs_later`` (a batch, ``batch.py``): an instance that still needs vifs is appended
+    to it instead of getting them now; the caller creates them (``create_missing_vifs``)
+    and must undo the whole batch if that fails."""
     if inst.state != EXPECTED_STATE:
         return _noop("instance", inst.canonical_uuid, inst.state)
     config = scheduler_config()
     try:
         with session.begin_nested(), session.no_autoflush:
-            host, placed, jobs = _place_new_instance(session, inst, config)
+            host, placed, jobs = _place_new_instance(session, inst, config,
+                                                     with_vifs=vifs_later is None)
     except PLACEMENT_FAILURES as exc:
+        batch_memo.forget(session)  # locks taken in the savepoint went with it
         inst.placement_error = _reason(exc)
         instance_lifecycle.finalize_instance(session, inst)
         session.flush()
         return _failed("instance", inst.canonical_uuid, exc, inst.state)
+    if vifs_later is not None and needs_vifs(inst):
+        vifs_later.append(inst)
     return {"outcome": "placed", "instance_id": inst.canonical_uuid,
             "host_node_id": host.uuid, "jobs": jobs,
             "storage_node_ids": {v.canonical_uuid: placed[v.id]

@@ -9,7 +9,9 @@ Optional attributes of a strategy, read by the claim loop:
 candidates, request)`` (reads the extra facts its rank needs, e.g. PipedRules' groups and
 usage sums; rank stays pure), ``exclude_current`` (never the instance's current host),
 ``specific`` (the requested host only), ``allow_over_commit`` (HA re-placement may take
-the best host past its offering when none has room, spec 2.5).
+the best host past its offering when none has room, spec 2.5), ``sql_ranked`` (its rank
+is exactly the candidates' SQL order, so on PostgreSQL the best host nobody holds is read,
+ranked and claimed in one statement, ``capacity.claim_best``).
 
 Strategies here: LeastUsage, FindFirst, SpecifyNode, ExcludeSame; PipedRules is in
 ``piped_rules.py``.
@@ -120,6 +122,7 @@ def specify_node(candidates: Sequence[HostCandidate], request: HostRequest) -> l
 class LeastUsage:
     sort_priority: str = "memory"
     allow_over_commit: bool = False  # only HA re-placement uses it (spec 2.5, 3.6)
+    sql_ranked = True  # rank == the candidates' SQL order: claim_best may rank in SQL
 
     @property
     def order(self) -> str:
@@ -147,6 +150,7 @@ class ExcludeSame:
 @dataclass(frozen=True)
 class FindFirst:
     order: str = "id"
+    sql_ranked = True
 
     def rank(self, candidates: Sequence[HostCandidate], request: HostRequest
              ) -> list[HostCandidate]:
@@ -215,7 +219,12 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
     enrich = getattr(strategy, "enrich", None)
     current = instance.host_node_id if getattr(strategy, "exclude_current", False) else None
     tried: tuple[int, ...] = () if current is None else (current,)
-    passes = (True, False) if dialect_name(session) == "postgresql" else (False,)
+    postgres = dialect_name(session) == "postgresql"
+    if postgres and getattr(strategy, "sql_ranked", False) and not specific \
+            and enrich is None and current is None:
+        best = capacity.claim_best(session, request, instance, strategy.order)
+        if best is not None:
+            return best
     for _ in range(MAX_ROUNDS):
         if specific:
             wanted = specified_host(request)
@@ -233,11 +242,14 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
         if not candidates:
             break
         ranked = strategy.rank(candidates, request)
-        for skip_locked in passes:
-            for candidate in ranked:
-                if capacity.claim_host(session, candidate.id, instance, request.disk_bytes,
-                                       skip_locked=skip_locked):
-                    return candidate
+        if postgres:  # first pass: the best-ranked host nobody holds, in one statement
+            claimed = capacity.claim_first_unlocked(session, [c.id for c in ranked],
+                                                    instance, request.disk_bytes)
+            if claimed is not None:
+                return next(c for c in ranked if c.id == claimed)
+        for candidate in ranked:  # then waiting for busy ones (SQLite: the only pass)
+            if capacity.claim_host(session, candidate.id, instance, request.disk_bytes):
+                return candidate
         if specific:
             break
         tried += tuple(c.id for c in candidates)

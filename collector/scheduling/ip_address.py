@@ -8,7 +8,8 @@ Incremental (spec 4.3.1, with the cursor made explicit as the spec advises):
   then wraps to [0, cursor]; ``desc`` searches downward below it, then [cursor, top].
   No cursor yet: the whole space. Released addresses behind the cursor are therefore not
   reused until the search wraps, and then in address order;
-* ranges are read at each allocation (they may be replaced meanwhile), clamped to the
+* ranges are read at each allocation (they may be replaced meanwhile; a batch of
+  placements reads them once, ``batch_memo.py``), clamped to the
   window and visited in address order (asc by begin, desc by end);
 * the network, broadcast, gateway, DNS, DHCP and metadata addresses are skipped and never
   written (the original leased them as RESERVED rows, S16);
@@ -42,8 +43,10 @@ from collector.errors import (
 )
 from collector.models import ALLOC_AUTO, DhcpRange, IpLease, Network, NetworkVif, NetworkVifIpLease
 from collector.models.networks import ipv4_to_s
+from collector.scheduling import batch_memo
 from collector.scheduling.gaps import first_free
 from collector.scheduling.registry import no_other_keys, register
+from collector.timeutil import utcnow
 
 IPV4_MAX = (1 << 32) - 1
 MAX_ATTEMPTS = 16
@@ -116,11 +119,46 @@ def _guard(session: Session, network_id: int, address: int) -> bool:
         is not None
 
 
+def _guard_and_move(session: Session, network_id: int, address: int) -> bool:
+    """The guard row, and the network's cursor moved to ``address`` when it was inserted
+    (one statement on PostgreSQL); False when the address is already taken."""
+    if dialect_name(session) != "postgresql":
+        if not _guard(session, network_id, address):
+            return False
+        session.execute(update(Network).where(Network.id == network_id)
+                        .values(ip_cursor=address)
+                        .execution_options(synchronize_session=False))
+        return True
+    now = utcnow()  # timestamps given: a statement nested in a CTE computes no defaults
+    guard = (postgresql.insert(IpLease)
+             .values(network_id=network_id, ipv4=address, description=ipv4_to_s(address),
+                     created_at=now, updated_at=now)
+             .on_conflict_do_nothing().returning(IpLease.id).cte("guard"))
+    moved = (update(Network).where(Network.id == network_id, exists(select(guard.c.id)))
+             .values(ip_cursor=address, updated_at=now).returning(Network.id)
+             .execution_options(synchronize_session=False))
+    return session.execute(moved).first() is not None
+
+
+def first_candidate(ranges: Sequence[Window], cursor: int | None, direction: str,
+                    reserved: frozenset[int]) -> int | None:
+    """The first address the search visits that is in a range and not reserved, taken
+    or not (pure): when it is free, it is what ``next_address`` answers."""
+    for window in search_windows(cursor, direction):
+        for lo, hi in ranges_in_window(ranges, window, direction):
+            span = range(hi, lo - 1, -1) if direction == "desc" else range(lo, hi + 1)
+            for address in span:  # reserved addresses are few: this stops soon
+                if address not in reserved:
+                    return address
+    return None
+
+
 def _lease_row(session: Session, network: Network, vif: NetworkVif | None,
                address: int) -> NetworkVifIpLease:
-    lease = NetworkVifIpLease(network_id=network.id, network_vif_id=vif.id if vif else None,
-                              ipv4=address, description=ipv4_to_s(address),
-                              alloc_type=ALLOC_AUTO)
+    lease = NetworkVifIpLease(network_id=network.id, ipv4=address,
+                              description=ipv4_to_s(address), alloc_type=ALLOC_AUTO)
+    if vif is not None:
+        lease.network_vif = vif  # by relationship: the vif need not be flushed yet
     session.add(lease)
     return lease
 
@@ -133,12 +171,34 @@ def lock_networks(session: Session, network_ids: Iterable[int] = (),
                   raw_uuids: Iterable[str] = ()) -> list[Network]:
     """The networks (by id or raw uuid), re-read under a row lock in id order (no deadlock
     between two placements): one allocator per network at a time moves its cursor."""
-    stmt = select(Network).where(Network.id.in_(set(network_ids))
-                                 | Network.uuid.in_(set(raw_uuids))) \
+    ids, uuids = set(network_ids), set(raw_uuids)
+    held = batch_memo.memo(session)
+    if held is not None:
+        locked: dict[int, Network] = held.setdefault("networks", {})
+        by_uuid = {n.uuid: n for n in locked.values()}
+        if ids <= locked.keys() and uuids <= by_uuid.keys():  # this batch holds them all
+            return sorted({*(locked[i] for i in ids), *(by_uuid[u] for u in uuids)},
+                          key=lambda n: n.id)
+    stmt = select(Network).where(Network.id.in_(ids) | Network.uuid.in_(uuids)) \
         .order_by(Network.id).execution_options(populate_existing=True)
     if dialect_name(session) == "postgresql":
         stmt = stmt.with_for_update()
-    return list(session.scalars(stmt))
+    rows = list(session.scalars(stmt))
+    if held is not None:
+        held["networks"].update((n.id, n) for n in rows)
+    return rows
+
+
+def dhcp_ranges(session: Session, network_id: int) -> list[Window]:
+    """The network's DHCP ranges: read at each allocation, or once per batch (a batch is
+    one transaction; its placements see the ranges of its first allocation)."""
+    held = batch_memo.memo(session)
+    cached = held.setdefault("dhcp", {}) if held is not None else {}
+    if network_id not in cached:
+        cached[network_id] = [(r.range_begin, r.range_end) for r in session.execute(
+            select(DhcpRange.range_begin, DhcpRange.range_end)
+            .where(DhcpRange.network_id == network_id))]
+    return cached[network_id]
 
 
 def allocate_incremental(session: Session, network: Network, vif: NetworkVif | None,
@@ -152,20 +212,18 @@ def allocate_incremental(session: Session, network: Network, vif: NetworkVif | N
         cursor = network.ip_cursor
     else:
         cursor = lock_networks(session, [network.id])[0].ip_cursor
-    ranges = [(r.range_begin, r.range_end) for r in session.execute(
-        select(DhcpRange.range_begin, DhcpRange.range_end)
-        .where(DhcpRange.network_id == network.id))]
+    ranges = dhcp_ranges(session, network.id)
     reserved = reserved_addresses(network)
+    # Usually the address right after the cursor is free: try it before asking the
+    # database for the first free one (it is the first free one when the guard holds).
+    address = first_candidate(ranges, cursor, direction, reserved)
     for _ in range(MAX_ATTEMPTS):
-        address = next_address(session, network.id, ranges, cursor, direction, reserved)
         if address is None:
             break
-        if _guard(session, network.id, address):
-            session.execute(update(Network).where(Network.id == network.id)
-                            .values(ip_cursor=address)
-                            .execution_options(synchronize_session=False))
+        if _guard_and_move(session, network.id, address):
             set_committed_value(network, "ip_cursor", address)
             return _lease_row(session, network, vif, address)
+        address = next_address(session, network.id, ranges, cursor, direction, reserved)
     raise OutOfIpRange(f"Run out of dynamic IP addresses from the network segment: "
                        f"{_segment(network)}")
 

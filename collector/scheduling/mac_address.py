@@ -31,6 +31,7 @@ from collector.errors import (
     UnknownMacRange,
 )
 from collector.models import HostNode, HostNodeGroup, MacLease, MacRange, Tag, TagMapping
+from collector.scheduling import batch_memo
 from collector.scheduling.gaps import first_free
 from collector.scheduling.registry import canonical_id, check_id, no_other_keys, pairs, register
 
@@ -100,7 +101,21 @@ def next_free_mac(session: Session, lo: int, hi: int) -> int | None:
 
 def allocate_from_ranges(session: Session, range_uuids: Sequence[str] | None = None) -> int:
     """The next free address of the first range that has one, leased: every range by id,
-    or only ``range_uuids`` (canonical mr-...) in that order."""
+    or only ``range_uuids`` (canonical mr-...) in that order.
+
+    In a batch of placements (``batch_memo.py``) the ranges are locked and read once; each
+    later allocation first tries one past the batch's previous lease in that range."""
+    held = batch_memo.memo(session)
+    key = ("mac", None if range_uuids is None else tuple(range_uuids))
+    if held is not None and key in held:
+        for lo, hi, after in held[key]:
+            mac = after + 1 if after < hi else first_free(session, MacLease.mac_addr, lo, hi)
+            leased = _lease_in_range(session, lo, hi, mac)
+            if leased is not None:
+                held[key] = [(a, b, leased if (a, b) == (lo, hi) else c)
+                             for a, b, c in held[key]]
+                return leased
+        del held[key]  # nothing left after the memo: the full search below says so
     lo = cast(MacRange.vendor_id, BigInteger) * DEVICE_SPAN + MacRange.range_begin
     hi = cast(MacRange.vendor_id, BigInteger) * DEVICE_SPAN + MacRange.range_end
     top = (select(func.max(MacLease.mac_addr)).where(MacLease.mac_addr >= lo,
@@ -125,14 +140,26 @@ def allocate_from_ranges(session: Session, range_uuids: Sequence[str] | None = N
         # The first try comes from the range query itself (after the highest lease).
         mac = row.lo if row.top is None else row.top + 1 if row.top < row.hi else \
             first_free(session, MacLease.mac_addr, row.lo, row.hi)
-        for _ in range(MAX_ATTEMPTS):
-            if mac is None:
-                break
-            if lease_mac(session, int(mac)):
-                return int(mac)
-            mac = next_free_mac(session, row.lo, row.hi)
+        leased = _lease_in_range(session, row.lo, row.hi, mac)
+        if leased is not None:
+            if held is not None:
+                held[key] = [(int(r.lo), int(r.hi), leased if r is row else
+                              int(r.lo) - 1 if r.top is None else int(r.top))
+                             for r in ranges]
+            return leased
     names = ", ".join(f"mr-{r.uuid}" for r in ranges)
     raise OutOfMacRange(f"No available MAC addresses left in the ranges {names}")
+
+
+def _lease_in_range(session: Session, lo: int, hi: int, mac: int | None) -> int | None:
+    """Lease ``mac``, or the next free address of [lo, hi] when a racing writer took it."""
+    for _ in range(MAX_ATTEMPTS):
+        if mac is None:
+            return None
+        if lease_mac(session, int(mac)):
+            return int(mac)
+        mac = next_free_mac(session, lo, hi)
+    return None
 
 
 def ranges_for_groups(host_groups: frozenset[str], paired: Sequence[tuple[str, str]],

@@ -42,7 +42,7 @@ from collector.models import (
     SecurityGroup,
     TagMapping,
 )
-from collector.scheduling import ip_address, mac_address
+from collector.scheduling import batch_memo, ip_address, mac_address
 from collector.scheduling.snapshot import ALL_NETWORKS, GroupMember, VifPlan
 from collector.scheduling.vif_plans import (  # re-exported: callers plan through here
     PerInstance,
@@ -161,7 +161,8 @@ def build_vifs(session: Session, instance: Instance, plans: Sequence[VifPlan],
         vif.security_groups = [groups[g] for g in (plan.security_groups or fallback_groups)]
         session.add(vif)
         vifs.append(vif)
-    session.flush()  # vif ids for the leases; MAC ranges are locked before any network
+    if batch_memo.memo(session) is None:
+        session.flush()  # a batch flushes the vifs of all its instances at once
     vif_specs = (request_params.get("vifs") or {}) if isinstance(request_params, dict) else {}
     for plan, vif in zip(ordered, vifs, strict=True):
         if plan.network_group:
@@ -178,7 +179,7 @@ def build_vifs(session: Session, instance: Instance, plans: Sequence[VifPlan],
             params = dict(monitor.get("params") or {})
             if "protocol" in monitor:
                 params["protocol"] = monitor["protocol"]
-            session.add(NetworkVifMonitor(network_vif_id=vif.id, title=monitor.get("title"),
+            session.add(NetworkVifMonitor(network_vif=vif, title=monitor.get("title"),
                                           enabled=bool(monitor.get("enabled", True)),
                                           params=params))
     session.expire(instance, ["network_vifs"])  # the vifs were added by foreign key

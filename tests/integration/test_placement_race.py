@@ -1,10 +1,12 @@
 """Placement under contention on PostgreSQL: 200 instances, hosts with room for exactly 150.
 
 Several OS processes (each with its own engine) place at once, first calling the handler
-directly, then as 4 real ``collector worker --role scheduler`` processes (each job sent
-twice, so duplicates race their originals too). Whatever the
-interleaving: exactly 150 placed, 50 failed with InsufficientCapacity and terminated, no
-host over its offering, no IP or MAC address given twice, counters equal to allocations.
+directly (one placement per transaction, then batches of ``schedule_instances``), then as
+4 real ``collector worker --role scheduler`` processes (each job sent twice, so duplicates
+race their originals too). Whatever the interleaving: exactly 150 placed, 50 failed with
+InsufficientCapacity and terminated, no host over its offering, no IP or MAC address given
+twice, counters equal to allocations. Batches may deadlock on host rows when hosts run
+full (PostgreSQL aborts one; it is retried whole, as the task layer retries in place).
 """
 
 from __future__ import annotations
@@ -72,19 +74,24 @@ def _seed(url: str) -> list[str]:
     return ids
 
 
-def _place_all(url: str, instance_ids: list[str], start: object, results: object) -> None:
-    """One scheduler process: its own engine, one transaction per job (retried on a
-    transient database error, as the task layer does)."""
-    from collector.scheduling import handlers
+def _place_all(url: str, instance_ids: list[str], start: object, results: object,
+               batch_size: int = 1) -> None:
+    """One scheduler process: its own engine, one transaction per job, or per batch of
+    ``batch_size`` (``schedule_instances``); retried on a transient database error, as
+    the task layer does."""
+    from collector.scheduling import batch, handlers
 
     start.wait()
     outcomes, retries = [], 0
-    for instance_id in instance_ids:
+    for n in range(0, len(instance_ids), batch_size):
+        chunk = instance_ids[n:n + batch_size]
         for _ in range(10):
             try:
                 with unit_of_work(url) as session:
-                    result = handlers.schedule_instance(session, instance_id)
-                outcomes.append((instance_id, result["outcome"], result.get("error_type")))
+                    answers = [handlers.schedule_instance(session, chunk[0])] \
+                        if batch_size == 1 else batch.schedule_instances(session, chunk)
+                outcomes.extend((r["instance_id"], r["outcome"], r.get("error_type"))
+                                for r in answers)
                 break
             except OperationalError:
                 retries += 1
@@ -119,12 +126,13 @@ def _check_world(url: str) -> dict[str, int]:
     return states
 
 
-def test_concurrent_processes_never_over_commit(race_db):
+@pytest.mark.parametrize("batch_size", [1, 16], ids=["one_per_transaction", "batches"])
+def test_concurrent_processes_never_over_commit(race_db, batch_size):
     ids = _seed(race_db)
     context = multiprocessing.get_context("spawn")
     start, results = context.Event(), context.Queue()
     processes = [context.Process(target=_place_all, args=(race_db, ids[n::PROCESSES], start,
-                                                          results))
+                                                          results, batch_size))
                  for n in range(PROCESSES)]
     for process in processes:
         process.start()
