@@ -154,7 +154,7 @@ def test_bad_input_to_the_evacuation_tasks_is_typed_and_writes_nothing(cluster):
                  ["node_collector/offline", [42], "collector.master"]):
         result = events.send_task("events.scheduler.on_node_offline", args=args,
                                   queue="events.scheduler")
-        with pytest.raises(Exception, match="InvalidArgument|node_id|args must be"):
+        with pytest.raises(Exception, match="InvalidArgument|node_id|args must be|valid list"):
             result.get(timeout=30)
     events.close()
 

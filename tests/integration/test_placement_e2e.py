@@ -347,7 +347,10 @@ def test_an_instance_no_host_can_take_is_terminated_with_the_reason(cluster):
     assert doc["placement_error"].startswith("InsufficientCapacity: ")
     assert doc["host_node"] is None and doc["vif"] == []
     assert {v["state"] for v in doc["volume"]} == {"deleted"}
-    [job] = jobs_of(c, doc["id"])
+    # The ledger hears of the failure after the commit (the task's link_error callback).
+    deadline = time.monotonic() + 30
+    while (job := jobs_of(c, doc["id"])[0]).state != "finished" and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert (job.job_name, job.state, job.finish_status) == (
         "schedule_instance", "finished", "fail")
     assert job.finish_message["error_type"] == "InsufficientCapacity"
