@@ -41,10 +41,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -497,20 +498,34 @@ def terminate_instance(session: Session, instance_id: str) -> dict[str, Any]:
     return _instance_document(session, inst)
 
 
-def _instance_document(session: Session, inst: Instance) -> dict[str, Any]:
+def _fresh_document(session: Session, row: Any, query: Select,
+                    build: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The document of a row just written, read back with everything it shows."""
     session.flush()
-    session.expire(inst)
-    loaded = session.scalars(instances_query().where(Instance.id == inst.id)
+    session.expire(row)
+    model = type(row)
+    loaded = session.scalars(query.where(model.id == row.id)
                              .execution_options(populate_existing=True)).one()
-    return instance_api_document(loaded)
+    return build(loaded)
+
+
+def _shown_document(session: Session, model: Any, cuuid: str, query: Select,
+                    build: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The document of the row ``cuuid`` (its typed unknown-id error when there is none)."""
+    raw = ids.raw_part(cuuid, model.prefix)
+    row = session.scalars(query.where(model.uuid == raw)).first()
+    if row is None:
+        raise model.not_found(f"unknown id '{cuuid}'")
+    return build(row)
+
+
+def _instance_document(session: Session, inst: Instance) -> dict[str, Any]:
+    return _fresh_document(session, inst, instances_query(), instance_api_document)
 
 
 def show_instance(session: Session, instance_id: str) -> dict[str, Any]:
-    raw = ids.raw_part(instance_id, Instance.prefix)
-    inst = session.scalars(instances_query().where(Instance.uuid == raw)).first()
-    if inst is None:
-        raise Instance.not_found(f"unknown id '{instance_id}'")
-    return instance_api_document(inst)
+    return _shown_document(session, Instance, instance_id, instances_query(),
+                           instance_api_document)
 
 
 def _limit(limit: int) -> int:
@@ -593,19 +608,11 @@ def _place_volume_on(session: Session, vol: Volume, node: StorageNode) -> None:
 
 
 def _volume_document(session: Session, vol: Volume) -> dict[str, Any]:
-    session.flush()
-    session.expire(vol)
-    loaded = session.scalars(volumes_query().where(Volume.id == vol.id)
-                             .execution_options(populate_existing=True)).one()
-    return volume_api_document(loaded)
+    return _fresh_document(session, vol, volumes_query(), volume_api_document)
 
 
 def show_volume(session: Session, volume_id: str) -> dict[str, Any]:
-    raw = ids.raw_part(volume_id, Volume.prefix)
-    vol = session.scalars(volumes_query().where(Volume.uuid == raw)).first()
-    if vol is None:
-        raise Volume.not_found(f"unknown id '{volume_id}'")
-    return volume_api_document(vol)
+    return _shown_document(session, Volume, volume_id, volumes_query(), volume_api_document)
 
 
 def list_volumes(session: Session, state: str | None = None, account_id: str | None = None,
