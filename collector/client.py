@@ -408,6 +408,7 @@ class _RedisChannel(kombu_redis.Channel):
         self._pending: tuple[str, str | None] | None = None
         self._handover: tuple[str, bytes] | None = None
         self._wait_queue: str | None = None  # the queue to wait on when all are empty
+        self._swept_at = 0.0
         self._alive_marked: dict[str, float] = {}
 
     def _connparams(self, asynchronous: bool = False) -> dict[str, Any]:
@@ -457,6 +458,7 @@ class _RedisChannel(kombu_redis.Channel):
             for source in sources:
                 keys += [source, self._inflight(source)]
             self._pending = ("sweep", None)
+            self._swept_at = now
             connection.send_command("EVAL", _SWEEP, len(keys), *keys,
                                     repr(time()) if stale else "")
             if self._wait_queue not in queues:
@@ -485,10 +487,14 @@ class _RedisChannel(kombu_redis.Channel):
                     raise kombu_redis.Empty()
                 source, item = bytes_to_str(reply[0]), reply[1]
             else:
-                self._sweep_next = True
                 if reply is None:
+                    self._sweep_next = True
                     self._next_wait_queue()
                     raise kombu_redis.Empty()
+                # One queue: wait on it again at once (its priority lists and the alive
+                # mark are swept at least every brpop_timeout); several: sweep them all.
+                self._sweep_next = len(self.active_queues) > 1 or \
+                    monotonic() - self._swept_at > self.brpop_timeout
                 item = reply
             self._deliver_moved(source, item)
             return True
