@@ -65,6 +65,7 @@ class Preloaded:
             rows = session.scalars(
                 select(NetworkService).join(NetworkVif)
                 .where(NetworkVif.network_id.in_(network_ids))
+                .order_by(NetworkVif.id, NetworkService.id)
                 .options(selectinload(NetworkService.network_vif, chunksize=EAGER_CHUNK).selectinload(
                     NetworkVif.ip_leases, chunksize=EAGER_CHUNK), selectinload(NetworkService.network_vif, chunksize=EAGER_CHUNK)
                     .selectinload(NetworkVif.instance, chunksize=EAGER_CHUNK)))
