@@ -37,7 +37,7 @@ UPDATABLE_INSTANCE_FIELDS: dict[str, tuple[type, ...]] = {
 
 def get_instance(session: Session, instance_id: str) -> dict[str, Any]:
     """The instance document the agent loads at the start of every job."""
-    return instance_document(session, load_instance(session, instance_id))
+    return instance_document(session, instance_id)
 
 
 def update_instance(session: Session, instance_id: str, data: dict[str, Any]) -> None:
