@@ -22,12 +22,42 @@ from sqlalchemy.orm import Session, sessionmaker
 from collector.config import Settings, load_settings
 
 _lock = threading.Lock()
-_engines: dict[str, Engine] = {}
-_factories: dict[str, sessionmaker[Session]] = {}
+_engines: dict[tuple[str, bool], Engine] = {}
+_factories: dict[tuple[str, bool], sessionmaker[Session]] = {}
+
+WROTE = "collector_wrote"  # session.info key: the session sent (or tried to send) a write
 
 
-def make_engine(url: str) -> Engine:
-    """An engine tuned for the backend: SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE."""
+class CollectorSession(Session):
+    """A session that notes whether it wrote: a call that lost its connection before any
+    write may run again (``UnitOfWork.wrote``)."""
+
+
+@event.listens_for(CollectorSession, "before_flush")
+def _flushing(session: Session, *_args: object) -> None:
+    session.info[WROTE] = True
+
+
+@event.listens_for(CollectorSession, "do_orm_execute")
+def _executing(state: Any) -> None:
+    if state.is_select:
+        return
+    sql = getattr(state.statement, "text", None)  # a textual statement: a read if a SELECT
+    if sql is None or not sql.lstrip()[:6].upper() == "SELECT":
+        state.session.info[WROTE] = True
+
+
+def make_engine(url: str, readonly: bool = False) -> Engine:
+    """An engine tuned for the backend: SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE.
+
+    ``readonly``: an engine for readers. Each statement runs on its own (autocommit: no
+    BEGIN/COMMIT round trips, which on PostgreSQL cost as much as a read) and any write is
+    refused by the database. Like PostgreSQL's default isolation (read committed), a reader
+    sees each statement's own committed snapshot.
+
+    No ``pool_pre_ping`` (a round trip per call): a connection found dead is invalidated
+    with the rest of the pool, and the caller runs the call again (``run_in_unit_of_work``).
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=8,
@@ -41,34 +71,52 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA foreign_keys=ON")
+            if readonly:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Connection) -> None:  # pragma: no cover - driver glue
-            # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction;
-            # read-only units of work take no lock (WAL readers run alongside the writer).
-            readonly = conn.get_execution_options().get("collector_readonly", False)
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        if not readonly:
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(conn: Connection) -> None:  # pragma: no cover - driver glue
+                # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    if readonly:
+        return create_engine(url, pool_size=10, max_overflow=10, isolation_level="AUTOCOMMIT",
+                             connect_args={"options": "-c default_transaction_read_only=on"})
+    return create_engine(url, pool_size=10, max_overflow=10)
 
 
-def get_engine(url: str | None = None) -> Engine:
+def _key(url: str | None, readonly: bool) -> tuple[str, bool]:
     url = url or load_settings().database_url
-    with _lock:
-        if url not in _engines:
-            _engines[url] = make_engine(url)
-            _factories[url] = sessionmaker(_engines[url], expire_on_commit=False)
-        return _engines[url]
+    # An in-memory SQLite database exists once per engine: readers share the writers'.
+    in_memory = url.startswith("sqlite") and url.rstrip("/") in ("sqlite:", "sqlite:/") \
+        or ":memory:" in url
+    return url, readonly and not in_memory
 
 
-def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    url = url or load_settings().database_url
-    get_engine(url)
-    return _factories[url]
+def get_engine(url: str | None = None, readonly: bool = False) -> Engine:
+    key = _key(url, readonly)
+    factory = _factories.get(key)
+    if factory is None:
+        with _lock:
+            if key not in _engines:
+                _engines[key] = make_engine(*key)
+                _factories[key] = sessionmaker(_engines[key], class_=CollectorSession,
+                                               expire_on_commit=False)
+    return _engines[key]
+
+
+def session_factory(url: str | None = None, readonly: bool = False) -> sessionmaker[Session]:
+    key = _key(url, readonly)
+    factory = _factories.get(key)
+    if factory is None:
+        get_engine(*key)
+        factory = _factories[key]
+    return factory
 
 
 def dispose_engines() -> None:
@@ -86,9 +134,10 @@ OUTBOX_IDS = "outbox_ids"  # session.info key: outbox rows written in this trans
 class UnitOfWork:
     """One transaction (``with UnitOfWork() as uow: fn(uow.session)``).
 
-    ``readonly`` is a hint for readers: on SQLite they begin without taking the write lock,
-    so reads run alongside a writer (WAL). A write in such a unit still works, but may wait.
-    After a successful commit ``outbox_ids`` lists the outbox rows to relay.
+    ``readonly``: for readers. The session reads through the read-only engine (statements
+    run on their own, no transaction to begin or commit; a write is refused). After a
+    successful commit ``outbox_ids`` lists the outbox rows to relay; ``wrote`` says whether
+    the session sent a write (a lost connection before any write can be retried).
     """
 
     def __init__(self, url: str | None = None, readonly: bool = False,
@@ -97,14 +146,13 @@ class UnitOfWork:
         self.url = url or self.settings.database_url
         self.readonly = readonly
         self.outbox_ids: list[int] = []
+        self.wrote = False
         self.session: Session
 
     def __enter__(self) -> UnitOfWork:
-        self.session = session_factory(self.url)()
+        self.session = session_factory(self.url, self.readonly)()
         self.session.info["settings"] = self.settings
         self.session.begin()
-        if self.readonly:
-            self.session.connection(execution_options={"collector_readonly": True})
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_exc: object) -> None:
@@ -116,6 +164,7 @@ class UnitOfWork:
             else:
                 session.rollback()
         finally:
+            self.wrote = bool(session.info.pop(WROTE, False))
             session.info.pop(OUTBOX_IDS, None)
             session.close()
 
