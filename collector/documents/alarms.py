@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from collector.documents.columns import Query, Shape, fetch
+from collector.documents.columns import Batch, Query, Shape, fetch
 from collector.errors import UnknownNodeID
 from collector.models import LOG_METRICS, RESOURCE_METRICS, Alarm, HostNode, Instance
 
@@ -17,7 +17,7 @@ _ALIVE = _ALARMS.c.deleted_at.is_(None)
 
 
 def _select(*where: Any) -> Query:
-    return Query(select(*ALARM.columns).where(*where).order_by(_ALARMS.c.id))
+    return Query(select(*ALARM.columns).where(*where), order_by=(_ALARMS.c.id,))
 
 
 _BY_UUID = _select(_ALARMS.c.uuid == bindparam("raw"))
@@ -31,6 +31,9 @@ _LOG_OF_HOST = _select(
         .join(_HOSTS, _HOSTS.c.id == _INSTANCES.c.host_node_id)
         .where(_HOSTS.c.node_id == bindparam("node_id"))),
     _ALARMS.c.metric_name.in_(LOG_METRICS), _ALIVE)
+
+
+_LOG_ALARMS = Batch(_HOST, _LOG_OF_HOST)
 
 
 def alarm_by_uuid(session: Session, raw: str) -> dict[str, Any] | None:
@@ -52,7 +55,7 @@ def resource_alarms(session: Session, resource_ids: list[str]) -> list[dict[str,
 def log_alarms_of_host(session: Session, node_id: str) -> list[dict[str, Any]]:
     """Alive log alarms of the instances on the host (UnknownNodeID when there is none)."""
     params = {"node_id": node_id}
-    host, rows = fetch(session, (_HOST, params), (_LOG_OF_HOST, params))
+    host, rows = _LOG_ALARMS.fetch(session, params)
     if not host:
         raise UnknownNodeID(f"unknown host node with node id {node_id!r}")
     return [ALARM.document(row) for row in rows]

@@ -3,11 +3,13 @@
 The hot reads (an agent asks for its instance at the start of every job) spend their time
 around the SQL, not in it: building ORM objects, cache keys and result objects cost several
 times what the database does. Here a ``Query`` is a Core select compiled once per dialect;
-``fetch`` runs a batch of them on the session's connection with the driver's own cursor
-(on PostgreSQL in one pipeline: one round trip for the whole batch) and returns plain
-tuples. ``Shape`` turns a model's columns within such a tuple into the model's document,
-exactly as ``taggable_hash`` / ``column_values`` build it from an ORM object: the same
-keys in the same order, times as ISO-8601 UTC, canonical ids, NULL text as ``""``.
+``fetch`` runs queries on the session's connection with the driver's own cursor and returns
+plain rows. A ``Batch`` is several queries with the same parameters answered together: on
+PostgreSQL as one statement (each query's rows aggregated into a JSON array: one round
+trip, one execution), elsewhere one after the other. ``Shape`` turns a model's columns
+within such a row into the model's document, exactly as ``taggable_hash`` /
+``column_values`` build it from an ORM object: the same keys in the same order, times as
+ISO-8601 UTC, canonical ids, NULL text as ``""``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,21 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Select, Text, TypeDecorator, cast
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ScalarSelect,
+    Select,
+    Text,
+    TypeDecorator,
+    cast,
+    func,
+    select,
+)
 from sqlalchemy import inspect as sa_inspect
+from sqlalchemy.dialects.postgresql import aggregate_order_by
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -28,6 +43,7 @@ from collector.models.base import Taggable
 from collector.timeutil import to_iso
 
 _MAX_COMPILED = 64
+_MAX_JSON_ARGUMENTS = 100  # PostgreSQL's limit of function arguments
 
 
 class _Placeholder:
@@ -46,9 +62,27 @@ class Query:
     (``bindparam(name, expanding=True)``) is compiled once per list length.
     """
 
-    def __init__(self, statement: Select) -> None:
-        self.statement = statement
+    def __init__(self, statement: Select, order_by: Sequence[ColumnElement] = ()) -> None:
+        self.order_by = tuple(order_by)
+        self.unordered = statement
+        self.statement = statement.order_by(*order_by) if order_by else statement
         self._compiled: dict[tuple, tuple[str, Callable[[Mapping[str, Any]], Any]]] = {}
+
+    def aggregated(self) -> ScalarSelect:
+        """The query as one value: its rows as a JSON array of arrays, in its order
+        (PostgreSQL)."""
+        width = len(self.unordered.selected_columns)
+        if width > _MAX_JSON_ARGUMENTS:
+            raise ValueError(f"{width} columns: more than json_build_array takes")
+        inner = self.unordered.add_columns(
+            *(column.label(f"order_{n}") for n, column in enumerate(self.order_by))).subquery()
+        columns = list(inner.c)
+        if len(columns) != width + len(self.order_by):
+            raise ValueError("a column is selected twice: name each one once")
+        row = func.json_build_array(*columns[:width])
+        keys = columns[width:]
+        return (select(func.json_agg(aggregate_order_by(row, *keys) if keys else row))
+                .select_from(inner).scalar_subquery())
 
     def prepare(self, dialect: Dialect,
                 params: Mapping[str, Any]) -> tuple[str, Callable[[Mapping[str, Any]], Any]]:
@@ -97,48 +131,58 @@ def _value(slot: Any, params: Mapping[str, Any]) -> Any:
     return value if slot.index is None else value[slot.index]
 
 
-def fetch(session: Session, *calls: tuple[Query, Mapping[str, Any]]) -> list[list[tuple]]:
-    """The rows of each query, in the session's transaction; on PostgreSQL the whole batch
-    goes in one pipeline (one round trip). Pending changes of the session are flushed first
-    (autoflush). Driver errors are raised as SQLAlchemy's ``DBAPIError``; a lost connection
-    is invalidated (``connection_invalidated``)."""
+def fetch(session: Session, *calls: tuple[Query, Mapping[str, Any]]) -> list[list[Sequence]]:
+    """The rows of each query, in the session's transaction. Pending changes of the session
+    are flushed first (autoflush). Driver errors are raised as SQLAlchemy's ``DBAPIError``;
+    a lost connection is invalidated (``connection_invalidated``)."""
     if session.autoflush:
         session.flush()  # as the ORM's reads do: they see the session's own changes
     connection = session.connection()
     dialect = connection.dialect
     driver = connection.connection.dbapi_connection
-    prepared = []
     observed = connection.dispatch.before_cursor_execute  # statement counters, tracing
-    for query, params in calls:
-        sql, arguments = query.prepare(dialect, params)
-        prepared.append((sql, arguments(params)))
-        if observed:
-            observed(connection, None, sql, prepared[-1][1], None, False)
-    sql, arguments = prepared[0]
+    cursor = driver.cursor()
+    sql, arguments = "", None
     try:
-        if dialect.name == "postgresql" and len(prepared) > 1:
-            with driver.pipeline():
-                cursors = []
-                for sql, arguments in prepared:
-                    cursors.append(driver.execute(sql, arguments))
-            return [cursor.fetchall() for cursor in cursors]
-        cursor = driver.cursor()
-        try:
-            out = []
-            for sql, arguments in prepared:
-                cursor.execute(sql, arguments)
-                out.append(cursor.fetchall())
-            return out
-        finally:
-            cursor.close()
+        out = []
+        for query, params in calls:
+            sql, make_arguments = query.prepare(dialect, params)
+            arguments = make_arguments(params)
+            if observed:
+                observed(connection, cursor, sql, arguments, None, False)
+            cursor.execute(sql, arguments)
+            out.append(cursor.fetchall())
+        return out
     except dialect.loaded_dbapi.Error as error:
-        lost = dialect.is_disconnect(error, driver, None)
+        lost = dialect.is_disconnect(error, driver, cursor)
         if lost:
             connection.invalidate(error)
             # As SQLAlchemy does on a disconnect: the pool's other connections are suspect too.
             connection.engine.pool.dispose()
         raise DBAPIError.instance(sql, arguments, error, dialect.loaded_dbapi.Error,
                                   connection_invalidated=lost, dialect=dialect) from error
+    finally:
+        cursor.close()
+
+
+class Batch:
+    """Queries with the same parameters, answered together: on PostgreSQL by one statement
+    whose columns are the queries' rows as JSON arrays (one round trip, one execution),
+    elsewhere (SQLite: no round trips) one after the other.
+
+    Rows from JSON carry JSON's values: times as ISO-8601 text, numbers without their
+    type. ``Shape`` reads both kinds of rows alike.
+    """
+
+    def __init__(self, *queries: Query) -> None:
+        self.queries = queries
+        self.folded = Query(select(*(query.aggregated() for query in queries)))
+
+    def fetch(self, session: Session, params: Mapping[str, Any]) -> list[list[Sequence]]:
+        if session.get_bind().dialect.name == "postgresql":
+            [[row]] = fetch(session, (self.folded, params))
+            return [rows or [] for rows in row]
+        return fetch(session, *((query, params) for query in self.queries))
 
 
 # Values as the driver returns them -> values as the ORM documents hold them.
@@ -164,6 +208,10 @@ def _json(value: Any) -> Any:
 
 def _bool(value: Any) -> Any:
     return None if value is None else bool(value)
+
+
+def _float(value: Any) -> Any:
+    return None if value is None else float(value)
 
 
 class Shape:
@@ -195,6 +243,8 @@ class Shape:
                 self.converters.append((index, name, iso_time))
             elif isinstance(kind, Boolean):
                 self.converters.append((index, name, _bool))
+            elif isinstance(kind, Float):  # a whole number in JSON comes back an int
+                self.converters.append((index, name, _float))
             elif self.taggable and isinstance(kind, Text):
                 self.texts.append(name)
         self.width = len(self.keys)

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from collector import ids
 from collector.db import EAGER_CHUNK
 from collector.documents import networks, volumes
-from collector.documents.columns import Query, Shape, fetch
+from collector.documents.columns import Batch, Query, Shape
 from collector.models import (
     HostNode,
     Image,
@@ -52,7 +52,7 @@ def load_instance(session: Session, instance_id: object) -> Instance:
 
 
 # The document, from columns: ten selects of the instance's rows, each found from the
-# instance's uuid, sent together (one round trip on PostgreSQL).
+# instance's uuid, answered together (one statement on PostgreSQL).
 _RAW = bindparam("raw")
 _INSTANCES, _IMAGES = Instance.__table__, Image.__table__
 _SSH_KEYS, _HOSTS, _NODE_STATES = SshKeyPair.__table__, HostNode.__table__, NodeState.__table__
@@ -73,14 +73,14 @@ _VOLUMES_OF_INSTANCE = _INSTANCES.join(volumes.VOLUMES,
 _IMAGE_BO = volumes.backup_object_raw_id(_IMAGES.c.backup_object_id)
 _VOLUME_BO = volumes.backup_object_raw_id(volumes.VOLUMES.c.backup_object_id)
 
-_QUERIES = tuple(Query(stmt) for stmt in (
-    select(*_INSTANCE.columns, *_IMAGE.columns, *_SSH_KEY.columns, *_HOST.columns,
-           _NODE_STATES.c.state)
-    .select_from(_INSTANCES.outerjoin(_IMAGES, _IMAGES.c.id == _INSTANCES.c.image_id)
-                 .outerjoin(_SSH_KEYS, _SSH_KEYS.c.id == _INSTANCES.c.ssh_key_pair_id)
-                 .outerjoin(_HOSTS, _HOSTS.c.id == _INSTANCES.c.host_node_id)
-                 .outerjoin(_NODE_STATES, _NODE_STATES.c.node_id == _HOSTS.c.node_id))
-    .where(_INSTANCES.c.uuid == _RAW),
+_INSTANCE_BATCH = Batch(
+    Query(select(*_INSTANCE.columns, *_IMAGE.columns, *_SSH_KEY.columns, *_HOST.columns,
+                 _NODE_STATES.c.state.label("node_state"))
+          .select_from(_INSTANCES.outerjoin(_IMAGES, _IMAGES.c.id == _INSTANCES.c.image_id)
+                       .outerjoin(_SSH_KEYS, _SSH_KEYS.c.id == _INSTANCES.c.ssh_key_pair_id)
+                       .outerjoin(_HOSTS, _HOSTS.c.id == _INSTANCES.c.host_node_id)
+                       .outerjoin(_NODE_STATES, _NODE_STATES.c.node_id == _HOSTS.c.node_id))
+          .where(_INSTANCES.c.uuid == _RAW)),
     # Labels of the instance, its image and its volumes (no others: as the original).
     volumes.labels_select(union_all(
         select(f"{Instance.prefix}-" + _INSTANCES.c.uuid).where(_INSTANCES.c.uuid == _RAW),
@@ -93,8 +93,8 @@ _QUERIES = tuple(Query(stmt) for stmt in (
         .where(_INSTANCES.c.uuid == _RAW, _IMAGE_BO[1]),
         select(_VOLUME_BO[0]).select_from(_VOLUMES_OF_INSTANCE)
         .where(_INSTANCES.c.uuid == _RAW, _VOLUME_BO[1]))),
-    select(*networks.VIF.columns).where(_OF_INSTANCE)
-    .order_by(networks.VIFS.c.device_index, networks.VIFS.c.id),
+    Query(select(*networks.VIF.columns).where(_OF_INSTANCE),
+          order_by=(networks.VIFS.c.device_index, networks.VIFS.c.id)),
     networks.networks_select(networks.NETWORKS.c.id.in_(_VIF_NETWORK_IDS.union(
         select(networks.VIFS.c.nat_network_id).where(_OF_INSTANCE)))),
     networks.leases_select(_VIF_IDS.union_all(networks.service_vif_ids(_VIF_NETWORK_IDS))),
@@ -102,14 +102,14 @@ _QUERIES = tuple(Query(stmt) for stmt in (
     networks.monitors_select(_VIF_IDS),
     networks.services_select(_VIF_NETWORK_IDS),
     volumes.volumes_select(volumes.VOLUMES.c.instance_id == _INSTANCE_ID),
-))
+)
 
 
 def instance_document(session: Session, instance_id: str) -> dict[str, Any]:
     """``hva-collector.get_instance``'s document (terminated instances included)."""
     params = {"raw": ids.raw_part(instance_id, Instance.prefix)}
     (instance_rows, label_rows, backup_rows, vif_rows, network_rows, lease_rows, group_rows,
-     monitor_rows, service_rows, volume_rows) = fetch(session, *((q, params) for q in _QUERIES))
+     monitor_rows, service_rows, volume_rows) = _INSTANCE_BATCH.fetch(session, params)
     if not instance_rows:
         raise Instance.not_found(f"unknown id '{instance_id}'")
     row = instance_rows[0]

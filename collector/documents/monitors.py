@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
-from collector.documents.columns import Query, canonical, fetch, iso_time
+from collector.documents.columns import Batch, Query, canonical, fetch, iso_time
 from collector.errors import UnknownNodeID
 from collector.models import HostNode, Instance, Network, NetworkVif, NetworkVifIpLease
 from collector.models.networks import ipv4_to_s
@@ -29,7 +29,7 @@ def _instances_on_host(columns: list, states: tuple[str, ...]) -> Query:
     return Query(select(_HOSTS.c.hypervisor, *columns).select_from(_HOSTS.outerjoin(
         _INSTANCES, and_(_INSTANCES.c.host_node_id == _HOSTS.c.id,
                          _INSTANCES.c.state.in_(states))))
-        .where(_HOSTS.c.node_id == _NODE).order_by(_INSTANCES.c.id))
+        .where(_HOSTS.c.node_id == _NODE), order_by=(_INSTANCES.c.id,))
 
 
 def _found(rows: list[tuple], node_id: str) -> list[tuple]:
@@ -57,22 +57,20 @@ _MONITORED = _instances_on_host(
 _MONITORED_IDS = (select(_INSTANCES.c.id).join(_HOSTS, _HOSTS.c.id == _INSTANCES.c.host_node_id)
                   .where(_HOSTS.c.node_id == _NODE, _INSTANCES.c.state.in_(MONITORED_STATES)))
 _MONITORED_VIFS = (_VIFS.c.instance_id.in_(_MONITORED_IDS), _VIFS.c.deleted_at.is_(None))
-_RESOURCE_MONITOR = (
+_RESOURCE_MONITOR = Batch(
     _MONITORED,
     Query(select(_VIFS.c.id, _VIFS.c.uuid, _VIFS.c.instance_id, _VIFS.c.network_id,
-                 _VIFS.c.nat_network_id, _NETWORKS.c.uuid)
+                 _VIFS.c.nat_network_id, _NETWORKS.c.uuid.label("network_uuid"))
           .select_from(_VIFS.outerjoin(_NETWORKS, _NETWORKS.c.id == _VIFS.c.network_id))
-          .where(*_MONITORED_VIFS).order_by(_VIFS.c.device_index, _VIFS.c.id)),
+          .where(*_MONITORED_VIFS), order_by=(_VIFS.c.device_index, _VIFS.c.id)),
     Query(select(_LEASES.c.network_vif_id, _LEASES.c.network_id, _LEASES.c.ipv4)
           .where(_LEASES.c.network_vif_id.in_(select(_VIFS.c.id).where(*_MONITORED_VIFS)),
-                 _LEASES.c.deleted_at.is_(None))
-          .order_by(_LEASES.c.id)),
+                 _LEASES.c.deleted_at.is_(None)), order_by=(_LEASES.c.id,)),
 )
 
 
 def resource_monitor_data(session: Session, node_id: str) -> list[dict[str, Any]]:
-    instances, vif_rows, lease_rows = fetch(session, *((q, {"node_id": node_id})
-                                                       for q in _RESOURCE_MONITOR))
+    instances, vif_rows, lease_rows = _RESOURCE_MONITOR.fetch(session, {"node_id": node_id})
     instances = _found(instances, node_id)
     leases: dict[int, list[tuple[int, int]]] = defaultdict(list)
     for vif_id, network_id, ipv4 in lease_rows:

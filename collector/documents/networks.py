@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.documents.columns import Query, Shape, canonical, fetch
+from collector.documents.columns import Batch, Query, Shape, canonical
 from collector.models import (
     DcNetwork,
     HostNode,
@@ -56,19 +56,19 @@ _SERVICE_VIFS = VIFS.alias("service_vifs")
 _SERVICE_INSTANCES = INSTANCES.alias("service_instances")
 
 
-def networks_select(where: ColumnElement[bool] | None) -> Select:
+def networks_select(where: ColumnElement[bool] | None) -> Query:
     """Networks with their DC network and its VLAN lease (every network when ``where`` is
     None); a DC network's first VLAN lease counts, as the ORM's single-row relation."""
     stmt = (select(*NETWORK.columns, *DC_NETWORK.columns, *VLAN_LEASE.columns)
             .select_from(NETWORKS.outerjoin(DC_NETWORKS,
                                             DC_NETWORKS.c.id == NETWORKS.c.dc_network_id)
                          .outerjoin(VLAN_LEASES,
-                                    VLAN_LEASES.c.dc_network_id == DC_NETWORKS.c.id))
-            .order_by(NETWORKS.c.id, VLAN_LEASES.c.id))
-    return stmt if where is None else stmt.where(where)
+                                    VLAN_LEASES.c.dc_network_id == DC_NETWORKS.c.id)))
+    return Query(stmt if where is None else stmt.where(where),
+                 order_by=(NETWORKS.c.id, VLAN_LEASES.c.id))
 
 
-def services_select(network_ids: Select | None) -> Select:
+def services_select(network_ids: Select | None) -> Query:
     """Network services of the networks (every network when None), with what their
     documents say of their vif, in vif order."""
     stmt = (select(*SERVICE.columns, _SERVICE_VIFS.c.uuid, _SERVICE_VIFS.c.network_id,
@@ -77,37 +77,43 @@ def services_select(network_ids: Select | None) -> Select:
             .select_from(SERVICES.join(_SERVICE_VIFS,
                                        _SERVICE_VIFS.c.id == SERVICES.c.network_vif_id)
                          .outerjoin(_SERVICE_INSTANCES,
-                                    _SERVICE_INSTANCES.c.id == _SERVICE_VIFS.c.instance_id))
-            .order_by(_SERVICE_VIFS.c.id, SERVICES.c.id))
-    return stmt if network_ids is None else stmt.where(_SERVICE_VIFS.c.network_id.in_(network_ids))
+                                    _SERVICE_INSTANCES.c.id == _SERVICE_VIFS.c.instance_id)))
+    return Query(stmt if network_ids is None else stmt.where(_on_networks(network_ids)),
+                 order_by=(SERVICES.c.network_vif_id, SERVICES.c.id))
+
+
+def _on_networks(network_ids: Select) -> ColumnElement[bool]:
+    # "+ 0" keeps the planner off the index of network_vifs.network_id: services are few,
+    # a network may have thousands of vifs; the query goes from the services to their vifs.
+    return (_SERVICE_VIFS.c.network_id + 0).in_(network_ids)
 
 
 def service_vif_ids(network_ids: Select | None) -> Select:
     """The vifs the services of those networks are on (their addresses are in the documents)."""
     stmt = select(SERVICES.c.network_vif_id).join(
         _SERVICE_VIFS, _SERVICE_VIFS.c.id == SERVICES.c.network_vif_id)
-    return stmt if network_ids is None else stmt.where(_SERVICE_VIFS.c.network_id.in_(network_ids))
+    return stmt if network_ids is None else stmt.where(_on_networks(network_ids))
 
 
-def leases_select(vif_ids: Select) -> Select:
+def leases_select(vif_ids: Select) -> Query:
     """Every IP lease of those vifs (released ones too), oldest first."""
-    return (select(LEASES.c.network_vif_id, LEASES.c.network_id, LEASES.c.ipv4,
-                   LEASES.c.deleted_at.is_(None))
-            .where(LEASES.c.network_vif_id.in_(vif_ids)).order_by(LEASES.c.id))
+    return Query(select(LEASES.c.network_vif_id, LEASES.c.network_id, LEASES.c.ipv4,
+                        LEASES.c.deleted_at.is_(None))
+                 .where(LEASES.c.network_vif_id.in_(vif_ids)), order_by=(LEASES.c.id,))
 
 
-def groups_select(vif_ids: Select) -> Select:
+def groups_select(vif_ids: Select) -> Query:
     """The security groups of those vifs, by group id."""
-    return (select(VIF_GROUPS.c.network_vif_id, GROUPS.c.uuid)
-            .join(GROUPS, GROUPS.c.id == VIF_GROUPS.c.security_group_id)
-            .where(VIF_GROUPS.c.network_vif_id.in_(vif_ids)).order_by(GROUPS.c.id))
+    return Query(select(VIF_GROUPS.c.network_vif_id, GROUPS.c.uuid)
+                 .join(GROUPS, GROUPS.c.id == VIF_GROUPS.c.security_group_id)
+                 .where(VIF_GROUPS.c.network_vif_id.in_(vif_ids)), order_by=(GROUPS.c.id,))
 
 
-def monitors_select(vif_ids: Select) -> Select:
+def monitors_select(vif_ids: Select) -> Query:
     """The alive monitors of those vifs."""
-    return (select(*MONITOR.columns)
-            .where(MONITORS.c.network_vif_id.in_(vif_ids), MONITORS.c.deleted_at.is_(None))
-            .order_by(MONITORS.c.id))
+    return Query(select(*MONITOR.columns)
+                 .where(MONITORS.c.network_vif_id.in_(vif_ids), MONITORS.c.deleted_at.is_(None)),
+                 order_by=(MONITORS.c.id,))
 
 
 class Leases:
@@ -208,25 +214,24 @@ def vif_document(doc: dict[str, Any], leases: Leases, *, instance_uuid: str | No
 # leases of both.
 _NIC_VIF_ID = select(VIFS.c.id).where(VIFS.c.uuid == bindparam("raw"))
 _NIC_NETWORK_IDS = select(VIFS.c.network_id).where(VIFS.c.uuid == bindparam("raw"))
-_NIC_VIF = Query(select(*VIF.columns, INSTANCES.c.uuid, HOSTS.c.node_id)
+_NIC_VIF = Query(select(*VIF.columns, INSTANCES.c.uuid.label("instance_uuid"), HOSTS.c.node_id)
                  .select_from(VIFS.outerjoin(INSTANCES, INSTANCES.c.id == VIFS.c.instance_id)
                               .outerjoin(HOSTS, HOSTS.c.id == INSTANCES.c.host_node_id))
                  .where(VIFS.c.uuid == bindparam("raw")))
-_NIC_QUERIES = (
+_NIC = Batch(
     _NIC_VIF,
-    Query(networks_select(NETWORKS.c.id.in_(_NIC_NETWORK_IDS))),
-    Query(services_select(_NIC_NETWORK_IDS)),
-    Query(leases_select(_NIC_VIF_ID.union_all(service_vif_ids(_NIC_NETWORK_IDS)))),
-    Query(groups_select(_NIC_VIF_ID)),
-    Query(monitors_select(_NIC_VIF_ID)),
+    networks_select(NETWORKS.c.id.in_(_NIC_NETWORK_IDS)),
+    services_select(_NIC_NETWORK_IDS),
+    leases_select(_NIC_VIF_ID.union_all(service_vif_ids(_NIC_NETWORK_IDS))),
+    groups_select(_NIC_VIF_ID),
+    monitors_select(_NIC_VIF_ID),
 )
 
 
 def nic_document(session: Session, nic_uuid: str) -> dict[str, Any] | None:
     """The document of the vif ``nic_uuid`` (``vif-...``), None when there is none."""
     params = {"raw": ids.raw_part(nic_uuid, NetworkVif.prefix)}
-    vifs, networks, services, lease_rows, groups, monitors = fetch(
-        session, *((query, params) for query in _NIC_QUERIES))
+    vifs, networks, services, lease_rows, groups, monitors = _NIC.fetch(session, params)
     if not vifs:
         return None
     row = vifs[0]
@@ -242,31 +247,30 @@ def nic_document(session: Session, nic_uuid: str) -> dict[str, Any] | None:
 
 # get_network / get_networks: networks with the services on them.
 _ONE_NETWORK_ID = select(NETWORKS.c.id).where(NETWORKS.c.uuid == bindparam("raw"))
-_NETWORK_QUERIES = (
-    Query(networks_select(NETWORKS.c.uuid == bindparam("raw"))),
-    Query(services_select(_ONE_NETWORK_ID)),
-    Query(leases_select(service_vif_ids(_ONE_NETWORK_ID))),
+_NETWORK = Batch(
+    networks_select(NETWORKS.c.uuid == bindparam("raw")),
+    services_select(_ONE_NETWORK_ID),
+    leases_select(service_vif_ids(_ONE_NETWORK_ID)),
 )
-_ALL_NETWORKS_QUERIES = (
-    Query(networks_select(None)),
-    Query(services_select(None)),
-    Query(leases_select(service_vif_ids(None))),
+_ALL_NETWORKS = Batch(
+    networks_select(None),
+    services_select(None),
+    leases_select(service_vif_ids(None)),
 )
 
 
 def network_document(session: Session, network_id: str) -> dict[str, Any] | None:
     """The document of the network ``network_id`` (``nw-...``), None when there is none."""
     params = {"raw": ids.raw_part(network_id, Network.prefix)}
-    found = _networks(session, _NETWORK_QUERIES, params)
+    found = _networks(session, _NETWORK, params)
     return found[0] if found else None
 
 
 def all_network_documents(session: Session) -> list[dict[str, Any]]:
-    return _networks(session, _ALL_NETWORKS_QUERIES, {})
+    return _networks(session, _ALL_NETWORKS, {})
 
 
-def _networks(session: Session, queries: tuple[Query, ...],
-              params: dict[str, Any]) -> list[dict[str, Any]]:
-    networks, services, lease_rows = fetch(session, *((query, params) for query in queries))
+def _networks(session: Session, batch: Batch, params: dict[str, Any]) -> list[dict[str, Any]]:
+    networks, services, lease_rows = batch.fetch(session, params)
     return list(network_documents(networks, service_documents(services,
                                                               Leases(lease_rows))).values())

@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, selec
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.documents.columns import Query, Shape, fetch
+from collector.documents.columns import Batch, Query, Shape
 from collector.models import (
     ISCSI,
     LOCAL,
@@ -54,28 +54,30 @@ _NODE_AT = _at
 _STATE_AT = _NODE_AT + STORAGE_NODE.width
 
 
-def volumes_select(where: ColumnElement[bool]) -> Select:
+def volumes_select(where: ColumnElement[bool]) -> Query:
     """Volumes with their device row of their kind, its storage node and that node's state,
     in id order."""
     node_id = case((VOLUMES.c.volume_type == ISCSI, ISCSI_VOLUMES.c.iscsi_storage_node_id),
                    (VOLUMES.c.volume_type == NFS, NFS_VOLUMES.c.nfs_storage_node_id))
-    return (select(*VOLUME.columns, *DEVICES[LOCAL].columns, *DEVICES[ISCSI].columns,
-                   *DEVICES[NFS].columns, *STORAGE_NODE.columns, NODE_STATES.c.state)
+    stmt = (select(*VOLUME.columns, *DEVICES[LOCAL].columns, *DEVICES[ISCSI].columns,
+                   *DEVICES[NFS].columns, *STORAGE_NODE.columns,
+                   NODE_STATES.c.state.label("node_state"))
             .select_from(VOLUMES
                          .outerjoin(LOCAL_VOLUMES, LOCAL_VOLUMES.c.id == VOLUMES.c.id)
                          .outerjoin(ISCSI_VOLUMES, ISCSI_VOLUMES.c.id == VOLUMES.c.id)
                          .outerjoin(NFS_VOLUMES, NFS_VOLUMES.c.id == VOLUMES.c.id)
                          .outerjoin(STORAGE_NODES, STORAGE_NODES.c.id == node_id)
                          .outerjoin(NODE_STATES, NODE_STATES.c.node_id == STORAGE_NODES.c.node_id))
-            .where(where).order_by(VOLUMES.c.id))
+            .where(where))
+    return Query(stmt, order_by=(VOLUMES.c.id,))
 
 
-def backup_objects_select(raw_ids: Select) -> Select:
+def backup_objects_select(raw_ids: Select) -> Query:
     """Backup objects (by the id part of their uuid) with their backup storage."""
-    return (select(*BACKUP_OBJECT.columns, *BACKUP_STORAGE.columns)
-            .select_from(BACKUP_OBJECTS.outerjoin(
-                BACKUP_STORAGES, BACKUP_STORAGES.c.id == BACKUP_OBJECTS.c.backup_storage_id))
-            .where(BACKUP_OBJECTS.c.uuid.in_(raw_ids)))
+    return Query(select(*BACKUP_OBJECT.columns, *BACKUP_STORAGE.columns)
+                 .select_from(BACKUP_OBJECTS.outerjoin(
+                     BACKUP_STORAGES, BACKUP_STORAGES.c.id == BACKUP_OBJECTS.c.backup_storage_id))
+                 .where(BACKUP_OBJECTS.c.uuid.in_(raw_ids)))
 
 
 def backup_object_raw_id(column: ColumnElement[str]) -> tuple[ColumnElement, ColumnElement]:
@@ -83,9 +85,9 @@ def backup_object_raw_id(column: ColumnElement[str]) -> tuple[ColumnElement, Col
     return func.substr(column, 4), func.substr(column, 1, 3) == f"{BackupObject.prefix}-"
 
 
-def labels_select(resource_uuids: Select) -> Select:
-    return (select(*LABEL.columns).where(LABELS.c.resource_uuid.in_(resource_uuids))
-            .order_by(LABELS.c.id))
+def labels_select(resource_uuids: Select) -> Query:
+    return Query(select(*LABEL.columns).where(LABELS.c.resource_uuid.in_(resource_uuids)),
+                 order_by=(LABELS.c.id,))
 
 
 def label_documents(rows: Iterable[Sequence[Any]]) -> dict[str, list[dict]]:
@@ -148,19 +150,18 @@ def volume_document(row: Sequence[Any], labels: dict[str, list[dict]]) -> dict[s
 
 _VOLUME_RAW = bindparam("raw")
 _VOLUME_BACKUP_OBJECT = backup_object_raw_id(VOLUMES.c.backup_object_id)
-_VOLUME_QUERIES = (
-    Query(volumes_select(VOLUMES.c.uuid == _VOLUME_RAW)),
-    Query(labels_select(select(f"{Volume.prefix}-" + VOLUMES.c.uuid)
-                        .where(VOLUMES.c.uuid == _VOLUME_RAW))),
-    Query(backup_objects_select(select(_VOLUME_BACKUP_OBJECT[0]).where(
-        and_(VOLUMES.c.uuid == _VOLUME_RAW, _VOLUME_BACKUP_OBJECT[1])))),
+_VOLUME = Batch(
+    volumes_select(VOLUMES.c.uuid == _VOLUME_RAW),
+    labels_select(select(f"{Volume.prefix}-" + VOLUMES.c.uuid).where(VOLUMES.c.uuid == _VOLUME_RAW)),
+    backup_objects_select(select(_VOLUME_BACKUP_OBJECT[0]).where(
+        and_(VOLUMES.c.uuid == _VOLUME_RAW, _VOLUME_BACKUP_OBJECT[1]))),
 )
 
 
 def get_volume_document(session: Session, volume_id: str) -> dict[str, Any] | None:
     """``sta-collector.get_volume``'s document, None when there is no such volume."""
     params = {"raw": ids.raw_part(volume_id, Volume.prefix)}
-    volumes, label_rows, backup_rows = fetch(session, *((q, params) for q in _VOLUME_QUERIES))
+    volumes, label_rows, backup_rows = _VOLUME.fetch(session, params)
     if not volumes:
         return None
     labels = label_documents(label_rows)
