@@ -143,7 +143,12 @@ def fetch(session: Session, *calls: tuple[Query, Mapping[str, Any]]) -> list[lis
     observed = connection.dispatch.before_cursor_execute  # statement counters, tracing
     cursor = driver.cursor()
     sql, arguments = "", None
+    # Several SQLite reads outside a transaction: one read transaction for them all (one
+    # snapshot, and cheaper than a lock and a cache check per statement).
+    snapshot = len(calls) > 1 and dialect.name == "sqlite" and not driver.in_transaction
     try:
+        if snapshot:
+            cursor.execute("BEGIN")
         out = []
         for query, params in calls:
             sql, make_arguments = query.prepare(dialect, params)
@@ -152,8 +157,12 @@ def fetch(session: Session, *calls: tuple[Query, Mapping[str, Any]]) -> list[lis
                 observed(connection, cursor, sql, arguments, None, False)
             cursor.execute(sql, arguments)
             out.append(cursor.fetchall())
+        if snapshot:
+            cursor.execute("COMMIT")
         return out
     except dialect.loaded_dbapi.Error as error:
+        if snapshot and driver.in_transaction:
+            driver.rollback()
         lost = dialect.is_disconnect(error, driver, cursor)
         if lost:
             connection.invalidate(error)
