@@ -36,6 +36,13 @@ def _number(name: str, default: float, kind: type = int) -> float:
     return value
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (_env(name, default) or default).lower()
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 def authenticated_beyond_localhost(name: str, url: str | None) -> str | None:
     """A broker URL reaching beyond this machine must carry a password."""
     if not url:
@@ -67,7 +74,8 @@ class Settings:
     job_max_deliveries: int = 3
     job_heartbeat_timeout: int = 60
     resource_retention: int = 7 * 86400
-    worker_concurrency: int = 4
+    worker_concurrency: int | None = None  # None: the role's own (workers.roles)
+    sqlite_synchronous: str = "full"
     flower_basic_auth: str | None = None
     agent_job_heartbeat: float = 5.0
     beat_lock_timeout: int = 30
@@ -101,7 +109,9 @@ def load_settings() -> Settings:
         job_max_deliveries=_number("COLLECTOR_JOB_MAX_DELIVERIES", 3),
         job_heartbeat_timeout=_number("COLLECTOR_JOB_HEARTBEAT_TIMEOUT", 60),
         resource_retention=_number("COLLECTOR_RESOURCE_RETENTION", 7 * 86400),
-        worker_concurrency=_number("COLLECTOR_WORKER_CONCURRENCY", 4),
+        worker_concurrency=_number("COLLECTOR_WORKER_CONCURRENCY", 4)
+        if _env("COLLECTOR_WORKER_CONCURRENCY") else None,
+        sqlite_synchronous=_choice("COLLECTOR_SQLITE_SYNCHRONOUS", "full", ("full", "normal")),
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
         agent_job_heartbeat=_number("COLLECTOR_AGENT_JOB_HEARTBEAT", 5, float),
         beat_lock_timeout=_number("COLLECTOR_BEAT_LOCK_TIMEOUT", 30),

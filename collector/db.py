@@ -64,11 +64,17 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
             max_overflow=8,
         )
 
+        # FULL: a commit is on disk before the call answers (an fsync of the WAL per write
+        # transaction). NORMAL: it survives a crash of the process but maybe not of the
+        # machine; no fsync per commit (COLLECTOR_SQLITE_SYNCHRONOUS).
+        synchronous = load_settings().sqlite_synchronous.upper()
+
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - driver glue
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA foreign_keys=ON")
             if readonly:

@@ -62,6 +62,8 @@ class ArgumentValidator:
         return bound
 
 
+RESULT_REPR_CHARS = 160
+
 _PINGS: set[str] = set()
 
 # Task name -> the domain function it runs (signature and docstring for the reference document).
@@ -120,7 +122,11 @@ class Endpoint:
         run.__name__ = method
         run.__qualname__ = task_name
         run.__doc__ = fn.__doc__
-        task = app.task(name=task_name, queue=self.name, typing=False)(run)
+        # Celery writes a repr of each answer into its success log line and event: a few
+        # characters say enough, a whole document costs as much as building it. The tasks
+        # start no subtasks: no trail of them to keep.
+        task = app.task(name=task_name, queue=self.name, typing=False,
+                        resultrepr_maxsize=RESULT_REPR_CHARS, trail=False)(run)
         self.tasks[method] = task
         EXPOSED[task_name] = fn
         return task
