@@ -25,3 +25,31 @@ def test_settling_the_heap_freezes_what_is_loaded():
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def _worker_argv(monkeypatch, *args):
+    from click.testing import CliRunner
+
+    from collector.cli import main
+
+    seen = []
+    monkeypatch.setenv("COLLECTOR_BROKER_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setattr(app, "worker_main", seen.append)
+    result = CliRunner().invoke(main, ["worker", *args])
+    assert result.exit_code == 0, result.output
+    argv = seen[0]
+    return argv[argv.index("--pool") + 1], int(argv[argv.index("--concurrency") + 1])
+
+
+def test_each_role_runs_its_own_pool_unless_told(monkeypatch):
+    import os
+
+    monkeypatch.delenv("COLLECTOR_WORKER_CONCURRENCY", raising=False)
+    assert _worker_argv(monkeypatch, "--role", "hva-collector") == ("prefork", os.cpu_count())
+    assert _worker_argv(monkeypatch, "--role", "sta-collector") == ("threads", 4)
+    assert _worker_argv(monkeypatch, "--role", "all") == ("threads", 4)
+    assert _worker_argv(monkeypatch, "--role", "scheduler") == ("threads", 2)
+    assert _worker_argv(monkeypatch, "--role", "hva-collector", "--pool", "threads",
+                        "-c", "8") == ("threads", 8)
+    monkeypatch.setenv("COLLECTOR_WORKER_CONCURRENCY", "3")
+    assert _worker_argv(monkeypatch, "--role", "hva-collector") == ("prefork", 3)
