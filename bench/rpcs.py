@@ -1,18 +1,21 @@
 """The hot RPCs against bare Celery, on SQLite and PostgreSQL, in one run.
 
-``python -m bench`` (this module) starts a Redis server (and a PostgreSQL cluster), seeds each database,
-starts a worker (``bench.worker``: ``collector worker`` plus a baseline task) and measures,
-for each backend and worker pool:
+``python -m bench`` (this module) starts a Redis server (and a PostgreSQL cluster), seeds
+each database, starts a worker (``bench.worker``: ``collector worker`` plus two baseline
+tasks) and measures, for each backend and worker pool:
 
 - latency: each hot RPC's p50 / p99, and its ratio to the bare no-op (``ping``) and to a
-  bare primary-key read, both served by the same worker. Calls run in interleaved blocks
-  (every call a few times per block, in shuffled order); a ratio is the median over the
-  blocks of the block's median latency over the baseline's, so load from elsewhere on
-  the machine weighs on both sides alike;
+  bare primary-key read, both served by the same worker; "same answer, no SQL" shows what
+  get_instance's answer costs by its size alone. Calls run in interleaved blocks (in each
+  block, rounds of every call once in shuffled order); a ratio is the median over the
+  blocks of the block's median latency over the baseline's, so load from elsewhere on the
+  machine weighs on both sides alike;
 - throughput: calls per second with 8 callers (processes), per call, as a ratio to the
-  no-op's in the same blocks, and the worker's CPU time per call;
+  no-op's in the same blocks, their p50 / p99, and the worker's CPU time per call; and
+  get_instance's while one more caller keeps asking for the 5,000-vnic netfilter document;
 - get_netfilter_data / get_dhcp_conf at 1,000 and 5,000 vnics: latency, cost per vnic
-  ((p50 - no-op p50) / vnics) and SQL statements per call;
+  through the worker ((p50 - no-op p50) / vnics) and in-process (best of 5), and the SQL
+  statements of one call;
 - the worker's resident memory (main process and pool children).
 
 It prints the figures, checks the targets, prints an in-process profile of every call that
@@ -234,43 +237,67 @@ class Run:
         samples, _ = _blocks(list(calls), max(3, self.args.blocks // 2),
                              max(3, self.args.calls // 4), call)
         noop = _pct(samples[NOOP], 0.5)
+        measured = self.in_process([name for name in calls if name != NOOP])
         out = {}
         print(f"{'per-node document':28} {'vnics':>9} {'p50 ms':>8} {'per vnic us':>12} "
-              f"{'statements':>10}")
+              f"{'in-process us':>14} {'statements':>10}")
         for name in calls:
             if name == NOOP:
                 continue
             method, vnics = name.rsplit(" ", 1)
-            node_id, network = self.world.nodes[int(vnics)]
             p50 = _pct(samples[name], 0.5)
+            statements, seconds = measured[name]
             row = {"vnics": int(vnics), "p50_ms": p50 * 1e3,
                    "per_vnic_us": (p50 - noop) / int(vnics) * 1e6,
-                   "statements": self.statements(
-                       method, node_id if method == "get_netfilter_data" else network)}
+                   "in_process_per_vnic_us": seconds / int(vnics) * 1e6,
+                   "statements": statements}
             out[name] = row
             print(f"{method:28} {row['vnics']:9d} {row['p50_ms']:8.2f} "
-                  f"{row['per_vnic_us']:12.2f} {row['statements']:10d}")
+                  f"{row['per_vnic_us']:12.2f} {row['in_process_per_vnic_us']:14.2f} "
+                  f"{row['statements']:10d}")
         return out
 
-    def statements(self, method: str, argument: str) -> int:
-        """SQL statements of one call, run in this process on the same database."""
+    def in_process(self, names: list[str], runs: int = 9) -> dict[str, tuple[int, float]]:
+        """Each call's body run in this process on the same database (unit of work,
+        document, JSON; no Celery): its SQL statements, and its best time of ``runs``, the
+        calls taking turns so that a busy moment weighs on all of them."""
         from collector.services import hva_netfilter, hva_network
+        from tasks.app import settle_heap
 
-        fn = {"get_netfilter_data": hva_netfilter.get_netfilter_data,
-              "get_dhcp_conf": hva_network.get_dhcp_conf}[method]
+        methods = {"get_netfilter_data": hva_netfilter.get_netfilter_data,
+                   "get_dhcp_conf": hva_network.get_dhcp_conf}
+
+        def run(name: str) -> None:
+            method, vnics = name.rsplit(" ", 1)
+            node_id, network = self.world.nodes[int(vnics)]
+            with unit_of_work(self.url, readonly=True) as session:
+                json.dumps(methods[method](
+                    session, node_id if method == "get_netfilter_data" else network))
+
+        settle_heap()  # as a worker does
         count = [0]
 
         def counted(*_args: object) -> None:
             count[0] += 1
 
+        statements = {}
         engine = get_engine(self.url, readonly=True)
-        event.listen(engine, "before_cursor_execute", counted)
-        try:
-            with unit_of_work(self.url, readonly=True) as session:
-                fn(session, argument)
-        finally:
-            event.remove(engine, "before_cursor_execute", counted)
-        return count[0]
+        for name in names:
+            run(name)
+            count[0] = 0
+            event.listen(engine, "before_cursor_execute", counted)
+            try:
+                run(name)
+            finally:
+                event.remove(engine, "before_cursor_execute", counted)
+            statements[name] = count[0]
+        best = dict.fromkeys(names, float("inf"))
+        for _ in range(runs):
+            for name in names:
+                began = time.perf_counter()
+                run(name)
+                best[name] = min(best[name], time.perf_counter() - began)
+        return {name: (statements[name], best[name]) for name in names}
 
     # -- throughput -------------------------------------------------------------------------
 
@@ -364,17 +391,23 @@ class Run:
         for method in ("get_netfilter_data",):
             rows = [r for n, r in result["netfilter"].items() if n.startswith(method)]
             if len(rows) >= 2:
+                # How the work grows is judged in-process (best of several runs): a call of
+                # a few hundred milliseconds through a shared machine's worker carries
+                # more noise than the 20 % asked; the worker's figure is printed beside.
                 low, high = rows[0], rows[-1]
-                spread = high["per_vnic_us"] / low["per_vnic_us"] - 1
+                spread = high["in_process_per_vnic_us"] / low["in_process_per_vnic_us"] - 1
+                through = high["per_vnic_us"] / low["per_vnic_us"] - 1
                 checks.append({"what": f"{method} per-vnic cost at {high['vnics']} vs "
                                        f"{low['vnics']}", "value": spread,
                                "limit": PER_VNIC_SPREAD, "met": abs(spread) <= PER_VNIC_SPREAD
                                and high["statements"] == low["statements"], "call": method,
-                               "statements": [low["statements"], high["statements"]]})
+                               "statements": [low["statements"], high["statements"]],
+                               "through_the_worker": through})
         print("targets:")
         for check in checks:
             sign = ">=" if check.get("minimum") else "<="
-            extra = f"  statements {check['statements']}" if "statements" in check else ""
+            extra = (f"  statements {check['statements']}, through the worker "
+                     f"{check['through_the_worker']:+.2f}") if "statements" in check else ""
             print(f"  {'met   ' if check['met'] else 'MISSED'} {check['what']}: "
                   f"{check['value']:.2f} ({sign} {check['limit']}){extra}")
         for check in checks:
