@@ -85,7 +85,7 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
             @event.listens_for(engine, "begin")
             def _sqlite_begin(conn: Connection) -> None:  # pragma: no cover - driver glue
                 # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):

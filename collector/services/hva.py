@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, select, update
+from sqlalchemy import Text, Update, bindparam, cast, select, update
 from sqlalchemy.orm import Session
 
 from collector import ids
@@ -93,10 +93,23 @@ def update_instance(session: Session, instance_id: str, data: dict[str, Any]) ->
         if key in data and _stored_form(key, data[key]) != _READ[key](stored):
             values[key] = data[key]
     if values:  # as the ORM did, an unchanged row is not written (updated_at stays)
-        session.execute(update(_INSTANCES).where(_INSTANCES.c.id == pk).values(values))
+        session.execute(_update_of(frozenset(values)),
+                        {"pk": pk, **{f"new_{key}": value for key, value in values.items()}})
         loaded = session.identity_map.get(session.identity_key(Instance, pk))
         if loaded is not None:  # an object of this row in the session reads it again
             session.expire(loaded, [*values, "updated_at"])
+
+
+_UPDATES: dict[frozenset[str], Update] = {}
+
+
+def _update_of(keys: frozenset[str]) -> Update:
+    """UPDATE of those columns of one instance row (``pk``), built once per set of columns."""
+    stmt = _UPDATES.get(keys)
+    if stmt is None:
+        stmt = _UPDATES[keys] = (update(_INSTANCES).where(_INSTANCES.c.id == bindparam("pk"))
+                                 .values({key: bindparam(f"new_{key}") for key in sorted(keys)}))
+    return stmt
 
 
 # Fields written as given, in the order of _LOCK_INSTANCE's last columns, and how the stored
