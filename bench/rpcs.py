@@ -109,8 +109,12 @@ def main() -> None:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_at_start": os.getloadavg()},
         "settings": {k: v for k, v in vars(args).items() if k != "json"}, "runs": []}
+    from collector.config import load_settings
+
+    report["settings"]["sqlite_synchronous"] = load_settings().sqlite_synchronous
     print(f"collector bench {report['started']}  {os.cpu_count()} cpus  python "
-          f"{platform.python_version()}  load {_load()}")
+          f"{platform.python_version()}  load {_load()}  SQLite synchronous="
+          f"{report['settings']['sqlite_synchronous']} (COLLECTOR_SQLITE_SYNCHRONOUS)")
     with ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         postgres = None
