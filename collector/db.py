@@ -91,8 +91,12 @@ def make_engine(url: str, readonly: bool = False) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if readonly:
+        # Generic plans: the readers' statements are the same few, each selecting by a key;
+        # left to choose, PostgreSQL may plan a document's statement again at every call
+        # (milliseconds, several times its execution).
         return create_engine(url, pool_size=10, max_overflow=10, isolation_level="AUTOCOMMIT",
-                             connect_args={"options": "-c default_transaction_read_only=on"})
+                             connect_args={"options": "-c default_transaction_read_only=on "
+                                                      "-c plan_cache_mode=force_generic_plan"})
     return create_engine(url, pool_size=10, max_overflow=10)
 
 
