@@ -158,6 +158,11 @@ class Run:
         self.vnics = [int(v) for v in args.vnics.split(",") if v]
         for n, vnics in enumerate(self.vnics):
             self.world.nodes[vnics] = seed_node(self.url, vnics, 100 + n)
+        if backend == "postgresql":  # statistics, as autovacuum would soon gather them
+            import psycopg
+
+            with psycopg.connect(self.url.replace("+psycopg", ""), autocommit=True) as conn:
+                conn.execute("ANALYZE")
         print(f"\n{backend}: seeded in {time.perf_counter() - started:.1f} s")
 
     def all(self, pools: list[tuple[str, int]]) -> list[dict[str, Any]]:
