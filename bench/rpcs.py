@@ -424,7 +424,26 @@ class Run:
                 check["profile"] = self.profile(check["call"])
                 print(f"\nwhere {check['call']}'s time goes (in-process, the task's body and "
                       f"its JSON, no Celery):\n{check['profile']}")
+                if check["call"] == "update_instance" and self.backend == "sqlite":
+                    check["fsync_ms"] = self.fsync_ms()
+                    print(f"a SQLite commit waits for an fsync of the WAL (the commit line "
+                          f"above) under COLLECTOR_SQLITE_SYNCHRONOUS=full: "
+                          f"{check['fsync_ms']:.2f} ms per fsync on this disk now, against "
+                          f"a bare round trip of {result['latency'][NOOP]['p50_ms']:.2f} ms")
         return checks
+
+    def fsync_ms(self, times: int = 20) -> float:
+        """The median time of writing a page and an fsync, beside the database's file."""
+        folder = Path(self.url.removeprefix("sqlite:///")).parent
+        samples = []
+        with tempfile.NamedTemporaryFile(dir=folder) as probe:
+            for _ in range(times):
+                began = time.perf_counter()
+                probe.write(b"x" * 4096)
+                probe.flush()
+                os.fsync(probe.fileno())
+                samples.append(time.perf_counter() - began)
+        return statistics.median(samples) * 1e3
 
     def profile(self, name: str, calls: int = 300) -> str:
         """cProfile of the task's body (argument check, unit of work, document, JSON)."""
