@@ -88,15 +88,17 @@ def db_current() -> None:
 
 @main.command()
 @click.option("--role", default="all", show_default=True, help="which queues to consume")
-@click.option("--concurrency", "-c", type=int, default=None, help="worker threads")
-@click.option("--pool", default="threads", show_default=True,
-              type=click.Choice(["threads", "prefork", "solo"]))
+@click.option("--concurrency", "-c", type=int, default=None,
+              help="worker threads or processes (default: COLLECTOR_WORKER_CONCURRENCY, "
+                   "else the role's)")
+@click.option("--pool", default=None, type=click.Choice(["threads", "prefork", "solo"]),
+              help="default: the role's (see workers/roles.py)")
 @click.option("--loglevel", "-l", default="INFO", show_default=True)
 @click.option("--hostname", "-n", default=None, help="Celery node name")
-def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
+def worker(role: str, concurrency: int | None, pool: str | None, loglevel: str,
            hostname: str | None) -> None:
     """Run a worker for one role (or `all`)."""
-    from workers.roles import queues_for
+    from workers.roles import pool_for, queues_for
 
     try:
         queues = queues_for(role)
@@ -108,9 +110,10 @@ def worker(role: str, concurrency: int | None, pool: str, loglevel: str,
     from collector.client import run_celery
     from tasks.app import app
 
+    role_pool, role_concurrency = pool_for(role)
     argv = [
-        "worker", "-Q", ",".join(queues), "--pool", pool,
-        "--concurrency", str(concurrency or settings.worker_concurrency),
+        "worker", "-Q", ",".join(queues), "--pool", pool or role_pool,
+        "--concurrency", str(concurrency or settings.worker_concurrency or role_concurrency),
         "--loglevel", loglevel, "--hostname", hostname or f"{role}.{secrets.token_hex(3)}@%h",
         "--without-gossip", "--without-mingle",
     ]

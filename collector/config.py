@@ -86,6 +86,13 @@ def _check_url(name: str, url: str) -> str | None:
             f"require one ({parts.scheme}://:password@{host}:port/...)")
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = (_env(name, default) or default).lower()
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
 def authenticated_beyond_localhost(name: str, url: str | None) -> str | None:
     """A broker URL reaching beyond this machine must carry a password; a failover list
     (``url1;url2``) is checked member by member. Anything unusable is a SettingsError
@@ -131,7 +138,8 @@ class Settings:
     resource_retention: int = 7 * 86400
     outbox_retention: int = 86400
     job_retention: int = 30 * 86400
-    worker_concurrency: int = 4
+    worker_concurrency: int | None = None  # None: the role's own (workers.roles)
+    sqlite_synchronous: str = "full"
     flower_basic_auth: str | None = None
     agent_job_heartbeat: float = 5.0
     beat_lock_timeout: int = 30
@@ -173,7 +181,9 @@ def load_settings() -> Settings:
         resource_retention=_number("COLLECTOR_RESOURCE_RETENTION", 7 * 86400),
         outbox_retention=_number("COLLECTOR_OUTBOX_RETENTION", 86400),
         job_retention=_number("COLLECTOR_JOB_RETENTION", 30 * 86400),
-        worker_concurrency=_number("COLLECTOR_WORKER_CONCURRENCY", 4),
+        worker_concurrency=_number("COLLECTOR_WORKER_CONCURRENCY", 4)
+        if _env("COLLECTOR_WORKER_CONCURRENCY") else None,
+        sqlite_synchronous=_choice("COLLECTOR_SQLITE_SYNCHRONOUS", "full", ("full", "normal")),
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
         agent_job_heartbeat=_number("COLLECTOR_AGENT_JOB_HEARTBEAT", 5, float),
         beat_lock_timeout=_number("COLLECTOR_BEAT_LOCK_TIMEOUT", 30),

@@ -24,56 +24,91 @@ from collector.config import Settings, load_settings
 from collector.fields import check_flushed_rows
 
 _lock = threading.Lock()
-_engines: dict[str, Engine] = {}
-_factories: dict[str, sessionmaker[Session]] = {}
+_engines: dict[tuple[str, bool], Engine] = {}
+_factories: dict[tuple[str, bool], sessionmaker[Session]] = {}
 
+def make_engine(url: str, readonly: bool = False) -> Engine:
+    """An engine tuned for the backend: SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE.
 
-def make_engine(url: str) -> Engine:
-    """An engine tuned for the backend: SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE."""
+    ``readonly``: an engine for readers. Each statement runs on its own (autocommit: no
+    BEGIN/COMMIT round trips, which on PostgreSQL cost as much as a read) and any write is
+    refused by the database. Like PostgreSQL's default isolation (read committed), a reader
+    sees each statement's own committed snapshot.
+
+    No ``pool_pre_ping`` (a round trip per call): a connection found dead is invalidated
+    with the rest of the pool, and the caller runs the transaction again (``run_in_unit_of_work``).
+    """
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=8,
             max_overflow=8,
         )
 
+        # FULL: a commit is on disk before the call answers (an fsync of the WAL per write
+        # transaction). NORMAL: it survives a crash of the process but maybe not of the
+        # machine; no fsync per commit (COLLECTOR_SQLITE_SYNCHRONOUS).
+        synchronous = load_settings().sqlite_synchronous.upper()
+
         @event.listens_for(engine, "connect")
         def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - driver glue
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.execute("PRAGMA foreign_keys=ON")
+            if readonly:
+                cur.execute("PRAGMA query_only=ON")
             cur.close()
 
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn: Connection) -> None:  # pragma: no cover - driver glue
-            # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction;
-            # read-only units of work take no lock (WAL readers run alongside the writer).
-            readonly = conn.get_execution_options().get("collector_readonly", False)
-            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        if not readonly:
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(conn: Connection) -> None:  # pragma: no cover - driver glue
+                # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction.
+                conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
 
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+    if readonly:
+        # Generic plans: the readers' statements are the same few, each selecting by a key;
+        # left to choose, PostgreSQL may plan a document's statement again at every call
+        # (milliseconds, several times its execution).
+        return create_engine(url, pool_size=10, max_overflow=10, isolation_level="AUTOCOMMIT",
+                             connect_args={"options": "-c default_transaction_read_only=on "
+                                                      "-c plan_cache_mode=force_generic_plan"})
+    return create_engine(url, pool_size=10, max_overflow=10)
 
 
-def get_engine(url: str | None = None) -> Engine:
+def _key(url: str | None, readonly: bool) -> tuple[str, bool]:
     url = url or load_settings().database_url
-    with _lock:
-        if url not in _engines:
-            _engines[url] = make_engine(url)
-            factory = sessionmaker(_engines[url], expire_on_commit=False)
-            # Values a column cannot hold are refused alike on SQLite and PostgreSQL.
-            event.listen(factory, "before_flush", check_flushed_rows)
-            _factories[url] = factory
-        return _engines[url]
+    # An in-memory SQLite database exists once per engine: readers share the writers'.
+    in_memory = url.startswith("sqlite") and url.rstrip("/") in ("sqlite:", "sqlite:/") \
+        or ":memory:" in url
+    return url, readonly and not in_memory
 
 
-def session_factory(url: str | None = None) -> sessionmaker[Session]:
-    url = url or load_settings().database_url
-    get_engine(url)
-    return _factories[url]
+def get_engine(url: str | None = None, readonly: bool = False) -> Engine:
+    key = _key(url, readonly)
+    factory = _factories.get(key)
+    if factory is None:
+        with _lock:
+            if key not in _engines:
+                _engines[key] = make_engine(*key)
+                factory = sessionmaker(_engines[key], expire_on_commit=False)
+                # Values a column cannot hold are refused alike on SQLite and PostgreSQL.
+                event.listen(factory, "before_flush", check_flushed_rows)
+                _factories[key] = factory
+    return _engines[key]
+
+
+def session_factory(url: str | None = None, readonly: bool = False) -> sessionmaker[Session]:
+    key = _key(url, readonly)
+    factory = _factories.get(key)
+    if factory is None:
+        get_engine(*key)
+        factory = _factories[key]
+    return factory
 
 
 def dispose_engines() -> None:
@@ -94,9 +129,9 @@ class UnitOfWork:
     An error from COMMIT itself (the connection lost at that moment) leaves the outcome
     unknown; ``commit_outcome_unknown`` says so, and the caller must not call it a failure.
 
-    ``readonly`` is a hint for readers: on SQLite they begin without taking the write lock,
-    so reads run alongside a writer (WAL). A write in such a unit still works, but may wait.
-    After a successful commit ``outbox_rows`` lists the outbox rows to relay.
+    ``readonly``: for readers. The session reads through the read-only engine (statements
+    run on their own, no transaction to begin or commit; a write is refused). After a
+    successful commit ``outbox_rows`` lists the outbox rows to relay.
     """
 
     def __init__(self, url: str | None = None, readonly: bool = False,
@@ -110,11 +145,9 @@ class UnitOfWork:
         self.session: Session
 
     def __enter__(self) -> UnitOfWork:
-        self.session = session_factory(self.url)()
+        self.session = session_factory(self.url, self.readonly)()
         self.session.info["settings"] = self.settings
         self.session.begin()
-        if self.readonly:
-            self.session.connection(execution_options={"collector_readonly": True})
         return self
 
     @property

@@ -27,6 +27,8 @@ __all__ = ["EXPOSED", "ArgumentValidator", "Endpoint"]
 log = logging.getLogger(__name__)
 
 
+RESULT_REPR_CHARS = 160
+
 _PINGS: set[str] = set()
 
 # Task name -> the domain function it runs (signature and docstring for the reference document).
@@ -91,8 +93,11 @@ class Endpoint:
         run.__name__ = method
         run.__qualname__ = task_name
         run.__doc__ = fn.__doc__
-        task = app.task(name=task_name, queue=self.name, typing=False,
-                        arguments=validator)(run)
+        # Celery writes a repr of each answer into its success log line and event: a few
+        # characters say enough, a whole document costs as much as building it. The tasks
+        # start no subtasks: no trail of them to keep.
+        task = app.task(name=task_name, queue=self.name, typing=False, arguments=validator,
+                        resultrepr_maxsize=RESULT_REPR_CHARS, trail=False)(run)
         self.tasks[method] = task
         EXPOSED[task_name] = fn
         return task

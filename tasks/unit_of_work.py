@@ -31,6 +31,7 @@ from typing import Any
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
+from collector.config import Settings, load_settings
 from collector.db import UnitOfWork
 from collector.errors import (
     CollectorError,
@@ -61,6 +62,8 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
+    if "readonly database" in str(getattr(exc, "orig", "")):
+        return False  # SQLite: a reader's unit of work tried to write (a bug, not an outage)
     return isinstance(exc, (OperationalError, InterfaceError, PoolTimeout)) or \
         sqlstate(exc) in RETRY_IN_PLACE_SQLSTATES
 
@@ -126,11 +129,28 @@ def database_error(exc: BaseException, where: str) -> CollectorError:
                          f"[{reference}]); nothing was committed")
 
 
+_settings: Settings | None = None
+
+
+def worker_settings() -> Settings:
+    """The settings of this worker process, read once (a worker's environment is fixed)."""
+    global _settings
+    if _settings is None:
+        _settings = load_settings()
+    return _settings
+
+
+def forget_settings() -> None:
+    """Read the settings again at the next call (after a fork, or in tests)."""
+    global _settings
+    _settings = None
+
+
 def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                         kwargs: dict | None = None, readonly: bool = False) -> Any:
     """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are mapped."""
     for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
-        uow = UnitOfWork(readonly=readonly)
+        uow = UnitOfWork(readonly=readonly, settings=worker_settings())
         try:
             with uow:
                 result = fn(uow.session, *args, **(kwargs or {}))

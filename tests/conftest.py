@@ -52,6 +52,16 @@ def _worker_logs_in_pytest_tmp(tmp_path_factory):
     tests.servers.DEFAULT_LOG_DIR = None
 
 
+@pytest.fixture(autouse=True)
+def _settings_read_per_test():
+    """A worker reads its settings once; a test that changes the environment gets them anew."""
+    from tasks.unit_of_work import forget_settings
+
+    forget_settings()
+    yield
+    forget_settings()
+
+
 @pytest.fixture(scope="session")
 def redis_server():
     server = RedisServer()

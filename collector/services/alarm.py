@@ -25,10 +25,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collector import ids, messaging
+from collector.documents import alarms
 from collector.documents.common import taggable_hash
 from collector.errors import InvalidArgument
 from collector.fields import NULL, check_fields
-from collector.models import ALARM_STATES, LOG_METRICS, RESOURCE_METRICS, Alarm, HostNode, Instance
+from collector.models import ALARM_STATES, RESOURCE_METRICS, Alarm, Instance
 from collector.timeutil import parse_time, utcnow
 
 log = logging.getLogger(__name__)
@@ -42,37 +43,24 @@ def alarm_document(alarm: Alarm) -> dict[str, Any]:
 
 
 def get_alarm(session: Session, alarm_id: str) -> dict[str, Any]:
-    return alarm_document(Alarm.by_cuuid(session, alarm_id))
+    doc = alarms.alarm_by_uuid(session, ids.raw_part(alarm_id, Alarm.prefix))
+    if doc is None:
+        raise Alarm.not_found(f"unknown id '{alarm_id}'")
+    return doc
 
 
 def get_alarms(session: Session, alarm_ids: list[str]) -> list[dict[str, Any]]:
     raw = [ids.raw_part(a, Alarm.prefix) for a in alarm_ids]
-    if not raw:
-        return []
-    rows = session.scalars(select(Alarm).where(Alarm.uuid.in_(raw)).order_by(Alarm.id))
-    return [alarm_document(a) for a in rows]
+    return alarms.alarms_by_uuids(session, raw) if raw else []
 
 
 def get_resource_alarms(session: Session, resource_ids: list[str] | str) -> list[dict[str, Any]]:
     wanted = [resource_ids] if isinstance(resource_ids, str) else resource_ids
-    if not wanted:
-        return []
-    rows = session.scalars(select(Alarm).where(
-        Alarm.resource_id.in_(wanted), Alarm.metric_name.in_(RESOURCE_METRICS),
-        Alarm.deleted_at.is_(None)).order_by(Alarm.id))
-    return [alarm_document(a) for a in rows]
+    return alarms.resource_alarms(session, wanted) if wanted else []
 
 
 def get_log_alarms(session: Session, node_id: str) -> list[dict[str, Any]]:
-    host = HostNode.by_node_id(session, node_id)
-    instance_ids = [f"i-{u}" for u in session.scalars(
-        select(Instance.uuid).where(Instance.host_node_id == host.id))]
-    if not instance_ids:
-        return []
-    rows = session.scalars(select(Alarm).where(
-        Alarm.resource_id.in_(instance_ids), Alarm.metric_name.in_(LOG_METRICS),
-        Alarm.deleted_at.is_(None)).order_by(Alarm.id))
-    return [alarm_document(a) for a in rows]
+    return alarms.log_alarms_of_host(session, node_id)
 
 
 def update_alarm(session: Session, alarm_id: str, data: dict[str, Any]) -> None:

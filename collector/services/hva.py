@@ -13,10 +13,14 @@ apply one after the other (each sees what the previous one committed).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from sqlalchemy import Text, Update, bindparam, cast, select, update
 from sqlalchemy.orm import Session
 
+from collector import ids
+from collector.documents.columns import Query, fetch, iso_time
 from collector.documents.instances import instance_document, load_instance
 from collector.errors import InvalidArgument
 from collector.fields import NULL, check_fields
@@ -24,7 +28,7 @@ from collector.models import HostNode, Instance
 from collector.scheduling import capacity
 from collector.services import instance_lifecycle
 from collector.states import INSTANCE_STATUSES, INSTANCE_TRANSITIONS, check_transition
-from collector.timeutil import parse_time
+from collector.timeutil import parse_time, to_iso
 
 # key -> accepted JSON types
 UPDATABLE_INSTANCE_FIELDS: dict[str, tuple[type, ...]] = {
@@ -40,42 +44,88 @@ UPDATABLE_INSTANCE_FIELDS: dict[str, tuple[type, ...]] = {
 
 def get_instance(session: Session, instance_id: str) -> dict[str, Any]:
     """The instance document the agent loads at the start of every job."""
-    return instance_document(session, load_instance(session, instance_id))
+    return instance_document(session, instance_id)
+
+
+_INSTANCES = Instance.__table__
+# The instance row a report changes, locked: concurrent reports apply one after the other.
+_LOCK_INSTANCE = Query(select(
+    _INSTANCES.c.id, _INSTANCES.c.state, _INSTANCES.c.host_node_id, _INSTANCES.c.status,
+    _INSTANCES.c.encrypted_password, _INSTANCES.c.password_will_be_deleted_at,
+    cast(_INSTANCES.c.runtime_config, Text)).where(_INSTANCES.c.uuid == bindparam("raw"))
+    .with_for_update())
 
 
 def update_instance(session: Session, instance_id: str, data: dict[str, Any]) -> None:
-    """Apply an agent's report; state changes go through the instance state machine."""
+    """Apply an agent's report; state changes go through the instance state machine.
+
+    Only the instance row is read (locked) and written, and only when a value changes;
+    ``terminated`` finalizes, which reads the instance's volumes and vifs too."""
     check_fields("instance", data, UPDATABLE_INSTANCE_FIELDS, Instance)
-    inst = load_instance(session, instance_id, for_update=True)
+    raw = ids.raw_part(instance_id, Instance.prefix)
+    [rows] = fetch(session, (_LOCK_INSTANCE, {"raw": raw}))
+    if not rows:
+        raise Instance.not_found(f"unknown id '{instance_id}'")
+    pk, state, host_node_id, *current = rows[0]
     if data.get("state") == "terminated":
         instance_lifecycle.finalize_instance(
-            session, inst, parse_time(data.get("terminated_at"), "terminated_at"))
+            session, load_instance(session, instance_id),
+            parse_time(data.get("terminated_at"), "terminated_at"))
         return
     if "terminated_at" in data:
         raise InvalidArgument("terminated_at is only accepted with state 'terminated'")
-    if inst.state == "terminated":
+    if state == "terminated":
         return  # a late report about an instance already gone changes nothing
-    if "state" in data and check_transition("instance", INSTANCE_TRANSITIONS, inst.state,
+    values: dict[str, Any] = {}
+    if "state" in data and check_transition("instance", INSTANCE_TRANSITIONS, state,
                                             data["state"], terminal="terminated"):
-        inst.state = data["state"]
-    if "status" in data:
-        if data["status"] not in INSTANCE_STATUSES:
-            raise InvalidArgument(f"unknown instance status: {data['status']!r}")
-        inst.status = data["status"]
+        values["state"] = data["state"]
+    if "status" in data and data["status"] not in INSTANCE_STATUSES:
+        raise InvalidArgument(f"unknown instance status: {data['status']!r}")
     if "host_node_id" in data:
         host = data["host_node_id"]
         host_id = None if host is None else HostNode.by_cuuid(session, host).id
-        if host_id != inst.host_node_id:
+        if host_id != host_node_id:
             # Stopped (NULL) or moved: the instance's capacity claim follows it.
-            capacity.move_host(session, inst, host_id)
-        inst.host_node_id = host_id
-    if "encrypted_password" in data:
-        inst.encrypted_password = data["encrypted_password"]
+            capacity.move_host(session, session.get(Instance, pk), host_id)
+            values["host_node_id"] = host_id
     if "password_will_be_deleted_at" in data:
-        inst.password_will_be_deleted_at = parse_time(data["password_will_be_deleted_at"],
-                                                      "password_will_be_deleted_at")
-    if "runtime_config" in data:
-        inst.runtime_config = data["runtime_config"]
+        data = {**data, "password_will_be_deleted_at": parse_time(
+            data["password_will_be_deleted_at"], "password_will_be_deleted_at")}
+    for key, stored in zip(_PLAIN_FIELDS, current, strict=True):
+        if key in data and _stored_form(key, data[key]) != _READ[key](stored):
+            values[key] = data[key]
+    if values:  # as the ORM did, an unchanged row is not written (updated_at stays)
+        session.execute(_update_of(frozenset(values)),
+                        {"pk": pk, **{f"new_{key}": value for key, value in values.items()}})
+        loaded = session.identity_map.get(session.identity_key(Instance, pk))
+        if loaded is not None:  # an object of this row in the session reads it again
+            session.expire(loaded, [*values, "updated_at"])
+
+
+_UPDATES: dict[frozenset[str], Update] = {}
+
+
+def _update_of(keys: frozenset[str]) -> Update:
+    """UPDATE of those columns of one instance row (``pk``), built once per set of columns."""
+    stmt = _UPDATES.get(keys)
+    if stmt is None:
+        stmt = _UPDATES[keys] = (update(_INSTANCES).where(_INSTANCES.c.id == bindparam("pk"))
+                                 .values({key: bindparam(f"new_{key}") for key in sorted(keys)}))
+    return stmt
+
+
+# Fields written as given, in the order of _LOCK_INSTANCE's last columns, and how the stored
+# value is read back to compare with the report's.
+_PLAIN_FIELDS = ("status", "encrypted_password", "password_will_be_deleted_at",
+                 "runtime_config")
+_READ: dict[str, Any] = {"status": lambda v: v, "encrypted_password": lambda v: v,
+                         "password_will_be_deleted_at": iso_time,
+                         "runtime_config": lambda v: None if v is None else json.loads(v)}
+
+
+def _stored_form(key: str, value: Any) -> Any:
+    return to_iso(value) if key == "password_will_be_deleted_at" else value
 
 
 def finalize_instance(session: Session, instance_id: str,

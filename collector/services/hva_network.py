@@ -18,24 +18,18 @@ get_external_monitor_target_host_nodes() -> ids of schedulable hosts online or o
 from __future__ import annotations
 
 import secrets
-from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Row
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.db import EAGER_CHUNK
+from collector.documents import monitors
 from collector.documents.common import taggable_hash
-from collector.documents.resources import (
-    NETWORK_LOADS,
-    Preloaded,
-    host_node_api_document,
-    network_hash,
-    vif_hash,
-)
+from collector.documents.networks import all_network_documents, network_document, nic_document
+from collector.documents.resources import host_node_api_document
 from collector.documents.rows import AliveLeases, chunked_rows
 from collector.errors import InvalidStateTransition, UnknownNetworkID, UnknownNIC
 from collector.models import (
@@ -57,38 +51,28 @@ from collector.scheduling import capacity
 
 MAC_VENDOR = 0x525400
 
-_VIF_LOADS = (
-    selectinload(NetworkVif.ip_leases, chunksize=EAGER_CHUNK), selectinload(NetworkVif.security_groups, chunksize=EAGER_CHUNK),
-    selectinload(NetworkVif.monitors, chunksize=EAGER_CHUNK),
-    selectinload(NetworkVif.instance, chunksize=EAGER_CHUNK).selectinload(Instance.host_node, chunksize=EAGER_CHUNK),
-    selectinload(NetworkVif.network, chunksize=EAGER_CHUNK).options(*NETWORK_LOADS),
-)
-
-
-def _networks_doc(session: Session, networks: list[Network]) -> list[dict[str, Any]]:
-    pre = Preloaded.load(session, network_ids={n.id for n in networks})
-    return [network_hash(n, pre) for n in networks]
-
 
 def get_network(session: Session, network_id: str) -> dict[str, Any]:
-    net = Network.by_cuuid(session, network_id)
-    return _networks_doc(session, [net])[0]
+    doc = network_document(session, network_id)
+    if doc is None:
+        raise Network.not_found(f"unknown id '{network_id}'")
+    return doc
 
 
 def get_networks(session: Session) -> list[dict[str, Any]]:
-    nets = list(session.scalars(select(Network).order_by(Network.id).options(*NETWORK_LOADS)))
-    return _networks_doc(session, nets)
+    return all_network_documents(session)
 
 
 def get_nic(session: Session, nic_uuid: str) -> dict[str, Any]:
-    row = find_taggable(session, nic_uuid)
-    if row is None:
+    prefix, _raw = ids.split(nic_uuid)
+    if prefix == NetworkVif.prefix:
+        doc = nic_document(session, nic_uuid)
+    else:  # any other object by its id: rarely asked, read through the ORM
+        row = find_taggable(session, nic_uuid)
+        doc = taggable_hash(row) if row is not None else None
+    if doc is None:
         raise UnknownNIC(f"unknown id '{nic_uuid}'")
-    if isinstance(row, NetworkVif):
-        vif = session.scalars(select(NetworkVif).where(NetworkVif.id == row.id)
-                              .options(*_VIF_LOADS)).one()
-        return vif_hash(vif, Preloaded.load(session, network_ids={vif.network_id or 0}))
-    return taggable_hash(row)
+    return doc
 
 
 def get_host_nodes_index(session: Session) -> list[str]:
@@ -178,57 +162,15 @@ def _dhcp_segment(net: Network, leases: list[Row], nat: AliveLeases) -> dict[str
 
 
 def get_instance_monitor_data(session: Session, node_id: str) -> list[dict[str, Any]]:
-    host = HostNode.by_node_id(session, node_id)
-    rows = session.scalars(select(Instance).where(
-        Instance.host_node_id == host.id,
-        Instance.state.in_(("running", "halting", "shuttingdown"))).order_by(Instance.id))
-    return [{"uuid": i.canonical_uuid, "hypervisor": host.hypervisor, "status": i.status,
-             "state": i.state, **{k: v for k, v in i.column_values().items()
-                                  if k in ("created_at", "updated_at")}} for i in rows]
-
-
-MONITORED_STATES = ("starting", "running", "halting", "shuttingdown")
-
-
-def _monitored(session: Session, node_id: str) -> list[Row]:
-    host = HostNode.by_node_id(session, node_id)
-    return list(session.execute(select(Instance.id, Instance.uuid, Instance.status,
-                                       Instance.state).where(
-        Instance.host_node_id == host.id, Instance.state.in_(MONITORED_STATES))
-        .order_by(Instance.id)))
+    return monitors.instance_monitor_data(session, node_id)
 
 
 def get_resource_monitor_data(session: Session, node_id: str) -> list[dict[str, Any]]:
-    instances = _monitored(session, node_id)
-    vifs: dict[int, list[Row]] = defaultdict(list)
-    for row in chunked_rows(session, [i.id for i in instances], lambda chunk: select(
-            NetworkVif.id, NetworkVif.uuid, NetworkVif.instance_id, NetworkVif.network_id,
-            NetworkVif.nat_network_id, Network.uuid.label("net_uuid"))
-            .outerjoin(Network, Network.id == NetworkVif.network_id)
-            .where(NetworkVif.instance_id.in_(chunk), NetworkVif.deleted_at.is_(None))
-            .order_by(NetworkVif.device_index, NetworkVif.id)):
-        vifs[row.instance_id].append(row)
-    leases = AliveLeases(session, [v.id for rows in vifs.values() for v in rows])
-    out = []
-    for inst in instances:
-        entries = []
-        for vif in vifs.get(inst.id, ()):
-            entry: dict[str, Any] = {
-                "vif_id": ids.canonical(NetworkVif.prefix, vif.uuid),
-                "network_id": ids.canonical(Network.prefix, vif.net_uuid) if vif.net_uuid
-                else None}
-            address = leases.first_in(vif.id, vif.network_id)
-            if address is not None:
-                entry["ipv4"] = {"address": address,
-                                 "nat_address": leases.first_in(vif.id, vif.nat_network_id)}
-            entries.append(entry)
-        out.append({"uuid": ids.canonical(Instance.prefix, inst.uuid), "status": inst.status,
-                    "state": inst.state, "vif": entries})
-    return out
+    return monitors.resource_monitor_data(session, node_id)
 
 
 def get_resource_monitor_ids(session: Session, node_id: str) -> list[str]:
-    return [ids.canonical(Instance.prefix, i.uuid) for i in _monitored(session, node_id)]
+    return monitors.resource_monitor_ids(session, node_id)
 
 
 def switch_instance_host_node(session: Session, instance_uuid: str, dest_node_id: str) -> bool:

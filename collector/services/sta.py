@@ -30,9 +30,9 @@ from collector.documents.resources import (
     Preloaded,
     backup_object_hash,
     image_hash,
-    volume_device_hash,
     volume_hash,
 )
+from collector.documents.volumes import get_volume_document
 from collector.errors import (
     InvalidArgument,
     UnknownBackupStorage,
@@ -98,12 +98,9 @@ def get_available_volumes(session: Session, sta_node_id: str) -> list[dict[str, 
 
 
 def get_volume(session: Session, volume_id: str) -> dict[str, Any]:
-    vol = Volume.by_cuuid(session, volume_id)
-    pre = _pre(session, vol, bo_ids={vol.backup_object_id or ""})
-    doc = volume_hash(vol, pre)
-    doc["volume_device"] = volume_device_hash(vol)
-    bo = pre.backup_objects.get(vol.backup_object_id or "")
-    doc["source_backup_object"] = backup_object_hash(bo, pre) if bo else None
+    doc = get_volume_document(session, volume_id)
+    if doc is None:
+        raise Volume.not_found(f"unknown id '{volume_id}'")
     return doc
 
 

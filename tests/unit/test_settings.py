@@ -152,3 +152,24 @@ def test_a_failed_start_is_one_line_on_stderr_and_a_non_zero_exit(tmp_path, argv
     assert done.returncode != 0
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert done.stderr.startswith("Error: ")
+
+
+def test_sqlite_commits_are_durable_unless_told_otherwise(monkeypatch, tmp_path):
+    from sqlalchemy import text
+
+    from collector.db import dispose_engines, unit_of_work
+    from collector.migrate import upgrade
+
+    monkeypatch.delenv("COLLECTOR_SQLITE_SYNCHRONOUS", raising=False)
+    assert load_settings().sqlite_synchronous == "full"
+    url = f"sqlite:///{tmp_path / 'sync.sqlite3'}"
+    upgrade(url)
+    for setting, pragma in (("full", 2), ("NORMAL", 1)):
+        monkeypatch.setenv("COLLECTOR_SQLITE_SYNCHRONOUS", setting)
+        dispose_engines()
+        with unit_of_work(url) as session:
+            assert session.execute(text("PRAGMA synchronous")).scalar() == pragma
+    dispose_engines()
+    monkeypatch.setenv("COLLECTOR_SQLITE_SYNCHRONOUS", "off")
+    with pytest.raises(SettingsError, match="COLLECTOR_SQLITE_SYNCHRONOUS='off' is not one of"):
+        load_settings()
