@@ -315,9 +315,12 @@ class _Events:
 # from the first non-empty of all its lists (one script, no wait), then waits on one (the
 # queue that last had a message): on its own queue for up to a second (a queue's priority
 # lists are read at every sweep), and for at most ``MULTI_QUEUE_WAIT`` when it consumes
-# several queues, so a message on the others waits at most that long.
+# several queues, so a message on the others waits at most that long (rounded up to a
+# tick of the Redis clock).
 
-MULTI_QUEUE_WAIT = 0.05  # seconds a channel of several queues waits on one of them
+# Seconds a channel of several queues waits on one of them. Redis ends a wait on its clock
+# tick (``hz``: every 100 ms by default, 10 ms with ``hz 100`` as the embedded Redis runs).
+MULTI_QUEUE_WAIT = 0.01
 HEARTBEAT_EVERY = 5.0  # seconds between a channel's marks of its in-flight lists as alive
 
 # KEYS: the index of in-flight lists, then (queue list, in-flight list) pairs.

@@ -65,7 +65,7 @@ class RedisServer:
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(
                 [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--dir", self.dir],
+                 "--appendonly", "no", "--daemonize", "no", "--dir", self.dir, "--hz", "100"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
