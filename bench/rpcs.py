@@ -1,8 +1,9 @@
 """The hot RPCs against bare Celery, on SQLite and PostgreSQL, in one run.
 
 ``python -m bench`` (this module) starts a Redis server (and a PostgreSQL cluster), seeds
-each database, starts a worker (``bench.worker``: ``collector worker`` plus two baseline
-tasks) and measures, for each backend and worker pool:
+each database, starts the workers of the roles it calls, one per role as deployed
+(``bench.worker``: ``collector worker`` plus two baseline tasks on ``hva-collector``) and
+measures, for each backend and worker pool:
 
 - latency: each hot RPC's p50 / p99, and its ratio to the bare no-op (``ping``) and to a
   bare primary-key read, both served by the same worker; "same answer, no SQL" shows what
@@ -170,9 +171,16 @@ class Run:
 
     def one(self, pool: str, concurrency: int) -> dict[str, Any]:
         print(f"\n== {self.backend}, pool {pool} x{concurrency} ==   load {_load()}")
-        worker = WorkerProcess(self.url, self.broker, "all", argv=[
-            "-m", "bench.worker", "--role", "all", "--pool", pool,
-            "--concurrency", str(concurrency), "--loglevel", "INFO"]).wait_ready()
+        # As deployed: a worker per role, each consuming its own queue (a worker of several
+        # queues pays a wait on each switch between them: see docs/reference.md).
+        def start(role: str) -> WorkerProcess:
+            return WorkerProcess(self.url, self.broker, role, argv=[
+                "-m", "bench.worker", "--role", role, "--pool", pool,
+                "--concurrency", str(concurrency), "--loglevel", "INFO"]).wait_ready()
+
+        others = [start(role) for role in sorted({endpoint for _, endpoint, _, _ in HOT_CALLS}
+                                                 - {"hva-collector"})]
+        worker = start("hva-collector")
         result: dict[str, Any] = {"backend": self.backend, "pool": pool,
                                   "concurrency": concurrency, "load_at_start": os.getloadavg()}
         try:
@@ -185,7 +193,8 @@ class Run:
                 result["throughput"] = self.throughput(worker)
                 result["memory_at_end_mb"] = _rss_mb(worker.pid)
         finally:
-            worker.stop()
+            for process in (worker, *others):
+                process.stop()
         print(f"worker resident memory (main + pool): {result['memory_after_start_mb']:.0f} MB"
               f" after start, {result['memory_at_end_mb']:.0f} MB at the end")
         result["targets"] = self.check(result)

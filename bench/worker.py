@@ -6,7 +6,7 @@
 - ``hva-collector.get_bench_answer(instance_id)``: get_instance's answer without any SQL
   (built once per process, then returned as is), what the answer's size costs alone.
 
-The bare no-op is ``hva-collector.ping``. Run: ``python -m bench.worker --role all --pool
+The bare no-op is ``hva-collector.ping``. Run: ``python -m bench.worker --role hva-collector --pool
 prefork --concurrency 2`` (the arguments of ``collector worker``).
 """
 
