@@ -150,3 +150,36 @@ def test_a_live_consumer_keeps_what_it_holds(broker):
         assert client.llen(inflight) == 1
         channel.close()  # a clean close gives it back at once
         assert client.llen(inflight) == 0 and client.llen("ho.live") == 1
+
+
+def test_a_running_worker_gives_back_what_a_dead_one_held_in_flight(worker, redis_server):
+    """A one-shot call left in a dead channel's in-flight list is applied by a live worker
+    (its periodic restore), not left there."""
+    from sqlalchemy import select
+
+    from collector.client import Collector
+    from collector.db import unit_of_work
+    from collector.ids import new_uuid
+    from collector.models import NodeState
+
+    node = f"hva.ho{new_uuid()}"
+    spare = f"{redis_server.url}/15"  # no worker here: the message waits
+    redis.Redis.from_url(spare).flushdb()
+    with Collector(spare) as client:
+        client.oneshot("node-collector").notify(node, "boot")
+    raw = redis.Redis.from_url(spare).rpop("node-collector")
+    assert raw is not None
+
+    live = redis.Redis.from_url(worker.broker_url)
+    dead = "collector.unacked.inflight.0123456789abcdef|node-collector"
+    live.zadd("collector.unacked.inflight", {dead: time.time() - 3600})  # silent for an hour
+    live.lpush(dead, raw)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with unit_of_work(worker.db_url) as session:
+            if session.scalar(select(NodeState.node_id).where(NodeState.node_id == node)):
+                break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the message held by the dead channel was never applied")
+    assert live.llen(dead) == 0 and live.zscore("collector.unacked.inflight", dead) is None
