@@ -1,6 +1,8 @@
 """``collector host ...``: host node actions through the ``api`` endpoint.
 
     collector host evacuate hn-abc12345          # HA instances re-placed, others halted
+    collector host disable hn-abc12345           # no new instances placed there
+    collector host enable hn-abc12345            # placements again (after an evacuation)
 """
 
 from __future__ import annotations
@@ -41,3 +43,30 @@ def evacuate(host_node_id: str, as_json: bool, timeout: float | None) -> None:
                    f"{len(result.get('halted', []))} halted")
     if result.get("failed"):
         raise SystemExit(1)
+
+
+def _set_scheduling(host_node_id: str, enabled: bool, as_json: bool,
+                    timeout: float | None) -> None:
+    with _client(timeout) as client:
+        result = _call(client, "set_host_scheduling", host_node_id, enabled, as_json=as_json)
+    if as_json:
+        _print_json(result)
+        return
+    click.echo(f"{result['id']} ({result['node_id']}): placements "
+               f"{'enabled' if result['scheduling_enabled'] else 'disabled'}")
+
+
+@host.command("enable")
+@click.argument("host_node_id")
+@_common
+def enable(host_node_id: str, as_json: bool, timeout: float | None) -> None:
+    """Let placement choose the host again (an automatic evacuation leaves it disabled)."""
+    _set_scheduling(host_node_id, True, as_json, timeout)
+
+
+@host.command("disable")
+@click.argument("host_node_id")
+@_common
+def disable(host_node_id: str, as_json: bool, timeout: float | None) -> None:
+    """Keep new instances off the host (drain); what runs there stays."""
+    _set_scheduling(host_node_id, False, as_json, timeout)

@@ -450,7 +450,11 @@ class _RedisChannel(kombu_redis.Channel):
         connection = self.client.connection
         self._in_poll = connection
         self._brpop_sent_at = monotonic()
-        if self._sweep_next or self._wait_queue not in queues:
+        # A sweep marks the in-flight lists alive: due now and then, and before a wait
+        # after a long pause (a restorer may have taken the mark away meanwhile).
+        marked = self._alive_marked.get(self._wait_queue or "", 0)
+        if self._sweep_next or self._wait_queue not in queues or \
+                monotonic() - marked > HEARTBEAT_EVERY:
             sources = [self._q_for_pri(queue, pri) for pri in self.priority_steps
                        for queue in queues]
             now = monotonic()

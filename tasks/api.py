@@ -16,4 +16,5 @@ endpoint = Endpoint("api").expose(
     api.show_volume,
     api.list_volumes,
     api_hosts.evacuate_host,
+    api_hosts.set_host_scheduling,
 )

@@ -10,7 +10,8 @@ on_node_offline(session, args, sender) -> dict
 * The host row is locked first (a placement claiming it waits; so does a second
   evacuation) and ``scheduling_enabled`` is cleared, so nothing new lands on it. At the
   end the flag is restored to what it was, unless ``keep_offline`` (the failure path: the
-  host stays out of placement until an operator enables it again). Other transactions
+  host stays out of placement until an operator enables it again: ``api.set_host_scheduling``,
+  ``collector host enable``). Other transactions
   never see the flag down unless it stays down; the row lock keeps placements off the host
   meanwhile. ``evacuated_at`` records when (database clock).
 * Instances that are not HA and ``running`` become ``halted`` on the same host, with no

@@ -37,12 +37,13 @@ def _connection(url: str) -> Connection:
     return Connection(url, transport=TRANSPORT, transport_options=OPTIONS)
 
 
-def _publish(url: str, queue: str, bodies: list[str]) -> None:
+def _publish(url: str, queue: str, bodies: list[str], priority: int | None = None) -> None:
     with _connection(url) as conn:
         producer = Producer(conn.channel(), serializer="json")
         q = Queue(queue, Exchange(queue, type="direct"), routing_key=queue)
         for body in bodies:
-            producer.publish(body, exchange=q.exchange, routing_key=queue, declare=[q])
+            producer.publish(body, exchange=q.exchange, routing_key=queue, declare=[q],
+                             priority=priority)
 
 
 def _consume(url: str, queues: list[str], count: int, timeout: float = 10) -> list[str]:
@@ -79,6 +80,15 @@ def test_messages_of_several_queues_are_delivered_and_leave_nothing_in_flight(br
     assert all(not items for items in _inflight_lists(broker).values())
     conn = redis.Redis.from_url(broker)
     assert conn.hlen("handover.unacked") == 0  # acked: gone from the unacked hash too
+
+
+def test_a_message_sent_with_a_priority_is_taken_too(broker):
+    """kombu keeps prioritised messages in lists of their own beside the queue's."""
+    _publish(broker, "ho.pri", ["high"], priority=9)
+    _publish(broker, "ho.pri", ["plain"])
+    assert redis.Redis.from_url(broker).llen("ho.pri") == 1  # the other is beside it
+    assert sorted(_consume(broker, ["ho.pri"], 2)) == ["high", "plain"]
+    assert all(not items for items in _inflight_lists(broker).values())
 
 
 def test_a_wait_on_one_queue_does_not_keep_another_waiting_long(broker):

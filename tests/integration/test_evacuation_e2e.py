@@ -132,6 +132,11 @@ BAD_CALLS = [
     ("api", "evacuate_host", [None], "InvalidArgument"),
     ("api", "evacuate_host", ["sn-abcdefgh"], "InvalidArgument"),
     ("api", "evacuate_host", ["hn-nothere0"], "UnknownHostNodeID"),
+    ("api", "set_host_scheduling", ["hn-nothere0", True], "UnknownHostNodeID"),
+    ("api", "set_host_scheduling", ["i-abcdefgh", True], "InvalidArgument"),
+    ("api", "set_host_scheduling", ["hn-nothere0"], "InvalidArgument"),
+    ("api", "set_host_scheduling", ["hn-nothere0", "yes"], "InvalidArgument"),
+    ("api", "set_host_scheduling", ["hn-nothere0", 1], "InvalidArgument"),
 ]
 
 
@@ -236,3 +241,14 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
     assert ran.stdout.strip().endswith(f"{source}: 0 re-placed, 0 failed, 0 halted")
     with unit_of_work(c["db_url"], readonly=True) as session:
         assert HostNode.by_cuuid(session, source).scheduling_enabled is False
+
+    # The operator takes the host back once it is mended (and can drain it again).
+    for command, flag in (("enable", True), ("disable", False), ("enable", True)):
+        ran = subprocess.run([sys.executable, "-m", "collector.cli", "host", command, source],
+                             env={**os.environ, **c["env"]}, capture_output=True, text=True,
+                             timeout=90)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.strip() == (f"{source} ({source_node}): placements "
+                                      f"{'enabled' if flag else 'disabled'}")
+        with unit_of_work(c["db_url"], readonly=True) as session:
+            assert HostNode.by_cuuid(session, source).scheduling_enabled is flag

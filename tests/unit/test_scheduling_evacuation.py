@@ -260,6 +260,10 @@ def test_the_offline_event_evacuates_a_host_once_per_outage(session, world, use_
     assert first["host_node_id"] == world.source.canonical_uuid
     session.refresh(world.source)
     assert world.source.scheduling_enabled is False  # kept offline
+    assert api_hosts.set_host_scheduling(session, world.source.canonical_uuid, True) == {
+        "id": world.source.canonical_uuid, "node_id": node_id, "scheduling_enabled": True}
+    api_hosts.set_host_scheduling(session, world.source.canonical_uuid, False)
+    assert world.source.scheduling_enabled is False  # until an operator takes it back
     later = on_source(session, world)  # say, placed by an operator meanwhile
     repeat = evacuation.on_node_offline(session, [node_id], "collector.master")
     assert repeat["skipped"] == "this outage was already evacuated"
