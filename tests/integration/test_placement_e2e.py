@@ -252,7 +252,9 @@ def test_an_instance_is_placed_and_booted_by_its_hosts_agent(cluster):
     assert vif["network_id"] == c["network"] and vif["ipv4_addr"].startswith("10.20.0.")
     assert {v["state"] for v in doc["volume"]} == {"attached"}
 
-    jobs = {j.job_name: j for j in jobs_of(c, doc["id"])}
+    # The agent reports the instance running before it reports the job finished.
+    jobs = wait_for(lambda: (js := {j.job_name: j for j in jobs_of(c, doc["id"])}) and all(
+        j.state == "finished" for j in js.values()) and js, "the instance's jobs finished")
     placement, boot = jobs["schedule_instance"], jobs["run_local_store"]
     assert (placement.queue_name, placement.state, placement.finish_status) == (
         "scheduler", "finished", "success")
