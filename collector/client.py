@@ -452,12 +452,12 @@ class _RedisChannel(kombu_redis.Channel):
         self._brpop_sent_at = monotonic()
         # A sweep marks the in-flight lists alive: due now and then, and before a wait
         # after a long pause (a restorer may have taken the mark away meanwhile).
+        now = monotonic()
         marked = self._alive_marked.get(self._wait_queue or "", 0)
         if self._sweep_next or self._wait_queue not in queues or \
-                monotonic() - marked > HEARTBEAT_EVERY:
+                now - marked > HEARTBEAT_EVERY:
             sources = [self._q_for_pri(queue, pri) for pri in self.priority_steps
                        for queue in queues]
-            now = monotonic()
             stale = any(now - self._alive_marked.get(s, 0) > HEARTBEAT_EVERY for s in sources)
             if stale:
                 self._alive_marked.update(dict.fromkeys(sources, now))
@@ -510,6 +510,10 @@ class _RedisChannel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
 
+    def _queue_of(self, source: str) -> str:
+        """The queue a list belongs to (its priority lists carry a suffix)."""
+        return source.rsplit(self.sep, 1)[0] if self.sep in source else source
+
     def _next_wait_queue(self) -> None:
         """After a wait in vain, the next queue of the channel's (the one that gets a
         message stays: a caller calling again is served at once)."""
@@ -520,7 +524,7 @@ class _RedisChannel(kombu_redis.Channel):
 
     def _deliver_moved(self, source: str, item: bytes) -> None:
         inflight = self._inflight(source)
-        queue = source.split(self.sep, 1)[0]
+        queue = self._queue_of(source)
         self._queue_cycle.rotate(queue)
         self._wait_queue = queue
         try:
@@ -554,10 +558,9 @@ class _RedisChannel(kombu_redis.Channel):
                 count = client.eval(_GIVE_BACK, 3, index, key, source, older_than)
                 if count and count > 0:
                     log.warning("gave %d message(s) held by a dead worker back to %s",
-                                count, source.rsplit(self.sep, 1)[0])
+                                count, self._queue_of(source))
                     moved += count
         return moved
-
 
     def close(self) -> None:
         # What this channel moved but did not record goes back to its queue now, not
