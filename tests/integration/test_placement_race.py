@@ -12,6 +12,7 @@ full (PostgreSQL aborts one; it is retried whole, as the task layer retries in p
 from __future__ import annotations
 
 import multiprocessing
+import random
 import time
 
 import pytest
@@ -77,7 +78,8 @@ def _seed(url: str) -> list[str]:
 def _place_all(url: str, instance_ids: list[str], start: object, results: object,
                batch_size: int = 1) -> None:
     """One scheduler process: its own engine, one transaction per job, or per batch of
-    ``batch_size`` (``schedule_instances``); retried on a transient database error, as
+    ``batch_size`` (``schedule_instances``); retried after a short random pause on a
+    transient database error (two batches may deadlock on each other's hosts), as
     the task layer does."""
     from collector.scheduling import batch, handlers
 
@@ -85,7 +87,7 @@ def _place_all(url: str, instance_ids: list[str], start: object, results: object
     outcomes, retries = [], 0
     for n in range(0, len(instance_ids), batch_size):
         chunk = instance_ids[n:n + batch_size]
-        for _ in range(10):
+        for attempt in range(1, 11):
             try:
                 with unit_of_work(url) as session:
                     answers = [handlers.schedule_instance(session, chunk[0])] \
@@ -93,8 +95,11 @@ def _place_all(url: str, instance_ids: list[str], start: object, results: object
                 outcomes.extend((r["instance_id"], r["outcome"], r.get("error_type"))
                                 for r in answers)
                 break
-            except OperationalError:
+            except OperationalError:  # a deadlock between batches: again after a pause
                 retries += 1
+                time.sleep(random.uniform(0.01, 0.05) * attempt)
+        else:
+            raise AssertionError(f"a chunk still failed after 10 tries: {chunk}")
     results.put((outcomes, retries))
 
 
