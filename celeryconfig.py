@@ -10,16 +10,16 @@ from datetime import timedelta
 
 from kombu import Queue
 
-from collector.client import EVENTS_QUEUE as events_queue
-from collector.client import broker_transport_for
 from collector.config import first_url, load_settings
 from tasks.routing import RPC_ENDPOINTS, route_task
+from workers.agent.client import EVENTS_QUEUE as events_queue
+from workers.agent.client import broker_transport_for
 
 _settings = load_settings()
 
 broker_url = _settings.broker_url or "redis://127.0.0.1:6379/0"
 result_backend = _settings.result_backend or broker_url
-# kombu's Redis transport with one fix: a worker survives a broker restart (collector.client).
+# kombu's Redis transport with one fix: a worker survives a broker restart (workers.agent.client).
 broker_transport = broker_transport_for(broker_url)
 
 task_serializer = "json"

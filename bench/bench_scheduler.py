@@ -33,12 +33,12 @@ from typing import Any
 from sqlalchemy import event, func, insert, select
 from sqlalchemy.exc import OperationalError
 
-from collector import sample_data
 from collector.db import get_engine, unit_of_work
-from collector.migrate import upgrade
+from collector.db.migrate import upgrade
 from collector.models import LOCAL, HostNode, Instance, MacRange, Volume
 from collector.scheduling import capacity
-from tests.servers import PostgresServer
+from tests.support.servers import PostgresServer
+from workers.demo.world import make
 
 GiB = 1 << 30
 TARGET_SECONDS = 30.0
@@ -49,11 +49,11 @@ RETRIES = 5
 def seed(url: str, hosts: int, instances: int) -> list[str]:
     with unit_of_work(url) as session:
         for _ in range(hosts):
-            sample_data.host_node(session, offering_cpu_cores=16, offering_memory_size=65536,
+            make.host_node(session, offering_cpu_cores=16, offering_memory_size=65536,
                                   offering_disk_space_mb=1024 * 1024)
         session.add(MacRange(vendor_id=0x525400, range_begin=1, range_end=0xFFFFFF))
-        net = sample_data.network(session, "10.128.0.0/16")
-        image = sample_data.image(session, local=True)
+        net = make.network(session, "10.128.0.0/16")
+        image = make.image(session, local=True)
         rows = [{"image_id": image.id, "state": "scheduling", "status": "init", "cpu_cores": 1,
                  "memory_size": 2048, "hypervisor": "kvm", "account_id": "a-shpoolxx",
                  "request_params": {"vifs": {"eth0": {"network": net.canonical_uuid}}}}
@@ -206,7 +206,7 @@ def profile_one(url: str, batch_size: int) -> str:
 def seed_extra(url: str) -> str:
     with unit_of_work(url) as session:
         template = session.scalars(select(Instance).limit(1)).one()
-        inst = sample_data.instance(session, img=template.image, state="scheduling",
+        inst = make.instance(session, img=template.image, state="scheduling",
                                     status="init", cpu_cores=1, memory_size=2048,
                                     request_params=template.request_params)
         session.add(Volume(size=10 * GiB, state="scheduling", volume_type=LOCAL,

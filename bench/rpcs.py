@@ -52,10 +52,10 @@ from typing import Any
 
 from sqlalchemy import event
 
-from bench.world import HotWorld, seed_hot, seed_node
 from collector.db import dispose_engines, get_engine, unit_of_work
-from collector.migrate import upgrade
-from tests.servers import PostgresServer, RedisServer, WorkerProcess
+from collector.db.migrate import upgrade
+from tests.support.servers import PostgresServer, RedisServer, WorkerProcess
+from workers.demo.world.hot import HotWorld, seed_hot, seed_node
 from workers.roles import pool_for
 
 RESULTS = Path(__file__).parent / "results"
@@ -184,7 +184,7 @@ class Run:
         result: dict[str, Any] = {"backend": self.backend, "pool": pool,
                                   "concurrency": concurrency, "load_at_start": os.getloadavg()}
         try:
-            from collector.client import Collector
+            from workers.agent.client import Collector
 
             with Collector(self.broker, timeout=120) as client:
                 result["memory_after_start_mb"] = _rss_mb(worker.pid)
@@ -456,9 +456,9 @@ class Run:
 
     def profile(self, name: str, calls: int = 300) -> str:
         """cProfile of the task's body (argument check, unit of work, document, JSON)."""
-        import tasks.hva  # noqa: F401 - registers the endpoint's tasks
+        import tasks.endpoints.hva_collector  # noqa: F401 - registers the endpoint's tasks
         from tasks.app import app
-        from tasks.unit_of_work import forget_settings
+        from tasks.execution import forget_settings
 
         os.environ["COLLECTOR_DATABASE_URL"] = self.url
         forget_settings()
@@ -513,7 +513,7 @@ def _pct(values: list[float], q: float) -> float:
 def _caller(broker: str, index: int, world: dict[str, Any], commands: Any,
             answers: Any) -> None:
     """One of the throughput callers: runs the call it is told for the time it is told."""
-    from collector.client import Collector
+    from workers.agent.client import Collector
 
     hot = HotWorld(**world)
     table = {name: (endpoint, method, arguments)

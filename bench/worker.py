@@ -41,9 +41,9 @@ def get_bench_answer(session: Session, instance_id: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    import tasks.hva  # noqa: F401 - the endpoint's real tasks first
-    from collector.cli import main as collector
+    import tasks.endpoints.hva_collector  # noqa: F401 - the endpoint's real tasks first
     from tasks.registry import Endpoint
+    from workers.cli.main import main as collector
 
     endpoint = Endpoint("hva-collector")
     endpoint.register("get_bench_state", get_bench_state)

@@ -16,19 +16,19 @@ from collector.db import dispose_engines
 from tasks.base import serve_only
 
 TASK_MODULES = [
-    "tasks.alarm",
-    "tasks.api",
+    "tasks.endpoints.alarm_collector",
+    "tasks.endpoints.api",
     "tasks.event_bus",
-    "tasks.event_hook",
-    "tasks.hva",
-    "tasks.job_push",
-    "tasks.jobqueue",
-    "tasks.maintenance",
-    "tasks.natbox",
-    "tasks.node_collector",
-    "tasks.resource",
-    "tasks.scheduler",
-    "tasks.sta",
+    "tasks.endpoints.event_hook",
+    "tasks.endpoints.hva_collector",
+    "tasks.endpoints.job_push",
+    "tasks.endpoints.jobqueue_proxy",
+    "tasks.endpoints.maintenance",
+    "tasks.endpoints.natbox_collector",
+    "tasks.endpoints.node_collector",
+    "tasks.endpoints.resource_collector",
+    "tasks.endpoints.scheduler",
+    "tasks.endpoints.sta_collector",
 ]
 
 app = Celery("collector", task_cls="tasks.base:CollectorTask")

@@ -34,14 +34,14 @@ from typing import Any
 from celery import Task
 from sqlalchemy.orm import Session
 
-from collector import messaging
-from collector.client import EVENTS_EXCHANGE
 from collector.config import load_settings
+from collector.db import outbox
 from collector.errors import CollectorError, InvalidArgument, TransientError
 from collector.services import dead_letters
 from collector.topics import topic_matches
 from tasks.app import app
-from tasks.unit_of_work import run_in_unit_of_work
+from tasks.execution import run_in_unit_of_work
+from workers.agent.client import EVENTS_EXCHANGE
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def dispatch(session: Session, event: str, args: list, sender: str) -> list[str]
     """Fan one event out to the handler queue of every matching subscription."""
     sent = []
     for sub in matching(event, sender):
-        messaging.tasks.send(session, sub.queue, sub.task_name, event, list(args), sender)
+        outbox.tasks.send(session, sub.queue, sub.task_name, event, list(args), sender)
         sent.append(sub.task_name)
     return sent
 
@@ -111,7 +111,7 @@ class MalformedEvent(Exception):
     """An event message whose arguments are not (name, list, sender)."""
 
 
-@app.task(name=messaging.EVENT_TASK, queue="events", typing=False, bind=True,
+@app.task(name=outbox.EVENT_TASK, queue="events", typing=False, bind=True,
           max_retries=None, topic_exchange=EVENTS_EXCHANGE.name)
 def deliver(task: Task, event: str, args: list, sender: str,
             published_at: str | None = None) -> Any:

@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 
 from tasks.app import app
 from tasks.arguments import ArgumentValidator
+from tasks.execution import run_in_unit_of_work
 from tasks.routing import RPC_ENDPOINTS
-from tasks.unit_of_work import run_in_unit_of_work
 
 __all__ = ["EXPOSED", "ArgumentValidator", "Endpoint"]
 

@@ -33,14 +33,14 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
-from collector.client import EVENTS_EXCHANGE as events_exchange
-from collector.client import EVENTS_QUEUE as events_queue
 from collector.config import load_settings
 from collector.db import db_now, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.redaction import masked_repr
 from collector.services import dead_letters
 from collector.timeutil import utcnow
+from workers.agent.client import EVENTS_EXCHANGE as events_exchange
+from workers.agent.client import EVENTS_QUEUE as events_queue
 
 log = logging.getLogger(__name__)
 

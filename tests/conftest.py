@@ -6,7 +6,7 @@
 - ``session``: a SQLAlchemy session on ``db_url``, rolled back after the test.
 - ``broker_url``: ``redis://127.0.0.1:P/<n>``, a distinct Redis DB per ``db_url`` param.
 - ``worker``: a ready ``collector worker --role all --concurrency 4`` per ``db_url`` param.
-- ``collector_client``: ``collector.client.Collector`` on the worker's broker.
+- ``collector_client``: ``workers.agent.client.Collector`` on the worker's broker.
 
 Tiers: a test that needs a server (PostgreSQL, Redis, a worker) is marked ``integration``
 here, so ``pytest -m "not integration"`` runs the domain on SQLite alone, with no server.
@@ -18,8 +18,8 @@ from contextlib import contextmanager
 
 import pytest
 
-import tests.servers
-from tests.servers import PostgresServer, RedisServer, start_worker
+import tests.support.servers
+from tests.support.servers import PostgresServer, RedisServer, start_worker
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"),
             pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration)]
@@ -47,15 +47,15 @@ def _clear_failure(what: str):
 @pytest.fixture(scope="session", autouse=True)
 def _worker_logs_in_pytest_tmp(tmp_path_factory):
     """Worker logs land in pytest's tmp dir (kept for the last 3 runs), not loose in /tmp."""
-    tests.servers.DEFAULT_LOG_DIR = str(tmp_path_factory.mktemp("worker-logs"))
+    tests.support.servers.DEFAULT_LOG_DIR = str(tmp_path_factory.mktemp("worker-logs"))
     yield
-    tests.servers.DEFAULT_LOG_DIR = None
+    tests.support.servers.DEFAULT_LOG_DIR = None
 
 
 @pytest.fixture(autouse=True)
 def _settings_read_per_test():
     """A worker reads its settings once; a test that changes the environment gets them anew."""
-    from tasks.unit_of_work import forget_settings
+    from tasks.execution import forget_settings
 
     forget_settings()
     yield
@@ -90,7 +90,7 @@ def _backend(db_url: str) -> str:
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def db_url(request, tmp_path_factory):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'collector.sqlite3'}"
@@ -130,7 +130,7 @@ def worker(db_url, broker_url, tmp_path_factory):
 
 @pytest.fixture()
 def collector_client(worker):
-    from collector.client import Collector
+    from workers.agent.client import Collector
 
     client = Collector(worker.broker_url, timeout=30)
     yield client

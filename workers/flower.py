@@ -24,7 +24,7 @@ def _require_auth_everywhere() -> None:
 def run_flower(app: Celery, address: str, port: int, basic_auth: str) -> int:
     """Run Flower for ``app`` on ``address:port`` (``basic_auth`` is ``user:password``);
     returns its exit status."""
-    from collector.client import run_celery
+    from workers.agent.client import run_celery
 
     _require_auth_everywhere()
     return run_celery(app, ["flower", f"--address={address}", f"--port={port}",

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from collector.documents.columns import Batch, Query, Shape, fetch
+from collector.db.compiled import Batch, Query, Shape, fetch
 from collector.errors import UnknownNodeID
 from collector.models import LOG_METRICS, RESOURCE_METRICS, Alarm, HostNode, Instance
 

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 
 from collector import ids
 from collector.db import EAGER_CHUNK
+from collector.db.compiled import Batch, Query, Shape
 from collector.documents import networks, volumes
-from collector.documents.columns import Batch, Query, Shape
 from collector.models import (
     HostNode,
     Image,

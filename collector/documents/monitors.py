@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, bindparam, select
 from sqlalchemy.orm import Session
 
-from collector.documents.columns import Batch, Query, canonical, fetch, iso_time
+from collector.db.compiled import Batch, Query, canonical, fetch, iso_time
 from collector.errors import UnknownNodeID
 from collector.models import HostNode, Instance, Network, NetworkVif, NetworkVifIpLease
 from collector.models.networks import ipv4_to_s

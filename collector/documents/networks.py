@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, select
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.documents.columns import Batch, Query, Shape, canonical
+from collector.db.compiled import Batch, Query, Shape, canonical
 from collector.models import (
     DcNetwork,
     HostNode,

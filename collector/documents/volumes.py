@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Select, and_, bindparam, case, func, selec
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.documents.columns import Batch, Query, Shape
+from collector.db.compiled import Batch, Query, Shape
 from collector.models import (
     ISCSI,
     LOCAL,

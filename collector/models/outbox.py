@@ -1,6 +1,6 @@
 """The transactional outbox: messages to send once the writing transaction commits.
 
-A row is written in the caller's transaction (``collector.messaging``); the relay
+A row is written in the caller's transaction (``collector.db.outbox``); the relay
 publishes it after the commit and stamps ``sent_at``; a periodic sweep publishes rows a
 crash left unsent. ``kind`` says how the row is published:
 

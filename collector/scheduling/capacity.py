@@ -46,7 +46,7 @@ from collector.models import (
     Volume,
 )
 from collector.models.placement import release_storage_allocation
-from collector.scheduling.snapshot import MB, HostCandidate, HostRequest, StorageCandidate
+from collector.scheduling.candidates import MB, HostCandidate, HostRequest, StorageCandidate
 from collector.timeutil import utcnow
 
 CANDIDATE_LIMIT = 8

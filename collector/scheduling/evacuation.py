@@ -54,14 +54,13 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from collector import messaging
-from collector.db import db_now
+from collector.db import db_now, outbox
 from collector.errors import AddressRefused, InvalidArgument, PlacementError
 from collector.models import BOOT_DEV_LOCAL, BOOT_DEV_SAN, LOCAL, HostNode, Instance, NodeState
 from collector.scheduling import capacity
-from collector.scheduling.config import ServiceTypeConfig, scheduler_config
-from collector.scheduling.host_node import host_request, place_host
-from collector.scheduling.snapshot import HostCandidate
+from collector.scheduling.candidates import HostCandidate
+from collector.scheduling.placement_config import ServiceTypeConfig, scheduler_config
+from collector.scheduling.strategies.host_node import host_request, place_host
 
 log = logging.getLogger(__name__)
 
@@ -111,19 +110,19 @@ def _dispatch(session: Session, inst: Instance, source: HostNode, source_online:
               target: HostCandidate) -> None:
     cuuid = inst.canonical_uuid
     if source_online and source.node_id:
-        messaging.jobs.submit(session, f"hva-handle.{source.node_id}", "cleanup", cuuid,
+        outbox.jobs.submit(session, f"hva-handle.{source.node_id}", "cleanup", cuuid,
                               resource_id=cuuid)
     if inst.state != "halted":
         delay = BOOT_DELAY_SEC if source_online else None
         if inst.image.boot_dev_type == BOOT_DEV_SAN:
-            messaging.jobs.submit(session, f"hva-handle.{target.node_id}", "run_vol_store",
+            outbox.jobs.submit(session, f"hva-handle.{target.node_id}", "run_vol_store",
                                   cuuid, inst.boot_volume_id, resource_id=cuuid,
                                   countdown=delay)
         else:
-            messaging.jobs.submit(session, f"local-store-handle.{target.node_id}",
+            outbox.jobs.submit(session, f"local-store-handle.{target.node_id}",
                                   "run_local_store", cuuid, resource_id=cuuid,
                                   countdown=delay)
-    messaging.events.publish(session, "instance.scheduled", [cuuid])
+    outbox.events.publish(session, "instance.scheduled", [cuuid])
 
 
 def evacuate_from(session: Session, host_node_id: str,

@@ -20,7 +20,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from collector import ids, messaging
+from collector import ids
+from collector.db import outbox
 from collector.errors import (
     AddressRefused,
     CollectorError,
@@ -39,12 +40,15 @@ from collector.models import (
     NetworkVifIpLease,
     Volume,
 )
-from collector.scheduling import batch_memo, capacity
-from collector.scheduling.config import SchedulerConfig, ServiceTypeConfig, scheduler_config
-from collector.scheduling.host_node import host_request, place_host
-from collector.scheduling.network import create_vifs
-from collector.scheduling.storage_node import place_storage
-from collector.services import instance_lifecycle
+from collector.scheduling import batch_memo, capacity, teardown
+from collector.scheduling.placement_config import (
+    SchedulerConfig,
+    ServiceTypeConfig,
+    scheduler_config,
+)
+from collector.scheduling.strategies.host_node import host_request, place_host
+from collector.scheduling.strategies.storage_node import place_storage
+from collector.scheduling.vifs import create_vifs
 
 EXPECTED_STATE = "scheduling"
 # What a placement may fail with: the strategies' typed errors, and a requested address
@@ -172,18 +176,18 @@ def _dispatch_new(session: Session, inst: Instance, host: HeldHost, placed: dict
     cuuid = inst.canonical_uuid
     jobs = []
     if config.openvnet:
-        messaging.tasks.send(session, "vnet-collector", "vnet-collector.schedule_vifs", cuuid)
+        outbox.tasks.send(session, "vnet-collector", "vnet-collector.schedule_vifs", cuuid)
     for vol in inst.volumes:
         if vol.is_alive and vol.state == "pending" and not vol.is_local_volume:
             node = _sta_node_of(vol, placed)
             if node:
-                jobs.append(messaging.jobs.submit(
+                jobs.append(outbox.jobs.submit(
                     session, f"sta-handle.{node}", "create_volume_and_run_instance",
                     vol.canonical_uuid, cuuid, resource_id=vol.canonical_uuid))
     if inst.image.boot_dev_type == BOOT_DEV_LOCAL:
-        jobs.append(messaging.jobs.submit(session, f"local-store-handle.{host.node_id}",
+        jobs.append(outbox.jobs.submit(session, f"local-store-handle.{host.node_id}",
                                           "run_local_store", cuuid, resource_id=cuuid))
-    messaging.events.publish(session, "instance.scheduled", [cuuid])
+    outbox.events.publish(session, "instance.scheduled", [cuuid])
     return jobs
 
 
@@ -209,7 +213,7 @@ def schedule_loaded(session: Session, inst: Instance,
     except PLACEMENT_FAILURES as exc:
         batch_memo.forget(session)  # locks taken in the savepoint went with it
         inst.placement_error = _reason(exc)
-        instance_lifecycle.finalize_instance(session, inst)
+        teardown.finalize_instance(session, inst)
         session.flush()
         return _failed("instance", inst.canonical_uuid, exc, inst.state)
     if vifs_later is not None and needs_vifs(inst):
@@ -277,12 +281,12 @@ def _dispatch_start(session: Session, inst: Instance, host: HeldHost, boot: int,
                     boot_volume: Volume | None) -> str:
     cuuid = inst.canonical_uuid
     if boot == BOOT_DEV_SAN:
-        job = messaging.jobs.submit(session, f"hva-handle.{host.node_id}", "run_vol_store",
+        job = outbox.jobs.submit(session, f"hva-handle.{host.node_id}", "run_vol_store",
                                     cuuid, boot_volume.canonical_uuid, resource_id=cuuid)
     else:
-        job = messaging.jobs.submit(session, f"local-store-handle.{host.node_id}",
+        job = outbox.jobs.submit(session, f"local-store-handle.{host.node_id}",
                                     "run_local_store", cuuid, resource_id=cuuid)
-    messaging.events.publish(session, "instance.scheduled", [cuuid])
+    outbox.events.publish(session, "instance.scheduled", [cuuid])
     return job
 
 
@@ -303,7 +307,7 @@ def schedule_volume(session: Session, volume_id: str) -> dict[str, Any]:
         vol.destroy()
         session.flush()
         return _failed("volume", vol.canonical_uuid, exc, vol.state)
-    job = messaging.jobs.submit(session, f"sta-handle.{node.node_id}", "create_volume",
+    job = outbox.jobs.submit(session, f"sta-handle.{node.node_id}", "create_volume",
                                 vol.canonical_uuid, resource_id=vol.canonical_uuid)
     return {"outcome": "placed", "volume_id": vol.canonical_uuid,
             "storage_node_id": node.uuid, "jobs": [job]}

@@ -24,7 +24,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from collector import ids, messaging
+from collector import ids
+from collector.db import outbox
 from collector.documents import alarms
 from collector.documents.common import taggable_hash
 from collector.errors import InvalidArgument
@@ -96,7 +97,7 @@ def _tell_registry(session: Session, inst: Instance, job: str, alarms: list[Alar
     """Send ``job(alarm ids)`` to the host's resource alarm registry; returns the ids."""
     alarm_ids = [a.canonical_uuid for a in alarms]
     if alarm_ids and inst.host_node is not None and inst.host_node.node_id:
-        messaging.jobs.submit(session, f"resource-alarm-registry.{inst.host_node.node_id}", job,
+        outbox.jobs.submit(session, f"resource-alarm-registry.{inst.host_node.node_id}", job,
                               alarm_ids, resource_id=inst.canonical_uuid)
     return alarm_ids
 

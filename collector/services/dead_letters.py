@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from collector import messaging
+from collector.db import outbox
 from collector.errors import InvalidArgument, UnknownDeadLetter
 from collector.models import DEAD_LETTER_SOURCES, DeadLetter, OutboxMessage
 from collector.timeutil import to_iso, utcnow
@@ -62,7 +62,7 @@ def replay(session: Session, dead_letter_id: int) -> dict[str, Any]:
     if row.source == "outbox":
         _hand_back_outbox_row(session, row)
     else:
-        messaging.write(session, kind="task", name=row.task_name, queue=row.queue,
+        outbox.write(session, kind="task", name=row.task_name, queue=row.queue,
                         payload={"args": list(row.args), "kwargs": dict(row.kwargs),
                                  "options": {}})
     row.replayed_at = utcnow()

@@ -18,8 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from collector import messaging
-from collector.db import EAGER_CHUNK
+from collector.db import EAGER_CHUNK, outbox
 from collector.documents.resources import direct_address
 from collector.models import (
     LOG_METRICS,
@@ -73,7 +72,7 @@ def unregister_from_load_balancers(session: Session, inst: Instance) -> list[str
     session.flush()
     for lb in changed.values():
         if lb.instance is not None:
-            messaging.tasks.send(session, f"loadbalancer.{lb.instance.canonical_uuid}",
+            outbox.tasks.send(session, f"loadbalancer.{lb.instance.canonical_uuid}",
                                  "loadbalancer.update_config", reload_config(session, lb))
     return [lb.canonical_uuid for lb in changed.values()]
 
@@ -123,6 +122,6 @@ def delete_log_alarms(session: Session, inst: Instance) -> list[str]:
         alarm.soft_delete()
     ids = [a.canonical_uuid for a in alarms]
     if ids and inst.host_node is not None and inst.host_node.node_id:
-        messaging.jobs.submit(session, f"log-alarm-registry.{inst.host_node.node_id}",
+        outbox.jobs.submit(session, f"log-alarm-registry.{inst.host_node.node_id}",
                               "delete_alarms", ids, resource_id=inst.canonical_uuid)
     return ids

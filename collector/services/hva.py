@@ -20,13 +20,12 @@ from sqlalchemy import Text, Update, bindparam, cast, select, update
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.documents.columns import Query, fetch, iso_time
+from collector.db.compiled import Query, fetch, iso_time
 from collector.documents.instances import instance_document, load_instance
 from collector.errors import InvalidArgument
 from collector.fields import NULL, check_fields
 from collector.models import HostNode, Instance
-from collector.scheduling import capacity
-from collector.services import instance_lifecycle
+from collector.scheduling import capacity, teardown
 from collector.states import INSTANCE_STATUSES, INSTANCE_TRANSITIONS, check_transition
 from collector.timeutil import parse_time, to_iso
 
@@ -68,7 +67,7 @@ def update_instance(session: Session, instance_id: str, data: dict[str, Any]) ->
         raise Instance.not_found(f"unknown id '{instance_id}'")
     pk, state, host_node_id, *current = rows[0]
     if data.get("state") == "terminated":
-        instance_lifecycle.finalize_instance(
+        teardown.finalize_instance(
             session, load_instance(session, instance_id),
             parse_time(data.get("terminated_at"), "terminated_at"))
         return
@@ -132,6 +131,6 @@ def finalize_instance(session: Session, instance_id: str,
                       terminated_at: str | None = None) -> None:
     """Delete the instance's volumes (jobs sent after commit) and destroy it; idempotent."""
     when = parse_time(terminated_at, "terminated_at")
-    instance_lifecycle.finalize_instance(
+    teardown.finalize_instance(
         session, load_instance(session, instance_id, for_update=True), when)
 

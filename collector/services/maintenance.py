@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, aliased, selectinload
 
 from collector.db import db_now, skip_locked
 from collector.models import Instance, IpHandle, OutboxMessage, QueuedJob
-from collector.services.instance_lifecycle import release_ip_lease
+from collector.scheduling.teardown import release_ip_lease
 
 
 def expire_ip_handles(session: Session) -> list[str]:

@@ -15,11 +15,11 @@ import psycopg
 import pytest
 import redis
 
-from collector.client import Collector
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import QueuedJob
-from tests.servers import start_agent, start_worker
+from tests.support.servers import start_agent, start_worker
+from workers.agent.client import Collector
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ FAILURES = 6  # the Collector's in-place retries take 3 a call: two calls answer
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server, redis_server):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     db_url = postgres_server.create_database(f"reports_{new_uuid()}")
     upgrade(db_url)

@@ -19,7 +19,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 12
-TRANSPORT = "collector.client:RedisTransport"
+TRANSPORT = "workers.agent.client:RedisTransport"
 OPTIONS = {"unacked_key": "handover.unacked", "unacked_index_key": "handover.unacked_index",
            "unacked_mutex_key": "handover.unacked_mutex", "visibility_timeout": 3}
 
@@ -111,7 +111,7 @@ def test_a_wait_on_one_queue_does_not_keep_another_waiting_long(broker):
 _KILLED_IN_HANDOVER = textwrap.dedent("""
     import os, sys, time
     from kombu import Connection, Consumer, Exchange, Queue
-    from collector import client as redis_transport
+    from workers.agent import client as redis_transport
 
     def die(self, message, delivery_tag):  # killed after the move, before the record
         os._exit(9)
@@ -167,10 +167,10 @@ def test_a_running_worker_gives_back_what_a_dead_one_held_in_flight(worker, redi
     (its periodic restore), not left there."""
     from sqlalchemy import select
 
-    from collector.client import Collector
     from collector.db import unit_of_work
     from collector.ids import new_uuid
     from collector.models import NodeState
+    from workers.agent.client import Collector
 
     node = f"hva.ho{new_uuid()}"
     spare = f"{redis_server.url}/15"  # no worker here: the message waits

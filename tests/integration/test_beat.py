@@ -9,7 +9,7 @@ import time
 import pytest
 import redis
 
-from tests.servers import WorkerProcess
+from tests.support.servers import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -21,7 +21,7 @@ SWEEP = "maintenance.sweep_outbox"  # every second with COLLECTOR_OUTBOX_SWEEP_A
 def _beat(redis_server, tmp_path, name: str) -> WorkerProcess:
     return WorkerProcess(
         f"sqlite:///{tmp_path / 'unused.sqlite3'}", f"{redis_server.url}/{REDIS_DB}",
-        role=name, log_dir=str(tmp_path), argv=["-m", "collector.cli", "beat"],
+        role=name, log_dir=str(tmp_path), argv=["-m", "workers.cli", "beat"],
         env={"COLLECTOR_BEAT_LOCK_TIMEOUT": "6", "COLLECTOR_OUTBOX_SWEEP_AFTER": "1",
              "COLLECTOR_DATA_DIR": str(tmp_path / name)})
 

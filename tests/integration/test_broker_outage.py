@@ -8,14 +8,13 @@ import time
 import pytest
 import redis
 
-from collector import messaging
-from collector.db import unit_of_work
-from collector.embedded import EmbeddedRedis
+from collector.db import outbox, unit_of_work
 from collector.ids import new_uuid
 from collector.models import OutboxMessage, QueuedJob
 from tasks import relay
 from tasks.relay import publisher
-from tests.servers import RedisServer, start_agent, start_worker
+from tests.support.servers import RedisServer, start_agent, start_worker
+from workers.embedded_redis import EmbeddedRedis
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +25,7 @@ def test_job_written_during_a_broker_outage_is_delivered_after_it(db_url):
         queue = f"sta-handle.sta.o{new_uuid()}"
         server.stop()
         with unit_of_work(db_url) as session:  # the Collector's own work goes on
-            job_id = messaging.jobs.submit(session, queue, "create_volume", "vol-abcdefgh")
+            job_id = outbox.jobs.submit(session, queue, "create_volume", "vol-abcdefgh")
             row_id = session.query(OutboxMessage).filter_by(task_id=job_id).one().id
         assert relay.publish_rows(app, [row_id], db_url=db_url) == 0  # broker down: kept
         with unit_of_work(db_url) as session:
@@ -44,7 +43,7 @@ def test_job_for_an_absent_agent_survives_a_broker_restart_and_runs_once(db_url,
     broker = EmbeddedRedis(tmp_path).start()
     try:
         with unit_of_work(db_url) as session:
-            job_id = messaging.jobs.submit(session, f"hva-handle.{node}", "reboot", "i-abc12345")
+            job_id = outbox.jobs.submit(session, f"hva-handle.{node}", "reboot", "i-abc12345")
             row_id = session.query(OutboxMessage).filter_by(task_id=job_id).one().id
         assert relay.publish_rows(publisher(broker.url), [row_id], db_url=db_url) == 1
         broker.stop()  # nobody consumed the node's queue yet

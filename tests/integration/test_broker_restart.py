@@ -18,11 +18,11 @@ import time
 import pytest
 from sqlalchemy import select
 
-from collector.client import Collector, RpcError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import OutboxMessage, QueuedJob
-from tests.servers import RedisServer, start_beat, start_worker
+from tests.support.servers import RedisServer, start_beat, start_worker
+from workers.agent.client import Collector, RpcError
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +32,7 @@ RECOVERY = 30.0  # seconds within which calls must be answered again after a res
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server, tmp_path_factory):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     db_url = postgres_server.create_database(f"restart_{new_uuid()}")
     upgrade(db_url)
@@ -125,7 +125,7 @@ class Boom(bootsteps.StartStopStep):
         raise RuntimeError("injected unrecoverable failure")
 
 app.steps["consumer"].add(Boom)
-from collector.cli import main
+from workers.cli.main import main
 main(["worker", "--role", "maintenance", "--concurrency", "1"])
 """
 

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.integration
 
 
 def _cli(worker, *args):
-    return subprocess.run([sys.executable, "-m", "collector.cli", "jobs", *args],
+    return subprocess.run([sys.executable, "-m", "workers.cli", "jobs", *args],
                           env=worker.env, capture_output=True, text=True, timeout=60)
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import func, select
 
-from collector.client import Collector, RpcError, error_from_exception
 from collector.db import unit_of_work
 from collector.models import OutboxMessage, QueuedJob
-from tests.servers import RedisServer, start_worker
+from tests.support.servers import RedisServer, start_worker
+from workers.agent.client import Collector, RpcError, error_from_exception
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from collector import sample_data
-from collector.client import Collector, RpcError, error_from_exception
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import (
@@ -33,8 +31,10 @@ from collector.models import (
     QueuedJob,
     Volume,
 )
-from collector.services import instance_lifecycle
-from tests.servers import WorkerProcess
+from collector.scheduling import teardown
+from tests.support.servers import WorkerProcess
+from workers.agent.client import Collector, RpcError, error_from_exception
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +45,7 @@ N = 4
 
 @pytest.fixture(scope="module")
 def pg(postgres_server, redis_server):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     db_url = postgres_server.create_database(f"concurrency_{new_uuid()}")
     upgrade(db_url)
@@ -101,10 +101,10 @@ def _outbox(db_url: str, **where: Any) -> int:
 
 def _instance_with_nat_route(session) -> Instance:
     """A running instance (2 volumes, 1 vif) whose address is NATed to an outer lease."""
-    inst = sample_data.running_instance(session, net=sample_data.network(session, "10.50.0.0/24"))
+    inst = make.running_instance(session, net=make.network(session, "10.50.0.0/24"))
     vif = inst.network_vifs[0]
-    outer_net = sample_data.network(session, "172.16.0.0/24")
-    outer = sample_data.lease_ip(session, vif, outer_net, "172.16.0.20")
+    outer_net = make.network(session, "172.16.0.0/24")
+    outer = make.lease_ip(session, vif, outer_net, "172.16.0.20")
     session.add(NetworkRoute(inner_lease_id=vif.ip_leases[0].id, outer_lease_id=outer.id))
     session.flush()
     return inst
@@ -139,8 +139,8 @@ def test_terminating_one_instance_four_times_at_once_sends_each_job_once(pg):
 def test_two_concurrent_state_reports_never_end_halting_after_halted(pg):
     rounds = 8
     with unit_of_work(pg["db_url"]) as session:
-        host = sample_data.host_node(session)
-        ids = [sample_data.instance(session, host).canonical_uuid for _ in range(rounds)]
+        host = make.host_node(session)
+        ids = [make.instance(session, host).canonical_uuid for _ in range(rounds)]
     calls = []
     for inst_id in ids:
         calls += [("hva-collector", "update_instance", (inst_id, {"state": "halted"})),
@@ -160,7 +160,7 @@ def test_two_concurrent_state_reports_never_end_halting_after_halted(pg):
 
 def test_volume_deleted_four_times_at_once_is_deleted_once(pg):
     with unit_of_work(pg["db_url"]) as session:
-        vol = sample_data.volume(session, None, "iscsi", node=sample_data.storage_node(session))
+        vol = make.volume(session, None, "iscsi", node=make.storage_node(session))
         vol_id = vol.canonical_uuid
     answers = concurrently(pg["client"], [
         ("sta-collector", "update_volume", (vol_id, {"state": "deleted"}))] * N)
@@ -172,7 +172,7 @@ def test_volume_deleted_four_times_at_once_is_deleted_once(pg):
 
 def test_backup_progress_reported_concurrently_ends_at_the_highest(pg):
     with unit_of_work(pg["db_url"]) as session:
-        bo = sample_data.backup_object(session, state="creating", progress=0.0)
+        bo = make.backup_object(session, state="creating", progress=0.0)
         bo_id = bo.canonical_uuid
     reports = [10, 70, 30, 50, 20, 60]
     answers = concurrently(pg["client"], [
@@ -184,8 +184,8 @@ def test_backup_progress_reported_concurrently_ends_at_the_highest(pg):
 
 def test_host_vnet_prepared_concurrently_exists_once(pg):
     with unit_of_work(pg["db_url"]) as session:
-        host = sample_data.host_node(session)
-        net = sample_data.network(session, "10.60.0.0/24")
+        host = make.host_node(session)
+        net = make.network(session, "10.60.0.0/24")
         host_id, net_id, host_pk = host.canonical_uuid, net.canonical_uuid, host.id
     answers = concurrently(pg["client"], [
         ("hva-collector", "prepare_host_node_vnet", (host_id, net_id))] * N)
@@ -248,7 +248,7 @@ def test_first_heartbeats_of_a_node_at_once_record_it_once(pg):
 
 def test_alarm_updated_concurrently_keeps_one_of_the_reports(pg):
     with unit_of_work(pg["db_url"]) as session:
-        alarm = sample_data.alarm(session, sample_data.instance(session), "cpu.usage")
+        alarm = make.alarm(session, make.instance(session), "cpu.usage")
         alarm_id = alarm.canonical_uuid
     values = [1.0, 2.0, 3.0, 4.0]
     answers = concurrently(pg["client"], [
@@ -269,10 +269,10 @@ def _handled(workers: list[WorkerProcess], task: str) -> int:
 def test_terminated_event_handled_four_times_at_once_has_each_effect_once(pg):
     """A repeated event (redelivery) reaches the handlers of both roles concurrently."""
     with unit_of_work(pg["db_url"]) as session:
-        pair = sample_data.load_balanced_pair(session, cidr="10.70.0.0/24")
-        sample_data.alarm(session, pair.backend, "log")
-        sample_data.alarm(session, pair.backend, "cpu.usage")
-        instance_lifecycle.finalize_instance(session, pair.backend)
+        pair = make.load_balanced_pair(session, cidr="10.70.0.0/24")
+        make.alarm(session, pair.backend, "log")
+        make.alarm(session, pair.backend, "cpu.usage")
+        teardown.finalize_instance(session, pair.backend)
         inst_id, node = pair.backend.canonical_uuid, pair.backend.host_node.node_id
         lb_queue = f"loadbalancer.{pair.lb_vm.canonical_uuid}"
     handlers = ("events.alarm-collector.on_instance_terminated",

@@ -16,13 +16,13 @@ import psycopg
 import pytest
 from sqlalchemy import select
 
-from collector import sample_data
-from collector.client import Collector
 from collector.db import dispose_engines, unit_of_work
 from collector.ids import new_uuid
 from collector.models import Alarm, DeadLetter, QueuedJob
-from collector.services import instance_lifecycle
-from tests.servers import PostgresServer, start_beat, start_worker
+from collector.scheduling import teardown
+from tests.support.servers import PostgresServer, start_beat, start_worker
+from workers.agent.client import Collector
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ FAST_RETRIES = {"COLLECTOR_EVENT_RETRIES": "2", "COLLECTOR_EVENT_RETRY_BACKOFF_M
 
 @pytest.fixture(scope="module")
 def cluster(redis_server, tmp_path_factory):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     pg = PostgresServer().start()
     try:
@@ -75,9 +75,9 @@ def _accept_alarm_updates(db_url: str) -> None:
 
 def _terminated_instance_with_cpu_alarm(db_url: str) -> dict:
     with unit_of_work(db_url) as session:
-        inst = sample_data.running_instance(session)
-        alarm = sample_data.alarm(session, inst, "cpu.usage")
-        instance_lifecycle.finalize_instance(session, inst)
+        inst = make.running_instance(session)
+        alarm = make.alarm(session, inst, "cpu.usage")
+        teardown.finalize_instance(session, inst)
         return {"id": inst.canonical_uuid, "node": inst.host_node.node_id, "alarm": alarm.id}
 
 
@@ -113,7 +113,7 @@ def _registry_jobs(db_url: str, inst: dict) -> int:
 
 
 def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "collector.cli", "dead-letters", *args],
+    return subprocess.run([sys.executable, "-m", "workers.cli", "dead-letters", *args],
                           env=cluster["env"], capture_output=True, text=True, timeout=60)
 
 

@@ -18,7 +18,7 @@ def demo_run(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("demo")
     env = {k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")}
     env["COLLECTOR_DEMO_DIR"] = str(data_dir)
-    out = subprocess.run([sys.executable, "-m", "collector.cli", "demo", "--exit"], env=env,
+    out = subprocess.run([sys.executable, "-m", "workers.cli", "demo", "--exit"], env=env,
                          capture_output=True, text=True, timeout=240)
     env["COLLECTOR_DATABASE_URL"] = f"sqlite:///{data_dir / 'collector.sqlite3'}"
     env["COLLECTOR_DATA_DIR"] = str(data_dir)
@@ -26,7 +26,7 @@ def demo_run(tmp_path_factory):
 
 
 def _collector(env: dict, *args: str) -> object:
-    out = subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env,
+    out = subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env,
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

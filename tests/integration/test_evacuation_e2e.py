@@ -24,13 +24,13 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select
 
-from collector import sample_data
-from collector.client import Collector, RpcError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import HostNode, Instance, MacRange, NodeState, OutboxMessage, QueuedJob
 from collector.scheduling import capacity
-from tests.servers import start_agent, start_worker
+from tests.support.servers import start_agent, start_worker
+from workers.agent.client import Collector, RpcError
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +41,7 @@ BOOTS = ("run_local_store", "run_vol_store", "wait_volumes_available")
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server, redis_server, tmp_path_factory):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     url = postgres_server.create_database(f"evac_{new_uuid()}")
     upgrade(url)
@@ -72,17 +72,17 @@ def cluster(postgres_server, redis_server, tmp_path_factory):
 def _seed(url: str) -> dict[str, Any]:
     token = secrets.token_hex(3)
     with unit_of_work(url) as session:
-        hosts = [sample_data.host_node(session, f"hva.v{token}{n}", offering_cpu_cores=8,
+        hosts = [make.host_node(session, f"hva.v{token}{n}", offering_cpu_cores=8,
                                        offering_memory_size=16384,
                                        offering_disk_space_mb=200 * 1024) for n in (1, 2, 3)]
-        storage = sample_data.storage_node(session, f"sta.v{token}")
-        net = sample_data.network(session, "10.70.0.0/24")
+        storage = make.storage_node(session, f"sta.v{token}")
+        net = make.network(session, "10.70.0.0/24")
         session.add(MacRange(vendor_id=0x02_00_00 | secrets.randbits(16), range_begin=1,
                              range_end=0xFF_FFFF))
         return {"hosts": {h.canonical_uuid: h.node_id for h in hosts},
                 "storage_node": storage.node_id, "network": net.canonical_uuid,
-                "image": sample_data.image(session, local=True).canonical_uuid,
-                "san_image": sample_data.image(session, local=False).canonical_uuid}
+                "image": make.image(session, local=True).canonical_uuid,
+                "san_image": make.image(session, local=False).canonical_uuid}
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
@@ -234,7 +234,7 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
 
     # An operator's evacuation of the same host (the CLI, api.evacuate_host) finds nothing
     # left to move and leaves the host as it was: out of placement.
-    ran = subprocess.run([sys.executable, "-m", "collector.cli", "host", "evacuate", source],
+    ran = subprocess.run([sys.executable, "-m", "workers.cli", "host", "evacuate", source],
                          env={**os.environ, **c["env"]}, capture_output=True, text=True,
                          timeout=90)
     assert ran.returncode == 0, ran.stderr
@@ -244,7 +244,7 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
 
     # The operator takes the host back once it is mended (and can drain it again).
     for command, flag in (("enable", True), ("disable", False), ("enable", True)):
-        ran = subprocess.run([sys.executable, "-m", "collector.cli", "host", command, source],
+        ran = subprocess.run([sys.executable, "-m", "workers.cli", "host", command, source],
                              env={**os.environ, **c["env"]}, capture_output=True, text=True,
                              timeout=90)
         assert ran.returncode == 0, ran.stderr

@@ -19,11 +19,11 @@ import pytest
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
-from collector import sample_data
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import LOCAL, HostNode, Instance, NodeState, Volume
 from collector.scheduling import capacity
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ GiB = 1 << 30
 
 @pytest.fixture()
 def race_db(postgres_server):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     url = postgres_server.create_database(f"evrace_{new_uuid()}")
     upgrade(url)
@@ -45,21 +45,21 @@ def _seed(url: str, ha: int, new: int) -> tuple[str, str, list[str]]:
     each); ``TARGETS`` hosts with ``SLOTS`` such slots; ``new`` instances to place."""
     hv = f"kvm-{secrets.token_hex(3)}"
     with unit_of_work(url) as session:
-        source = sample_data.host_node(session, hypervisor=hv, offering_cpu_cores=ha,
+        source = make.host_node(session, hypervisor=hv, offering_cpu_cores=ha,
                                        offering_memory_size=ha * 1024,
                                        offering_disk_space_mb=ha * 1024)
         for _ in range(TARGETS):
-            sample_data.host_node(session, hypervisor=hv, offering_cpu_cores=SLOTS,
+            make.host_node(session, hypervisor=hv, offering_cpu_cores=SLOTS,
                                   offering_memory_size=SLOTS * 1024,
                                   offering_disk_space_mb=SLOTS * 1024)
-        image = sample_data.image(session, local=True)
+        image = make.image(session, local=True)
         for _ in range(ha):
-            inst = sample_data.instance(session, source, img=image, hypervisor=hv,
+            inst = make.instance(session, source, img=image, hypervisor=hv,
                                         ha_enabled=1, memory_size=1024)
-            sample_data.volume(session, inst, LOCAL, boot=True, size=GiB)
+            make.volume(session, inst, LOCAL, boot=True, size=GiB)
         new_ids = []
         for _ in range(new):
-            inst = sample_data.instance(session, img=image, state="scheduling", hypervisor=hv,
+            inst = make.instance(session, img=image, state="scheduling", hypervisor=hv,
                                         memory_size=1024, request_params={"vifs": {}})
             session.add(Volume(size=GiB, state="scheduling", volume_type=LOCAL,
                                instance_id=inst.id, account_id=inst.account_id))
@@ -96,7 +96,8 @@ def _place(url: str, instance_ids: list[str], start: object, results: object) ->
 
 def _on_offline(url: str, config_path: str, node_id: str, start: object,
                 results: object) -> None:
-    from collector.scheduling import config, evacuation
+    from collector.scheduling import evacuation
+    from collector.scheduling import placement_config as config
 
     config.reload_scheduler_config(config_path)
     start.wait()

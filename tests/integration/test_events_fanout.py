@@ -12,13 +12,13 @@ import redis
 from sqlalchemy import select
 
 import celeryconfig
-from collector import sample_data
-from collector.client import Collector
 from collector.db import unit_of_work
 from collector.models import Alarm, LoadBalancerTarget, SecurityGroup
 from collector.models.outbox import OutboxMessage
-from collector.services import instance_lifecycle
-from tests.servers import WorkerProcess
+from collector.scheduling import teardown
+from tests.support.servers import WorkerProcess
+from workers.agent.client import Collector
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 # The Collector workers' hash of delivered, unacknowledged messages.
@@ -91,10 +91,10 @@ def _settled_runs(roles) -> Counter:
 
 def test_terminated_event_is_handled_once_by_each_subscribing_role(roles):
     with unit_of_work(roles["db_url"]) as session:
-        inst = sample_data.running_instance(session)
-        log_alarm = sample_data.alarm(session, inst, "log")
-        cpu_alarm = sample_data.alarm(session, inst, "cpu.usage")
-        instance_lifecycle.finalize_instance(session, inst)
+        inst = make.running_instance(session)
+        log_alarm = make.alarm(session, inst, "log")
+        cpu_alarm = make.alarm(session, inst, "cpu.usage")
+        teardown.finalize_instance(session, inst)
         inst_id, node = inst.canonical_uuid, inst.host_node.node_id
         log_id, cpu_id = log_alarm.id, cpu_alarm.id
 
@@ -144,9 +144,9 @@ def _queued_tasks(roles, queue: str) -> list[dict]:
 @pytest.mark.parametrize("event", ["hva/instance_turnedon", "hva/instance_started"])
 def test_turned_on_or_started_event_pushes_the_alarms_to_the_registry(roles, event):
     with unit_of_work(roles["db_url"]) as session:
-        inst = sample_data.running_instance(session)
-        cpu = sample_data.alarm(session, inst, "cpu.usage").canonical_uuid
-        sample_data.alarm(session, inst, "memory.usage", enabled=False)
+        inst = make.running_instance(session)
+        cpu = make.alarm(session, inst, "cpu.usage").canonical_uuid
+        make.alarm(session, inst, "memory.usage", enabled=False)
         inst_id, node = inst.canonical_uuid, inst.host_node.node_id
     roles["client"].events.publish(event, [inst_id], sender=node)
     [message] = _queued_tasks(roles, f"resource-alarm-registry.{node}")
@@ -156,9 +156,9 @@ def test_turned_on_or_started_event_pushes_the_alarms_to_the_registry(roles, eve
 
 def test_turned_off_event_resets_resource_alarms_and_clears_the_registry(roles):
     with unit_of_work(roles["db_url"]) as session:
-        inst = sample_data.running_instance(session)
-        cpu = sample_data.alarm(session, inst, "cpu.usage", state="alarm")
-        log_alarm = sample_data.alarm(session, inst, "log", state="alarm")
+        inst = make.running_instance(session)
+        cpu = make.alarm(session, inst, "cpu.usage", state="alarm")
+        log_alarm = make.alarm(session, inst, "log", state="alarm")
         inst_id, node = inst.canonical_uuid, inst.host_node.node_id
         cpu_pk, cpu_id, log_pk = cpu.id, cpu.canonical_uuid, log_alarm.id
     roles["client"].events.publish("hva/instance_turnedoff", [inst_id], sender=node)
@@ -173,8 +173,8 @@ def test_turned_off_event_resets_resource_alarms_and_clears_the_registry(roles):
 
 def test_terminated_event_takes_the_instance_out_of_its_load_balancer(roles):
     with unit_of_work(roles["db_url"]) as session:
-        pair = sample_data.load_balanced_pair(session, cidr="10.77.0.0/24")
-        instance_lifecycle.finalize_instance(session, pair.backend)
+        pair = make.load_balanced_pair(session, cidr="10.77.0.0/24")
+        teardown.finalize_instance(session, pair.backend)
         inst_id, node = pair.backend.canonical_uuid, pair.backend.host_node.node_id
         lb_id, lb_queue = pair.lb.id, f"loadbalancer.{pair.lb_vm.canonical_uuid}"
         group_pk = pair.group.id

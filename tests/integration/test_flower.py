@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 
-from collector.embedded import free_port
+from workers.embedded_redis import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def flower(worker, tmp_path):
     port = free_port()
     env = {**worker.env, "COLLECTOR_FLOWER_BASIC_AUTH": CREDENTIALS,
            "COLLECTOR_DATA_DIR": str(tmp_path)}
-    process = subprocess.Popen([sys.executable, "-m", "collector.cli", "flower", "--port",
+    process = subprocess.Popen([sys.executable, "-m", "workers.cli", "flower", "--port",
                                 str(port)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from tests.servers import start_worker
+from tests.support.servers import start_worker
 
 pytestmark = pytest.mark.integration
 
 
 def _health(env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "collector.cli", "health", "--role",
+    return subprocess.run([sys.executable, "-m", "workers.cli", "health", "--role",
                            "node-collector", "--timeout", "5"], env=env, capture_output=True,
                           text=True, timeout=60)
 

@@ -46,18 +46,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from collector import sample_data
-from collector.client import Collector, error_from_exception
 from collector.db import get_engine, unit_of_work
+from collector.db.migrate import upgrade
 from collector.errors import ALL_ERRORS
-from collector.migrate import upgrade
 from collector.models import Base, QueuedJob, ResourceSample, VolumeSnapshot
 from collector.models.volumes import ISCSI
 from collector.timeutil import utcnow
 from tasks.app import app
 from tasks.reference_doc import registered_tasks
 from tasks.registry import EXPOSED
-from tests.servers import RedisServer, start_worker
+from tests.support.servers import RedisServer, start_worker
+from workers.agent.client import Collector, error_from_exception
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -163,20 +163,20 @@ CASES = [pytest.param(name, kind, id=f"{name}-{kind}")
 def _seed(db_url: str) -> dict[str, Any]:
     """A small datacenter: a row of every kind a task looks up."""
     with unit_of_work(db_url) as session:
-        host = sample_data.host_node(session)
-        node = sample_data.storage_node(session)
-        net = sample_data.network(session, "10.90.0.0/24")
-        group = sample_data.security_group(session, rule="tcp:22,22,ip4:10.0.0.0/8")
-        inst = sample_data.running_instance(session, host, node, net, ipv4="10.90.0.10")
-        other = sample_data.instance(session, host, state="stopped")
-        volume = sample_data.volume(session, None, ISCSI, node=node)
-        image = sample_data.image(session)
-        storage = sample_data.backup_storage(session, node_id=node.node_id)
-        bo = sample_data.backup_object(session, storage, state="creating", progress=10.0)
+        host = make.host_node(session)
+        node = make.storage_node(session)
+        net = make.network(session, "10.90.0.0/24")
+        group = make.security_group(session, rule="tcp:22,22,ip4:10.0.0.0/8")
+        inst = make.running_instance(session, host, node, net, ipv4="10.90.0.10")
+        other = make.instance(session, host, state="stopped")
+        volume = make.volume(session, None, ISCSI, node=node)
+        image = make.image(session)
+        storage = make.backup_storage(session, node_id=node.node_id)
+        bo = make.backup_object(session, storage, state="creating", progress=10.0)
         snap = VolumeSnapshot(storage_node_id=node.id, origin_volume_id=volume.canonical_uuid,
                               size=1024, state="available")
         session.add(snap)
-        alarm = sample_data.alarm(session, inst, metric_name="cpu_usage")
+        alarm = make.alarm(session, inst, metric_name="cpu_usage")
         session.add(ResourceSample(resource_id=inst.canonical_uuid, sampled_at=utcnow(),
                                    metrics={"cpu": 1.5}))
         pushed = QueuedJob(queue_name=f"hva-handle.{host.node_id}", job_name="reboot",

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from collector import sample_data
-from collector.client import RpcError
 from collector.db import unit_of_work
+from workers.agent.client import RpcError
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -16,13 +16,13 @@ def world(worker):
     """A fresh host, network, security group, instance and image for each test: tests change
     them (update, finalize) and must not see one another's changes."""
     with unit_of_work(worker.db_url) as session:
-        host = sample_data.host_node(session)
-        other = sample_data.host_node(session)
-        net = sample_data.network(session, "10.30.0.0/24")
-        group = sample_data.security_group(session, rule="tcp:443,443,ip4:0.0.0.0")
-        inst = sample_data.instance(session, host)
-        vif = sample_data.vif(session, inst, net, ipv4="10.30.0.5", security_groups=[group])
-        image = sample_data.image(session, state="creating")
+        host = make.host_node(session)
+        other = make.host_node(session)
+        net = make.network(session, "10.30.0.0/24")
+        group = make.security_group(session, rule="tcp:443,443,ip4:0.0.0.0")
+        inst = make.instance(session, host)
+        vif = make.vif(session, inst, net, ipv4="10.30.0.5", security_groups=[group])
+        image = make.image(session, state="creating")
         return {"host": host.canonical_uuid, "node": host.node_id, "other": other.node_id,
                 "net": net.canonical_uuid, "sg": group.canonical_uuid,
                 "inst": inst.canonical_uuid, "vif": vif.canonical_uuid,
@@ -143,8 +143,8 @@ def test_bad_argument(collector_client, method, args):
 
 def test_switch_instance_host_node(collector_client, worker):
     with unit_of_work(worker.db_url) as session:
-        inst = sample_data.instance(session, sample_data.host_node(session))
-        dest = sample_data.host_node(session)
+        inst = make.instance(session, make.host_node(session))
+        dest = make.host_node(session)
         inst_id, dest_node = inst.canonical_uuid, dest.node_id
     hva = collector_client.rpc("hva-collector")
     assert hva.switch_instance_host_node(inst_id, dest_node) is True

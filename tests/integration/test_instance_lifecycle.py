@@ -8,10 +8,10 @@ import time
 import pytest
 import redis
 
-from collector import sample_data
-from collector.client import RpcError
 from collector.db import unit_of_work
 from collector.models import Instance, OutboxMessage, QueuedJob
+from workers.agent.client import RpcError
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture()
 def running(worker):
     with unit_of_work(worker.db_url) as session:
-        inst = sample_data.running_instance(session)
+        inst = make.running_instance(session)
         return {
             "id": inst.canonical_uuid,
             "node": inst.host_node.node_id,

@@ -11,11 +11,11 @@ import pytest
 import redis
 
 import celeryconfig
-from collector.client import Collector, RpcError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import QueuedJob
-from tests.servers import start_agent, start_worker
+from tests.support.servers import start_agent, start_worker
+from workers.agent.client import Collector, RpcError
 
 pytestmark = pytest.mark.integration
 # The Collector workers' hash of delivered, unacknowledged messages.
@@ -216,11 +216,11 @@ def test_worker_killed_mid_job_is_reaped_and_the_job_completes_exactly_once(clus
 
 
 def test_plain_celery_agent_jobs_are_recorded_by_the_link_callbacks(cluster):
-    from tests.servers import WorkerProcess
+    from tests.support.servers import WorkerProcess
 
     node = f"hva.plain{new_uuid()}"
     agent = WorkerProcess("", cluster["broker"], role=f"plain-{node}", env=FAST,
-                          argv=["-m", "tests.plain_agent", node]).wait_ready()
+                          argv=["-m", "tests.support.plain_agent", node]).wait_ready()
     try:
         ok = cluster["client"].jobs.submit(f"hva-handle.{node}", "reboot", "i-abc12345")
         bad = cluster["client"].jobs.submit(f"hva-handle.{node}", "poweroff", "i-abc12345")

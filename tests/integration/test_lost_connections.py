@@ -7,8 +7,8 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from collector import sample_data
 from collector.db import dispose_engines, unit_of_work
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_reads_and_writes_survive_dropped_connections(worker, collector_client):
     if not worker.db_url.startswith("postgresql"):
         pytest.skip("SQLite has no connection to lose")
     with unit_of_work(worker.db_url) as session:
-        inst = sample_data.running_instance(session).canonical_uuid
+        inst = make.running_instance(session).canonical_uuid
     hva = collector_client.rpc("hva-collector")
     for _ in range(8):  # several pooled connections in the worker, readers' and writers'
         hva.get_instance(inst)

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 import pytest
 
-from collector import sample_data
 from collector.db import unit_of_work
 from collector.models import Instance, IpHandle
 from collector.timeutil import utcnow
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -21,10 +21,10 @@ def _run(client, task: str):
 def test_expired_reservation_and_windows_password_are_cleaned_by_the_worker(
         collector_client, worker):
     with unit_of_work(worker.db_url) as session:
-        net = sample_data.network(session, "10.41.0.0/24")
-        handle = sample_data.ip_handle(session, net, "10.41.0.50",
+        net = make.network(session, "10.41.0.0/24")
+        handle = make.ip_handle(session, net, "10.41.0.50",
                                        expires_at=utcnow() - timedelta(minutes=1))
-        inst = sample_data.instance(session, sample_data.host_node(session),
+        inst = make.instance(session, make.host_node(session),
                                     encrypted_password="c2VjcmV0",
                                     password_will_be_deleted_at=utcnow() - timedelta(seconds=1))
         handle_pk, handle_id, inst_pk = handle.id, handle.canonical_uuid, inst.id

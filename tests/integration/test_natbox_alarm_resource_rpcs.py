@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from collector import sample_data
-from collector.client import RpcError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import NetworkRoute, ResourceSample
 from collector.timeutil import utcnow
+from workers.agent.client import RpcError
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -18,18 +18,18 @@ pytestmark = pytest.mark.integration
 def world(worker):
     """A fresh route, instance, alarms and resource sample for each test: tests change them."""
     with unit_of_work(worker.db_url) as session:
-        dc = sample_data.dc_network(session, f"dcn{new_uuid()}")
-        inner_net = sample_data.network(session, "10.6.0.0/24", dc=dc)
-        outer_net = sample_data.network(session, "203.0.113.0/24")
-        host = sample_data.host_node(session)
-        inst = sample_data.instance(session, host)
-        inner = sample_data.vif(session, inst, inner_net, ipv4="10.6.0.9")
-        outer = sample_data.vif(session, None, outer_net, ipv4="203.0.113.9")
+        dc = make.dc_network(session, f"dcn{new_uuid()}")
+        inner_net = make.network(session, "10.6.0.0/24", dc=dc)
+        outer_net = make.network(session, "203.0.113.0/24")
+        host = make.host_node(session)
+        inst = make.instance(session, host)
+        inner = make.vif(session, inst, inner_net, ipv4="10.6.0.9")
+        outer = make.vif(session, None, outer_net, ipv4="203.0.113.9")
         route = NetworkRoute(inner_lease_id=inner.ip_leases[0].id,
                              outer_lease_id=outer.ip_leases[0].id)
         session.add(route)
-        log_alarm = sample_data.alarm(session, inst, "log")
-        cpu_alarm = sample_data.alarm(session, inst, "cpu.usage")
+        log_alarm = make.alarm(session, inst, "log")
+        cpu_alarm = make.alarm(session, inst, "cpu.usage")
         session.add(ResourceSample(resource_id=inst.canonical_uuid, sampled_at=utcnow(),
                                    metrics={"cpu.usage": 3.5}))
         session.flush()

@@ -7,8 +7,7 @@ import json
 import pytest
 import redis
 
-from collector import messaging
-from collector.db import unit_of_work
+from collector.db import outbox, unit_of_work
 from collector.ids import new_uuid
 from collector.models.outbox import OutboxMessage
 from tasks import relay
@@ -32,7 +31,7 @@ def test_job_committed_but_never_relayed_is_delivered_once_by_the_sweep(db_url, 
     queue = f"hva-handle.hva.t{new_uuid()}"
     # Commit without relaying: exactly the state a crash right after COMMIT leaves behind.
     with unit_of_work(db_url) as session:
-        job_id = messaging.jobs.submit(session, queue, "run_local_store", "i-abc12345")
+        job_id = outbox.jobs.submit(session, queue, "run_local_store", "i-abc12345")
     assert _queued(conn, queue) == []
 
     assert relay.sweep(app, older_than=0, db_url=db_url) >= 1
@@ -53,7 +52,7 @@ def test_rolled_back_transaction_sends_nothing(db_url, broker):
     app, conn = broker
     queue = f"hva-handle.hva.t{new_uuid()}"
     with pytest.raises(RuntimeError), unit_of_work(db_url) as session:
-        job_id = messaging.jobs.submit(session, queue, "run_local_store", "i-abc12345")
+        job_id = outbox.jobs.submit(session, queue, "run_local_store", "i-abc12345")
         raise RuntimeError("the call failed after submitting")
     relay.sweep(app, older_than=0, db_url=db_url)
     assert _queued(conn, queue) == []
@@ -65,7 +64,7 @@ def test_after_commit_relay_and_sweep_never_both_publish(db_url, broker):
     app, conn = broker
     queue = f"hva-handle.hva.t{new_uuid()}"
     with unit_of_work(db_url) as session:
-        messaging.jobs.submit(session, queue, "run_local_store", "i-abc12345")
+        outbox.jobs.submit(session, queue, "run_local_store", "i-abc12345")
         row_id = session.query(OutboxMessage).order_by(OutboxMessage.id.desc()).first().id
     assert relay.publish_rows(app, [row_id], db_url=db_url) == 1
     assert relay.publish_rows(app, [row_id], db_url=db_url) == 0
@@ -87,7 +86,7 @@ def test_a_row_that_always_fails_does_not_hold_back_the_others(db_url, broker):
     queue = f"hva-handle.hva.t{new_uuid()}"
     with unit_of_work(db_url) as session:
         poison_id = _poison(session, queue).id  # the oldest unsent row
-        job_id = messaging.jobs.submit(session, queue, "run_local_store", "i-abc12345")
+        job_id = outbox.jobs.submit(session, queue, "run_local_store", "i-abc12345")
     relay.sweep(app, older_than=0, db_url=db_url)
     assert [m["headers"]["id"] for m in _queued(conn, queue)] == [job_id]
     with unit_of_work(db_url) as session:
@@ -121,12 +120,12 @@ def test_a_row_failing_every_attempt_is_dead_lettered_then_replayed(db_url, brok
 
 
 def test_a_broker_outage_is_not_counted_against_the_rows(db_url):
-    from collector.embedded import free_port
+    from workers.embedded_redis import free_port
 
     app = publisher(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     queue = f"hva-handle.hva.t{new_uuid()}"
     with unit_of_work(db_url) as session:
-        ids = [messaging.jobs.submit(session, queue, "reboot", str(k)) for k in range(3)]
+        ids = [outbox.jobs.submit(session, queue, "reboot", str(k)) for k in range(3)]
     for _ in range(2):  # each costs the publisher's retries (about 1.5 s)
         assert relay.sweep(app, older_than=0, db_url=db_url) == 0
     with unit_of_work(db_url) as session:
@@ -142,7 +141,7 @@ def test_two_sweeps_at_once_publish_each_row_once(db_url, broker):
     queue = f"hva-handle.hva.t{new_uuid()}"
     with unit_of_work(db_url) as session:
         for k in range(40):
-            messaging.jobs.submit(session, queue, "reboot", str(k))
+            outbox.jobs.submit(session, queue, "reboot", str(k))
     sweeps = [threading.Thread(target=relay.sweep, args=(app,),
                                kwargs={"older_than": 0, "db_url": db_url}) for _ in range(3)]
     for t in sweeps:
@@ -158,21 +157,21 @@ def test_the_relay_holds_no_write_lock_while_the_broker_keeps_it_waiting(tmp_pat
     import threading
     import time
 
-    from collector.embedded import free_port
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
+    from workers.embedded_redis import free_port
 
     db_url = f"sqlite:///{tmp_path / 'relay.sqlite3'}"
     upgrade(db_url)
     app = publisher(f"redis://127.0.0.1:{free_port()}/0")  # each publish fails after ~1.5 s
     with unit_of_work(db_url) as session:
-        messaging.jobs.submit(session, f"hva-handle.hva.t{new_uuid()}", "reboot")
+        outbox.jobs.submit(session, f"hva-handle.hva.t{new_uuid()}", "reboot")
     relaying = threading.Thread(target=relay.sweep, args=(app,),
                                 kwargs={"older_than": 0, "db_url": db_url})
     relaying.start()
     time.sleep(0.4)  # the relay is now waiting for the broker
     started = time.monotonic()
     with unit_of_work(db_url) as session:  # another writer
-        messaging.jobs.submit(session, f"hva-handle.hva.t{new_uuid()}", "reboot")
+        outbox.jobs.submit(session, f"hva-handle.hva.t{new_uuid()}", "reboot")
     waited = time.monotonic() - started
     relaying.join(30)
     assert waited < 0.5, f"a writer waited {waited:.2f}s for the relay"

@@ -23,9 +23,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
-from collector import messaging, sample_data
-from collector.client import Collector, RpcError
-from collector.db import unit_of_work
+from collector.db import outbox, unit_of_work
 from collector.ids import new_uuid
 from collector.models import (
     HostNode,
@@ -40,7 +38,9 @@ from collector.models import (
 )
 from collector.models.outbox import OutboxMessage
 from tasks import relay
-from tests.servers import start_agent, start_worker
+from tests.support.servers import start_agent, start_worker
+from workers.agent.client import Collector, RpcError
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ GiB = 1 << 30
 
 @pytest.fixture(scope="module")
 def cluster(request, db_url, redis_server, tmp_path_factory):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"
     if backend == "sqlite":
@@ -78,16 +78,16 @@ def cluster(request, db_url, redis_server, tmp_path_factory):
 def _seed(url: str) -> dict[str, Any]:
     token = secrets.token_hex(3)
     with unit_of_work(url) as session:
-        hosts = [sample_data.host_node(session, f"hva.e{token}{n}", offering_cpu_cores=8,
+        hosts = [make.host_node(session, f"hva.e{token}{n}", offering_cpu_cores=8,
                                        offering_memory_size=16384,
                                        offering_disk_space_mb=200 * 1024)
                  for n in (1, 2)]
-        storage = sample_data.storage_node(session, f"sta.e{token}")
-        net = sample_data.network(session, "10.20.0.0/24")
+        storage = make.storage_node(session, f"sta.e{token}")
+        net = make.network(session, "10.20.0.0/24")
         session.add(MacRange(vendor_id=0x02_00_00 | secrets.randbits(16), range_begin=1,
                              range_end=0xFF_FFFF))
-        local = sample_data.image(session, local=True)
-        san = sample_data.image(session, local=False)
+        local = make.image(session, local=True)
+        san = make.image(session, local=False)
         return {"hosts": {h.canonical_uuid: h.node_id for h in hosts},
                 "storage_node": storage.node_id, "storage_id": storage.canonical_uuid,
                 "network": net.canonical_uuid, "image": local.canonical_uuid,
@@ -164,7 +164,7 @@ def finished(c: dict, job_id: str) -> QueuedJob | None:
 def _running_instance(c: dict, state: str = "running") -> str:
     with unit_of_work(c["db_url"]) as session:
         host = HostNode.by_cuuid(session, next(iter(c["hosts"])))
-        return sample_data.instance(session, host if state == "running" else None,
+        return make.instance(session, host if state == "running" else None,
                                     state=state).canonical_uuid
 
 
@@ -320,7 +320,7 @@ def test_a_repeated_schedule_instance_job_changes_nothing(cluster):
     used = host_used(c)
     # A duplicate delivery through the ledger and the outbox, as a redelivered job would be.
     with unit_of_work(c["db_url"]) as session:
-        job_id = messaging.jobs.submit(session, "scheduler", "schedule_instance", doc["id"],
+        job_id = outbox.jobs.submit(session, "scheduler", "schedule_instance", doc["id"],
                                        resource_id=doc["id"])
         row_id = session.scalars(select(OutboxMessage.id).where(
             OutboxMessage.task_id == job_id)).one()
@@ -363,7 +363,7 @@ def test_an_instance_no_host_can_take_is_terminated_with_the_reason(cluster):
 def test_a_caller_of_a_failing_placement_task_gets_the_typed_error(cluster):
     c = cluster
     with unit_of_work(c["db_url"]) as session:  # waiting for placement, no job sent yet
-        inst = sample_data.instance(session, state="scheduling", cpu_cores=10).canonical_uuid
+        inst = make.instance(session, state="scheduling", cpu_cores=10).canonical_uuid
     with pytest.raises(RpcError) as info:
         c["client"].call("scheduler", "schedule_instance", inst)
     assert info.value.error_type == "InsufficientCapacity"
@@ -414,7 +414,7 @@ def test_volumes_are_placed_or_created_on_the_named_storage_node(cluster):
 
 def cli(c: dict, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
     env = {**os.environ, **c["env"], "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}
-    return subprocess.run([sys.executable, "-m", "collector.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env,
                           capture_output=True, text=True, timeout=timeout)
 
 

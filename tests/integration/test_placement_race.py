@@ -21,7 +21,6 @@ from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from collector import sample_data
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import (
@@ -36,7 +35,8 @@ from collector.models import (
     Volume,
 )
 from collector.scheduling import capacity
-from tests.servers import start_worker
+from tests.support.servers import start_worker
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +46,7 @@ GiB = 1 << 30
 
 @pytest.fixture()
 def race_db(postgres_server):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     url = postgres_server.create_database(f"race_{new_uuid()}")
     upgrade(url)
@@ -57,15 +57,15 @@ def _seed(url: str) -> list[str]:
     """Hosts whose cpu AND memory each fit exactly 15 instances; 200 instances to place."""
     with unit_of_work(url) as session:
         for _ in range(HOSTS):
-            sample_data.host_node(session, offering_cpu_cores=SLOTS_PER_HOST,
+            make.host_node(session, offering_cpu_cores=SLOTS_PER_HOST,
                                   offering_memory_size=SLOTS_PER_HOST * 1024,
                                   offering_disk_space_mb=SLOTS_PER_HOST * 1024)
         session.add(MacRange(vendor_id=0x525400, range_begin=1, range_end=0xFFFF))
-        net = sample_data.network(session, "10.60.0.0/22")
-        image = sample_data.image(session, local=True)
+        net = make.network(session, "10.60.0.0/22")
+        image = make.image(session, local=True)
         ids = []
         for _ in range(INSTANCES):
-            inst = sample_data.instance(
+            inst = make.instance(
                 session, img=image, state="scheduling", status="init", cpu_cores=1,
                 memory_size=1024, request_params={"vifs": {"eth0": {"network":
                                                                     net.canonical_uuid}}})

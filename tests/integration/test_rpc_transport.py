@@ -11,7 +11,7 @@ import pytest
 from kombu import Connection
 
 import celeryconfig
-from collector.client import Collector, RpcError, RpcTimeout
+from workers.agent.client import Collector, RpcError, RpcTimeout
 
 pytestmark = pytest.mark.integration
 # The Collector workers' hash of delivered, unacknowledged messages.
@@ -94,7 +94,7 @@ def test_pickle_message_is_refused_and_never_runs(worker, collector_client):
 
 def test_cli_call_prints_the_typed_error(worker):
     out = subprocess.run(
-        [sys.executable, "-m", "collector.cli", "call", "hva-collector", "get_instance",
+        [sys.executable, "-m", "workers.cli", "call", "hva-collector", "get_instance",
          "i-nothere0", "--timeout", "20"],
         env=worker.env, capture_output=True, text=True, timeout=60,
     )
@@ -123,7 +123,7 @@ def test_agent_job_submission_reaches_only_that_node_queue(collector_client, wor
 
 
 def test_health_pings_every_endpoint_through_its_queue(worker):
-    out = subprocess.run([sys.executable, "-m", "collector.cli", "health", "--timeout", "20"],
+    out = subprocess.run([sys.executable, "-m", "workers.cli", "health", "--timeout", "20"],
                          env=worker.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     from workers.roles import RPC_ENDPOINTS
@@ -132,13 +132,13 @@ def test_health_pings_every_endpoint_through_its_queue(worker):
 
 
 def test_cli_call_prints_the_json_answer(worker):
-    from collector import sample_data
     from collector.db import unit_of_work
+    from workers.demo.world import make
 
     with unit_of_work(worker.db_url) as session:
-        inst_id = sample_data.instance(session, sample_data.host_node(session)).canonical_uuid
+        inst_id = make.instance(session, make.host_node(session)).canonical_uuid
     out = subprocess.run(
-        [sys.executable, "-m", "collector.cli", "call", "hva-collector", "get_instance", inst_id],
+        [sys.executable, "-m", "workers.cli", "call", "hva-collector", "get_instance", inst_id],
         env=worker.env, capture_output=True, text=True, timeout=60,
     )
     assert out.returncode == 0, out.stderr
@@ -149,12 +149,12 @@ def test_flower_refuses_requests_without_credentials(worker, tmp_path):
     import urllib.error
     import urllib.request
 
-    from collector.embedded import free_port
+    from workers.embedded_redis import free_port
 
     port = free_port()
     env = {**worker.env, "COLLECTOR_FLOWER_BASIC_AUTH": "ops:s3cret",
            "COLLECTOR_DATA_DIR": str(tmp_path)}
-    flower = subprocess.Popen([sys.executable, "-m", "collector.cli", "flower", "--port",
+    flower = subprocess.Popen([sys.executable, "-m", "workers.cli", "flower", "--port",
                                str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     try:

@@ -20,12 +20,12 @@ import pytest
 import redis
 from celery import Celery
 
-from collector.client import Collector, RpcError, shown_args
 from collector.db import unit_of_work
-from collector.embedded import EmbeddedRedis, ensure_broker, free_port
 from collector.redaction import MASK
-from collector.services import job_push
-from tests.servers import RedisServer, start_worker
+from collector.services.jobs import push as job_push
+from tests.support.servers import RedisServer, start_worker
+from workers.agent.client import Collector, RpcError, shown_args
+from workers.embedded_redis import EmbeddedRedis, ensure_broker, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -132,7 +132,7 @@ def test_flower_never_shows_a_secret_argument(watched, tmp_path):
     port = free_port()
     env = {**watched["worker"].env, "COLLECTOR_FLOWER_BASIC_AUTH": CREDENTIALS,
            "COLLECTOR_DATA_DIR": str(tmp_path)}
-    flower = subprocess.Popen([sys.executable, "-m", "collector.cli", "flower", "--port",
+    flower = subprocess.Popen([sys.executable, "-m", "workers.cli", "flower", "--port",
                                str(port)], env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from collector import sample_data
-from collector.client import RpcError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import ISCSI
+from workers.agent.client import RpcError
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
@@ -17,13 +17,13 @@ pytestmark = pytest.mark.integration
 def world(worker):
     """A fresh volume, snapshot, backup objects and images for each test: tests change them."""
     with unit_of_work(worker.db_url) as session:
-        node = sample_data.storage_node(session)
-        vol = sample_data.volume(session, None, ISCSI, node=node)
-        storage = sample_data.backup_storage(session, node_id=f"bksta.b{new_uuid()}")
-        bo = sample_data.backup_object(session, storage, state="pending", progress=0.0)
-        image = sample_data.image(session, backup_object=bo, state="creating")
-        ready_bo = sample_data.backup_object(session, storage, state="available")
-        ready = sample_data.image(session, backup_object=ready_bo, state="creating")
+        node = make.storage_node(session)
+        vol = make.volume(session, None, ISCSI, node=node)
+        storage = make.backup_storage(session, node_id=f"bksta.b{new_uuid()}")
+        bo = make.backup_object(session, storage, state="pending", progress=0.0)
+        image = make.image(session, backup_object=bo, state="creating")
+        ready_bo = make.backup_object(session, storage, state="available")
+        ready = make.image(session, backup_object=ready_bo, state="creating")
         from collector.models import VolumeSnapshot
 
         snap = VolumeSnapshot(storage_node_id=node.id, origin_volume_id=vol.canonical_uuid)

@@ -13,13 +13,13 @@ import time
 
 import pytest
 
-from collector import sample_data
-from collector.client import BrokerUnavailable, Collector, RpcError, RpcTimeout
 from collector.db import unit_of_work
-from collector.embedded import free_port
 from collector.models import Volume
 from collector.models.volumes import ISCSI
-from tests.servers import RedisServer, start_worker
+from tests.support.servers import RedisServer, start_worker
+from workers.agent.client import BrokerUnavailable, Collector, RpcError, RpcTimeout
+from workers.demo.world import make
+from workers.embedded_redis import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -119,11 +119,11 @@ def test_racing_attaches_under_one_guest_device_leave_exactly_one_attached(racin
     db_url = racing_worker.db_url
     rounds, racers = 5, 6
     with unit_of_work(db_url) as session:
-        host, node = sample_data.host_node(session), sample_data.storage_node(session)
+        host, node = make.host_node(session), make.storage_node(session)
         plans = []
         for _ in range(rounds):
-            inst = sample_data.instance(session, host)
-            vols = [sample_data.volume(session, None, ISCSI, node=node, state="attaching")
+            inst = make.instance(session, host)
+            vols = [make.volume(session, None, ISCSI, node=node, state="attaching")
                     for _ in range(racers)]
             session.flush()
             plans.append((inst.canonical_uuid, [v.canonical_uuid for v in vols]))

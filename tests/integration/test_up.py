@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.client import Collector, RpcError
+from workers.agent.client import Collector, RpcError
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ def test_a_killed_process_is_started_again_and_serves(redis_server, tmp_path):
            "COLLECTOR_BROKER_URL": broker, "COLLECTOR_DATA_DIR": str(tmp_path),
            "COLLECTOR_DATABASE_URL": f"sqlite:///{tmp_path / 'up.sqlite3'}"}
     log = open(tmp_path / "up.log", "w")  # noqa: SIM115 - closed below
-    up = subprocess.Popen([sys.executable, "-m", "collector.cli", "up", "--procfile",
+    up = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--procfile",
                            str(procfile)], env=env, stdout=log, stderr=subprocess.STDOUT,
                           start_new_session=True)
     pid_file = tmp_path / "run" / "nodes.pid"

@@ -14,7 +14,7 @@ killed worker always dies mid-call. Then:
 - every cast is applied, those the killed worker held included: they come back to the
   queue once the Collector's visibility timeout has passed (seconds, not hours), from
   the unacked hash or, for one the worker was taking at the kill, from its in-flight
-  list (``collector.client.RedisTransport``: the hand-over cannot lose a message).
+  list (``workers.agent.client.RedisTransport``: the hand-over cannot lose a message).
 
 Loopback only. ``COLLECTOR_FAULT_ITERATIONS`` sets the number of kills (default 2; the
 full run in the reference is 20).
@@ -33,11 +33,11 @@ import psycopg
 import pytest
 from sqlalchemy import func, select
 
-from collector.client import Collector, RpcError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import NodeState, QueuedJob
-from tests.servers import start_worker
+from tests.support.servers import start_worker
+from workers.agent.client import Collector, RpcError
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ ENV = {"COLLECTOR_VISIBILITY_TIMEOUT": str(VISIBILITY), "COLLECTOR_RPC_TIMEOUT":
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server, redis_server):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     db_url = postgres_server.create_database(f"kill_{new_uuid()}")
     upgrade(db_url)

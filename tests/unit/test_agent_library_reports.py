@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from celery.exceptions import Reject
 
-from collector import agent as agent_module
-from collector.agent import Agent
-from collector.client import RpcError, RpcTimeout
+from workers.agent import base as agent_module
+from workers.agent.base import Agent
+from workers.agent.client import RpcError, RpcTimeout
 
 
 def _agent(monkeypatch, answers: list) -> tuple[Agent, list]:

@@ -5,15 +5,15 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import event
 
-from collector import sample_data
 from collector.errors import InvalidArgument, InvalidStateTransition
 from collector.models import ISCSI, VolumeSnapshot
 from collector.services import images, sta
 from collector.states import SNAPSHOT_TRANSITIONS, check_transition
+from workers.demo.world import make
 
 
 def _snapshot(session, **columns):
-    vol = sample_data.volume(session, None, ISCSI, node=sample_data.storage_node(session))
+    vol = make.volume(session, None, ISCSI, node=make.storage_node(session))
     snap = VolumeSnapshot(origin_volume_id=vol.canonical_uuid, **columns)
     session.add(snap)
     session.flush()
@@ -59,7 +59,7 @@ def test_snapshot_machine_never_leaves_deleted():
 
 
 def _volume(session):
-    return sample_data.volume(session, None, ISCSI, node=sample_data.storage_node(session))
+    return make.volume(session, None, ISCSI, node=make.storage_node(session))
 
 
 def _volume_state(vol):
@@ -67,7 +67,7 @@ def _volume_state(vol):
 
 
 def _backup(session):
-    return sample_data.backup_object(session, state="creating", progress=10.0)
+    return make.backup_object(session, state="creating", progress=10.0)
 
 
 def _backup_state(bo):
@@ -75,7 +75,7 @@ def _backup_state(bo):
 
 
 def _image(session):
-    return sample_data.image(session, state="creating")
+    return make.image(session, state="creating")
 
 
 def _image_state(image):

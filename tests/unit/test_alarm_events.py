@@ -1,14 +1,14 @@
 """The alarm side of instance events, with a session alone."""
 
-from collector import sample_data
 from collector.models import QueuedJob
 from collector.services import alarm
+from workers.demo.world import make
 
 
 def test_turned_off_resets_resource_alarms_and_clears_the_registry(session):
-    inst = sample_data.instance(session, sample_data.host_node(session))
-    cpu = sample_data.alarm(session, inst, "cpu.usage", state="alarm")
-    log = sample_data.alarm(session, inst, "log", state="alarm")
+    inst = make.instance(session, make.host_node(session))
+    cpu = make.alarm(session, inst, "cpu.usage", state="alarm")
+    log = make.alarm(session, inst, "log", state="alarm")
     assert alarm.on_instance_turnedoff(session, [inst.canonical_uuid], "hva.x") == [
         cpu.canonical_uuid]
     assert (cpu.state, log.state) == ("init", "alarm")  # log alarms are not resource alarms
@@ -18,9 +18,9 @@ def test_turned_off_resets_resource_alarms_and_clears_the_registry(session):
 
 
 def test_started_pushes_enabled_alarms_and_a_stop_keeps_them(session):
-    inst = sample_data.instance(session, sample_data.host_node(session))
-    on = sample_data.alarm(session, inst, "memory.usage")
-    sample_data.alarm(session, inst, "disk.usage", enabled=False)
+    inst = make.instance(session, make.host_node(session))
+    on = make.alarm(session, inst, "memory.usage")
+    make.alarm(session, inst, "disk.usage", enabled=False)
     assert alarm.on_instance_started(session, [inst.canonical_uuid], "hva.x") == [
         on.canonical_uuid]
     inst.state = "stopped"  # hva emits instance_terminated on stop as well

@@ -1,4 +1,4 @@
-"""The API side (``collector.services.api``) with a session alone: every refused request is a
+"""The API side (``collector.services.api.instances``) with a session alone: every refused request is a
 typed error and writes nothing; accepted ones leave exactly the rows and jobs of spec 1.8.
 
 Each module run gets fresh databases (SQLite and PostgreSQL): the domain-wide checks
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from collector import errors, sample_data
+from collector import errors
 from collector.ids import new_uuid
 from collector.models import (
     Base,
@@ -31,8 +31,9 @@ from collector.models import (
 )
 from collector.models.networks import ipv4_to_i
 from collector.models.outbox import OutboxMessage
-from collector.services import api
+from collector.services.api import instances as api
 from tests.conftest import BACKENDS
+from workers.demo.world import make
 
 VENDOR = 0x525400
 GiB = 1 << 30
@@ -40,7 +41,7 @@ GiB = 1 << 30
 
 @pytest.fixture(scope="module", params=BACKENDS)  # PostgreSQL: the integration tier
 def api_db(request, tmp_path_factory):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'api.sqlite3'}"
@@ -75,16 +76,16 @@ class World:
 
 @pytest.fixture()
 def w(s) -> World:
-    host = sample_data.host_node(s, offering_cpu_cores=16, offering_memory_size=32768,
+    host = make.host_node(s, offering_cpu_cores=16, offering_memory_size=32768,
                                  offering_disk_space_mb=100 * 1024)
-    image = sample_data.image(s)
-    net = sample_data.network(s, "10.0.0.0/24")
-    nat = sample_data.network(s, "192.0.2.0/24")
+    image = make.image(s)
+    net = make.network(s, "10.0.0.0/24")
+    nat = make.network(s, "192.0.2.0/24")
     s.add(MacRange(vendor_id=VENDOR, range_begin=0x100000, range_end=0x10ffff))
-    storage = sample_data.storage_node(s)
+    storage = make.storage_node(s)
     storage.offering_disk_space_mb = 100 * 1024
     s.flush()
-    return World(host, image, net, nat, sample_data.security_group(s), storage)
+    return World(host, image, net, nat, make.security_group(s), storage)
 
 
 def request(w: World, **params: Any) -> dict[str, Any]:
@@ -152,9 +153,9 @@ def test_hypervisor_must_be_given_and_offered_by_an_online_enabled_host(s, w):
         "hypervisor": ""})
     odd = f"hv{new_uuid()}"[:20]
     refused(s, errors.InvalidParameter, api.create_instance, request(w, hypervisor=odd))
-    disabled = sample_data.host_node(s, hypervisor=odd, scheduling_enabled=False)
+    disabled = make.host_node(s, hypervisor=odd, scheduling_enabled=False)
     refused(s, errors.InvalidParameter, api.create_instance, request(w, hypervisor=odd))
-    sample_data.host_node(s, hypervisor=odd, online=False)
+    make.host_node(s, hypervisor=odd, online=False)
     refused(s, errors.InvalidParameter, api.create_instance, request(w, hypervisor=odd))
     disabled.scheduling_enabled = True
     s.flush()
@@ -175,7 +176,7 @@ def test_domain_capacity_counts_every_online_enabled_host(s, w):
     refused(s, errors.OutOfHostCapacity, api.create_instance, request(w, cpu_cores=17))
     refused(s, errors.OutOfHostCapacity, api.create_instance,
             request(w, memory_size=32769))
-    sample_data.host_node(s, offering_cpu_cores=16)
+    make.host_node(s, offering_cpu_cores=16)
     assert api.create_instance(s, request(w, cpu_cores=17))["state"] == "scheduling"
 
 
@@ -223,9 +224,9 @@ def test_manual_addresses_are_checked(s, w, vif, error):
         w.net.ipv4_gw = "10.0.0.40"
         vif["ipv4_addr"] = "10.0.0.40"
     if vif.get("mac_addr") == "leased":
-        vif["mac_addr"] = sample_data.vif(s, None, None).mac_addr
+        vif["mac_addr"] = make.vif(s, None, None).mac_addr
     if vif.get("ipv4_addr") == "leased":
-        sample_data.lease_ip(s, None, w.net, "10.0.0.20")
+        make.lease_ip(s, None, w.net, "10.0.0.20")
         vif["ipv4_addr"] = "10.0.0.20"
     if vif.get("nat_network") == "nat":
         vif["nat_network"] = w.nat.canonical_uuid
@@ -275,13 +276,13 @@ def test_explicit_host_is_checked_and_its_capacity_claimed(s, w):
     refused(s, errors.UnknownHostNodeID, api.create_instance,
             request(w, host_node_id="hn-nothere0"))
     refused(s, errors.InvalidParameter, api.create_instance, request(w, host_id="i-abcdefgh"))
-    offline = sample_data.host_node(s, online=False)
+    offline = make.host_node(s, online=False)
     refused(s, errors.InvalidHostNodeID, api.create_instance,
             request(w, host_node_id=offline.canonical_uuid))
-    other_arch = sample_data.host_node(s, arch="x86")
+    other_arch = make.host_node(s, arch="x86")
     refused(s, errors.IncompatibleHostNode, api.create_instance,
             request(w, host_node_id=other_arch.canonical_uuid))
-    small = sample_data.host_node(s, offering_cpu_cores=2, offering_memory_size=1024,
+    small = make.host_node(s, offering_cpu_cores=2, offering_memory_size=1024,
                                   offering_disk_space_mb=100 * 1024)
     refused(s, errors.OutOfHostCapacity, api.create_instance,
             request(w, host_id=small.canonical_uuid, cpu_cores=4))
@@ -352,7 +353,7 @@ def test_an_instance_is_created_in_scheduling_with_its_placement_job(s, w):
 
 
 def test_san_boot_volume_is_left_for_storage_placement(s, w):
-    image = sample_data.image(s, local=False)
+    image = make.image(s, local=False)
     doc = api.create_instance(s, request(w, image_id=image.canonical_uuid))
     assert [v["volume_type"] for v in doc["volume"]] == [None]
 
@@ -375,7 +376,7 @@ def test_manual_addresses_are_held_from_the_answer_on(s, w):
 # --- start / stop / terminate ---------------------------------------------------------------
 
 def _running(s, w) -> Instance:
-    inst = sample_data.running_instance(s, host=w.host, storage=w.storage, net=w.net,
+    inst = make.running_instance(s, host=w.host, storage=w.storage, net=w.net,
                                         ipv4="10.0.0.30")
     return inst
 
@@ -386,7 +387,7 @@ def _running(s, w) -> Instance:
     (api.stop_instance, "scheduling"),
 ])
 def test_start_and_stop_only_from_their_state(s, w, call, state):
-    inst = sample_data.instance(s, w.host, w.image, state=state)
+    inst = make.instance(s, w.host, w.image, state=state)
     refused(s, errors.InvalidInstanceState, call, inst.canonical_uuid)
 
 
@@ -409,7 +410,7 @@ def test_stop_releases_the_addresses_and_sends_stop_to_the_host(s, w):
 
 
 def test_start_puts_a_stopped_instance_back_to_scheduling(s, w):
-    inst = sample_data.instance(s, None, w.image, state="stopped", placement_error="old")
+    inst = make.instance(s, None, w.image, state="stopped", placement_error="old")
     doc = api.start_instance(s, inst.canonical_uuid)
     assert (doc["state"], doc["placement_error"]) == ("scheduling", None)
     [job] = _jobs(s, resource_id=inst.canonical_uuid)
@@ -443,7 +444,7 @@ def test_terminate_cancels_a_pending_placement_and_frees_what_it_held(s, w):
 
 
 def test_terminate_of_a_stopped_instance_is_immediate(s, w):
-    inst = sample_data.instance(s, None, w.image, state="stopped")
+    inst = make.instance(s, None, w.image, state="stopped")
     assert api.terminate_instance(s, inst.canonical_uuid)["state"] == "terminated"
     assert _jobs(s, resource_id=inst.canonical_uuid) == []
 
@@ -495,7 +496,7 @@ def test_storage_capacity_is_checked(s, w):
 
 
 def test_a_volume_on_a_named_storage_node_is_claimed_and_sent_there(s, w):
-    offline = sample_data.storage_node(s, online=False)
+    offline = make.storage_node(s, online=False)
     refused(s, errors.InvalidParameter, api.create_volume,
             {"volume_size": 10, "storage_node_id": offline.canonical_uuid})
     doc = api.create_volume(s, {"volume_size": 100,

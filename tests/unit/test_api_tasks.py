@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from collector import errors
-from tasks import scheduler
 from tasks.app import TASK_MODULES, app
+from tasks.endpoints import scheduler
 from tasks.routing import route_task
 from workers.roles import queues_for
 
@@ -16,9 +16,9 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:\s*The 'queue' task attribute")
 
 
 def test_api_and_scheduler_tasks_are_registered_on_their_queues():
-    import tasks.api  # noqa: F401 - registers the api tasks
+    import tasks.endpoints.api  # noqa: F401 - registers the api tasks
 
-    assert {"tasks.api", "tasks.scheduler"} <= set(TASK_MODULES)
+    assert {"tasks.endpoints.api", "tasks.endpoints.scheduler"} <= set(TASK_MODULES)
     names = {n for n in app.tasks if n.startswith(("api.", "scheduler."))}
     assert {"api.create_instance", "api.start_instance", "api.stop_instance",
             "api.terminate_instance", "api.create_volume", "api.list_instances",
@@ -56,7 +56,7 @@ def test_an_error_type_the_collector_does_not_know_keeps_its_name():
 
 
 def test_evacuation_tasks_and_the_offline_subscription_are_registered():
-    import tasks.api  # noqa: F401 - registers the api tasks
+    import tasks.endpoints.api  # noqa: F401 - registers the api tasks
     from tasks.event_bus import matching
 
     assert {"api.evacuate_host", "scheduler.evacuate_from"} <= set(app.tasks)

@@ -6,12 +6,12 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from collector.cli import _CollectorGroup, main
+from workers.cli.main import _CollectorGroup, main
 
 
 def test_a_server_command_without_the_server_extra_says_so_in_one_line(monkeypatch):
     monkeypatch.setitem(sys.modules, "alembic", None)  # as if `collector[server]` were absent
-    monkeypatch.delitem(sys.modules, "collector.migrate", raising=False)
+    monkeypatch.delitem(sys.modules, "collector.db.migrate", raising=False)
     result = CliRunner().invoke(main, ["db", "current"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [

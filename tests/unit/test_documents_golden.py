@@ -8,8 +8,8 @@ import difflib
 import pytest
 
 from collector.db import dispose_engines, unit_of_work
-from collector.migrate import upgrade
-from tests import golden_world
+from collector.db.migrate import upgrade
+from tests.support import golden as golden_world
 
 
 def _answers(url: str) -> dict[str, str]:

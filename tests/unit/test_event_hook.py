@@ -1,20 +1,21 @@
 """hva/instance_terminated: load balancers forget the instance, its log alarms go."""
 
-from collector import sample_data
 from collector.models import Alarm, LoadBalancerTarget, OutboxMessage, QueuedJob, SecurityGroup
-from collector.services import event_hook, instance_lifecycle
+from collector.scheduling import teardown
+from collector.services import event_hook
+from workers.demo.world import make
 
 
 def _world(session):
-    pair = sample_data.load_balanced_pair(session)
-    log_alarm = sample_data.alarm(session, pair.backend, "log")
-    cpu_alarm = sample_data.alarm(session, pair.backend, "cpu.usage")
+    pair = make.load_balanced_pair(session)
+    log_alarm = make.alarm(session, pair.backend, "log")
+    cpu_alarm = make.alarm(session, pair.backend, "cpu.usage")
     return pair.lb, pair.lb_vm, pair.backend, pair.group, log_alarm, cpu_alarm
 
 
 def test_terminated_instance_leaves_its_load_balancers_and_loses_its_log_alarms(session):
     lb, lb_vm, backend, group, log_alarm, cpu_alarm = _world(session)
-    instance_lifecycle.finalize_instance(session, backend)
+    teardown.finalize_instance(session, backend)
     result = event_hook.on_instance_terminated(session, [backend.canonical_uuid], "hva.x")
     assert result["load_balancers"] == [lb.canonical_uuid]
     alive = [t for t in session.query(LoadBalancerTarget).filter_by(load_balancer_id=lb.id)

@@ -2,26 +2,26 @@
 
 import pytest
 
-from collector import sample_data
 from collector.errors import InvalidArgument, UnknownNetworkID, UnknownNIC, UnknownNodeID
 from collector.models import NetworkGroup, NodeState, TagMapping
 from collector.services import hva_netfilter, hva_network
 from collector.timeutil import utcnow
+from workers.demo.world import make
 
 
 def test_dhcp_conf_for_a_network_and_a_network_group(session):
-    net = sample_data.network(session, "10.20.0.0/24", domain_name="cloud.local")
-    inst = sample_data.instance(session, sample_data.host_node(session), hostname="web1",
+    net = make.network(session, "10.20.0.0/24", domain_name="cloud.local")
+    inst = make.instance(session, make.host_node(session), hostname="web1",
                                 account_id="a-acme0001")
-    vif = sample_data.vif(session, inst, net, ipv4="10.20.0.11")
-    sample_data.vif(session, None, net, ipv4="10.20.0.12")  # no instance: not listed
+    vif = make.vif(session, inst, net, ipv4="10.20.0.11")
+    make.vif(session, None, net, ipv4="10.20.0.12")  # no instance: not listed
     segment = hva_network.get_dhcp_conf(session, net.canonical_uuid)[net.canonical_uuid]
     assert segment["ipv4_first"] == "10.20.0.1" and segment["ipv4_last"] == "10.20.0.254"
     assert segment["netmask"] == "255.255.255.0" and segment["prefix"] == 24
     assert segment["mac2addr"] == [{"mac_addr": vif.pretty_mac_addr(), "ipaddr": "10.20.0.11"}]
     assert segment["addr2host"] == [{"hostname": "web1.acme0001.cloud.local",
                                      "ipaddr": "10.20.0.11"}]
-    group = NetworkGroup(name=f"g{sample_data.secrets.token_hex(3)}")
+    group = NetworkGroup(name=f"g{make.secrets.token_hex(3)}")
     session.add(group)
     session.flush()
     session.add(TagMapping(tag_id=group.id, uuid=net.canonical_uuid))
@@ -34,27 +34,27 @@ def test_dhcp_conf_for_a_network_and_a_network_group(session):
 
 
 def test_vnet_is_prepared_once(session):
-    host = sample_data.host_node(session)
-    net = sample_data.network(session)
+    host = make.host_node(session)
+    net = make.network(session)
     first = hva_network.prepare_host_node_vnet(session, host.canonical_uuid, net.canonical_uuid)
     again = hva_network.prepare_host_node_vnet(session, host.canonical_uuid, net.canonical_uuid)
     assert first == again and len(first["broadcast_addr"]) == 17
 
 
 def test_netfilter_group_separates_local_and_foreign_vnics(session):
-    here, there = sample_data.host_node(session), sample_data.host_node(session)
-    net = sample_data.network(session, "10.21.0.0/24")
-    group = sample_data.security_group(session, rule="tcp:22,22,ip4:0.0.0.0")
-    peer = sample_data.security_group(session, rule="")
+    here, there = make.host_node(session), make.host_node(session)
+    net = make.network(session, "10.21.0.0/24")
+    group = make.security_group(session, rule="tcp:22,22,ip4:0.0.0.0")
+    peer = make.security_group(session, rule="")
     session.flush()
     from collector.models import SecurityGroupReference
 
     session.add(SecurityGroupReference(referencer_id=group.id, referencee_id=peer.id))
-    local = sample_data.vif(session, sample_data.instance(session, here), net, "10.21.0.2",
+    local = make.vif(session, make.instance(session, here), net, "10.21.0.2",
                             security_groups=[group])
-    stopped = sample_data.vif(session, sample_data.instance(session, here, state="halted"), net,
+    stopped = make.vif(session, make.instance(session, here, state="halted"), net,
                               "10.21.0.3", security_groups=[group])
-    remote = sample_data.vif(session, sample_data.instance(session, there), net, "10.21.0.4",
+    remote = make.vif(session, make.instance(session, there), net, "10.21.0.4",
                              security_groups=[group, peer])
     session.flush()
     session.expire_all()
@@ -77,11 +77,11 @@ def test_netfilter_group_separates_local_and_foreign_vnics(session):
 
 
 def test_external_monitor_targets_skip_timed_out_and_unschedulable_hosts(session):
-    online = sample_data.host_node(session)
-    offline = sample_data.host_node(session, online=False)
-    timing_out = sample_data.host_node(session, online=False)
-    sample_data.node_state(session, timing_out.node_id, "timeout")
-    disabled = sample_data.host_node(session, scheduling_enabled=False)
+    online = make.host_node(session)
+    offline = make.host_node(session, online=False)
+    timing_out = make.host_node(session, online=False)
+    make.node_state(session, timing_out.node_id, "timeout")
+    disabled = make.host_node(session, scheduling_enabled=False)
     targets = set(hva_network.get_external_monitor_target_host_nodes(session))
     assert {online.canonical_uuid, offline.canonical_uuid} <= targets
     assert not {timing_out.canonical_uuid, disabled.canonical_uuid} & targets
@@ -89,9 +89,9 @@ def test_external_monitor_targets_skip_timed_out_and_unschedulable_hosts(session
 
 
 def test_monitor_data_and_host_switch(session):
-    host, other = sample_data.host_node(session), sample_data.host_node(session)
-    inst = sample_data.running_instance(session, host)
-    sample_data.instance(session, host, state="stopped")
+    host, other = make.host_node(session), make.host_node(session)
+    inst = make.running_instance(session, host)
+    make.instance(session, host, state="stopped")
     data = hva_network.get_resource_monitor_data(session, host.node_id)
     assert [i["uuid"] for i in data] == [inst.canonical_uuid]
     assert data[0]["vif"][0]["ipv4"] == {"address": "10.0.0.10", "nat_address": None}
@@ -109,18 +109,18 @@ def test_monitor_data_and_host_switch(session):
 
 
 def test_nat_and_released_leases_in_the_per_node_documents(session):
-    host = sample_data.host_node(session)
-    net = sample_data.network(session, "10.23.0.0/24", domain_name="cloud.local")
-    outside = sample_data.network(session, "198.51.100.0/24")
-    group = sample_data.security_group(session)
-    inst = sample_data.instance(session, host, hostname="web", account_id="a-acme0002")
-    natted = sample_data.vif(session, inst, net, None, security_groups=[group],
+    host = make.host_node(session)
+    net = make.network(session, "10.23.0.0/24", domain_name="cloud.local")
+    outside = make.network(session, "198.51.100.0/24")
+    group = make.security_group(session)
+    inst = make.instance(session, host, hostname="web", account_id="a-acme0002")
+    natted = make.vif(session, inst, net, None, security_groups=[group],
                              nat_network_id=outside.id)
-    released = sample_data.lease_ip(session, natted, net, "10.23.0.9")  # its first address
+    released = make.lease_ip(session, natted, net, "10.23.0.9")  # its first address
     released.deleted_at = utcnow()
-    sample_data.lease_ip(session, natted, net, "10.23.0.10")
-    sample_data.lease_ip(session, natted, outside, "198.51.100.7")
-    gone = sample_data.vif(session, inst, net, "10.23.0.11", security_groups=[group],
+    make.lease_ip(session, natted, net, "10.23.0.10")
+    make.lease_ip(session, natted, outside, "198.51.100.7")
+    gone = make.vif(session, inst, net, "10.23.0.11", security_groups=[group],
                            device_index=1)
     gone.deleted_at = utcnow()
     session.flush()

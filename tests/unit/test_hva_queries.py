@@ -7,9 +7,9 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy import event
 
-from collector import sample_data
 from collector.models import SecurityGroupReference
 from collector.services import hva, hva_netfilter, hva_network
+from workers.demo.world import make
 
 
 @contextmanager
@@ -28,21 +28,21 @@ def count_queries(session):
 
 
 def build_node(session, vnics: int, groups: int = 50):
-    host = sample_data.host_node(session)
-    net = sample_data.network(session, "10.64.0.0/16")
-    sgs = [sample_data.security_group(session, rule=f"tcp:{22 + i},{22 + i},ip4:0.0.0.0")
+    host = make.host_node(session)
+    net = make.network(session, "10.64.0.0/16")
+    sgs = [make.security_group(session, rule=f"tcp:{22 + i},{22 + i},ip4:0.0.0.0")
            for i in range(groups)]
     for a, b in zip(sgs, sgs[1:], strict=False):  # each group references the next
         session.add(SecurityGroupReference(referencer_id=a.id, referencee_id=b.id))
     per_instance, grouped = 4, 0
     for i in range(0, vnics, per_instance):
-        inst = sample_data.instance(session, host)
+        inst = make.instance(session, host)
         for j in range(per_instance):
             n = i + j
             member_of = []
             if n % 10:  # one vif in ten has no group: it is an "empty" vnic
                 member_of, grouped = [sgs[grouped % groups]], grouped + 1
-            sample_data.vif(session, inst, net, ipv4=f"10.64.{n // 250}.{n % 250 + 2}",
+            make.vif(session, inst, net, ipv4=f"10.64.{n // 250}.{n % 250 + 2}",
                             security_groups=member_of, device_index=j)
     session.flush()
     session.expire_all()
@@ -89,11 +89,11 @@ def test_query_count_does_not_grow_with_the_vnics(session, call):
 def test_get_instance_query_count_does_not_grow_with_vifs(session):
     counts = []
     for vifs in (2, 40):
-        host = sample_data.host_node(session)
-        net = sample_data.network(session, "10.65.0.0/16")
-        inst = sample_data.running_instance(session, host, net=net, ipv4="10.65.0.2")
+        host = make.host_node(session)
+        net = make.network(session, "10.65.0.0/16")
+        inst = make.running_instance(session, host, net=net, ipv4="10.65.0.2")
         for n in range(vifs):
-            sample_data.vif(session, inst, net, ipv4=f"10.65.1.{n + 2}", device_index=n + 1)
+            make.vif(session, inst, net, ipv4=f"10.65.1.{n + 2}", device_index=n + 1)
         instance_id = inst.canonical_uuid
         session.expire_all()
         with count_queries(session) as counter:
@@ -123,9 +123,9 @@ def _statements(session, fn):
 
 
 def test_a_state_report_reads_and_writes_only_the_instance_row(session):
-    inst = sample_data.running_instance(session)
+    inst = make.running_instance(session)
     for n in range(3):
-        sample_data.vif(session, inst, None, device_index=n + 1)
+        make.vif(session, inst, None, device_index=n + 1)
     seen = _statements(session, lambda: hva.update_instance(
         session, inst.canonical_uuid, {"state": "halting", "status": "offline"}))
     assert len(seen) == 2, seen
@@ -137,7 +137,7 @@ def test_a_state_report_reads_and_writes_only_the_instance_row(session):
 
 
 def test_a_report_that_changes_nothing_writes_nothing(session):
-    inst = sample_data.running_instance(session)
+    inst = make.running_instance(session)
     hva.update_instance(session, inst.canonical_uuid, {
         "runtime_config": {"vnc": 1}, "password_will_be_deleted_at": "2030-01-02T03:04:05Z",
         "encrypted_password": "x"})
@@ -153,7 +153,7 @@ def test_a_report_that_changes_nothing_writes_nothing(session):
 
 
 def test_a_report_is_seen_by_the_objects_of_the_session(session):
-    inst = sample_data.running_instance(session)
+    inst = make.running_instance(session)
     hva.update_instance(session, inst.canonical_uuid, {"status": "offline",
                                                       "runtime_config": {"a": 1}})
     assert (inst.status, inst.runtime_config) == ("offline", {"a": 1})

@@ -4,12 +4,11 @@ from datetime import timedelta
 
 import pytest
 
-from collector import messaging
-from collector.db import db_now
+from collector.db import db_now, outbox
 from collector.errors import AlreadyTerminated, InvalidArgument, UnknownJob
 from collector.ids import new_uuid
 from collector.models import OutboxMessage, QueuedJob
-from collector.services import jobqueue
+from collector.services.jobs import ledger as jobqueue
 
 
 def _queue() -> str:
@@ -69,7 +68,7 @@ def test_late_finish_of_a_cancelled_job_is_ignored(session):
 
 
 def test_pushed_job_has_a_ledger_row_and_runs_once(session):
-    job_id = messaging.jobs.submit(session, f"hva-handle.hva.p{new_uuid()}", "reboot", "i-x")
+    job_id = outbox.jobs.submit(session, f"hva-handle.hva.p{new_uuid()}", "reboot", "i-x")
     row = QueuedJob.by_cuuid(session, job_id)
     assert (row.task_id, row.state, row.session_id) == (job_id, "pending", job_id)
     assert jobqueue.running(session, job_id, "hva.p:1")["run"] is True
@@ -80,7 +79,7 @@ def test_pushed_job_has_a_ledger_row_and_runs_once(session):
 
 
 def test_cancel_of_a_running_pushed_job_sends_a_revoke(session):
-    job_id = messaging.jobs.submit(session, f"hva-handle.hva.p{new_uuid()}", "reboot", "i-x")
+    job_id = outbox.jobs.submit(session, f"hva-handle.hva.p{new_uuid()}", "reboot", "i-x")
     jobqueue.running(session, job_id, "w1")
     jobqueue.cancel(session, job_id)
     revoke = session.query(OutboxMessage).filter_by(kind="control").order_by(
@@ -91,7 +90,7 @@ def test_cancel_of_a_running_pushed_job_sends_a_revoke(session):
 
 def test_reaper_requeues_a_job_whose_worker_died_then_gives_up(session):
     queue = f"hva-handle.hva.r{new_uuid()}"
-    job_id = messaging.jobs.submit(session, queue, "run_local_store", "i-x")
+    job_id = outbox.jobs.submit(session, queue, "run_local_store", "i-x")
     for _ in range(3):
         assert jobqueue.running(session, job_id, "dead-worker")["run"] is True
         QueuedJob.by_cuuid(session, job_id).heartbeat_at = db_now(session) - timedelta(hours=1)
@@ -117,7 +116,7 @@ def test_unknown_and_malformed_job_ids_are_typed_errors(session):
 
 
 def test_a_pushed_job_no_agent_started_before_it_expired_is_failed(session):
-    job_id = messaging.jobs.submit(session, f"hva-handle.hva.e{new_uuid()}", "reboot", "i-x")
+    job_id = outbox.jobs.submit(session, f"hva-handle.hva.e{new_uuid()}", "reboot", "i-x")
     row = QueuedJob.by_cuuid(session, job_id)
     session.flush()
     row.updated_at = db_now(session) - timedelta(days=2)
@@ -128,21 +127,21 @@ def test_a_pushed_job_no_agent_started_before_it_expired_is_failed(session):
 
 
 def test_link_callbacks_record_outcomes_only_for_agents_that_do_not_report(session):
-    plain = messaging.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x")
+    plain = outbox.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x")
     assert jobqueue.job_succeeded(session, plain)["finish_status"] == "success"
     assert jobqueue.job_succeeded(session, plain)["finish_status"] == "success"  # repeat: no-op
-    reported = messaging.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x",
+    reported = outbox.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x",
                                      retry_max=2)
     jobqueue.running(session, reported, "w1")
     jobqueue.finish_fail(session, reported, "boom")  # the library requeued it
     assert jobqueue.job_failed(session, reported)["state"] == "pending"  # not counted twice
     assert QueuedJob.by_cuuid(session, reported).retry_count == 1
-    failing = messaging.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x")
+    failing = outbox.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x")
     assert jobqueue.job_failed(session, failing)["finish_status"] == "fail"
 
 
 def test_repeated_failure_report_pushes_the_job_again_only_once(session):
-    job_id = messaging.jobs.submit(session, f"hva-handle.hva.r{new_uuid()}", "reboot",
+    job_id = outbox.jobs.submit(session, f"hva-handle.hva.r{new_uuid()}", "reboot",
                                    retry_max=3)
     assert jobqueue.running(session, job_id, "w1")["run"]
     assert jobqueue.finish_fail(session, job_id, "boom")["state"] == "pending"
@@ -151,7 +150,7 @@ def test_repeated_failure_report_pushes_the_job_again_only_once(session):
 
 
 def test_a_retried_running_report_of_the_same_worker_counts_one_delivery(session):
-    job_id = messaging.jobs.submit(session, f"hva-handle.hva.r{new_uuid()}", "reboot")
+    job_id = outbox.jobs.submit(session, f"hva-handle.hva.r{new_uuid()}", "reboot")
     assert jobqueue.running(session, job_id, "w1")["run"]
     again = jobqueue.running(session, job_id, "w1")  # its answer was lost: asked again
     assert again["run"] and again["job"]["delivery_count"] == 1

@@ -8,17 +8,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 
-from collector import sample_data
 from collector.db import UnitOfWork
 from collector.errors import InternalError, TransientError
 from collector.models import Instance
-from tasks import unit_of_work
+from tasks import execution as unit_of_work
+from workers.demo.world import make
 
 
 @pytest.fixture()
 def sqlite_env(tmp_path, monkeypatch):
     from collector.db import dispose_engines
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'lost.sqlite3'}"
     upgrade(url)
@@ -58,7 +58,7 @@ def test_a_write_that_lost_its_connection_before_commit_runs_again_and_commits_o
 
     def write(session):
         calls.append(1)
-        sample_data.host_node(session, node_id=f"hva.once{len(calls)}")  # flushed: sent
+        make.host_node(session, node_id=f"hva.once{len(calls)}")  # flushed: sent
         if len(calls) == 1:
             raise _lost()  # the first transaction never commits
 

@@ -4,10 +4,10 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from collector import sample_data
 from collector.models import IpLease
 from collector.services import maintenance
 from collector.timeutil import utcnow
+from workers.demo.world import make
 
 
 def _guard_exists(session, net, ipv4: int) -> bool:
@@ -16,13 +16,13 @@ def _guard_exists(session, net, ipv4: int) -> bool:
 
 
 def test_expired_unused_reservation_is_released_and_others_stay(session):
-    net = sample_data.network(session, "10.40.0.0/24")
+    net = make.network(session, "10.40.0.0/24")
     past, future = utcnow() - timedelta(minutes=5), utcnow() + timedelta(hours=1)
-    expired = sample_data.ip_handle(session, net, "10.40.0.50", expires_at=past)
-    in_use = sample_data.ip_handle(session, net, "10.40.0.51", expires_at=past,
-                                   on=sample_data.vif(session, None, net))
-    not_yet = sample_data.ip_handle(session, net, "10.40.0.52", expires_at=future)
-    forever = sample_data.ip_handle(session, net, "10.40.0.53")
+    expired = make.ip_handle(session, net, "10.40.0.50", expires_at=past)
+    in_use = make.ip_handle(session, net, "10.40.0.51", expires_at=past,
+                                   on=make.vif(session, None, net))
+    not_yet = make.ip_handle(session, net, "10.40.0.52", expires_at=future)
+    forever = make.ip_handle(session, net, "10.40.0.53")
     released = expired.ip_lease
 
     assert maintenance.expire_ip_handles(session) == [expired.canonical_uuid]
@@ -35,12 +35,12 @@ def test_expired_unused_reservation_is_released_and_others_stay(session):
 
 
 def test_windows_password_is_forgotten_once_its_time_has_come(session):
-    host = sample_data.host_node(session)
-    due = sample_data.instance(session, host, encrypted_password="c2VjcmV0",
+    host = make.host_node(session)
+    due = make.instance(session, host, encrypted_password="c2VjcmV0",
                                password_will_be_deleted_at=utcnow() - timedelta(seconds=1))
-    later = sample_data.instance(session, host, encrypted_password="bGF0ZXI=",
+    later = make.instance(session, host, encrypted_password="bGF0ZXI=",
                                  password_will_be_deleted_at=utcnow() + timedelta(days=1))
-    kept = sample_data.instance(session, host, encrypted_password="a2VwdA==")
+    kept = make.instance(session, host, encrypted_password="a2VwdA==")
 
     assert maintenance.delete_expired_windows_passwords(session) == [due.canonical_uuid]
     assert (due.encrypted_password, due.password_will_be_deleted_at) == (None, None)

@@ -1,7 +1,7 @@
 """The models on a freshly migrated SQLite file: canonical ids, lookups, constraints.
 
 Self-contained (no server fixtures): each test migrates its own temporary database with
-``collector.migrate.upgrade`` exactly as ``collector db upgrade`` does.
+``collector.db.migrate.upgrade`` exactly as ``collector db upgrade`` does.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from collector import ids
+from collector.db.migrate import current, upgrade
 from collector.errors import (
     InvalidArgument,
     UnknownHostNodeID,
@@ -21,7 +22,6 @@ from collector.errors import (
     UnknownVnicID,
     UnknownVolumeID,
 )
-from collector.migrate import current, upgrade
 from collector.models import (
     TAGGABLE_CLASSES,
     Base,

@@ -4,20 +4,20 @@ from datetime import timedelta
 
 import pytest
 
-from collector import sample_data
 from collector.errors import InvalidArgument, UnknownNetworkRouteID
 from collector.models import NetworkRoute, ResourceSample
 from collector.services import natbox, resource
 from collector.timeutil import to_iso, utcnow
+from workers.demo.world import make
 
 
 def _route(session, dc_name):
-    dc = sample_data.dc_network(session, dc_name)
-    inner_net = sample_data.network(session, "10.5.0.0/24", dc=dc)
-    outer_net = sample_data.network(session, "198.51.100.0/24")
-    inst = sample_data.instance(session, sample_data.host_node(session))
-    inner = sample_data.vif(session, inst, inner_net, ipv4="10.5.0.7")
-    outer = sample_data.vif(session, None, outer_net, ipv4="198.51.100.7")
+    dc = make.dc_network(session, dc_name)
+    inner_net = make.network(session, "10.5.0.0/24", dc=dc)
+    outer_net = make.network(session, "198.51.100.0/24")
+    inst = make.instance(session, make.host_node(session))
+    inner = make.vif(session, inst, inner_net, ipv4="10.5.0.7")
+    outer = make.vif(session, None, outer_net, ipv4="198.51.100.7")
     route = NetworkRoute(inner_lease_id=inner.ip_leases[0].id, outer_lease_id=outer.ip_leases[0].id)
     session.add(route)
     session.flush()
@@ -25,7 +25,7 @@ def _route(session, dc_name):
 
 
 def test_routes_of_a_dc_network(session):
-    name = f"dcroute{sample_data.secrets.token_hex(3)}"
+    name = f"dcroute{make.secrets.token_hex(3)}"
     route, inner = _route(session, name)
     expected = {"id": route.id, "outer_ipv4": "198.51.100.7", "inner_ipv4": "10.5.0.7"}
     assert natbox.get_network_route(session, route.id, name) == expected
@@ -38,7 +38,7 @@ def test_routes_of_a_dc_network(session):
 
 
 def test_samples_are_stored_queried_and_purged(session):
-    rid = f"i-{sample_data.secrets.token_hex(4)}"
+    rid = f"i-{make.secrets.token_hex(4)}"
     old = to_iso(utcnow() - timedelta(days=10))
     resource.resource_store(session, rid, {"cpu.usage": 12.5, "time": old})
     resource.resource_store(session, rid, {"cpu.usage": 50.0})

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from collector.cli import main
 from collector.errors import ALL_ERRORS
 from tasks import reference_doc
+from workers.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,7 @@ def test_reference_doc_is_not_stale():
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     checked = subprocess.run(
-        [sys.executable, "-m", "collector.cli", "docs", "reference", "--check",
+        [sys.executable, "-m", "workers.cli", "docs", "reference", "--check",
          "--path", str(ROOT / "docs" / "reference.md")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stderr.strip() or checked.stdout.strip()

@@ -8,11 +8,11 @@ import secrets
 import pytest
 from sqlalchemy import create_engine, select, text, update
 
-from collector import sample_data
 from collector.models import HostAllocation, HostNode, Instance, StorageAllocation, StorageNode
-from collector.scheduling import capacity
-from collector.scheduling.snapshot import MB, HostRequest
-from collector.services import hva, hva_network, instance_lifecycle, sta
+from collector.scheduling import capacity, teardown
+from collector.scheduling.candidates import MB, HostRequest
+from collector.services import hva, hva_network, sta
+from workers.demo.world import make
 
 GB = 1024 * MB
 
@@ -23,12 +23,12 @@ def hyper():
 
 
 def make_host(session, hypervisor, cpu=4, mem=4096, disk_mb=100 * 1024, **kw):
-    return sample_data.host_node(session, hypervisor=hypervisor, offering_cpu_cores=cpu,
+    return make.host_node(session, hypervisor=hypervisor, offering_cpu_cores=cpu,
                                  offering_memory_size=mem, offering_disk_space_mb=disk_mb, **kw)
 
 
 def new_instance(session, hypervisor, cpu=1, mem=1024):
-    return sample_data.instance(session, state="scheduling", hypervisor=hypervisor,
+    return make.instance(session, state="scheduling", hypervisor=hypervisor,
                                 cpu_cores=cpu, memory_size=mem)
 
 
@@ -96,17 +96,17 @@ def test_release_gives_back_exactly_what_was_claimed_once(session):
 def test_terminating_releases_the_host(session):
     hv = hyper()
     host = make_host(session, hv)
-    inst = sample_data.instance(session, host, hypervisor=hv)
+    inst = make.instance(session, host, hypervisor=hv)
     assert used(session, host)[0] == 1
-    instance_lifecycle.destroy_instance(session, inst)
+    teardown.destroy_instance(session, inst)
     assert used(session, host) == (0, 0, 0)
 
 
 def test_hva_stop_releases_and_a_host_change_moves_the_claim(session):
     hv = hyper()
     a, b = make_host(session, hv), make_host(session, hv)
-    inst = sample_data.instance(session, a, hypervisor=hv, cpu_cores=2)
-    sample_data.volume(session, inst, "local", size=GB)
+    inst = make.instance(session, a, hypervisor=hv, cpu_cores=2)
+    make.volume(session, inst, "local", size=GB)
     assert used(session, a) == (2, 1024, GB)
     hva.update_instance(session, inst.canonical_uuid, {"host_node_id": b.canonical_uuid})
     assert used(session, a) == (0, 0, 0) and used(session, b) == (2, 1024, GB)
@@ -122,16 +122,16 @@ def test_hva_stop_releases_and_a_host_change_moves_the_claim(session):
 def test_switch_instance_host_node_moves_the_claim(session):
     hv = hyper()
     a, b = make_host(session, hv), make_host(session, hv)
-    inst = sample_data.instance(session, a, hypervisor=hv)
+    inst = make.instance(session, a, hypervisor=hv)
     hva_network.switch_instance_host_node(session, inst.canonical_uuid, b.node_id)
     assert used(session, a) == (0, 0, 0) and used(session, b) == (1, 1024, 0)
 
 
 def test_storage_claims_and_volume_deletion_releases(session):
-    node = sample_data.storage_node(session, offering_disk_space_mb=10 * 1024)
-    vol = sample_data.volume(session, None, kind=None, size=4 * GB, state="scheduling")
+    node = make.storage_node(session, offering_disk_space_mb=10 * 1024)
+    vol = make.volume(session, None, kind=None, size=4 * GB, state="scheduling")
     assert capacity.claim_storage(session, node.id, vol)
-    other = sample_data.volume(session, None, kind=None, size=7 * GB, state="scheduling")
+    other = make.volume(session, None, kind=None, size=7 * GB, state="scheduling")
     assert not capacity.claim_storage(session, node.id, other)
     session.refresh(node)
     assert node.used_disk_bytes == 4 * GB
@@ -143,9 +143,9 @@ def test_storage_claims_and_volume_deletion_releases(session):
 
 
 def test_sample_data_builders_keep_counters_true(session):
-    host = sample_data.host_node(session)
-    sample_data.running_instance(session, host)
-    sample_data.load_balanced_pair(session, host)
+    host = make.host_node(session)
+    make.running_instance(session, host)
+    make.load_balanced_pair(session, host)
     assert capacity.reconcile(session) == []
     session.refresh(host)
     assert host.used_cpu_cores == 4 and host.used_disk_bytes == 10 * GB
@@ -154,8 +154,8 @@ def test_sample_data_builders_keep_counters_true(session):
 def test_reconcile_repairs_drifted_counters(session):
     hv = hyper()
     host = make_host(session, hv)
-    node = sample_data.storage_node(session)
-    inst = sample_data.instance(session, host, hypervisor=hv)
+    node = make.storage_node(session)
+    inst = make.instance(session, host, hypervisor=hv)
     session.execute(update(HostNode).where(HostNode.id == host.id).values(used_cpu_cores=9))
     session.execute(update(StorageNode).where(StorageNode.id == node.id)
                     .values(used_disk_bytes=5))
@@ -198,7 +198,7 @@ def test_domain_checks_and_hypervisor_availability(session):
 
 
 def _migrated_to(url, revision):
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     upgrade(url, revision)
 
@@ -272,7 +272,7 @@ def test_an_instance_counts_once_whatever_its_state(session):
     hv = hyper()
     host = make_host(session, hv)
     for state in ("pending", "running", "halted"):
-        sample_data.instance(session, host, hypervisor=hv, state=state)
+        make.instance(session, host, hypervisor=hv, state=state)
     assert used(session, host)[0] == 3
     assert session.scalar(select(Instance.id).where(Instance.host_node_id == host.id)
                           .limit(1)) is not None

@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from collector.errors import SchedulerConfigError, UnknownServiceType
-from collector.scheduling import config, registry
-from collector.scheduling.host_node import FindFirst, LeastUsage
-from collector.scheduling.ip_address import Incremental, SpecifyIP
-from collector.scheduling.mac_address import Default
-from collector.scheduling.network import PerInstance, VifsRequestParam
+from collector.scheduling import placement_config as config
+from collector.scheduling.strategies import catalog as registry
+from collector.scheduling.strategies.host_node import FindFirst, LeastUsage
+from collector.scheduling.strategies.ip_address import Incremental, SpecifyIP
+from collector.scheduling.strategies.mac_address import Default
+from collector.scheduling.vifs import PerInstance, VifsRequestParam
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "scheduler.example.toml"
 

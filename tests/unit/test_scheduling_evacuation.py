@@ -11,7 +11,6 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select, update
 
-from collector import sample_data
 from collector.errors import InvalidArgument, UnknownHostNodeID
 from collector.models import (
     ISCSI,
@@ -22,9 +21,11 @@ from collector.models import (
     OutboxMessage,
     QueuedJob,
 )
-from collector.scheduling import capacity, config, evacuation
-from collector.scheduling.snapshot import MB
-from collector.services import api_hosts
+from collector.scheduling import capacity, evacuation
+from collector.scheduling import placement_config as config
+from collector.scheduling.candidates import MB
+from collector.services.api import hosts as api_hosts
+from workers.demo.world import make
 
 GB = 1024 * MB
 
@@ -44,14 +45,14 @@ def world(session):
     hv = f"kvm-{secrets.token_hex(3)}"
 
     def host(**kw):
-        return sample_data.host_node(session, hypervisor=hv, **{
+        return make.host_node(session, hypervisor=hv, **{
             "offering_cpu_cores": 4, "offering_memory_size": 4096,
             "offering_disk_space_mb": 50 * 1024, **kw})
 
     return World(hv, host(offering_cpu_cores=16, offering_memory_size=16384),
-                 [host(), host()], sample_data.image(session, local=True),
-                 sample_data.image(session, local=False),
-                 sample_data.storage_node(session))
+                 [host(), host()], make.image(session, local=True),
+                 make.image(session, local=False),
+                 make.storage_node(session))
 
 
 @pytest.fixture()
@@ -66,13 +67,13 @@ def use_config(tmp_path):
 
 
 def on_source(session, w, ha=True, san=False, state="running", cpu=1, mem=1024):
-    inst = sample_data.instance(session, w.source, img=w.san_image if san else w.local_image,
+    inst = make.instance(session, w.source, img=w.san_image if san else w.local_image,
                                 hypervisor=w.hv, ha_enabled=int(ha), state=state,
                                 cpu_cores=cpu, memory_size=mem)
     if san:
-        sample_data.volume(session, inst, ISCSI, node=w.storage, boot=True)
+        make.volume(session, inst, ISCSI, node=w.storage, boot=True)
     else:
-        sample_data.volume(session, inst, LOCAL, boot=True, size=10 * GB)
+        make.volume(session, inst, LOCAL, boot=True, size=10 * GB)
     return inst
 
 
@@ -177,7 +178,7 @@ def test_a_failed_re_placement_rolls_back_that_instance_only(session, world, sou
 
 def test_over_commit_only_when_the_ha_strategy_allows_it(session, world, use_config):
     for target in world.targets:
-        sample_data.instance(session, target, hypervisor=world.hv, cpu_cores=4)
+        make.instance(session, target, hypervisor=world.hv, cpu_cores=4)
     inst = on_source(session, world, cpu=2)
     assert evacuation.evacuate_from(session, world.source.canonical_uuid)["failed"] == \
         [inst.canonical_uuid]
@@ -196,7 +197,7 @@ def test_the_configured_ha_strategy_places(session, world, use_config):
     use_config('[service_types.std]\nhost_node_scheduler = "LeastUsage"\n'
                'host_node_ha_scheduler = "ExcludeSame"\n'
                'storage_node_scheduler = "LeastUsage"\nnetwork_scheduler = "VifsRequestParam"\n')
-    sample_data.instance(session, world.targets[0], hypervisor=world.hv, cpu_cores=3)
+    make.instance(session, world.targets[0], hypervisor=world.hv, cpu_cores=3)
     inst = on_source(session, world)
     evacuation.evacuate_from(session, world.source.canonical_uuid)
     assert inst.host_node_id == world.targets[0].id  # by id, not by free memory

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import pytest
 from sqlalchemy import delete, select, update
 
-from collector import sample_data
 from collector.errors import (
     IncompatibleHostNode,
     InvalidArgument,
@@ -36,8 +35,12 @@ from collector.models import (
     StorageNode,
     Volume,
 )
-from collector.scheduling import capacity, config, handlers, host_node, network
-from collector.scheduling.snapshot import MB
+from collector.scheduling import capacity, handlers
+from collector.scheduling import placement_config as config
+from collector.scheduling import vifs as network
+from collector.scheduling.candidates import MB
+from collector.scheduling.strategies import host_node
+from workers.demo.world import make
 
 GB = 1024 * MB
 
@@ -60,13 +63,13 @@ def world(session):
     session.add(MacRange(vendor_id=0x525400, range_begin=0x100000, range_end=0x1FFFFF))
     session.execute(update(NodeState).where(NodeState.node_id.in_(select(StorageNode.node_id)))
                     .values(state="offline"))
-    hosts = [sample_data.host_node(session, hypervisor=hv, offering_cpu_cores=4,
+    hosts = [make.host_node(session, hypervisor=hv, offering_cpu_cores=4,
                                    offering_memory_size=4096, offering_disk_space_mb=50 * 1024)
              for _ in range(2)]
-    storage = sample_data.storage_node(session, offering_disk_space_mb=100 * 1024)
+    storage = make.storage_node(session, offering_disk_space_mb=100 * 1024)
     n = secrets.randbelow(200)
-    return World(hv, hosts, storage, sample_data.network(session, f"10.{n}.7.0/24"),
-                 sample_data.image(session, local=True), sample_data.image(session, local=False))
+    return World(hv, hosts, storage, make.network(session, f"10.{n}.7.0/24"),
+                 make.image(session, local=True), make.image(session, local=False))
 
 
 def scheduling_instance(session, w, local=True, cpu=1, mem=1024, vifs=None, shared=(),
@@ -74,11 +77,11 @@ def scheduling_instance(session, w, local=True, cpu=1, mem=1024, vifs=None, shar
     """What the API leaves behind: instance and volumes in ``scheduling``."""
     if vifs is None:
         vifs = {"eth0": {"network": w.net.canonical_uuid}}
-    inst = sample_data.instance(session, img=w.local_image if local else w.san_image,
+    inst = make.instance(session, img=w.local_image if local else w.san_image,
                                 state="scheduling", status="init", hypervisor=w.hv,
                                 cpu_cores=cpu, memory_size=mem,
                                 request_params={"vifs": vifs, **params})
-    boot = sample_data.volume(session, inst, kind=LOCAL if local else None, size=10 * GB,
+    boot = make.volume(session, inst, kind=LOCAL if local else None, size=10 * GB,
                               state="scheduling", boot=True) if local else \
         _unplaced_volume(session, inst, 10 * GB, boot=True)
     for size in shared:
@@ -220,10 +223,10 @@ def test_after_a_late_failure_the_relay_finds_nothing_to_send(db_url):
 
     hv = f"kvm-{secrets.token_hex(3)}"
     with unit_of_work(db_url) as session:
-        sample_data.host_node(session, hypervisor=hv)
-        net = sample_data.network(session, f"10.{secrets.randbelow(200)}.9.0/24")
+        make.host_node(session, hypervisor=hv)
+        net = make.network(session, f"10.{secrets.randbelow(200)}.9.0/24")
         session.execute(delete(DhcpRange).where(DhcpRange.network_id == net.id))
-        inst = sample_data.instance(session, state="scheduling", hypervisor=hv,
+        inst = make.instance(session, state="scheduling", hypervisor=hv,
                                     request_params={"vifs": {"eth0": {
                                         "network": net.canonical_uuid}}})
         cuuid = inst.canonical_uuid
@@ -272,13 +275,13 @@ def test_explicit_host_checks(session, world):
         host_node.assign_explicit_host(session, inst, "hn-zzzzzzzz")
     with pytest.raises(InvalidArgument):
         host_node.assign_explicit_host(session, inst, "i-zzzzzzzz")
-    offline = sample_data.host_node(session, hypervisor=world.hv, online=False)
+    offline = make.host_node(session, hypervisor=world.hv, online=False)
     with pytest.raises(InvalidHostNodeID):
         host_node.assign_explicit_host(session, inst, offline.canonical_uuid)
-    other = sample_data.host_node(session, hypervisor=world.hv, arch="x86")
+    other = make.host_node(session, hypervisor=world.hv, arch="x86")
     with pytest.raises(IncompatibleHostNode):
         host_node.assign_explicit_host(session, inst, other.canonical_uuid)
-    small = sample_data.host_node(session, hypervisor=world.hv, offering_cpu_cores=2)
+    small = make.host_node(session, hypervisor=world.hv, offering_cpu_cores=2)
     with pytest.raises(OutOfHostCapacity):
         host_node.assign_explicit_host(session, inst, small.canonical_uuid)
     assert inst.host_node_id is None and counters_true(session)
@@ -286,8 +289,8 @@ def test_explicit_host_checks(session, world):
 
 def stopped(session, inst):
     """What stop leaves: hva cleared the host (claim released), the API released the IPs."""
+    from collector.scheduling.teardown import release_ip_lease
     from collector.services import hva
-    from collector.services.instance_lifecycle import release_ip_lease
     from collector.timeutil import utcnow
 
     for lease in session.scalars(select(NetworkVifIpLease).where(

@@ -8,7 +8,6 @@ import secrets
 import pytest
 from sqlalchemy import select, update
 
-from collector import sample_data
 from collector.errors import (
     InsufficientCapacity,
     NoMatchingHostNode,
@@ -17,16 +16,19 @@ from collector.errors import (
     UnknownGroup,
 )
 from collector.models import NodeState, StorageNode
-from collector.scheduling import capacity, config, host_node, piped_rules, storage_node
-from collector.scheduling.piped_rules import (
+from collector.scheduling import capacity
+from collector.scheduling import placement_config as config
+from collector.scheduling.candidates import MB
+from collector.scheduling.strategies import host_node, piped_rules, storage_node
+from collector.scheduling.strategies.piped_rules import (
     LeastUsageBy,
     PipedRules,
     RequestParamToGroup,
     Rule,
     ScatterBy,
 )
-from collector.scheduling.snapshot import MB
 from tests.unit.test_scheduling_strategies import host, node, request
+from workers.demo.world import make
 
 GB = 1024 * MB
 
@@ -257,13 +259,13 @@ def test_storage_find_first_is_the_first_online_node_with_room_by_id():
 def hosts(session):
     """Three equal hosts of a hypervisor only this test uses."""
     hv = f"kvm-{secrets.token_hex(3)}"
-    return [sample_data.host_node(session, hypervisor=hv, offering_cpu_cores=8,
+    return [make.host_node(session, hypervisor=hv, offering_cpu_cores=8,
                                   offering_memory_size=8192, offering_disk_space_mb=10240)
             for _ in range(3)]
 
 
 def unplaced(session, hosts, account="a-shpoolxx", cpu=1, quota=0.0, **params):
-    return sample_data.instance(session, state="scheduling", hypervisor=hosts[0].hypervisor,
+    return make.instance(session, state="scheduling", hypervisor=hosts[0].hypervisor,
                                 cpu_cores=cpu, memory_size=512, account_id=account,
                                 quota_weight=quota, request_params=params)
 
@@ -282,12 +284,12 @@ def test_piped_rules_places_consecutive_instances_spread_as_usage_grows(session,
 
 
 def test_piped_rules_reads_groups_and_usage_from_the_database(session, hosts):
-    gold = sample_data.group(session, [hosts[1], hosts[2]])
+    gold = make.group(session, [hosts[1], hosts[2]])
     strategy = piped(rp2g(pairs=[("gold", gold.canonical_uuid)]), LeastUsageBy("quota_weight"),
                      ScatterBy())
-    sample_data.instance(session, hosts[1], hypervisor=hosts[0].hypervisor, quota_weight=3.0,
+    make.instance(session, hosts[1], hypervisor=hosts[0].hypervisor, quota_weight=3.0,
                          account_id="a-other")
-    sample_data.instance(session, hosts[2], hypervisor=hosts[0].hypervisor, quota_weight=3.0,
+    make.instance(session, hosts[2], hypervisor=hosts[0].hypervisor, quota_weight=3.0,
                          account_id="a-mine")
     inst = unplaced(session, hosts, account="a-mine", tier="gold")
     assert place(session, inst, strategy) == hosts[1].canonical_uuid  # scatter decides
@@ -297,7 +299,7 @@ def test_piped_rules_reads_groups_and_usage_from_the_database(session, hosts):
 
 
 def test_exclude_same_moves_the_instance_off_its_host(session, hosts):
-    inst = sample_data.instance(session, hosts[0], hypervisor=hosts[0].hypervisor)
+    inst = make.instance(session, hosts[0], hypervisor=hosts[0].hypervisor)
     assert place(session, inst, host_node.ExcludeSame()) == hosts[1].canonical_uuid
     assert place(session, inst, host_node.ExcludeSame()) == hosts[0].canonical_uuid
     assert capacity.reconcile(session) == []
@@ -307,8 +309,8 @@ def test_over_commit_takes_the_best_host_past_its_offering_only_when_allowed(ses
     session.execute(update(NodeState).where(NodeState.node_id == hosts[2].node_id)
                     .values(state="offline"))
     for h in hosts[:2]:
-        sample_data.instance(session, h, hypervisor=h.hypervisor, cpu_cores=8)
-    inst = sample_data.instance(session, hosts[2], hypervisor=hosts[0].hypervisor, cpu_cores=2)
+        make.instance(session, h, hypervisor=h.hypervisor, cpu_cores=8)
+    inst = make.instance(session, hosts[2], hypervisor=hosts[0].hypervisor, cpu_cores=2)
     with pytest.raises(InsufficientCapacity):
         place(session, inst, host_node.LeastUsage(), over_commit=True)  # not allowed
     allowed = host_node.LeastUsage(allow_over_commit=True)
@@ -322,9 +324,9 @@ def test_over_commit_takes_the_best_host_past_its_offering_only_when_allowed(ses
 def test_storage_find_first_places_on_the_lowest_id_with_room(session):
     session.execute(update(NodeState).where(NodeState.node_id.in_(select(StorageNode.node_id)))
                     .values(state="offline"))
-    nodes = [sample_data.storage_node(session, offering_disk_space_mb=mb)
+    nodes = [make.storage_node(session, offering_disk_space_mb=mb)
              for mb in (1024, 100 * 1024, 200 * 1024)]
-    vol = sample_data.volume(session, None, kind=None, size=10 * GB, state="scheduling")
+    vol = make.volume(session, None, kind=None, size=10 * GB, state="scheduling")
     chosen = storage_node.place_storage(session, vol, storage_node.FindFirst())
     assert chosen.uuid == nodes[1].canonical_uuid  # the first has 1 GB only
     assert session.get(StorageNode, nodes[1].id).used_disk_bytes == 10 * GB

@@ -7,7 +7,6 @@ import itertools
 import pytest
 from sqlalchemy import delete, func, select
 
-from collector import sample_data
 from collector.errors import (
     DuplicateIPAddress,
     InvalidArgument,
@@ -20,10 +19,11 @@ from collector.errors import (
 )
 from collector.models import DhcpRange, IpLease, Network
 from collector.models.networks import ipv4_to_i
-from collector.scheduling import ip_address
 from collector.scheduling.gaps import first_free
-from collector.services.instance_lifecycle import release_ip_lease
+from collector.scheduling.strategies import ip_address
+from collector.scheduling.teardown import release_ip_lease
 from collector.timeutil import utcnow
+from workers.demo.world import make
 
 _networks = itertools.count()
 
@@ -32,7 +32,7 @@ def make_net(session, ranges, **columns):
     """A /24 (gateway .1, dns+dhcp .2, metadata .3) with exactly ``ranges`` (last octets)."""
     n = next(_networks)
     prefix = f"10.{200 + n // 256}.{n % 256}"
-    net = sample_data.network(session, f"{prefix}.0/24", **columns)
+    net = make.network(session, f"{prefix}.0/24", **columns)
     session.execute(delete(DhcpRange).where(DhcpRange.network_id == net.id))
     set_ranges(session, net, ranges)
     net.test_prefix = prefix
@@ -214,7 +214,7 @@ def test_manual_address_checks_in_order(session):
 
 def test_the_same_manual_address_is_free_in_another_network(session):
     a = make_net(session, [(1, 100)])
-    b = sample_data.network(session, f"{a.test_prefix}.0/24")  # same segment, other network
+    b = make.network(session, f"{a.test_prefix}.0/24")  # same segment, other network
     ip_address.lease_manual_ip(session, a, None, f"{a.test_prefix}.50")
     assert ip_address.lease_manual_ip(session, b, None, f"{a.test_prefix}.50").network_id == b.id
 

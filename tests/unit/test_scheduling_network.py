@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete, select
 
-from collector import sample_data
 from collector.errors import (
     DuplicateIPAddress,
     DuplicateMacAddress,
@@ -17,7 +16,9 @@ from collector.errors import (
 )
 from collector.models import MacLease, MacRange, NetworkVifIpLease, NetworkVifMonitor
 from collector.models.networks import ipv4_to_s
-from collector.scheduling import mac_address, network
+from collector.scheduling import vifs as network
+from collector.scheduling.strategies import mac_address
+from workers.demo.world import make
 
 VENDOR = 0x00AB00  # a leading zero nibble: the original printed 11 digits here (S18)
 
@@ -44,7 +45,7 @@ def mac(device, vendor=VENDOR):
 
 
 def new_instance(session, vifs, **params):
-    inst = sample_data.instance(session, state="scheduling",
+    inst = make.instance(session, state="scheduling",
                                 request_params={"vifs": vifs, **params})
     return inst
 
@@ -117,7 +118,7 @@ def test_empty_vifs_make_no_vif(session, mac_range):
 
 
 def test_one_vif_gets_a_mac_and_the_first_address(session, mac_range):
-    net = sample_data.network(session, "10.31.0.0/24")
+    net = make.network(session, "10.31.0.0/24")
     (vif,) = network.create_vifs(session, new_instance(session, {"eth0": {"network":
                                                                           net.canonical_uuid}}))
     assert (vif.device_index, vif.mac_addr, vif.network_id) == (0, "00ab00000001", net.id)
@@ -125,7 +126,7 @@ def test_one_vif_gets_a_mac_and_the_first_address(session, mac_range):
 
 
 def test_two_vifs_on_two_networks(session, mac_range):
-    a, b = sample_data.network(session, "10.32.0.0/24"), sample_data.network(session,
+    a, b = make.network(session, "10.32.0.0/24"), make.network(session,
                                                                              "10.33.0.0/24")
     inst = new_instance(session, {"eth0": {"network": a.canonical_uuid},
                                   "eth1": {"index": 1, "network": b.canonical_uuid}})
@@ -154,8 +155,8 @@ def test_malformed_vifs_are_refused(session, mac_range, vifs):
 
 
 def test_nat_address_comes_from_the_nat_network(session, mac_range):
-    inside, outside = (sample_data.network(session, "10.34.0.0/24"),
-                       sample_data.network(session, "192.168.34.0/24"))
+    inside, outside = (make.network(session, "10.34.0.0/24"),
+                       make.network(session, "192.168.34.0/24"))
     inst = new_instance(session, {"eth0": {"network": inside.canonical_uuid,
                                            "nat_network": outside.canonical_uuid}})
     (vif,) = network.create_vifs(session, inst)
@@ -164,8 +165,8 @@ def test_nat_address_comes_from_the_nat_network(session, mac_range):
 
 
 def test_requested_mac_and_addresses_are_honoured(session, mac_range):
-    inside, outside = (sample_data.network(session, "10.35.0.0/24"),
-                       sample_data.network(session, "192.168.35.0/24"))
+    inside, outside = (make.network(session, "10.35.0.0/24"),
+                       make.network(session, "192.168.35.0/24"))
     inst = new_instance(session, {
         "eth0": {"network": inside.canonical_uuid, "mac_addr": "00ab0000abcd",
                  "ipv4_addr": "10.35.0.77", "nat_network": outside.canonical_uuid,
@@ -179,7 +180,7 @@ def test_requested_mac_and_addresses_are_honoured(session, mac_range):
 
 
 def test_security_groups_per_vif_or_from_the_request(session, mac_range):
-    g1, g2 = sample_data.security_group(session), sample_data.security_group(session)
+    g1, g2 = make.security_group(session), make.security_group(session)
     inst = new_instance(session, {"eth0": {"security_groups": g1.canonical_uuid},
                                   "eth1": {}}, security_groups=[g2.canonical_uuid, ""])
     first, second = network.create_vifs(session, inst)
@@ -203,7 +204,7 @@ def test_monitors_pair_with_their_vif_by_name(session, mac_range):
 
 
 def test_check_manual_addresses_refuses_before_anything_is_written(session, mac_range):
-    net = sample_data.network(session, "10.36.0.0/24")
+    net = make.network(session, "10.36.0.0/24")
     nw = net.canonical_uuid
     network.check_manual_addresses(session, {"eth0": {"network": nw, "ipv4_addr": "10.36.0.50",
                                                       "mac_addr": "00ab00000050"}})

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import delete, func, select
 
-from collector import sample_data
 from collector.errors import (
     NetworkSchedulingError,
     OutOfIpRange,
@@ -18,8 +17,12 @@ from collector.errors import (
 )
 from collector.models import DhcpRange, MacLease, MacRange, Network, NetworkVif, NetworkVifIpLease
 from collector.models.networks import ipv4_to_i, ipv4_to_s
-from collector.scheduling import config, mac_address, network, vif_plans
-from collector.scheduling.snapshot import ALL_NETWORKS, GroupMember, VifPlan
+from collector.scheduling import placement_config as config
+from collector.scheduling import vifs as network
+from collector.scheduling.candidates import ALL_NETWORKS, GroupMember, VifPlan
+from collector.scheduling.strategies import mac_address
+from collector.scheduling.strategies import network as vif_plans
+from workers.demo.world import make
 
 NW, NAT = "nw-inside1", "nw-outside"
 
@@ -188,7 +191,7 @@ def macs(session):
 
 
 def instance(session, vifs, host=None, **params):
-    return sample_data.instance(session, host, state="scheduling",
+    return make.instance(session, host, state="scheduling",
                                 request_params={"vifs": vifs, **params})
 
 
@@ -216,7 +219,7 @@ def full(session, net):
 
 
 def test_vif_template_vifs_on_the_template_network_or_none(session, macs):
-    net = sample_data.network(session, "10.41.0.0/24")
+    net = make.network(session, "10.41.0.0/24")
     inst = instance(session, {"eth0": {}, "eth1": {"network": net.canonical_uuid}})
     eth0, eth1 = build(session, inst, vif_plans.VifTemplate({"eth0": net.canonical_uuid}))
     assert leases(session, eth0) == [(net.id, "10.41.0.10")]
@@ -224,7 +227,7 @@ def test_vif_template_vifs_on_the_template_network_or_none(session, macs):
 
 
 def test_specify_network_leases_what_is_requested_only(session, macs):
-    net = sample_data.network(session, "10.42.0.0/24")
+    net = make.network(session, "10.42.0.0/24")
     nw = net.canonical_uuid
     inst = instance(session, {"eth0": {"network": nw, "ipv4_addr": "10.42.0.77"},
                               "eth1": {"network": nw}})
@@ -234,8 +237,8 @@ def test_specify_network_leases_what_is_requested_only(session, macs):
 
 
 def test_nat_one_to_one_outside_address_comes_from_the_nat_network(session, macs):
-    inside = sample_data.network(session, "10.43.0.0/24")
-    outside = sample_data.network(session, "192.168.43.0/24")
+    inside = make.network(session, "10.43.0.0/24")
+    outside = make.network(session, "192.168.43.0/24")
     inst = instance(session, {"eth0": {}})
     (vif,) = build(session, inst, vif_plans.NatOneToOne(inside.canonical_uuid,
                                                         outside.canonical_uuid))
@@ -245,7 +248,7 @@ def test_nat_one_to_one_outside_address_comes_from_the_nat_network(session, macs
 
 
 def test_flat_single_uses_the_network_with_the_lowest_id_or_the_configured_one(session, macs):
-    net = sample_data.network(session, "10.44.0.0/24")
+    net = make.network(session, "10.44.0.0/24")
     lowest = session.scalar(select(func.min(Network.id)))
     # The database is shared: whatever network has the lowest id gets addresses to give.
     base = ipv4_to_i(session.get(Network, lowest).ipv4_network)
@@ -260,9 +263,9 @@ def test_flat_single_uses_the_network_with_the_lowest_id_or_the_configured_one(s
 
 
 def test_request_param_to_group_tries_members_by_sort_index_one_vif_whatever(session, macs):
-    first = full(session, sample_data.network(session, "10.45.0.0/24"))
-    second = sample_data.network(session, "10.46.0.0/24")
-    group = sample_data.group(session, [first, second], kind="network")
+    first = full(session, make.network(session, "10.45.0.0/24"))
+    second = make.network(session, "10.46.0.0/24")
+    group = make.group(session, [first, second], kind="network")
     strategy = vif_plans.RequestParamToGroup("zone", group.canonical_uuid)
     macs_before = session.scalar(select(func.count()).select_from(MacLease))
     (vif,) = build(session, instance(session, {"eth0": {}}), strategy)
@@ -271,25 +274,25 @@ def test_request_param_to_group_tries_members_by_sort_index_one_vif_whatever(ses
 
 
 def test_network_group_takes_the_least_allocated_member(session, macs):
-    busy, idle = (sample_data.network(session, "10.47.0.0/24"),
-                  sample_data.network(session, "10.48.0.0/24"))
-    sample_data.lease_ip(session, None, busy, "10.47.0.50")
-    group = sample_data.group(session, [busy, idle], kind="network")
+    busy, idle = (make.network(session, "10.47.0.0/24"),
+                  make.network(session, "10.48.0.0/24"))
+    make.lease_ip(session, None, busy, "10.47.0.50")
+    group = make.group(session, [busy, idle], kind="network")
     strategy = vif_plans.NetworkGroup(group.canonical_uuid)
     a, b = build(session, instance(session, {"eth0": {}, "eth1": {}}), strategy)
     assert (a.network_id, b.network_id) == (idle.id, busy.id)  # 0 then 1 vs 1: tie by index
 
 
 def test_a_group_with_no_address_left_is_out_of_ip_range_and_leaves_nothing(session, macs):
-    nets = [full(session, sample_data.network(session, f"10.49.{n}.0/24")) for n in (1, 2)]
-    group = sample_data.group(session, nets, kind="network")
+    nets = [full(session, make.network(session, f"10.49.{n}.0/24")) for n in (1, 2)]
+    group = make.group(session, nets, kind="network")
     inst = instance(session, {"eth0": {}})
     before = session.scalar(select(func.count()).select_from(NetworkVif))
     with pytest.raises(OutOfIpRange, match="No available ip addresses left in network group"):
         with session.begin_nested():
             build(session, inst, vif_plans.NetworkGroup(group.canonical_uuid))
     assert session.scalar(select(func.count()).select_from(NetworkVif)) == before
-    empty = sample_data.group(session, [], kind="network")
+    empty = make.group(session, [], kind="network")
     with pytest.raises(OutOfIpRange):
         build(session, inst, vif_plans.NetworkGroup(empty.canonical_uuid))
 
@@ -316,9 +319,9 @@ def device(vif):
 def test_by_host_node_group_takes_the_range_of_the_hosts_first_paired_group(session):
     session.execute(delete(MacRange))
     r = mac_ranges(session, ("rdefault", 0x10), ("rgold", 0x20), ("rsilver", 0x30))
-    host = sample_data.host_node(session)
-    gold = sample_data.group(session, [host]).canonical_uuid
-    silver = sample_data.group(session, [host]).canonical_uuid
+    host = make.host_node(session)
+    gold = make.group(session, [host]).canonical_uuid
+    silver = make.group(session, [host]).canonical_uuid
     strategy = mac_address.ByHostNodeGroup(r["rdefault"], (("hng-nothing", r["rdefault"]),
                                                            (silver, r["rsilver"]),
                                                            (gold, r["rgold"])))
@@ -341,7 +344,7 @@ def test_by_host_node_group_without_host_or_group_uses_the_default(session):
     (vif,) = build(session, instance(session, {"eth0": {}}), vif_plans.VifsRequestParam(),
                    strategy)
     assert device(vif) == 0x40
-    (vif,) = build(session, instance(session, {"eth0": {}}, sample_data.host_node(session)),
+    (vif,) = build(session, instance(session, {"eth0": {}}, make.host_node(session)),
                    vif_plans.VifsRequestParam(), strategy)
     assert device(vif) == 0x41
     manual = build(session, instance(session, {"eth0": {"mac_addr": "525400000051"}}),
@@ -352,8 +355,8 @@ def test_by_host_node_group_without_host_or_group_uses_the_default(session):
 def test_by_host_node_group_unknown_or_missing_ranges_are_typed(session):
     session.execute(delete(MacRange))
     r = mac_ranges(session, ("rone", 0x60))
-    host = sample_data.host_node(session)
-    gold = sample_data.group(session, [host]).canonical_uuid
+    host = make.host_node(session)
+    gold = make.group(session, [host]).canonical_uuid
     inst = instance(session, {"eth0": {}}, host)
     with pytest.raises(UnknownMacRange, match="'mr-absent0' not found"):
         build(session, inst, vif_plans.VifsRequestParam(),
@@ -369,9 +372,9 @@ def test_by_host_node_group_unknown_or_missing_ranges_are_typed(session):
 
 def test_the_api_accepts_a_network_group_per_vif(session, macs):
     from collector.errors import UnknownNetworkID
-    from collector.services import api
+    from collector.services.api import instances as api
 
-    group = sample_data.group(session, [sample_data.network(session, "10.50.0.0/24")],
+    group = make.group(session, [make.network(session, "10.50.0.0/24")],
                               kind="network")
     checked = api._check_vifs(session, {"eth0": {"network_group": group.canonical_uuid}})
     assert checked == {"eth0": {"network_group": group.canonical_uuid}}

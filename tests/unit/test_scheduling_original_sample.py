@@ -10,10 +10,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, select
 
-from collector import sample_data
 from collector.models import LOCAL, MacRange, NetworkVifIpLease, Volume
 from collector.models.networks import ipv4_to_s
-from collector.scheduling import config, handlers, host_node, mac_address, vif_plans
+from collector.scheduling import handlers
+from collector.scheduling import placement_config as config
+from collector.scheduling.strategies import host_node, mac_address
+from collector.scheduling.strategies import network as vif_plans
+from workers.demo.world import make
 
 SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "scheduler.original-sample.toml"
 
@@ -51,19 +54,19 @@ def demo(session):
     for name, begin in (("demomacs", 0x100), ("range1", 0x200)):
         session.add(MacRange(uuid=name, vendor_id=0x525400, range_begin=begin,
                              range_end=begin + 0xFF))
-    nets = {n: sample_data.network(session, f"10.{90 + n}.0.0/24", uuid=f"demo{n}")
+    nets = {n: make.network(session, f"10.{90 + n}.0.0/24", uuid=f"demo{n}")
             for n in (1, 2, 3)}
     hv = f"kvm-{secrets.token_hex(3)}"
-    grouped = sample_data.host_node(session, hypervisor=hv, offering_cpu_cores=2,
+    grouped = make.host_node(session, hypervisor=hv, offering_cpu_cores=2,
                                     offering_memory_size=2048)
-    other = sample_data.host_node(session, hypervisor=hv, offering_cpu_cores=2,
+    other = make.host_node(session, hypervisor=hv, offering_cpu_cores=2,
                                   offering_memory_size=1536)
-    sample_data.group(session, [grouped], uuid="shhost")
+    make.group(session, [grouped], uuid="shhost")
     return {"hv": hv, "nets": nets, "grouped": grouped, "other": other}
 
 
 def scheduling(session, demo, **params):
-    inst = sample_data.instance(session, state="scheduling", status="init",
+    inst = make.instance(session, state="scheduling", status="init",
                                 hypervisor=demo["hv"], cpu_cores=1, memory_size=1024,
                                 service_type="std", request_params=params)
     session.add(Volume(size=1 << 30, state="scheduling", volume_type=LOCAL, instance_id=inst.id,

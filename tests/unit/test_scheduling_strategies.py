@@ -10,8 +10,15 @@ from collector.errors import (
     NoMatchingHostNode,
     NoMatchingStorageNode,
 )
-from collector.scheduling import host_node, ip_address, network, storage_node
-from collector.scheduling.snapshot import MB, HostCandidate, HostRequest, StorageCandidate, VifPlan
+from collector.scheduling import vifs as network
+from collector.scheduling.candidates import (
+    MB,
+    HostCandidate,
+    HostRequest,
+    StorageCandidate,
+    VifPlan,
+)
+from collector.scheduling.strategies import host_node, ip_address, storage_node
 
 GB = 1024 * MB
 

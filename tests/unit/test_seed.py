@@ -6,7 +6,7 @@ from sqlalchemy import func, select
 
 from collector.ids import new_uuid
 from collector.models import HostNode, Image, MacRange, Network
-from collector.services.seed import seed_datacenter
+from workers.demo.world.datacenter import seed_datacenter
 
 
 def test_seed_writes_hosts_of_two_sizes_storage_networks_and_images(session):

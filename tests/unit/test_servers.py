@@ -3,7 +3,7 @@
 import psycopg
 import redis
 
-from tests.servers import free_port, redis_server_binary
+from tests.support.servers import free_port, redis_server_binary
 
 
 def test_redis_server_answers_and_survives_restart(redis_server):

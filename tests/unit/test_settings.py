@@ -3,9 +3,9 @@
 import pytest
 from click.testing import CliRunner
 
-from collector.cli import main
-from collector.client import make_app
 from collector.config import SettingsError, load_settings
+from workers.agent.client import make_app
+from workers.cli.main import main
 
 
 @pytest.mark.parametrize("url", [
@@ -57,8 +57,8 @@ def test_an_event_retry_longer_than_half_the_visibility_timeout_is_refused(monke
 def test_visibility_timeouts_per_kind_of_work(monkeypatch):
     """The Collector: short, in its own hash; an agent: twice its longest job, per node."""
     import celeryconfig
-    from collector.agent import Agent
-    from collector.client import Collector
+    from workers.agent.base import Agent
+    from workers.agent.client import Collector
 
     options = celeryconfig.broker_transport_options
     assert options["visibility_timeout"] == load_settings().visibility_timeout == 60
@@ -147,7 +147,7 @@ def test_a_failed_start_is_one_line_on_stderr_and_a_non_zero_exit(tmp_path, argv
                    "COLLECTOR_DATA_DIR": str(tmp_path), **env}
     if "COLLECTOR_RESULT_BACKEND" not in env:
         environment.pop("COLLECTOR_RESULT_BACKEND", None)
-    done = subprocess.run([sys.executable, "-m", "collector.cli", *argv], env=environment,
+    done = subprocess.run([sys.executable, "-m", "workers.cli", *argv], env=environment,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
@@ -158,7 +158,7 @@ def test_sqlite_commits_are_durable_unless_told_otherwise(monkeypatch, tmp_path)
     from sqlalchemy import text
 
     from collector.db import dispose_engines, unit_of_work
-    from collector.migrate import upgrade
+    from collector.db.migrate import upgrade
 
     monkeypatch.delenv("COLLECTOR_SQLITE_SYNCHRONOUS", raising=False)
     assert load_settings().sqlite_synchronous == "full"

@@ -2,14 +2,14 @@
 
 import pytest
 
-from collector import sample_data
 from collector.errors import InvalidArgument, InvalidStateTransition, ValidationFailed
 from collector.models import ISCSI, BackupObject, Image, Volume
 from collector.services import sta
+from workers.demo.world import make
 
 
 def test_late_attaching_after_attached_is_refused(session):
-    vol = sample_data.volume(session, None, ISCSI, node=sample_data.storage_node(session))
+    vol = make.volume(session, None, ISCSI, node=make.storage_node(session))
     sta.update_volume(session, vol.canonical_uuid, {"state": "attaching"})
     sta.update_volume(session, vol.canonical_uuid, {"state": "attached"})
     with pytest.raises(InvalidStateTransition):
@@ -18,8 +18,8 @@ def test_late_attaching_after_attached_is_refused(session):
 
 
 def test_volume_device_and_deletion(session):
-    node = sample_data.storage_node(session)
-    vol = sample_data.volume(session, None, ISCSI, node=node)
+    node = make.storage_node(session)
+    vol = make.volume(session, None, ISCSI, node=node)
     sta.update_volume(session, vol.canonical_uuid,
                       {"volume_device": {"iqn": "iqn.x:1", "lun": 3}, "state": "available"})
     assert (vol.iscsi_volume.iqn, vol.iscsi_volume.lun) == ("iqn.x:1", 3)
@@ -35,10 +35,10 @@ def test_volume_device_and_deletion(session):
 
 
 def test_duplicate_guest_device_name_on_one_instance_is_refused(session):
-    inst = sample_data.instance(session, sample_data.host_node(session))
-    node = sample_data.storage_node(session)
-    sample_data.volume(session, inst, ISCSI, node=node, guest_device_name="vdb")
-    other = sample_data.volume(session, None, ISCSI, node=node, state="attaching")
+    inst = make.instance(session, make.host_node(session))
+    node = make.storage_node(session)
+    make.volume(session, inst, ISCSI, node=node, guest_device_name="vdb")
+    other = make.volume(session, None, ISCSI, node=node, state="attaching")
     with pytest.raises(ValidationFailed):
         sta.update_volume(session, other.canonical_uuid,
                           {"state": "attached", "instance_id": inst.canonical_uuid,
@@ -46,7 +46,7 @@ def test_duplicate_guest_device_name_on_one_instance_is_refused(session):
 
 
 def test_backup_progress_never_goes_down_and_available_means_100(session):
-    bo = sample_data.backup_object(session, state="pending", progress=0.0)
+    bo = make.backup_object(session, state="pending", progress=0.0)
     sta.update_backup_object(session, bo.canonical_uuid, {"state": "creating", "progress": 40})
     sta.update_backup_object(session, bo.canonical_uuid, {"progress": 20.0})  # late, lower
     assert bo.progress == 40.0
@@ -59,7 +59,7 @@ def test_backup_progress_never_goes_down_and_available_means_100(session):
 
 
 def test_image_transfer_clones_fields_and_post_process_waits_for_every_backup(session):
-    storage = sample_data.backup_storage(session, node_id="bksta.t1")
+    storage = make.backup_storage(session, node_id="bksta.t1")
     out = sta.register_image_transfer(
         session, "bksta.t1", {"display_name": "web", "os_type": "windows", "state": "x",
                               "arch": "x86_64", "boot_dev_type": 2},
@@ -70,7 +70,7 @@ def test_image_transfer_clones_fields_and_post_process_waits_for_every_backup(se
         "pending", "windows", bo.canonical_uuid)
     assert (bo.state, bo.backup_storage_id, bo.object_key) == (
         "pending", storage.id, bo.canonical_uuid)
-    extra = sample_data.backup_object(session, state="creating")
+    extra = make.backup_object(session, state="creating")
     image.volumes = [{"backup_object_id": extra.canonical_uuid}]
     bo.state = "available"
     sta.post_process_backup_image(session, image.canonical_uuid)
@@ -81,7 +81,7 @@ def test_image_transfer_clones_fields_and_post_process_waits_for_every_backup(se
 
 
 def test_get_volume_without_device_row_has_no_device(session):
-    vol = sample_data.volume(session, None, None)
+    vol = make.volume(session, None, None)
     doc = sta.get_volume(session, vol.canonical_uuid)
     assert doc["volume_device"] is None and doc["source_backup_object"] is None
     assert isinstance(Volume.by_cuuid(session, doc["uuid"]), Volume)

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from collector import messaging, sample_data
+from collector.db import outbox
 from collector.ids import new_uuid
-from collector.services import jobqueue
+from collector.services.jobs import ledger as jobqueue
 from collector.services.stats import collector_stats
+from workers.demo.world import make
 
 
 def test_stats_count_jobs_per_queue_by_outcome_and_the_unsent_outbox(session):
     queue = f"hva-handle.hva.st{new_uuid()}"
     before = collector_stats(session)
-    ok = messaging.jobs.submit(session, queue, "reboot", "i-x")
-    bad = messaging.jobs.submit(session, queue, "reboot", "i-y")
-    messaging.jobs.submit(session, queue, "reboot", "i-z")
+    ok = outbox.jobs.submit(session, queue, "reboot", "i-x")
+    bad = outbox.jobs.submit(session, queue, "reboot", "i-y")
+    outbox.jobs.submit(session, queue, "reboot", "i-z")
     jobqueue.running(session, ok, "w1")
     jobqueue.finish_success(session, ok)
     jobqueue.running(session, bad, "w1")
     jobqueue.finish_fail(session, bad, "disk full")
-    sample_data.node_state(session, f"hva.st{new_uuid()}", "timeout")
+    make.node_state(session, f"hva.st{new_uuid()}", "timeout")
 
     after = collector_stats(session)
     assert after["jobs"][queue] == {"pending": 1, "running": 0, "succeeded": 1, "failed": 1,
@@ -31,8 +32,8 @@ def test_stats_count_jobs_per_queue_by_outcome_and_the_unsent_outbox(session):
 def test_node_overview_shows_liveness_and_capacity_used_of_total(session):
     from collector.services.stats import node_overview
 
-    host = sample_data.host_node(session, offering_cpu_cores=8, offering_memory_size=16384)
-    inst = sample_data.instance(session, host, cpu_cores=2, memory_size=4096)
+    host = make.host_node(session, offering_cpu_cores=8, offering_memory_size=16384)
+    inst = make.instance(session, host, cpu_cores=2, memory_size=4096)
     row = next(n for n in node_overview(session) if n["node_id"] == host.node_id)
     assert row["kind"] == "host" and row["state"] == "online" and row["last_heartbeat"]
     assert row["cpu_cores"] == {"used": 2, "total": 8}

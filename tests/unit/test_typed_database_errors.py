@@ -8,13 +8,13 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 
-from collector import sample_data
 from collector.db import unit_of_work
-from collector.embedded import free_port
 from collector.errors import InternalError, InvalidArgument, TransientError, ValidationFailed
 from collector.models import Volume
 from collector.models.volumes import ISCSI
-from tasks.unit_of_work import database_error, is_transient, run_in_unit_of_work
+from tasks.execution import database_error, is_transient, run_in_unit_of_work
+from workers.demo.world import make
+from workers.embedded_redis import free_port
 
 SQL_WORDS = ("SELECT", "INSERT", "UPDATE", "DELETE", "WHERE", "VALUES", "parameters")
 
@@ -25,10 +25,10 @@ def _plain(message: str) -> bool:
 
 def _two_attached_on_vdb(session):
     """Two volumes attached to one instance under ``vdb``, written past the service's check."""
-    inst = sample_data.instance(session, sample_data.host_node(session))
-    node = sample_data.storage_node(session)
-    sample_data.volume(session, inst, ISCSI, node=node, guest_device_name="vdb")
-    other = sample_data.volume(session, None, ISCSI, node=node, state="available")
+    inst = make.instance(session, make.host_node(session))
+    node = make.storage_node(session)
+    make.volume(session, inst, ISCSI, node=node, guest_device_name="vdb")
+    other = make.volume(session, None, ISCSI, node=node, state="available")
     session.flush()
     other.instance_id, other.guest_device_name, other.state = inst.id, "vdb", "attached"
     session.flush()
@@ -48,14 +48,14 @@ def test_the_index_refuses_two_attached_volumes_on_one_guest_device(session):
 
 
 def test_the_index_leaves_detached_deleted_and_unnamed_volumes_alone(session):
-    inst = sample_data.instance(session, sample_data.host_node(session))
-    node = sample_data.storage_node(session)
-    sample_data.volume(session, inst, ISCSI, node=node, guest_device_name="vdc")
+    inst = make.instance(session, make.host_node(session))
+    node = make.storage_node(session)
+    make.volume(session, inst, ISCSI, node=node, guest_device_name="vdc")
     for state in ("available", "detaching", "deleted"):
-        sample_data.volume(session, inst, ISCSI, node=node, guest_device_name="vdc",
+        make.volume(session, inst, ISCSI, node=node, guest_device_name="vdc",
                            state=state)
     for _ in range(2):
-        sample_data.volume(session, inst, ISCSI, node=node, guest_device_name="")
+        make.volume(session, inst, ISCSI, node=node, guest_device_name="")
     session.flush()
 
 
@@ -107,7 +107,7 @@ def test_serialization_failures_and_deadlocks_are_transient(sqlstate):
 
 
 def test_anything_unexpected_is_internal_error_with_a_reference_only(monkeypatch):
-    logger = logging.getLogger("tasks.unit_of_work")
+    logger = logging.getLogger("tasks.execution")
     monkeypatch.setattr(logger, "disabled", False)  # whatever logging setup ran before
     records: list[logging.LogRecord] = []
     handler = logging.Handler()

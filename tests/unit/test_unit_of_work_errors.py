@@ -8,8 +8,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from collector.errors import InternalError, TransientError
-from tasks import unit_of_work as uow_module
-from tasks.unit_of_work import run_in_unit_of_work
+from tasks import execution as uow_module
+from tasks.execution import run_in_unit_of_work
 
 
 class _Orig(Exception):
@@ -76,9 +76,9 @@ def test_a_commit_cut_by_a_lost_connection_is_not_called_transient(on_test_db, m
 
 def test_a_committed_call_answers_even_when_its_relay_finds_the_broker_down(db_url, monkeypatch):
     from collector.db import unit_of_work
-    from collector.embedded import free_port
     from collector.models import OutboxMessage, QueuedJob
-    from collector.services import job_push
+    from collector.services.jobs import push as job_push
+    from workers.embedded_redis import free_port
 
     monkeypatch.setenv("COLLECTOR_DATABASE_URL", db_url)
     monkeypatch.setitem(uow_module.app.conf, "broker_url", f"redis://127.0.0.1:{free_port()}/0")
@@ -90,7 +90,7 @@ def test_a_committed_call_answers_even_when_its_relay_finds_the_broker_down(db_u
 
 
 def test_a_committed_call_answers_whatever_its_relay_raises(on_test_db, monkeypatch):
-    from collector.services import job_push
+    from collector.services.jobs import push as job_push
 
     def broken(*_args, **_kwargs):
         raise _db_error(None, "the database went away while stamping")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import gc
 
-import tasks.hva  # noqa: F401 - registers the endpoint
+import tasks.endpoints.hva_collector  # noqa: F401 - registers the endpoint
 from tasks.app import app, settle_heap
 from tasks.registry import RESULT_REPR_CHARS
 
@@ -30,12 +30,12 @@ def test_settling_the_heap_freezes_what_is_loaded():
 def _worker_argv(monkeypatch, *args):
     from click.testing import CliRunner
 
-    import collector.client
-    from collector.cli import main
+    import workers.worker
+    from workers.cli.main import main
 
     seen = []
     monkeypatch.setenv("COLLECTOR_BROKER_URL", "redis://127.0.0.1:1/0")
-    monkeypatch.setattr(collector.client, "run_celery",
+    monkeypatch.setattr(workers.worker, "run_celery",
                         lambda _app, argv: seen.append(argv) or 0)
     result = CliRunner().invoke(main, ["worker", *args])
     assert result.exit_code == 0, result.output

@@ -1,0 +1,24 @@
+"""The database: engines and sessions (``engine``), the unit of work (``unit_of_work``), the
+outbox the domain writes jobs and events to (``outbox``), compiled Core queries for the hot
+reads (``compiled``) and the schema's migrations (``migrate``).
+
+The names callers use most are re-exported here.
+"""
+
+from collector.db.engine import (
+    EAGER_CHUNK,
+    db_now,
+    dialect_name,
+    dispose_engines,
+    get_engine,
+    make_engine,
+    session_factory,
+    skip_locked,
+)
+from collector.db.transactions import (
+    OUTBOX_ROWS,
+    UnitOfWork,
+    record_outbox_row,
+    settings_of,
+    unit_of_work,
+)

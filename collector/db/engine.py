@@ -1,0 +1,143 @@
+"""Engines and sessions (one read-write and one read-only per database URL), the
+database's clock, and row locks that skip what another transaction holds."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from collector.config import load_settings
+from collector.fields import check_flushed_rows
+
+_lock = threading.Lock()
+_engines: dict[tuple[str, bool], Engine] = {}
+_factories: dict[tuple[str, bool], sessionmaker[Session]] = {}
+
+def make_engine(url: str, readonly: bool = False) -> Engine:
+    """An engine tuned for the backend: SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE.
+
+    ``readonly``: an engine for readers. Each statement runs on its own (autocommit: no
+    BEGIN/COMMIT round trips, which on PostgreSQL cost as much as a read) and any write is
+    refused by the database. Like PostgreSQL's default isolation (read committed), a reader
+    sees each statement's own committed snapshot.
+
+    No ``pool_pre_ping`` (a round trip per call): a connection found dead is invalidated
+    with the rest of the pool, and the caller runs the transaction again (``run_in_unit_of_work``).
+    """
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 60}, pool_size=8,
+            max_overflow=8,
+        )
+
+        # FULL: a commit is on disk before the call answers (an fsync of the WAL per write
+        # transaction). NORMAL: it survives a crash of the process but maybe not of the
+        # machine; no fsync per commit (COLLECTOR_SQLITE_SYNCHRONOUS).
+        synchronous = load_settings().sqlite_synchronous.upper()
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:  # pragma: no cover - driver glue
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA synchronous={synchronous}")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            if readonly:
+                cur.execute("PRAGMA query_only=ON")
+            cur.close()
+
+        if not readonly:
+            @event.listens_for(engine, "begin")
+            def _sqlite_begin(conn: Connection) -> None:  # pragma: no cover - driver glue
+                # Writers serialize at BEGIN instead of failing on a lock upgrade mid-transaction.
+                conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if readonly:
+        # Generic plans: the readers' statements are the same few, each selecting by a key;
+        # left to choose, PostgreSQL may plan a document's statement again at every call
+        # (milliseconds, several times its execution).
+        return create_engine(url, pool_size=10, max_overflow=10, isolation_level="AUTOCOMMIT",
+                             connect_args={"options": "-c default_transaction_read_only=on "
+                                                      "-c plan_cache_mode=force_generic_plan"})
+    return create_engine(url, pool_size=10, max_overflow=10)
+
+
+def _key(url: str | None, readonly: bool) -> tuple[str, bool]:
+    url = url or load_settings().database_url
+    # An in-memory SQLite database exists once per engine: readers share the writers'.
+    in_memory = url.startswith("sqlite") and url.rstrip("/") in ("sqlite:", "sqlite:/") \
+        or ":memory:" in url
+    return url, readonly and not in_memory
+
+
+def get_engine(url: str | None = None, readonly: bool = False) -> Engine:
+    key = _key(url, readonly)
+    factory = _factories.get(key)
+    if factory is None:
+        with _lock:
+            if key not in _engines:
+                _engines[key] = make_engine(*key)
+                factory = sessionmaker(_engines[key], expire_on_commit=False)
+                # Values a column cannot hold are refused alike on SQLite and PostgreSQL.
+                event.listen(factory, "before_flush", check_flushed_rows)
+                _factories[key] = factory
+    return _engines[key]
+
+
+def session_factory(url: str | None = None, readonly: bool = False) -> sessionmaker[Session]:
+    key = _key(url, readonly)
+    factory = _factories.get(key)
+    if factory is None:
+        get_engine(*key)
+        factory = _factories[key]
+    return factory
+
+
+def dispose_engines() -> None:
+    """Forget pooled connections (after fork, or between tests)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+        _factories.clear()
+
+
+def dialect_name(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def db_now(session: Session) -> datetime:
+    """The database server's clock (UTC): liveness never depends on a worker's clock."""
+    from sqlalchemy import text
+
+    if dialect_name(session) == "postgresql":
+        value = session.execute(text("SELECT (now() AT TIME ZONE 'UTC')")).scalar_one()
+    else:
+        raw = session.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        value = datetime.fromisoformat(raw)
+    return value.replace(tzinfo=UTC)
+
+
+# Eager loads (selectinload) fetch children with ``IN (...)`` lists; SQLAlchemy's default
+# of 500 keys per query would make a node's document cost more queries as the node grows.
+# One query per relationship for up to this many parents keeps the count constant.
+EAGER_CHUNK = 10_000
+
+
+def skip_locked(session: Session, stmt: Select) -> Select:
+    """Lock the selected rows, skipping rows another transaction holds (PostgreSQL).
+
+    Concurrent workers (poppers, reapers, sweeps) then split the rows instead of queueing
+    behind each other; SQLite serializes writers at BEGIN IMMEDIATE already.
+    """
+    if dialect_name(session) == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt

@@ -1,0 +1,5 @@
+"""``python -m workers.cli``: the ``collector`` command."""
+
+from workers.cli.main import main
+
+main()

@@ -1,0 +1,194 @@
+"""Reference agents for the demo and the tests: ``python -m workers.demo.reference_agents NODE``.
+
+A node id ``hva.*`` serves ``hva-handle``, ``local-store-handle`` and
+``log-alarm-registry``; ``sta.*`` serves ``sta-handle``. Every job is recorded in the Redis
+list ``agent-log:<node_id>`` (JSON: job id, name, args, phase ``started``/``finished``), so
+tests and the demo can see exactly what ran where. Test jobs: ``sleep(seconds)`` (stops
+early when cancelled), ``fail(message)``, ``crash()`` (kills its worker: a poison job), ``spawn(queue, job_name, *args)`` (submits a
+child job through the Collector).
+
+The instance and volume lifecycle jobs do what a real agent reports, without touching a
+hypervisor or a disk (``lifecycle_jobs``):
+
+- ``run_local_store(inst)`` / ``run_vol_store(inst, vol)``: boot; the instance goes
+  ``pending -> initializing -> running`` and ``hva/instance_started`` is published;
+- ``create_volume(vol)``: the volume goes ``pending -> creating -> available``;
+- ``create_volume_and_run_instance(vol, inst)``: the same, then ``wait_volumes_available``
+  on the instance's host, which boots the instance once all its volumes are on disk;
+- ``stop(inst)``: ``stopping -> stopped``, off its host; ``terminate(inst)``:
+  ``shuttingdown -> terminated`` (the Collector finalizes it); both publish
+  ``hva/instance_terminated`` as the original hva does;
+- ``delete_volume(...)``: the volume is reported ``deleted``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import redis
+
+from collector.config import load_settings
+from workers.agent.base import Agent, JobContext
+
+REAL_JOBS = {
+    "hva-handle": ("run_local_store", "run_vol_store", "terminate", "cleanup", "stop", "attach",
+                   "detach", "reboot", "poweroff", "soft_poweroff", "poweron",
+                   "wait_volumes_available"),
+    "local-store-handle": ("run_local_store", "deploy_volume_and_attach", "delete_volume",
+                           "backup_volume", "backup_image"),
+    "sta-handle": ("create_volume", "create_volume_and_run_instance", "delete_volume",
+                   "backup_volume", "backup_image", "create_snapshot", "delete_snapshot"),
+    "log-alarm-registry": ("update_alarm", "delete_alarm", "delete_alarms"),
+    "resource-alarm-registry": ("update_alarms", "delete_alarms"),
+}
+
+
+def build_agent(node_id: str) -> Agent:
+    settings = load_settings()
+    endpoints = (("sta-handle",) if node_id.startswith("sta.") else
+                 ("hva-handle", "local-store-handle", "log-alarm-registry",
+                  "resource-alarm-registry"))
+    agent = Agent(node_id, settings.broker_url, settings.result_backend, endpoints=endpoints,
+                  heartbeat_interval=float(load_settings().node_timeout_sec) / 2)
+    log_conn = redis.Redis.from_url(settings.broker_url)
+
+    def record(ctx: JobContext, phase: str, **extra: object) -> None:
+        log_conn.rpush(f"agent-log:{node_id}", json.dumps(
+            {"job_id": ctx.job_id, "name": ctx.name, "args": list(ctx.args), "phase": phase,
+             "session_id": ctx.session_id, "worker_id": ctx.worker_id, **extra}))
+
+    def make_handler(name: str, work: Callable[..., dict | None] | None = None):
+        def handler(ctx: JobContext, *args: object) -> dict:
+            record(ctx, "started")
+            result = work(*args) if work else None
+            record(ctx, "finished", result=result)
+            return {"node": node_id, "job": name, **(result or {})}
+        return handler
+
+    lifecycle = lifecycle_jobs(agent)
+    for endpoint in endpoints:
+        for name in REAL_JOBS[endpoint]:
+            agent.job(endpoint, name)(make_handler(name, lifecycle.get(name)))
+
+    first = endpoints[0]
+
+    @agent.job(first, "sleep")
+    def sleep(ctx: JobContext, seconds: float) -> dict:
+        record(ctx, "started")
+        deadline = time.monotonic() + float(seconds)
+        while time.monotonic() < deadline:
+            if ctx.cancelled:
+                record(ctx, "cancelled")
+                return {"cancelled": True}
+            time.sleep(0.05)
+        record(ctx, "finished")
+        return {"slept": seconds}
+
+    def note_failure(ctx: JobContext, exc: BaseException) -> None:
+        record(ctx, "failure-hook", error=str(exc))
+
+    @agent.job(first, "fail", on_failure=note_failure)
+    def fail(ctx: JobContext, message: str) -> None:
+        record(ctx, "started")
+        raise RuntimeError(message)
+
+    @agent.job(first, "crash")
+    def crash(ctx: JobContext) -> None:
+        """A poison job: it kills its worker every time it runs."""
+        record(ctx, "started")
+        os._exit(70)
+
+    @agent.job(first, "spawn")
+    def spawn(ctx: JobContext, queue: str, job_name: str, *args: object) -> dict:
+        record(ctx, "started")
+        child = agent.collector.jobs.submit(queue, job_name, *args)
+        record(ctx, "finished", child=child)
+        return {"child": child}
+
+    return agent
+
+
+def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
+    """What the lifecycle jobs report to the Collector, by job name (see the module doc)."""
+    hva = agent.collector.rpc("hva-collector")
+    sta = agent.collector.rpc("sta-collector")
+
+    def walk_volume(vol_id: str, *states: str) -> None:
+        for state in states:
+            sta.update_volume(vol_id, {"state": state})
+
+    def boot(inst_id: str, *_volume: str) -> dict:
+        doc = hva.get_instance(inst_id)
+        if doc["state"] != "pending":
+            return {"skipped": doc["state"]}  # a repeated or late boot job
+        hva.update_instance(inst_id, {"state": "initializing"})
+        for vol_id, vol in doc["volume"].items():  # local disks are made here
+            state = vol["state"] if vol["deleted_at"] is None else "deleted"
+            if state == "pending" and vol["is_local_volume"]:
+                walk_volume(vol_id, "creating", "available")
+                state = "available"
+            if state == "available":  # on disk: attach it
+                walk_volume(vol_id, "attaching", "attached")
+        hva.update_instance(inst_id, {"state": "running", "status": "online"})
+        agent.publish("hva/instance_started", [inst_id])
+        return {"booted": inst_id}
+
+    def create_volume(vol_id: str) -> dict:
+        state = sta.get_volume(vol_id)["state"]
+        if state in ("pending", "creating"):
+            walk_volume(vol_id, *(("creating", "available") if state == "pending"
+                                  else ("available",)))
+        return {"volume": vol_id}
+
+    def create_volume_and_run_instance(vol_id: str, inst_id: str) -> dict:
+        create_volume(vol_id)
+        host = hva.get_instance(inst_id)["host_node"]["node_id"]
+        job = agent.collector.jobs.submit(f"hva-handle.{host}", "wait_volumes_available",
+                                          inst_id, resource_id=inst_id)
+        return {"volume": vol_id, "boot_job": job}
+
+    def wait_volumes_available(inst_id: str) -> dict:
+        doc = hva.get_instance(inst_id)
+        waiting = [v for v, vol in doc["volume"].items()
+                   if vol["deleted_at"] is None and not vol["is_local_volume"]
+                   and vol["state"] not in ("available", "attached")]
+        return {"waiting_for": waiting} if waiting else boot(inst_id)
+
+    def stop(inst_id: str) -> dict:
+        hva.update_instance(inst_id, {"state": "stopping"})
+        hva.update_instance(inst_id, {"state": "stopped", "status": "offline",
+                                      "host_node_id": None})
+        agent.publish("hva/instance_terminated", [inst_id])
+        return {"stopped": inst_id}
+
+    def terminate(inst_id: str) -> dict:
+        if hva.get_instance(inst_id)["state"] != "terminated":
+            hva.update_instance(inst_id, {"state": "shuttingdown"})
+            hva.update_instance(inst_id, {"state": "terminated"})  # the Collector finalizes
+        agent.publish("hva/instance_terminated", [inst_id])
+        return {"terminated": inst_id}
+
+    def delete_volume(*args: str) -> dict:
+        vol_id = args[-1]  # (vol) on sta-handle, (inst, vol) on local-store-handle
+        sta.update_volume(vol_id, {"state": "deleted"})
+        return {"deleted": vol_id}
+
+    return {"run_local_store": boot, "run_vol_store": boot, "create_volume": create_volume,
+            "create_volume_and_run_instance": create_volume_and_run_instance,
+            "wait_volumes_available": wait_volumes_available, "stop": stop,
+            "terminate": terminate, "delete_volume": delete_volume}
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    node_id = sys.argv[1]
+    sys.exit(build_agent(node_id).run(concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""What an operator reads in a terminal: tables (rich), for the CLI and the demo."""
+
+from __future__ import annotations
+
+import sys
+
+
+def table(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    """Print a table whose first column reads left and the others right."""
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(title=title, title_justify="left")
+    for column in columns:
+        grid.add_column(column, justify="left" if column == columns[0] else "right")
+    for row in rows:
+        grid.add_row(*("-" if v is None else str(v) for v in row))
+    Console(width=None if sys.stdout.isatty() else 150).print(grid)
+
+
+def _used(figure: dict[str, int] | None) -> str | None:
+    if not figure:
+        return None
+    total = figure["total"]
+    share = f" ({100 * figure['used'] / total:.0f}%)" if total else ""
+    return f"{figure['used']}/{total}{share}"
+
+
+def print_nodes(nodes: list[dict]) -> None:
+    """The node table (also the demo's capacity table)."""
+    table("nodes", ["node", "kind", "state", "last heartbeat", "cpu cores", "memory MB",
+                     "disk MB"],
+           [[n["node_id"], n["kind"], n["state"], (n["last_heartbeat"] or "-")[11:19],
+             _used(n.get("cpu_cores")), _used(n.get("memory_mb")), _used(n.get("disk_mb"))]
+            for n in nodes])
