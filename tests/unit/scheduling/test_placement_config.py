@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +13,9 @@ from collector.scheduling.strategies.host_node import FindFirst, LeastUsage
 from collector.scheduling.strategies.ip_address import Incremental, SpecifyIP
 from collector.scheduling.strategies.mac_address import Default
 from collector.scheduling.vifs import PerInstance, VifsRequestParam
+from tests.support.paths import ROOT
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "scheduler.example.toml"
+EXAMPLE = ROOT / "docs" / "scheduler.example.toml"
 
 
 @pytest.fixture(autouse=True)

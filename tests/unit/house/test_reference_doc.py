@@ -6,15 +6,13 @@ No servers: the registry is what importing the task modules builds.
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from click.testing import CliRunner
 
 from collector.errors import ALL_ERRORS
 from tasks import reference_doc
+from tests.support.paths import ROOT
 from workers.cli.main import main
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_reference_doc_is_not_stale():

@@ -9,8 +9,8 @@ from sqlalchemy import delete, func, select
 from collector.errors import InvalidArgument, UnknownInstanceID
 from collector.models import DhcpRange, HostAllocation, Instance, MacLease, NetworkVif, QueuedJob
 from collector.scheduling import batch, handlers
-from tests.unit import test_scheduling_handlers as single
-from tests.unit.test_scheduling_handlers import (
+from tests.unit.scheduling import test_handlers as single
+from tests.unit.scheduling.test_handlers import (
     alive_addresses,
     counters_true,
     messages,

@@ -27,7 +27,7 @@ from collector.scheduling.strategies.piped_rules import (
     Rule,
     ScatterBy,
 )
-from tests.unit.test_scheduling_strategies import host, node, request
+from tests.unit.scheduling.test_strategies import host, node, request
 from workers.demo.world import make
 
 GB = 1024 * MB

@@ -5,7 +5,6 @@ schedulers, and MACs by the host's group (ByHostNodeGroup)."""
 from __future__ import annotations
 
 import secrets
-from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, select
@@ -16,9 +15,10 @@ from collector.scheduling import handlers
 from collector.scheduling import placement_config as config
 from collector.scheduling.strategies import host_node, mac_address
 from collector.scheduling.strategies import network as vif_plans
+from tests.support.paths import ROOT
 from workers.demo.world import make
 
-SAMPLE = Path(__file__).resolve().parents[2] / "docs" / "scheduler.original-sample.toml"
+SAMPLE = ROOT / "docs" / "scheduler.original-sample.toml"
 
 
 @pytest.fixture()
