@@ -16,27 +16,15 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from collector import ids
+from collector import ids, wire
 from collector.db import record_outbox_row
 from collector.jobcontext import current_job
 from collector.models.jobs import QueuedJob
 from collector.models.outbox import OutboxMessage
 from collector.timeutil import to_iso, utcnow
 
-EVENTS_EXCHANGE = "collector.events"
-EVENT_TASK = "events.deliver"
-COLLECTOR_SENDER = "collector.master"
 # Queues of the Collector's own job endpoints (no node id): their jobs have ledger rows too.
-COLLECTOR_JOB_QUEUES = frozenset({"scheduler"})
-
-
-def endpoint_of(queue: str) -> str:
-    """``hva-handle.hva.demo1`` -> ``hva-handle`` (the part before the node id)."""
-    return queue.split(".", 1)[0]
-
-
-def job_task_name(queue: str, job_name: str) -> str:
-    return f"{endpoint_of(queue)}.{job_name}"
+COLLECTOR_JOB_QUEUES = frozenset({wire.SCHEDULER})
 
 
 def write(
@@ -60,7 +48,7 @@ def job_message(session: Session, job: QueuedJob, expires: int | None = None,
     options: dict[str, Any] = {"expires": expires} if expires else {}
     if countdown:
         options["countdown"] = countdown
-    return write(session, kind="job", name=job_task_name(job.queue_name, job.job_name or ""),
+    return write(session, kind="job", name=wire.task(wire.endpoint_of(job.queue_name), job.job_name or ""),
                  queue=job.queue_name, task_id=job.task_id,
                  payload={"args": list((job.params or {}).get("args", [])), "kwargs": {},
                           "options": options})
@@ -99,12 +87,12 @@ class Events:
 
     def publish(
         self, session: Session, event: str, args: Iterable[Any] = (),
-        sender: str = COLLECTOR_SENDER,
+        sender: str = wire.COLLECTOR_SENDER,
     ) -> str:
         if not isinstance(event, str) or not event:
             raise ValueError("event name must be a non-empty string")
         row = write(
-            session, kind="event", name=EVENT_TASK, routing_key=f"{event}.{sender}",
+            session, kind="event", name=wire.EVENT_DELIVER, routing_key=f"{event}.{sender}",
             payload={"args": [event, list(args), sender, to_iso(utcnow())], "kwargs": {}},
         )
         return row.task_id

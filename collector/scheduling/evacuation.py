@@ -54,6 +54,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
+from collector import wire
 from collector.db import db_now, outbox
 from collector.errors import AddressRefused, InvalidArgument, PlacementError
 from collector.models import BOOT_DEV_LOCAL, BOOT_DEV_SAN, LOCAL, HostNode, Instance, NodeState
@@ -110,19 +111,21 @@ def _dispatch(session: Session, inst: Instance, source: HostNode, source_online:
               target: HostCandidate) -> None:
     cuuid = inst.canonical_uuid
     if source_online and source.node_id:
-        outbox.jobs.submit(session, f"hva-handle.{source.node_id}", "cleanup", cuuid,
+        outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, source.node_id),
+                           wire.HvaJob.CLEANUP, cuuid,
                               resource_id=cuuid)
     if inst.state != "halted":
         delay = BOOT_DELAY_SEC if source_online else None
         if inst.image.boot_dev_type == BOOT_DEV_SAN:
-            outbox.jobs.submit(session, f"hva-handle.{target.node_id}", "run_vol_store",
+            outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, target.node_id),
+                               wire.HvaJob.RUN_VOL_STORE,
                                   cuuid, inst.boot_volume_id, resource_id=cuuid,
                                   countdown=delay)
         else:
-            outbox.jobs.submit(session, f"local-store-handle.{target.node_id}",
-                                  "run_local_store", cuuid, resource_id=cuuid,
+            outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, target.node_id),
+                                  wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid,
                                   countdown=delay)
-    outbox.events.publish(session, "instance.scheduled", [cuuid])
+    outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
 
 
 def evacuate_from(session: Session, host_node_id: str,

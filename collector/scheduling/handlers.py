@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from collector import ids
+from collector import ids, wire
 from collector.db import outbox
 from collector.errors import (
     AddressRefused,
@@ -176,18 +176,18 @@ def _dispatch_new(session: Session, inst: Instance, host: HeldHost, placed: dict
     cuuid = inst.canonical_uuid
     jobs = []
     if config.openvnet:
-        outbox.tasks.send(session, "vnet-collector", "vnet-collector.schedule_vifs", cuuid)
+        outbox.tasks.send(session, wire.VNET_COLLECTOR, wire.VnetTask.SCHEDULE_VIFS, cuuid)
     for vol in inst.volumes:
         if vol.is_alive and vol.state == "pending" and not vol.is_local_volume:
             node = _sta_node_of(vol, placed)
             if node:
                 jobs.append(outbox.jobs.submit(
-                    session, f"sta-handle.{node}", "create_volume_and_run_instance",
+                    session, wire.node_queue(wire.STA_HANDLE, node), wire.StaJob.CREATE_VOLUME_AND_RUN_INSTANCE,
                     vol.canonical_uuid, cuuid, resource_id=vol.canonical_uuid))
     if inst.image.boot_dev_type == BOOT_DEV_LOCAL:
-        jobs.append(outbox.jobs.submit(session, f"local-store-handle.{host.node_id}",
-                                          "run_local_store", cuuid, resource_id=cuuid))
-    outbox.events.publish(session, "instance.scheduled", [cuuid])
+        jobs.append(outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, host.node_id),
+                                          wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid))
+    outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
     return jobs
 
 
@@ -281,12 +281,13 @@ def _dispatch_start(session: Session, inst: Instance, host: HeldHost, boot: int,
                     boot_volume: Volume | None) -> str:
     cuuid = inst.canonical_uuid
     if boot == BOOT_DEV_SAN:
-        job = outbox.jobs.submit(session, f"hva-handle.{host.node_id}", "run_vol_store",
+        job = outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, host.node_id),
+                                 wire.HvaJob.RUN_VOL_STORE,
                                     cuuid, boot_volume.canonical_uuid, resource_id=cuuid)
     else:
-        job = outbox.jobs.submit(session, f"local-store-handle.{host.node_id}",
-                                    "run_local_store", cuuid, resource_id=cuuid)
-    outbox.events.publish(session, "instance.scheduled", [cuuid])
+        job = outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, host.node_id),
+                                    wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid)
+    outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
     return job
 
 
@@ -307,7 +308,8 @@ def schedule_volume(session: Session, volume_id: str) -> dict[str, Any]:
         vol.destroy()
         session.flush()
         return _failed("volume", vol.canonical_uuid, exc, vol.state)
-    job = outbox.jobs.submit(session, f"sta-handle.{node.node_id}", "create_volume",
+    job = outbox.jobs.submit(session, wire.node_queue(wire.STA_HANDLE, node.node_id),
+                             wire.StaJob.CREATE_VOLUME,
                                 vol.canonical_uuid, resource_id=vol.canonical_uuid)
     return {"outcome": "placed", "volume_id": vol.canonical_uuid,
             "storage_node_id": node.uuid, "jobs": [job]}

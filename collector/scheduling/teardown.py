@@ -9,6 +9,7 @@ from datetime import datetime
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from collector import wire
 from collector.db import outbox
 from collector.errors import DestroyRefused
 from collector.models import (
@@ -71,11 +72,12 @@ def _delete_volume_job(session: Session, inst: Instance, vol: Volume) -> str | N
         return None
     vol.state = "deleting"
     if vol.is_local_volume:
-        queue = f"local-store-handle.{inst.host_node.node_id}"
-        return outbox.jobs.submit(session, queue, "delete_volume", inst.canonical_uuid,
+        queue = wire.node_queue(wire.LOCAL_STORE_HANDLE, inst.host_node.node_id)
+        return outbox.jobs.submit(session, queue, wire.LocalStoreJob.DELETE_VOLUME,
+                                  inst.canonical_uuid,
                                      vol.canonical_uuid, resource_id=vol.canonical_uuid)
-    queue = f"sta-handle.{device.storage_node.node_id}"
-    return outbox.jobs.submit(session, queue, "delete_volume", vol.canonical_uuid,
+    queue = wire.node_queue(wire.STA_HANDLE, device.storage_node.node_id)
+    return outbox.jobs.submit(session, queue, wire.StaJob.DELETE_VOLUME, vol.canonical_uuid,
                                  resource_id=vol.canonical_uuid)
 
 
@@ -148,7 +150,7 @@ def destroy_vif(session: Session, vif: NetworkVif, lb_instance: bool = False) ->
                 | (NetworkRoute.outer_lease_id.in_(lease_ids)))):
             route.deleted_at = now
             route.is_deleted = route.id
-            outbox.events.publish(session, "vnet/network_route/deleted", [route.id])
+            outbox.events.publish(session, wire.CollectorEvent.NETWORK_ROUTE_DELETED, [route.id])
     session.execute(delete(NetworkService).where(NetworkService.network_vif_id == vif.id))
     for monitor in session.scalars(select(NetworkVifMonitor).where(
             NetworkVifMonitor.network_vif_id == vif.id, NetworkVifMonitor.deleted_at.is_(None))):

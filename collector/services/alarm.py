@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from collector import ids
+from collector import ids, wire
 from collector.db import outbox
 from collector.documents import alarms
 from collector.documents.common import taggable_hash
@@ -97,35 +97,35 @@ def _tell_registry(session: Session, inst: Instance, job: str, alarms: list[Alar
     """Send ``job(alarm ids)`` to the host's resource alarm registry; returns the ids."""
     alarm_ids = [a.canonical_uuid for a in alarms]
     if alarm_ids and inst.host_node is not None and inst.host_node.node_id:
-        outbox.jobs.submit(session, f"resource-alarm-registry.{inst.host_node.node_id}", job,
-                              alarm_ids, resource_id=inst.canonical_uuid)
+        queue = wire.node_queue(wire.RESOURCE_ALARM_REGISTRY, inst.host_node.node_id)
+        outbox.jobs.submit(session, queue, job, alarm_ids, resource_id=inst.canonical_uuid)
     return alarm_ids
 
 
 def on_instance_terminated(session: Session, args: list, sender: str) -> list[str]:
-    inst, alarms = _instance_and_alarms(session, args, "hva/instance_terminated")
+    inst, alarms = _instance_and_alarms(session, args, wire.HvaEvent.INSTANCE_TERMINATED)
     if inst is None or inst.terminated_at is None:
         return []  # stopped, not terminated: alarms stay (hva emits this on stop too)
     for alarm in alarms:
         alarm.soft_delete()
-    return _tell_registry(session, inst, "delete_alarms", alarms)
+    return _tell_registry(session, inst, wire.ResourceAlarmJob.DELETE_ALARMS, alarms)
 
 
 def on_instance_turnedoff(session: Session, args: list, sender: str) -> list[str]:
-    inst, alarms = _instance_and_alarms(session, args, "hva/instance_turnedoff")
+    inst, alarms = _instance_and_alarms(session, args, wire.HvaEvent.INSTANCE_TURNEDOFF)
     if inst is None:
         return []
     now = utcnow()
     for alarm in alarms:
         alarm.state, alarm.state_timestamp = "init", now
-    return _tell_registry(session, inst, "delete_alarms", alarms)
+    return _tell_registry(session, inst, wire.ResourceAlarmJob.DELETE_ALARMS, alarms)
 
 
 def on_instance_turnedon(session: Session, args: list, sender: str) -> list[str]:
-    inst, alarms = _instance_and_alarms(session, args, "hva/instance_turnedon")
+    inst, alarms = _instance_and_alarms(session, args, wire.HvaEvent.INSTANCE_TURNEDON)
     if inst is None:
         return []
-    return _tell_registry(session, inst, "update_alarms", [a for a in alarms if a.enabled])
+    return _tell_registry(session, inst, wire.ResourceAlarmJob.UPDATE_ALARMS, [a for a in alarms if a.enabled])
 
 
 def on_instance_started(session: Session, args: list, sender: str) -> list[str]:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from collector import wire
 from collector.db import EAGER_CHUNK, outbox
 from collector.documents.resources import direct_address
 from collector.models import (
@@ -122,6 +123,7 @@ def delete_log_alarms(session: Session, inst: Instance) -> list[str]:
         alarm.soft_delete()
     ids = [a.canonical_uuid for a in alarms]
     if ids and inst.host_node is not None and inst.host_node.node_id:
-        outbox.jobs.submit(session, f"log-alarm-registry.{inst.host_node.node_id}",
-                              "delete_alarms", ids, resource_id=inst.canonical_uuid)
+        queue = wire.node_queue(wire.LOG_ALARM_REGISTRY, inst.host_node.node_id)
+        outbox.jobs.submit(session, queue, wire.LogAlarmJob.DELETE_ALARMS, ids,
+                           resource_id=inst.canonical_uuid)
     return ids

@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from collector import wire
 from collector.db import db_now, dialect_name, outbox, settings_of, skip_locked
 from collector.errors import InvalidArgument
 from collector.models import NodeState
@@ -45,11 +46,11 @@ def notify(session: Session, node_id: str, boot_token: str) -> None:
     row = session.scalars(select(NodeState).where(NodeState.node_id == node_id)
                           .with_for_update().execution_options(populate_existing=True)).one()
     if created is not None:
-        outbox.events.publish(session, "node_collector/monitored", [_doc(row)])
+        outbox.events.publish(session, wire.NodeEvent.MONITORED, [_doc(row)])
         return
     if row.boot_token != boot_token:
         row.boot_token = boot_token
-        outbox.events.publish(session, "node_collector/restarted", [_doc(row)])
+        outbox.events.publish(session, wire.NodeEvent.RESTARTED, [_doc(row)])
     row.state = "online"
     row.last_ping_at = now
 
@@ -84,11 +85,11 @@ def sweep_node_states(session: Session) -> dict[str, list[str]]:
             changed["offline"].append(row.node_id)
         if silent > settings.node_kill_sec:
             changed["killed"].append(row.node_id)
-            outbox.events.publish(session, "node_collector/killed", [_doc(row)])
+            outbox.events.publish(session, wire.NodeEvent.KILLED, [_doc(row)])
             session.delete(row)
-    for kind in ("timedout", "offline"):
+    for kind, event in (("timedout", wire.NodeEvent.TIMEDOUT), ("offline", wire.NodeEvent.OFFLINE)):
         for node_id in changed[kind]:
-            outbox.events.publish(session, f"node_collector/{kind}", [node_id])
+            outbox.events.publish(session, event, [node_id])
     return changed
 
 

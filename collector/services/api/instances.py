@@ -49,7 +49,7 @@ from sqlalchemy import Select, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from collector import ids
+from collector import ids, wire
 from collector.db import outbox
 from collector.documents.api import (
     instance_api_document,
@@ -404,8 +404,8 @@ def _write_instance(session: Session, req: InstanceRequest) -> Instance:
         host_node.assign_explicit_host(session, inst, req.host)
     if any(key in vif for vif in req.vifs.values() for key in MANUAL_ADDRESS_KEYS):
         network.create_vifs(session, inst, req.service_type)  # hold them from now on
-    outbox.jobs.submit(session, "scheduler", "schedule_instance", inst.canonical_uuid,
-                          resource_id=inst.canonical_uuid)
+    outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_INSTANCE,
+                       inst.canonical_uuid, resource_id=inst.canonical_uuid)
     return inst
 
 
@@ -445,7 +445,7 @@ def _hva_queue(inst: Instance, action: str) -> str:
     host = inst.host_node
     if host is None or not host.node_id:
         raise InvalidInstanceState(f"cannot {action} {inst.canonical_uuid}: no host runs it")
-    return f"hva-handle.{host.node_id}"
+    return wire.node_queue(wire.HVA_HANDLE, host.node_id)
 
 
 def start_instance(session: Session, instance_id: str) -> dict[str, Any]:
@@ -454,8 +454,8 @@ def start_instance(session: Session, instance_id: str) -> dict[str, Any]:
     _require_state(inst, "stopped", "start")
     inst.state = "scheduling"
     inst.placement_error = None
-    outbox.jobs.submit(session, "scheduler", "schedule_start_instance", inst.canonical_uuid,
-                          resource_id=inst.canonical_uuid)
+    outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_START_INSTANCE,
+                       inst.canonical_uuid, resource_id=inst.canonical_uuid)
     return _instance_document(session, inst)
 
 
@@ -469,8 +469,8 @@ def stop_instance(session: Session, instance_id: str) -> dict[str, Any]:
     for vif in inst.network_vifs:
         for lease in vif.ip_leases:
             teardown.release_ip_lease(session, lease, now)
-    outbox.jobs.submit(session, queue, "stop", inst.canonical_uuid,
-                          resource_id=inst.canonical_uuid)
+    outbox.jobs.submit(session, queue, wire.HvaJob.STOP, inst.canonical_uuid,
+                       resource_id=inst.canonical_uuid)
     return _instance_document(session, inst)
 
 
@@ -496,8 +496,8 @@ def terminate_instance(session: Session, instance_id: str) -> dict[str, Any]:
         teardown.finalize_instance(session, inst)
         capacity.release_host(session, inst)
     else:
-        outbox.jobs.submit(session, _hva_queue(inst, "terminate"), "terminate",
-                              inst.canonical_uuid, resource_id=inst.canonical_uuid)
+        outbox.jobs.submit(session, _hva_queue(inst, "terminate"), wire.HvaJob.TERMINATE,
+                           inst.canonical_uuid, resource_id=inst.canonical_uuid)
     return _instance_document(session, inst)
 
 
@@ -589,8 +589,8 @@ def create_volume(session: Session, params: dict[str, Any]) -> dict[str, Any]:
                           account_id=account_id, service_type=service_type)
         vol.request_params = p
         if node is None:
-            outbox.jobs.submit(session, "scheduler", "schedule_volume", vol.canonical_uuid,
-                                  resource_id=vol.canonical_uuid)
+            outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_VOLUME,
+                               vol.canonical_uuid, resource_id=vol.canonical_uuid)
         else:
             _place_volume_on(session, vol, node)
     return _volume_document(session, vol)
@@ -606,8 +606,9 @@ def _place_volume_on(session: Session, vol: Volume, node: StorageNode) -> None:
         storage_type=node.storage_type, online=True,
         offering_disk_bytes=node.offering_disk_space_mb * MB))
     vol.state = "pending"
-    outbox.jobs.submit(session, f"sta-handle.{node.node_id}", "create_volume",
-                          vol.canonical_uuid, resource_id=vol.canonical_uuid)
+    outbox.jobs.submit(session, wire.node_queue(wire.STA_HANDLE, node.node_id),
+                       wire.StaJob.CREATE_VOLUME, vol.canonical_uuid,
+                       resource_id=vol.canonical_uuid)
 
 
 def _volume_document(session: Session, vol: Volume) -> dict[str, Any]:
