@@ -11,7 +11,8 @@ from datetime import timedelta
 from kombu import Queue
 
 from collector.config import first_url, load_settings
-from tasks.routing import RPC_ENDPOINTS, route_task
+from collector import wire
+from tasks.routing import ALL, ROLE_QUEUES, route_task
 from workers.agent.client import EVENTS_QUEUE as events_queue
 from workers.agent.client import broker_transport_for
 
@@ -61,10 +62,9 @@ result_backend_transport_options = {"visibility_timeout": _settings.visibility_t
 redis_socket_keepalive = True
 
 task_create_missing_queues = True
-task_default_queue = "collector"
-task_queues = [Queue(name) for name in RPC_ENDPOINTS] + [
-    events_queue, Queue("collector"), Queue("maintenance"),
-]
+task_default_queue = wire.DEFAULT_QUEUE
+# Every queue of every role; the events queue is bound to the events exchange.
+task_queues = [events_queue if name == wire.EVENTS else Queue(name) for name in ROLE_QUEUES[ALL]]
 task_routes = (route_task,)
 
 worker_send_task_events = True
@@ -90,18 +90,18 @@ def _every(task: str, seconds: float) -> dict:
     """A beat entry on the maintenance queue; a run not started within its period is dropped
     (the next one does the same work)."""
     return {"task": task, "schedule": timedelta(seconds=seconds),
-            "options": {"queue": "maintenance", "expires": max(10, min(seconds, 600))}}
+            "options": {"queue": wire.MAINTENANCE, "expires": max(10, min(seconds, 600))}}
 
 
 beat_schedule = {
-    "outbox-sweep": _every("maintenance.sweep_outbox", max(1.0, _settings.outbox_sweep_after)),
-    "job-reaper": _every("maintenance.reap_jobs", 15),
+    "outbox-sweep": _every(wire.Maintenance.SWEEP_OUTBOX, max(1.0, _settings.outbox_sweep_after)),
+    "job-reaper": _every(wire.Maintenance.REAP_JOBS, 15),
     # Often enough that a node is seen silent within its timeout.
-    "node-states-sweep": _every("maintenance.sweep_node_states",
+    "node-states-sweep": _every(wire.Maintenance.SWEEP_NODE_STATES,
                                 max(1.0, min(10.0, _settings.node_timeout_sec / 2))),
-    "resource-samples-retention": _every("maintenance.purge_resource_samples", 3600),
-    "outbox-retention": _every("maintenance.purge_sent_outbox", 3600),
-    "finished-jobs-retention": _every("maintenance.purge_finished_jobs", 3600),
-    "ip-handles-expiry": _every("maintenance.expire_ip_handles", 60),
-    "windows-passwords-deletion": _every("maintenance.delete_expired_windows_passwords", 60),
+    "resource-samples-retention": _every(wire.Maintenance.PURGE_RESOURCE_SAMPLES, 3600),
+    "outbox-retention": _every(wire.Maintenance.PURGE_SENT_OUTBOX, 3600),
+    "finished-jobs-retention": _every(wire.Maintenance.PURGE_FINISHED_JOBS, 3600),
+    "ip-handles-expiry": _every(wire.Maintenance.EXPIRE_IP_HANDLES, 60),
+    "windows-passwords-deletion": _every(wire.Maintenance.DELETE_EXPIRED_WINDOWS_PASSWORDS, 60),
 }

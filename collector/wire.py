@@ -51,6 +51,12 @@ COLLECTOR_SENDER = "collector.master"  # the sender of the Collector's own event
 EVENT_HOOK = "event-hook"  # the subscriber of the original's EventHook reactions
 
 
+# Event subscribers: each has its durable queue ``events.<subscriber>``. A subscriber that
+# is also an RPC endpoint is served by that endpoint's workers; the others by the ``events``
+# role.
+EVENT_SUBSCRIBERS = (ALARM_COLLECTOR, SCHEDULER, EVENT_HOOK)
+
+
 def event_queue(subscriber: str) -> str:
     """A subscriber's durable queue of events: ``events.alarm-collector``."""
     return f"{EVENTS}.{subscriber}"
@@ -153,6 +159,18 @@ class ResourceAlarmJob:
 
     UPDATE_ALARMS = "update_alarms"
     DELETE_ALARMS = "delete_alarms"
+
+
+# Node endpoint -> its jobs.
+NODE_JOBS: dict[str, type] = {HVA_HANDLE: HvaJob, LOCAL_STORE_HANDLE: LocalStoreJob,
+                              STA_HANDLE: StaJob, LOG_ALARM_REGISTRY: LogAlarmJob,
+                              RESOURCE_ALARM_REGISTRY: ResourceAlarmJob}
+
+
+def job_names(endpoint: str) -> tuple[str, ...]:
+    """Every job of a node endpoint: ``job_names(HVA_HANDLE)`` -> ``("run_local_store", ...)``."""
+    jobs = NODE_JOBS[endpoint]
+    return tuple(value for name, value in vars(jobs).items() if name.isupper())
 
 
 class VnetTask:

@@ -7,29 +7,19 @@ shown masked); a worker keeps only the tasks of the queues it consumes.
 from __future__ import annotations
 
 import gc
+import pkgutil
 from typing import Any
 
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 
 from collector.db import dispose_engines
+from tasks import endpoints
 from tasks.base import serve_only
 
-TASK_MODULES = [
-    "tasks.endpoints.alarm_collector",
-    "tasks.endpoints.api",
-    "tasks.event_bus",
-    "tasks.endpoints.event_hook",
-    "tasks.endpoints.hva_collector",
-    "tasks.endpoints.job_push",
-    "tasks.endpoints.jobqueue_proxy",
-    "tasks.endpoints.maintenance",
-    "tasks.endpoints.natbox_collector",
-    "tasks.endpoints.node_collector",
-    "tasks.endpoints.resource_collector",
-    "tasks.endpoints.scheduler",
-    "tasks.endpoints.sta_collector",
-]
+# The event dispatcher, and every module of tasks/endpoints/ (one per wire endpoint).
+TASK_MODULES = ["tasks.event_bus", *(f"{endpoints.__name__}.{module.name}"
+                                     for module in pkgutil.iter_modules(endpoints.__path__))]
 
 app = Celery("collector", task_cls="tasks.base:CollectorTask")
 app.config_from_object("celeryconfig")

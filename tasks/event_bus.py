@@ -34,6 +34,7 @@ from typing import Any
 from celery import Task
 from sqlalchemy.orm import Session
 
+from collector import wire
 from collector.config import load_settings
 from collector.db import outbox
 from collector.errors import CollectorError, InvalidArgument, TransientError
@@ -41,7 +42,6 @@ from collector.services import dead_letters
 from collector.topics import topic_matches
 from tasks.app import app
 from tasks.execution import run_in_unit_of_work
-from workers.agent.client import EVENTS_EXCHANGE
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,11 @@ class Subscription:
 
     @property
     def queue(self) -> str:
-        return f"events.{self.role}"
+        return wire.event_queue(self.role)
 
     @property
     def task_name(self) -> str:
-        return f"events.{self.role}.{self.name}"
+        return wire.event_handler_task(self.role, self.name)
 
     def matches(self, event: str, sender: str) -> bool:
         return topic_matches(f"{self.event}.{self.sender_pattern}", f"{event}.{sender}")
@@ -73,6 +73,9 @@ SUBSCRIPTIONS: list[Subscription] = []
 
 def subscribe(role: str, event: str, sender_pattern: str = "#") -> Callable[[Handler], Handler]:
     """Register ``handler`` for ``event`` from senders matching ``sender_pattern``."""
+
+    if role not in wire.EVENT_SUBSCRIBERS:
+        raise ValueError(f"{role!r} is not an event subscriber of collector.wire")
 
     def register(handler: Handler) -> Handler:
         sub = Subscription(role, event, sender_pattern, handler.__name__, handler)
@@ -111,8 +114,8 @@ class MalformedEvent(Exception):
     """An event message whose arguments are not (name, list, sender)."""
 
 
-@app.task(name=outbox.EVENT_TASK, queue="events", typing=False, bind=True,
-          max_retries=None, topic_exchange=EVENTS_EXCHANGE.name)
+@app.task(name=wire.EVENT_DELIVER, queue=wire.EVENTS, typing=False, bind=True,
+          max_retries=None, topic_exchange=wire.EVENTS_EXCHANGE)
 def deliver(task: Task, event: str, args: list, sender: str,
             published_at: str | None = None) -> Any:
     """The dispatcher: runs once per event on the ``events`` queue."""
@@ -123,7 +126,7 @@ def deliver(task: Task, event: str, args: list, sender: str,
             raise MalformedEvent(f"malformed event: {event!r} {args!r} {sender!r}"[:1000])
         return run_in_unit_of_work(dispatch, (event, args, sender))
 
-    return deliver_reliably(task, "events", run)
+    return deliver_reliably(task, wire.EVENTS, run)
 
 
 def backoff(retries: int, longest: float) -> float:

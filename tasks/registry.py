@@ -1,7 +1,7 @@
 """Turn plain domain functions into named Celery tasks ``<endpoint>.<method>``.
 
-``Endpoint("hva-collector").expose(services.hva.get_instance, ...)`` registers one task per
-function. Each task validates its arguments against the function's signature and type
+``Endpoint(wire.HVA_COLLECTOR).reads(hva.get_instance, ...).writes(hva.update_instance, ...)``
+registers one task per function, readers in a read-only unit of work. Each task validates its arguments against the function's signature and type
 hints *before* any work (wrong count, unknown keyword, wrong type, or a value that the
 databases would not take alike -> InvalidArgument; see ``tasks.arguments``), runs the
 function with a session inside one unit of work, and returns only after the commit. Only
@@ -17,10 +17,10 @@ from typing import Any
 from celery import Task
 from sqlalchemy.orm import Session
 
+from collector import wire
 from tasks.app import app
 from tasks.arguments import ArgumentValidator
 from tasks.execution import run_in_unit_of_work
-from tasks.routing import RPC_ENDPOINTS
 
 __all__ = ["EXPOSED", "ArgumentValidator", "Endpoint"]
 
@@ -47,7 +47,7 @@ def _register_ping(endpoint: str) -> None:
 
         return {"endpoint": endpoint, "host": socket.gethostname()}
 
-    app.task(name=f"{endpoint}.ping", queue=endpoint, typing=False)(ping)
+    app.task(name=wire.task(endpoint, wire.PING), queue=endpoint, typing=False)(ping)
 
 
 class Endpoint:
@@ -65,22 +65,33 @@ class Endpoint:
         self.tasks: dict[str, Task] = {}
         _register_ping(name)
 
+    def reads(self, *functions: Callable[..., Any], **renamed: Callable[..., Any]) -> Endpoint:
+        """Expose readers: each runs in a read-only unit of work (a write is refused)."""
+        return self._expose(functions, renamed, readonly=True)
+
+    def writes(self, *functions: Callable[..., Any], **renamed: Callable[..., Any]) -> Endpoint:
+        """Expose writers: each runs in one read-write transaction."""
+        return self._expose(functions, renamed, readonly=False)
+
     def expose(self, *functions: Callable[..., Any], **renamed: Callable[..., Any]) -> Endpoint:
-        for fn in functions:
-            self.register(fn.__name__, fn)
-        for method, fn in renamed.items():
-            self.register(method, fn)
+        """TRANSITIONAL: readers told by name; removed once every endpoint says reads/writes."""
+        for method, fn in [*((fn.__name__, fn) for fn in functions), *renamed.items()]:
+            self.register(method, fn, readonly=method.startswith(("get_", "list", "show_")))
         return self
 
-    def register(self, method: str, fn: Callable[[Session], Any],
+    def _expose(self, functions: tuple[Callable[..., Any], ...],
+                renamed: dict[str, Callable[..., Any]], readonly: bool) -> Endpoint:
+        for method, fn in [*((fn.__name__, fn) for fn in functions), *renamed.items()]:
+            self.register(method, fn, readonly=readonly)
+        return self
+
+    def register(self, method: str, fn: Callable[[Session], Any], readonly: bool = False,
                  guard: Callable[..., None] | None = None) -> Task:
         """``fn`` as the task ``<endpoint>.<method>``. ``guard``, when given, is called with
         the checked arguments before the unit of work begins (no transaction is held while
         it waits) and refuses the call by raising a typed error."""
         validator = ArgumentValidator(fn)
-        task_name = f"{self.name}.{method}"
-        # Readers by name (get_*/list*/show_*) run in a read-only unit of work.
-        readonly = method.startswith(("get_", "list", "show_"))
+        task_name = wire.task(self.name, method)
         on_committed = self.on_committed
 
         def run(*args: Any, **kwargs: Any) -> Any:
@@ -104,5 +115,5 @@ class Endpoint:
 
 
 # Every RPC role answers ``ping`` even before its methods exist.
-for _endpoint in RPC_ENDPOINTS:
+for _endpoint in wire.RPC_ENDPOINTS:
     _register_ping(_endpoint)

@@ -33,6 +33,7 @@ from kombu.exceptions import OperationalError as BrokerUnreachable
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
+from collector import wire
 from collector.config import load_settings
 from collector.db import db_now, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
@@ -44,6 +45,8 @@ from workers.agent.client import EVENTS_QUEUE as events_queue
 
 log = logging.getLogger(__name__)
 
+LEDGER_SUCCEEDED = wire.task(wire.JOBQUEUE_PROXY, wire.LedgerCallback.JOB_SUCCEEDED)
+LEDGER_FAILED = wire.task(wire.JOBQUEUE_PROXY, wire.LedgerCallback.JOB_FAILED)
 CLAIM_SECONDS = 60.0
 BROKER_ERRORS = (BrokerUnreachable, redis.exceptions.ConnectionError,
                  redis.exceptions.TimeoutError, ConnectionError, TimeoutError)
@@ -93,10 +96,10 @@ def publish_one(app: Celery, row: OutboxMessage, job_expires: int) -> None:
         # fails the ledger row of a job that expired before any agent started it.
         options.setdefault("expires", job_expires)
         # The ledger hears the outcome even from agents that do not report (plain Celery).
-        options["link"] = app.signature("jobqueue-proxy.job_succeeded", args=[row.task_id],
-                                        immutable=True, queue="jobqueue-proxy")
-        options["link_error"] = app.signature("jobqueue-proxy.job_failed", args=[row.task_id],
-                                              immutable=True, queue="jobqueue-proxy")
+        options["link"] = app.signature(LEDGER_SUCCEEDED, args=[row.task_id], immutable=True,
+                                        queue=wire.JOBQUEUE_PROXY)
+        options["link_error"] = app.signature(LEDGER_FAILED, args=[row.task_id],
+                                              immutable=True, queue=wire.JOBQUEUE_PROXY)
     app.send_task(
         row.name, args=payload["args"], kwargs=payload.get("kwargs") or {}, queue=row.queue,
         task_id=row.task_id, ignore_result=row.kind == "task", **shown, **options,

@@ -94,7 +94,7 @@ class EmbeddedRedis:
             f"dir {_quoted(self.data_dir)}", "appendonly yes", 'save ""',
             "maxmemory-policy noeviction", "daemonize no",
             # A worker of several queues waits on one at a time, with a timeout Redis ends
-            # on its clock tick: 10 ms instead of 100 (workers.agent.client.RedisTransport).
+            # on its clock tick: 10 ms instead of 100 (workers.agent.transport.RedisTransport).
             "hz 100",
             f"logfile {_quoted(self.data_dir / 'redis.log')}",
             f"requirepass {_quoted(self.password)}",

@@ -1,39 +1,27 @@
 """Which queues each worker role consumes, and the pool it runs them with.
 
 A role is a deployable unit: ``collector worker --role hva-collector`` consumes the
-``hva-collector`` queue; ``all`` consumes every collector queue (the embedded default).
-Event handlers of a role get their own durable queue ``events.<role>``.
+``hva-collector`` queue; ``all`` consumes every collector queue (the embedded default). The
+queues of each role are derived from the wire's endpoints (``tasks.routing.ROLE_QUEUES``);
+the Procfile has one worker line per role (a test checks it).
 """
 
 from __future__ import annotations
 
 import os
 
-from tasks.routing import RPC_ENDPOINTS
+from collector import wire
+from tasks.routing import ALL, ROLE_QUEUES
 
-__all__ = ["ROLES", "ROLE_POOLS", "RPC_ENDPOINTS", "pool_for", "queues_for"]
-
-ROLES: dict[str, tuple[str, ...]] = {
-    "hva-collector": ("hva-collector",),
-    "sta-collector": ("sta-collector",),
-    "natbox-collector": ("natbox-collector",),
-    "alarm-collector": ("alarm-collector", "events.alarm-collector"),
-    "resource-collector": ("resource-collector",),
-    "jobqueue-proxy": ("jobqueue-proxy",),
-    "node-collector": ("node-collector",),
-    "scheduler": ("scheduler", "events.scheduler"),
-    "api": ("api",),
-    "events": ("events", "events.event-hook"),
-    "maintenance": ("maintenance", "collector"),
-}
-ROLES["all"] = tuple(dict.fromkeys(q for queues in ROLES.values() for q in queues))
+__all__ = ["ALL", "ROLE_POOLS", "ROLE_QUEUES", "pool_for", "queues_for"]
 
 
 def queues_for(role: str) -> tuple[str, ...]:
     try:
-        return ROLES[role]
+        return ROLE_QUEUES[role]
     except KeyError:
-        raise ValueError(f"unknown role {role!r}; known: {', '.join(sorted(ROLES))}") from None
+        raise ValueError(f"unknown role {role!r}; known: {', '.join(sorted(ROLE_QUEUES))}") \
+            from None
 
 
 # The pool each role runs unless told otherwise (--pool/--concurrency, or
@@ -50,11 +38,11 @@ def queues_for(role: str) -> tuple[str, ...]:
 # a process per core. The other endpoints answer short calls: threads.
 _PROCESS_PER_CORE = ("prefork", 0)  # 0: as many processes as cores
 ROLE_POOLS: dict[str, tuple[str, int]] = {
-    **dict.fromkeys(ROLES, ("threads", 4)),
-    "hva-collector": _PROCESS_PER_CORE,
-    "scheduler": ("threads", 2),
-    "api": ("threads", 2),
-    "maintenance": ("threads", 2),
+    **dict.fromkeys(ROLE_QUEUES, ("threads", 4)),
+    wire.HVA_COLLECTOR: _PROCESS_PER_CORE,
+    wire.SCHEDULER: ("threads", 2),
+    wire.API: ("threads", 2),
+    wire.MAINTENANCE: ("threads", 2),
 }
 
 

@@ -1,4 +1,5 @@
-"""``jobqueue-proxy.*`` tasks over the job ledger, and the reaper.
+"""``jobqueue-proxy.*`` tasks over the job ledger: agents' job submissions (``push_job``,
+recorded and never lost), the ledger's reads and writes, and the outcome callbacks.
 
 ``job_succeeded`` / ``job_failed`` are the ``link`` / ``link_error`` callbacks of pushed jobs.
 Any client could send them, so each first asks the result backend for the job's own
@@ -16,11 +17,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from collector import ids
+from collector import ids, wire
 from collector.errors import InvalidStateTransition, TransientError
 from collector.services.jobs import ledger as jobqueue
+from collector.services.jobs import push
 from tasks.app import app
-from tasks.execution import run_in_unit_of_work
 from tasks.registry import Endpoint
 
 
@@ -84,15 +85,10 @@ def outcome_is(expected: str) -> Callable[[str], None]:
     return guard
 
 
-endpoint = Endpoint("jobqueue-proxy").expose(
-    jobqueue.submit, jobqueue.pop, jobqueue.cancel, find, jobqueue.finish_success,
-    jobqueue.finish_fail, jobqueue.running, jobqueue.heartbeat, list=jobqueue.list_jobs,
+endpoint = Endpoint(wire.JOBQUEUE_PROXY).reads(find, list=jobqueue.list_jobs).writes(
+    push.push_job, jobqueue.submit, jobqueue.pop, jobqueue.cancel, jobqueue.finish_success,
+    jobqueue.finish_fail, jobqueue.running, jobqueue.heartbeat,
 )
-endpoint.register("job_succeeded", jobqueue.job_succeeded, guard=outcome_is("SUCCESS"))
-endpoint.register("job_failed", job_failed, guard=outcome_is("FAILURE"))
-
-
-@app.task(name="maintenance.reap_jobs", queue="maintenance")
-def reap_jobs() -> dict:
-    """Jobs whose worker died: pushed again or failed (beat runs it; safe to run twice)."""
-    return run_in_unit_of_work(jobqueue.reap)
+endpoint.register(wire.LedgerCallback.JOB_SUCCEEDED, jobqueue.job_succeeded,
+                  guard=outcome_is("SUCCESS"))
+endpoint.register(wire.LedgerCallback.JOB_FAILED, job_failed, guard=outcome_is("FAILURE"))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from collector import errors
+from collector import errors, wire
 from collector.scheduling import batch, evacuation, handlers
 from tasks.event_bus import subscribe
 from tasks.registry import Endpoint
@@ -47,12 +47,13 @@ def fail_on_failed_outcome(outcome: Any) -> Any:
     return outcome
 
 
-endpoint = Endpoint("scheduler", on_committed=fail_on_failed_outcome).expose(
-    handlers.schedule_instance,
-    handlers.schedule_start_instance,
-    handlers.schedule_volume,
-    batch.schedule_instances,
-    evacuation.evacuate_from,
-)
+# The jobs the API submits, by the names it submits them under.
+endpoint = Endpoint(wire.SCHEDULER, on_committed=fail_on_failed_outcome).writes(**{
+    wire.SchedulerJob.SCHEDULE_INSTANCE: handlers.schedule_instance,
+    wire.SchedulerJob.SCHEDULE_START_INSTANCE: handlers.schedule_start_instance,
+    wire.SchedulerJob.SCHEDULE_VOLUME: handlers.schedule_volume,
+    wire.SchedulerJob.SCHEDULE_INSTANCES: batch.schedule_instances,
+    wire.SchedulerJob.EVACUATE_FROM: evacuation.evacuate_from,
+})
 
-subscribe("scheduler", "node_collector/offline")(evacuation.on_node_offline)
+subscribe(wire.SCHEDULER, wire.NodeEvent.OFFLINE)(evacuation.on_node_offline)

@@ -45,6 +45,7 @@ from celery.exceptions import Reject
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
+from collector import wire
 from collector.config import load_settings
 from collector.jobcontext import CurrentJob, current_job
 from workers.agent.client import Collector, RpcError, make_app, run_celery
@@ -82,7 +83,7 @@ class JobContext:
 
 class Agent:
     def __init__(self, node_id: str, broker_url: str | None = None,
-                 result_backend: str | None = None, endpoints: tuple[str, ...] = ("hva-handle",),
+                 result_backend: str | None = None, endpoints: tuple[str, ...] = (wire.HVA_HANDLE,),
                  heartbeat_interval: float = 10.0, job_heartbeat_interval: float | None = None,
                  rpc_timeout: float = 30.0, longest_job: float | None = None,
                  report_retry_for: float = 300.0) -> None:
@@ -220,7 +221,7 @@ class Agent:
         delay = 0.5
         while True:
             try:
-                return self.collector.call("jobqueue-proxy", method, *args)
+                return self.collector.call(wire.JOBQUEUE_PROXY, method, *args)
             except RpcError as exc:
                 if exc.error_type not in RETRYABLE_REPORT_ERRORS:
                     raise
@@ -237,7 +238,7 @@ class Agent:
     def _beat_job(self, ctx: JobContext) -> None:
         while not ctx._done.wait(self.job_heartbeat_interval):
             try:
-                if not self.collector.call("jobqueue-proxy", "heartbeat", ctx.job_id,
+                if not self.collector.call(wire.JOBQUEUE_PROXY, "heartbeat", ctx.job_id,
                                            self.worker_id, timeout=10):
                     ctx._cancel.set()
                     return
@@ -249,7 +250,7 @@ class Agent:
 
     def heartbeat(self) -> None:
         """One node heartbeat (``node-collector.notify``), fire-and-forget."""
-        self.collector.oneshot("node-collector").notify(self.node_id, self.boot_token)
+        self.collector.oneshot(wire.NODE_COLLECTOR).notify(self.node_id, self.boot_token)
 
     def _heartbeat_loop(self) -> None:
         while True:

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from collector import wire
 from collector.config import load_settings
 
 VIF_ALIASES = {"ip": "ipv4_addr", "mac": "mac_addr", "nat": "nat_network",
@@ -49,7 +50,7 @@ def _call(client: Any, method: str, *args: Any, as_json: bool = False) -> Any:
     from workers.agent.client import RpcError
 
     try:
-        return client.call("api", method, *args)
+        return client.call(wire.API, method, *args)
     except RpcError as exc:
         if as_json:
             click.echo(json.dumps({"error_type": exc.error_type, "message": exc.message}),

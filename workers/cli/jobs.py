@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from collector import wire
 from collector.config import load_settings
 
 
@@ -67,7 +68,7 @@ def cancel(job_id: str) -> None:
         raise click.UsageError("set COLLECTOR_BROKER_URL: cancelling goes through the Collector")
     with Collector(settings.broker_url, settings.result_backend) as client:
         try:
-            doc = client.rpc("jobqueue-proxy").cancel(job_id)
+            doc = client.rpc(wire.JOBQUEUE_PROXY).cancel(job_id)
         except RpcError as exc:
             click.echo(str(exc), err=True)
             sys.exit(1)

@@ -195,15 +195,15 @@ def call(endpoint: str, method: str, args: tuple[str, ...], timeout: float | Non
 @click.option("--timeout", type=float, default=5.0, show_default=True)
 def health(roles: tuple[str, ...], timeout: float) -> None:
     """Ping each endpoint through its queue: proves a worker is consuming, not just alive."""
+    from collector import wire
     from workers.agent.client import Collector, RpcError
-    from workers.roles import RPC_ENDPOINTS
 
     settings = load_settings()
     failed = 0
     with Collector(settings.broker_url, settings.result_backend) as client:
-        for endpoint in roles or RPC_ENDPOINTS:
+        for endpoint in roles or wire.RPC_ENDPOINTS:
             try:
-                answer = client.call(endpoint, "ping", timeout=timeout)
+                answer = client.call(endpoint, wire.PING, timeout=timeout)
                 click.echo(f"ok    {endpoint:20} {answer['host']}")
             except RpcError as exc:
                 failed += 1

@@ -32,27 +32,16 @@ from collections.abc import Callable
 
 import redis
 
+from collector import wire
 from collector.config import load_settings
 from workers.agent.base import Agent, JobContext
-
-REAL_JOBS = {
-    "hva-handle": ("run_local_store", "run_vol_store", "terminate", "cleanup", "stop", "attach",
-                   "detach", "reboot", "poweroff", "soft_poweroff", "poweron",
-                   "wait_volumes_available"),
-    "local-store-handle": ("run_local_store", "deploy_volume_and_attach", "delete_volume",
-                           "backup_volume", "backup_image"),
-    "sta-handle": ("create_volume", "create_volume_and_run_instance", "delete_volume",
-                   "backup_volume", "backup_image", "create_snapshot", "delete_snapshot"),
-    "log-alarm-registry": ("update_alarm", "delete_alarm", "delete_alarms"),
-    "resource-alarm-registry": ("update_alarms", "delete_alarms"),
-}
 
 
 def build_agent(node_id: str) -> Agent:
     settings = load_settings()
-    endpoints = (("sta-handle",) if node_id.startswith("sta.") else
-                 ("hva-handle", "local-store-handle", "log-alarm-registry",
-                  "resource-alarm-registry"))
+    endpoints = ((wire.STA_HANDLE,) if node_id.startswith("sta.") else
+                 (wire.HVA_HANDLE, wire.LOCAL_STORE_HANDLE, wire.LOG_ALARM_REGISTRY,
+                  wire.RESOURCE_ALARM_REGISTRY))
     agent = Agent(node_id, settings.broker_url, settings.result_backend, endpoints=endpoints,
                   heartbeat_interval=float(load_settings().node_timeout_sec) / 2)
     log_conn = redis.Redis.from_url(settings.broker_url)
@@ -72,7 +61,7 @@ def build_agent(node_id: str) -> Agent:
 
     lifecycle = lifecycle_jobs(agent)
     for endpoint in endpoints:
-        for name in REAL_JOBS[endpoint]:
+        for name in wire.job_names(endpoint):
             agent.job(endpoint, name)(make_handler(name, lifecycle.get(name)))
 
     first = endpoints[0]
@@ -115,8 +104,8 @@ def build_agent(node_id: str) -> Agent:
 
 def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
     """What the lifecycle jobs report to the Collector, by job name (see the module doc)."""
-    hva = agent.collector.rpc("hva-collector")
-    sta = agent.collector.rpc("sta-collector")
+    hva = agent.collector.rpc(wire.HVA_COLLECTOR)
+    sta = agent.collector.rpc(wire.STA_COLLECTOR)
 
     def walk_volume(vol_id: str, *states: str) -> None:
         for state in states:
@@ -135,7 +124,7 @@ def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
             if state == "available":  # on disk: attach it
                 walk_volume(vol_id, "attaching", "attached")
         hva.update_instance(inst_id, {"state": "running", "status": "online"})
-        agent.publish("hva/instance_started", [inst_id])
+        agent.publish(wire.HvaEvent.INSTANCE_STARTED, [inst_id])
         return {"booted": inst_id}
 
     def create_volume(vol_id: str) -> dict:
@@ -148,8 +137,9 @@ def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
     def create_volume_and_run_instance(vol_id: str, inst_id: str) -> dict:
         create_volume(vol_id)
         host = hva.get_instance(inst_id)["host_node"]["node_id"]
-        job = agent.collector.jobs.submit(f"hva-handle.{host}", "wait_volumes_available",
-                                          inst_id, resource_id=inst_id)
+        job = agent.collector.jobs.submit(wire.node_queue(wire.HVA_HANDLE, host),
+                                          wire.HvaJob.WAIT_VOLUMES_AVAILABLE, inst_id,
+                                          resource_id=inst_id)
         return {"volume": vol_id, "boot_job": job}
 
     def wait_volumes_available(inst_id: str) -> dict:
@@ -163,14 +153,14 @@ def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
         hva.update_instance(inst_id, {"state": "stopping"})
         hva.update_instance(inst_id, {"state": "stopped", "status": "offline",
                                       "host_node_id": None})
-        agent.publish("hva/instance_terminated", [inst_id])
+        agent.publish(wire.HvaEvent.INSTANCE_TERMINATED, [inst_id])
         return {"stopped": inst_id}
 
     def terminate(inst_id: str) -> dict:
         if hva.get_instance(inst_id)["state"] != "terminated":
             hva.update_instance(inst_id, {"state": "shuttingdown"})
             hva.update_instance(inst_id, {"state": "terminated"})  # the Collector finalizes
-        agent.publish("hva/instance_terminated", [inst_id])
+        agent.publish(wire.HvaEvent.INSTANCE_TERMINATED, [inst_id])
         return {"terminated": inst_id}
 
     def delete_volume(*args: str) -> dict:
@@ -178,10 +168,11 @@ def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
         sta.update_volume(vol_id, {"state": "deleted"})
         return {"deleted": vol_id}
 
-    return {"run_local_store": boot, "run_vol_store": boot, "create_volume": create_volume,
-            "create_volume_and_run_instance": create_volume_and_run_instance,
-            "wait_volumes_available": wait_volumes_available, "stop": stop,
-            "terminate": terminate, "delete_volume": delete_volume}
+    return {wire.LocalStoreJob.RUN_LOCAL_STORE: boot, wire.HvaJob.RUN_VOL_STORE: boot,
+            wire.StaJob.CREATE_VOLUME: create_volume,
+            wire.StaJob.CREATE_VOLUME_AND_RUN_INSTANCE: create_volume_and_run_instance,
+            wire.HvaJob.WAIT_VOLUMES_AVAILABLE: wait_volumes_available, wire.HvaJob.STOP: stop,
+            wire.HvaJob.TERMINATE: terminate, wire.StaJob.DELETE_VOLUME: delete_volume}
 
 
 def main() -> None:

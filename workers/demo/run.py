@@ -27,6 +27,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from collector import wire
 from workers.agent.client import Collector, RpcError
 
 # A terminal keeps its own width; piped output (a log, CI) gets room for the tables.
@@ -112,7 +113,7 @@ class Demo:
         self.names: dict[str, str] = {}
 
     def api(self, method: str, *args: Any) -> Any:
-        return self.client.call("api", method, *args)
+        return self.client.call(wire.API, method, *args)
 
     def instances(self) -> dict[str, dict]:
         docs = self.api("list_instances", None, None, True, 200)
@@ -254,7 +255,7 @@ def _available(demo: Demo, vol_id: str) -> dict | None:
 
 
 def _node_state(demo: Demo, node_id: str) -> str:
-    for row in demo.client.call("node-collector", "list"):
+    for row in demo.client.call(wire.NODE_COLLECTOR, "list"):
         if row["node_id"] == node_id:
             return row["state"]
     return "unknown"
@@ -304,7 +305,7 @@ def _environment(data_dir: Path) -> dict[str, str]:
     env = {**os.environ, **DEMO_ENV}
     env.setdefault("COLLECTOR_FLOWER_BASIC_AUTH", f"admin:{secrets.token_urlsafe(9)}")
     if SCHEDULER_CONFIG:
-        config = data_dir / "scheduler.toml"
+        config = data_dir / "placement.toml"
         config.write_text(SCHEDULER_CONFIG)
         env.setdefault("COLLECTOR_SCHEDULER_CONFIG", str(config))
     env["COLLECTOR_DATA_DIR"] = str(data_dir)
@@ -341,7 +342,7 @@ def run_demo(exit_at_end: bool = False, data_dir: Path | None = None) -> int:
     flower_port = free_port()
     try:
         procs.start("worker", "workers.cli", "worker", "--role", "all", "-c", "4")
-        procs.start("scheduler", "workers.cli", "worker", "--role", "scheduler", "-c", "2")
+        procs.start(wire.SCHEDULER, "workers.cli", "worker", "--role", wire.SCHEDULER, "-c", "2")
         procs.start("beat", "workers.cli", "beat")
         procs.start("flower", "workers.cli", "flower", "--port", str(flower_port))
         for node in (*world["host_node_ids"], *world["storage_node_ids"]):

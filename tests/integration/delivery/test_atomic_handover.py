@@ -19,7 +19,7 @@ from kombu import Connection, Consumer, Exchange, Producer, Queue
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 12
-TRANSPORT = "workers.agent.client:RedisTransport"
+TRANSPORT = "workers.agent.transport:RedisTransport"
 OPTIONS = {"unacked_key": "handover.unacked", "unacked_index_key": "handover.unacked_index",
            "unacked_mutex_key": "handover.unacked_mutex", "visibility_timeout": 3}
 
@@ -111,7 +111,7 @@ def test_a_wait_on_one_queue_does_not_keep_another_waiting_long(broker):
 _KILLED_IN_HANDOVER = textwrap.dedent("""
     import os, sys, time
     from kombu import Connection, Consumer, Exchange, Queue
-    from workers.agent import client as redis_transport
+    from workers.agent import transport as redis_transport
 
     def die(self, message, delivery_tag):  # killed after the move, before the record
         os._exit(9)

@@ -14,7 +14,7 @@ killed worker always dies mid-call. Then:
 - every cast is applied, those the killed worker held included: they come back to the
   queue once the Collector's visibility timeout has passed (seconds, not hours), from
   the unacked hash or, for one the worker was taking at the kill, from its in-flight
-  list (``workers.agent.client.RedisTransport``: the hand-over cannot lose a message).
+  list (``workers.agent.transport.RedisTransport``: the hand-over cannot lose a message).
 
 Loopback only. ``COLLECTOR_FAULT_ITERATIONS`` sets the number of kills (default 2; the
 full run in the reference is 20).

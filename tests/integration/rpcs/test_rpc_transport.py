@@ -126,7 +126,7 @@ def test_health_pings_every_endpoint_through_its_queue(worker):
     out = subprocess.run([sys.executable, "-m", "workers.cli", "health", "--timeout", "20"],
                          env=worker.env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
-    from workers.roles import RPC_ENDPOINTS
+    from collector.wire import RPC_ENDPOINTS
 
     assert out.stdout.count("ok ") == len(RPC_ENDPOINTS)
 
