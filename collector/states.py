@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from collector.errors import InvalidArgument, InvalidStateTransition
 
-_LIVE = {"init", "scheduling", "pending", "initializing", "starting", "running", "halting",
-         "halted", "stopping", "stopped", "migrating"}
-
 INSTANCE_TRANSITIONS: dict[str, set[str]] = {
     "init": {"scheduling", "pending", "shuttingdown"},
     "scheduling": {"pending", "shuttingdown"},
@@ -27,7 +24,6 @@ INSTANCE_TRANSITIONS: dict[str, set[str]] = {
     "shuttingdown": set(),
     "terminated": set(),
 }
-INSTANCE_STATES = frozenset(INSTANCE_TRANSITIONS)
 INSTANCE_STATUSES = frozenset({"init", "online", "offline"})
 
 VOLUME_TRANSITIONS: dict[str, set[str]] = {
@@ -46,7 +42,6 @@ VOLUME_TRANSITIONS: dict[str, set[str]] = {
     "deleting": {"available"},
     "deleted": set(),
 }
-VOLUME_STATES = frozenset(VOLUME_TRANSITIONS) | {"deleted"}
 
 # Legacy volume snapshots: the API sets creating / deleting, the sta agent reports available
 # (or deleted). ``deleted`` is terminal and reached through a deletion report only.

@@ -27,7 +27,6 @@ from sqlalchemy.orm import Session
 from collector import ids, wire
 from collector.db import outbox
 from collector.documents import alarms
-from collector.documents.common import taggable_hash
 from collector.errors import InvalidArgument
 from collector.fields import NULL, check_fields
 from collector.models import ALARM_STATES, RESOURCE_METRICS, Alarm, Instance
@@ -37,10 +36,6 @@ log = logging.getLogger(__name__)
 
 UPDATABLE = {"state": (str,), "state_timestamp": (str, NULL),
              "last_evaluated_value": (int, float, NULL), "last_evaluated_at": (str, NULL)}
-
-
-def alarm_document(alarm: Alarm) -> dict[str, Any]:
-    return taggable_hash(alarm)
 
 
 def get_alarm(session: Session, alarm_id: str) -> dict[str, Any]:
