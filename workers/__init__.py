@@ -1,1 +1,3 @@
-"""Worker roles, the beat schedule and the reference agents."""
+"""Every process of an installation: the agent library (``agent/``), the worker roles and
+entry points, the supervisor, Flower, the embedded Redis, the ``collector`` command
+(``cli/``), and the demo with its reference agents and world builder (``demo/``)."""
