@@ -3,24 +3,36 @@ IP addresses its vifs get. Domain only: nothing here imports Celery.
 
 Modules
 -------
-config.py        the scheduler configuration (TOML named by ``COLLECTOR_SCHEDULER_CONFIG``,
-                 built-in defaults = the original's sample configuration), loaded once per
-                 process; the strategy registry per kind lives in ``registry.py``
-snapshot.py      the frozen dataclasses strategies see (HostCandidate, HostRequest, ...)
-host_node.py     host strategies LeastUsage (allow_over_commit for HA), FindFirst,
-                 SpecifyNode, ExcludeSame; the claim loop; the API's explicit host
-piped_rules.py   host strategy PipedRules and its rules RequestParamToGroup, LeastUsageBy,
+placement_config.py  the scheduler configuration (TOML named by
+                 ``COLLECTOR_SCHEDULER_CONFIG``, built-in defaults = the original's sample
+                 configuration), loaded once per process: the strategies of each service type
+candidates.py    the frozen rows strategies see (HostCandidate, HostRequest, StorageCandidate,
+                 VifPlan, GroupMember)
+strategies/      the strategies: each one frozen dataclass (its fields are its options),
+                 registered by name
+  protocols.py   one Protocol per kind: HostStrategy, StorageStrategy, NetworkStrategy,
+                 IpStrategy, MacStrategy (what the callers use, with the defaults)
+  catalog.py     the registry per kind, the builder derived from a strategy's ``option``
+                 fields, the option helpers (one-line errors naming the key)
+  host_node.py   host strategies LeastUsage (allow_over_commit for HA), FindFirst,
+                 SpecifyNode, ExcludeSame
+  piped_rules.py host strategy PipedRules and its rules RequestParamToGroup, LeastUsageBy,
                  ScatterBy (custom rules register by name)
-storage_node.py  storage strategies LeastUsage, FindFirst
-vif_plans.py     network strategies (pure plans): VifsRequestParam, PerInstance, VifTemplate,
+  storage_node.py  storage strategies LeastUsage, FindFirst
+  network.py     network strategies (pure plans): VifsRequestParam, PerInstance, VifTemplate,
                  VifParamTemplate, SpecifyNetwork, NatOneToOne, FlatSingle,
                  RequestParamToGroup, NetworkGroup; ``vifs`` validation
-network.py       vif creation from the plans (network groups resolved, NAT from the NAT
+  ip_address.py  Incremental (explicit per-network cursor) and SpecifyIP; manual IP checks
+  mac_address.py Default, ByHostNodeGroup and SpecifyMacAddress; manual MAC checks
+placement.py     the steps that run a strategy and write its choice: the host claim loop
+                 (place_host), the API's explicit host, the storage claim loop and the
+                 volume's device row, lease_ip
+vifs.py          vif creation from the plans (network groups resolved, NAT from the NAT
                  network)
-ip_address.py    Incremental (explicit per-network cursor) and SpecifyIP; manual IP checks
-mac_address.py   Default, ByHostNodeGroup and SpecifyMacAddress; manual MAC checks
 capacity.py      used-capacity counters and allocation rows: candidates, atomic claims,
                  releases, reconcile
+gaps.py          the first free address of a range (IP and MAC leases)
+teardown.py      what placement claimed, given back (instances, vifs, leases, volumes)
 handlers.py      the job steps schedule_instance, schedule_start_instance, schedule_volume
 batch.py         schedule_instances: a list of new instances placed in one transaction
                  (each in its own savepoint, vifs last); batch_memo.py holds what a batch
@@ -32,7 +44,7 @@ Interface for the API side
 Every function takes the caller's session and never commits. Errors are the typed errors of
 ``collector.errors`` (PlacementError and its subclasses, the manual-address errors).
 
-config.scheduler_config() -> SchedulerConfig          (cached; reload_scheduler_config())
+placement_config.scheduler_config() -> SchedulerConfig   (cached; reload_scheduler_config())
     .default_service_type, .mac_address_vendor_id, .create_volume_min_size,
     .create_volume_max_size (MB), .stopped_instance_usage_factor,
     .service_type(name or None) -> ServiceTypeConfig   (None -> default; unknown ->
@@ -54,28 +66,31 @@ capacity.local_disk_bytes(session, instance) -> int     local volumes of the ins
 capacity.move_host(session, instance, host_id or None)  the claim follows a stop or a move
 capacity.reconcile(session) -> [corrections]            counters := sums of allocations
 
-host_node.assign_explicit_host(session, instance, host_cuuid) -> HostNode
+placement.assign_explicit_host(session, instance, host_cuuid) -> HostNode
     spec 1.8.1 step 9, and the claim: UnknownHostNodeID, InvalidHostNodeID (not online),
     IncompatibleHostNode (hypervisor/arch), OutOfHostCapacity (cpu, memory or local disk);
     sets instance.host_node_id. Call it after the instance's volumes exist (local disk
     counts). The handler then skips host selection.
 
-network.parse_vifs(value) -> dict[str, dict]
+vifs.parse_vifs(value) -> dict[str, dict]
     absent -> {}, a JSON string is parsed; map of vif name -> map (InvalidParameter)
-network.check_manual_addresses(session, vifs) -> None
+vifs.check_manual_addresses(session, vifs) -> None
     every vif's mac_addr / ipv4_addr+network / nat_ipv4_addr+nat_network, nothing written:
     InvalidMacAddress, DuplicateMacAddress, MacNotInRange, UnknownNetworkID,
     InvalidIPAddress, IPAddressNotInSegment, IpNotInDhcpRange, DuplicateIPAddress,
     ReservedIPAddress
-network.create_vifs(session, instance, service_type=None) -> [NetworkVif]
+vifs.create_vifs(session, instance, service_type=None) -> [NetworkVif]
     the service type's network strategy; honours a vif's mac_addr, ipv4_addr and
     nat_ipv4_addr (matched by vif name) and allocates the rest. Call it in the API
     transaction when any vif carries a manual address, so those addresses are held from
     the answer on; otherwise leave vifs to schedule_instance (it creates them when the
     instance has none).
-ip_address.check_manual_ip(session, network, address) -> int
-ip_address.lease_ip(session, network, vif, service_type=None) -> NetworkVifIpLease
-mac_address.check_manual_mac(session, text) -> int
+strategies.ip_address.check_manual_ip(session, network, address) -> int
+placement.lease_ip(session, network, vif, service_type=None) -> NetworkVifIpLease
+strategies.mac_address.check_manual_mac(session, text) -> int
+placement.associate(session, volume, storage_candidate) -> None
+    the device row of the node's kind (iSCSI or NFS) and ``volume_type``; the caller
+    claimed the room (capacity.claim_storage)
 
 What the API leaves for the scheduler: the instance and each of its volumes in
 ``scheduling``; a local volume has ``volume_type = "local"`` (its ``local_volumes`` row is

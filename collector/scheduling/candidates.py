@@ -1,7 +1,8 @@
 """What the strategies see: frozen rows read in one query, no session attached.
 
-Strategies are pure functions over these, so they are tested without a database and
-the claim that follows them (``capacity``) is the only place that writes.
+Host and storage strategies rank these and network strategies make VifPlans, all pure, so
+they are tested without a database and the claim that follows them (``placement``, through
+``capacity``) is the only place that writes.
 """
 
 from __future__ import annotations

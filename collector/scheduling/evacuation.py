@@ -60,8 +60,8 @@ from collector.errors import AddressRefused, InvalidArgument, PlacementError
 from collector.models import BOOT_DEV_LOCAL, BOOT_DEV_SAN, LOCAL, HostNode, Instance, NodeState
 from collector.scheduling import capacity
 from collector.scheduling.candidates import HostCandidate
+from collector.scheduling.placement import host_request, place_host
 from collector.scheduling.placement_config import ServiceTypeConfig, scheduler_config
-from collector.scheduling.strategies.host_node import host_request, place_host
 
 log = logging.getLogger(__name__)
 

@@ -41,13 +41,12 @@ from collector.models import (
     Volume,
 )
 from collector.scheduling import batch_memo, capacity, teardown
+from collector.scheduling.placement import host_request, place_host, place_storage
 from collector.scheduling.placement_config import (
     SchedulerConfig,
     ServiceTypeConfig,
     scheduler_config,
 )
-from collector.scheduling.strategies.host_node import host_request, place_host
-from collector.scheduling.strategies.storage_node import place_storage
 from collector.scheduling.vifs import create_vifs
 
 EXPECTED_STATE = "scheduling"

@@ -34,10 +34,11 @@ names are the original's (``dcmgr.conf``), so a configuration maps one-to-one::
     ...                                   # ssh_key_id, amqp_server_uri: optional strings
                                           # (backup_storage_id for both classes)
 
-A strategy entry is its name, or a table with ``strategy`` plus that strategy's options.
+A strategy entry is its name, or a table with ``strategy`` plus that strategy's options
+(the strategy's ``option`` fields, ``strategies/catalog.py``).
 ``docs/scheduler.example.toml`` is the full sample with every strategy;
-``docs/scheduler.original-sample.toml`` is the original's own sample, key for key. A bad configuration raises
-SchedulerConfigError with one line naming the key, e.g.
+``docs/scheduler.original-sample.toml`` is the original's own sample, key for key. A bad
+configuration raises SchedulerConfigError with one line naming the key, e.g.
 ``service_types.std.host_node_scheduler.sort_priority: must be "memory" or "cpu"``.
 """
 
@@ -51,6 +52,13 @@ from typing import Any
 
 from collector.errors import SchedulerConfigError, UnknownServiceType
 from collector.scheduling.strategies import catalog as registry
+from collector.scheduling.strategies.protocols import (
+    HostStrategy,
+    IpStrategy,
+    MacStrategy,
+    NetworkStrategy,
+    StorageStrategy,
+)
 
 ENV_VAR = "COLLECTOR_SCHEDULER_CONFIG"
 SERVICE_TYPE_CLASSES = ("StdServiceType", "LbServiceType")
@@ -111,12 +119,12 @@ class ServiceTypeConfig:
 
     name: str
     kind: str
-    host_node: Any
-    host_node_ha: Any
-    storage_node: Any
-    network: Any
-    mac_address: Any
-    ip_address: Any
+    host_node: HostStrategy
+    host_node_ha: HostStrategy
+    storage_node: StorageStrategy
+    network: NetworkStrategy
+    mac_address: MacStrategy
+    ip_address: IpStrategy
     extra: dict[str, str] = field(default_factory=dict)  # lb: image_id, networks, ...
 
 

@@ -1,7 +1,7 @@
 """Vif placement: the ``vifs`` request parameter turned into vifs with MAC and IP leases.
 
 A network strategy plans (pure: ``plan(vifs, request_params) -> [VifPlan]``, the strategies
-are in ``vif_plans.py``); ``build_vifs`` then creates the vifs, their MAC leases (MAC
+are in ``strategies/network.py``); ``build_vifs`` then creates the vifs, their MAC leases (MAC
 strategy, which may read the instance's host) and their IP leases (IP strategy: the vif's
 network, and its NAT network from the NAT network itself, S15). A plan naming a network
 group is resolved here: its member networks are tried in the plan's order until one has a
@@ -44,6 +44,7 @@ from collector.models import (
 )
 from collector.scheduling import batch_memo
 from collector.scheduling.candidates import ALL_NETWORKS, GroupMember, VifPlan
+from collector.scheduling.placement_config import ServiceTypeConfig, scheduler_config
 from collector.scheduling.strategies import ip_address, mac_address
 from collector.scheduling.strategies.network import (  # re-exported: callers plan through here
     PerInstance,
@@ -105,7 +106,7 @@ def group_members(session: Session, plans: Sequence[VifPlan]) -> dict[str, list[
 
 def _lease_in_group(session: Session, vif: NetworkVif, plan: VifPlan,
                     members: list[GroupMember], networks: dict[str, Network],
-                    service_type: Any) -> None:
+                    service_type: ServiceTypeConfig) -> None:
     """The first member (in the plan's order) with a free address; one vif whatever the
     tries (OutOfIpRange writes nothing, so a failed try leaves nothing behind)."""
     if plan.group_order == "least_allocation":
@@ -127,7 +128,8 @@ def _lease_in_group(session: Session, vif: NetworkVif, plan: VifPlan,
 
 
 def build_vifs(session: Session, instance: Instance, plans: Sequence[VifPlan],
-               service_type: Any, request_params: Mapping[str, Any] | None = None,
+               service_type: ServiceTypeConfig,
+               request_params: Mapping[str, Any] | None = None,
                vendor_id: str | None = None) -> list[NetworkVif]:
     """Create the planned vifs with their MAC and IP leases (in the caller's transaction)."""
     request_params = request_params or {}
@@ -191,8 +193,6 @@ def create_vifs(session: Session, instance: Instance, service_type: str | None =
                 ) -> list[NetworkVif]:
     """The instance's vifs from its ``request_params["vifs"]`` by its service type's network
     strategy (requested MACs and addresses honoured, the rest allocated)."""
-    from collector.scheduling.placement_config import scheduler_config
-
     config = scheduler_config()
     st = config.service_type(service_type or instance.service_type)
     request_params = instance.request_params or {}

@@ -1,5 +1,6 @@
-"""IPv4 allocation: ``Incremental`` (DHCP ranges, explicit per-network cursor) and
-``SpecifyIP`` (requested addresses), plus the manual-address checks the API uses.
+"""IP strategies (``IpStrategy``): ``Incremental`` (DHCP ranges, explicit per-network
+cursor) and ``SpecifyIP`` (requested addresses); the leases they write, and the
+manual-address checks the API uses.
 
 Incremental (spec 4.3.1, with the cursor made explicit as the spec advises):
 * addresses come only from the network's DHCP ranges; none left (or no range) ->
@@ -23,7 +24,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,7 +33,6 @@ from sqlalchemy.orm.attributes import set_committed_value
 from collector.db import dialect_name
 from collector.errors import (
     DuplicateIPAddress,
-    InvalidArgument,
     InvalidIPAddress,
     IPAddressNotInSegment,
     IpNotInDhcpRange,
@@ -45,7 +44,8 @@ from collector.models import ALLOC_AUTO, DhcpRange, IpLease, Network, NetworkVif
 from collector.models.networks import ipv4_to_s
 from collector.scheduling import batch_memo
 from collector.scheduling.gaps import first_free
-from collector.scheduling.strategies.catalog import no_other_keys, register
+from collector.scheduling.strategies.catalog import register
+from collector.scheduling.strategies.protocols import IpStrategy
 from collector.timeutil import utcnow
 
 IPV4_MAX = (1 << 32) - 1
@@ -261,8 +261,9 @@ def lease_manual_ip(session: Session, network: Network, vif: NetworkVif | None,
     return _lease_row(session, network, vif, value)
 
 
+@register("ip_address", "Incremental")
 @dataclass(frozen=True)
-class Incremental:
+class Incremental(IpStrategy):
     """Requested addresses are honoured (checked); others come after the cursor."""
 
     def allocate(self, session: Session, network: Network, vif: NetworkVif | None,
@@ -273,8 +274,9 @@ class Incremental:
         return allocate_incremental(session, network, vif, cursor_locked)
 
 
+@register("ip_address", "SpecifyIP")
 @dataclass(frozen=True)
-class SpecifyIP:
+class SpecifyIP(IpStrategy):
     """Only requested addresses (matched to the vif by name, S17)."""
 
     def allocate(self, session: Session, network: Network, vif: NetworkVif | None,
@@ -284,32 +286,3 @@ class SpecifyIP:
             raise NetworkSchedulingError(
                 f"SpecifyIP: no address requested in {network.canonical_uuid}")
         return lease_manual_ip(session, network, vif, requested)
-
-
-@register("ip_address", "Incremental")
-def _incremental(options: dict[str, Any], where: str) -> Incremental:
-    no_other_keys(options, (), where)
-    return Incremental()
-
-
-@register("ip_address", "SpecifyIP")
-def _specify(options: dict[str, Any], where: str) -> SpecifyIP:
-    no_other_keys(options, (), where)
-    return SpecifyIP()
-
-
-def lease_ip(session: Session, network: object, vif: object = None,
-             service_type: str | None = None, requested: str | None = None
-             ) -> NetworkVifIpLease:
-    """An address of ``network`` for ``vif`` (or for no vif) by the service type's IP
-    strategy (default service type when None). Wrong argument types -> InvalidArgument."""
-    from collector.scheduling.placement_config import scheduler_config
-
-    if not isinstance(network, Network):
-        raise InvalidArgument(f"network must be a Network, got {type(network).__name__}")
-    if vif is not None and not isinstance(vif, NetworkVif):
-        raise InvalidArgument(f"vif must be a NetworkVif or None, got {type(vif).__name__}")
-    if requested is not None and not isinstance(requested, str):
-        raise InvalidArgument(f"requested address must be a string, got {requested!r}")
-    strategy = scheduler_config().service_type(service_type).ip_address
-    return strategy.allocate(session, network, vif, requested)

@@ -1,5 +1,6 @@
-"""MAC address allocation: ``Default`` (ordered scan of the ranges), ``ByHostNodeGroup``
-(the range paired with the host's group) and ``SpecifyMacAddress``.
+"""MAC strategies (``MacStrategy``): ``Default`` (ordered scan of the ranges),
+``ByHostNodeGroup`` (the range paired with the host's group) and ``SpecifyMacAddress``; the
+leases they write, and the manual-MAC checks the API uses.
 
 A MAC strategy is ``allocate(session, requested, vendor_id, host_node_id) -> int`` (the
 leased address); a requested MAC is honoured (checked) by every strategy (S19).
@@ -33,13 +34,8 @@ from collector.errors import (
 from collector.models import HostNode, HostNodeGroup, MacLease, MacRange, Tag, TagMapping
 from collector.scheduling import batch_memo
 from collector.scheduling.gaps import first_free
-from collector.scheduling.strategies.catalog import (
-    canonical_id,
-    check_id,
-    no_other_keys,
-    pairs,
-    register,
-)
+from collector.scheduling.strategies.catalog import id_of, id_pairs, option, register
+from collector.scheduling.strategies.protocols import MacStrategy
 
 DEVICE_SPAN = 1 << 24
 _HEX12 = re.compile(r"^[0-9a-fA-F]{12}$")
@@ -192,8 +188,9 @@ def host_groups(session: Session, host_node_id: int | None) -> frozenset[str]:
         .where(Tag.type_id == kind, TagMapping.uuid == f"hn-{host}")))
 
 
+@register("mac_address", "Default")
 @dataclass(frozen=True)
-class Default:
+class Default(MacStrategy):
     """Requested MACs are honoured (checked); others come from the ranges in order."""
 
     def allocate(self, session: Session, requested: str | None = None,
@@ -203,14 +200,16 @@ class Default:
         return allocate_from_ranges(session)
 
 
+@register("mac_address", "ByHostNodeGroup")
 @dataclass(frozen=True)
-class ByHostNodeGroup:
+class ByHostNodeGroup(MacStrategy):
     """The range paired with the first of the host's groups (configured order) that has a
     free address, else ``default``. Without a host (a vif made before placement) only
     ``default`` applies (the original crashed, S18)."""
 
-    default: str | None = None
-    pairs: tuple[tuple[str, str], ...] = ()
+    default: str | None = option(id_of("mr"), default=None)
+    pairs: tuple[tuple[str, str], ...] = option(id_pairs("hng", "mr"), default=(), key="pair",
+                                                first=True)
 
     def allocate(self, session: Session, requested: str | None = None,
                  vendor_id: str | None = None, host_node_id: int | None = None) -> int:
@@ -231,8 +230,9 @@ class ByHostNodeGroup:
         return allocate_from_ranges(session, existing)
 
 
+@register("mac_address", "SpecifyMacAddress")
 @dataclass(frozen=True)
-class SpecifyMacAddress:
+class SpecifyMacAddress(MacStrategy):
     """Only requested MACs (6 digits take the configured vendor id)."""
 
     def allocate(self, session: Session, requested: str | None = None,
@@ -240,25 +240,3 @@ class SpecifyMacAddress:
         if not requested:
             raise NetworkSchedulingError("SpecifyMacAddress: the vif has no mac_addr")
         return lease_manual_mac(session, requested, vendor_id)
-
-
-@register("mac_address", "Default")
-def _default(options: dict[str, Any], where: str) -> Default:
-    no_other_keys(options, (), where)
-    return Default()
-
-
-@register("mac_address", "ByHostNodeGroup")
-def _by_host_node_group(options: dict[str, Any], where: str) -> ByHostNodeGroup:
-    no_other_keys(options, ("default", "pair"), where)
-    paired = pairs(options, "pair", where)
-    for group, rng in paired:
-        check_id(group, "hng", f"{where}.pair")
-        check_id(rng, "mr", f"{where}.pair")
-    return ByHostNodeGroup(canonical_id(options, "default", "mr", where), paired)
-
-
-@register("mac_address", "SpecifyMacAddress")
-def _specify(options: dict[str, Any], where: str) -> SpecifyMacAddress:
-    no_other_keys(options, (), where)
-    return SpecifyMacAddress()

@@ -1,6 +1,7 @@
-"""Network strategies: the ``vifs`` request parameter turned into vif plans (pure).
+"""Network strategies (``NetworkStrategy``): the ``vifs`` request parameter turned into
+vif plans (pure).
 
-``plan(vifs, request_params) -> [VifPlan]``; ``network.build_vifs`` then creates what the
+``plan(vifs, request_params) -> [VifPlan]``; ``vifs.build_vifs`` then creates what the
 plans say. Every strategy keeps one contract (S6): a plan, or a typed error
 (NetworkSchedulingError, UnknownGroup). Requested MACs are honoured by all (S19).
 
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from collector import ids
@@ -39,9 +40,18 @@ from collector.errors import (
     UnknownGroup,
 )
 from collector.scheduling.candidates import ALL_NETWORKS, GroupMember, VifPlan
-from collector.scheduling.strategies import catalog as registry
-
-GROUP_ORDERS = ("sort_index", "least_allocation")
+from collector.scheduling.strategies.catalog import (
+    build_entry,
+    id_of,
+    id_pairs,
+    ids_of,
+    one_of,
+    option,
+    register,
+    required_text,
+    strings,
+)
+from collector.scheduling.strategies.protocols import NetworkStrategy
 
 
 def check_vifs(value: object, error: type[CollectorError]) -> dict[str, dict[str, Any]]:
@@ -143,23 +153,66 @@ def _pair_or_default(request_params: Mapping[str, Any], key: str,
     return default
 
 
+@register("network", "VifsRequestParam")
 @dataclass(frozen=True)
-class VifsRequestParam:
-    template: dict[str, str] = field(default_factory=dict)  # accepted, unused (as original)
+class VifsRequestParam(NetworkStrategy):
+    """The request's vifs as they are (``plan_request_vifs``)."""
+
+    # Accepted and unused, as the original.
+    template: dict[str, str] = option(strings, default_factory=dict)
 
     def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
              ) -> list[VifPlan]:
         return plan_request_vifs(vifs)
 
 
+@register("network", "VifParamTemplate")
 @dataclass(frozen=True)
-class PerInstance:
+class VifParamTemplate(VifsRequestParam):
+    """VifsRequestParam without NAT."""
+
+    def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
+             ) -> list[VifPlan]:
+        return [replace(p, nat_network=None, nat_ipv4_addr=None)
+                for p in plan_request_vifs(vifs)]
+
+
+@register("network", "SpecifyNetwork")
+@dataclass(frozen=True)
+class SpecifyNetwork(VifsRequestParam):
+    """VifsRequestParam, but only requested addresses are leased."""
+
+    def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
+             ) -> list[VifPlan]:
+        return [replace(p, auto_address=False) for p in plan_request_vifs(vifs)]
+
+
+def _sub_strategy(options: dict[str, Any], key: str, where: str, default: object
+                  ) -> NetworkStrategy | None:
+    if key not in options:
+        return None
+    return build_entry("network", options[key], f"{where}.{key}")
+
+
+def _sub_strategies(options: dict[str, Any], key: str, where: str, default: object
+                    ) -> dict[str, NetworkStrategy]:
+    added = options.get(key, {})
+    if not isinstance(added, dict):
+        raise SchedulerConfigError(f"{where}.{key}: must be a table of strategies")
+    return {name: build_entry("network", entry, f"{where}.{key}.{name}")
+            for name, entry in added.items()}
+
+
+@register("network", "PerInstance")
+@dataclass(frozen=True)
+class PerInstance(NetworkStrategy):
     """Picks a sub-strategy by ``request_params["network_scheduler"]`` (blank: default)."""
 
-    default: Any = None
-    named: dict[str, Any] = field(default_factory=dict)
+    default: NetworkStrategy | None = option(_sub_strategy, default=None)
+    named: dict[str, NetworkStrategy] = option(_sub_strategies, default_factory=dict,
+                                               key="add")
 
-    def choose(self, request_params: Mapping[str, Any]) -> Any:
+    def choose(self, request_params: Mapping[str, Any]) -> NetworkStrategy:
         name = request_params.get("network_scheduler")
         if not name:
             if self.default is None:
@@ -174,9 +227,10 @@ class PerInstance:
         return self.choose(request_params).plan(vifs, request_params)
 
 
+@register("network", "VifTemplate")
 @dataclass(frozen=True)
-class VifTemplate:
-    template: dict[str, str] = field(default_factory=dict)  # vif name -> nw-...
+class VifTemplate(NetworkStrategy):
+    template: dict[str, str] = option(ids_of("nw"), default_factory=dict)  # vif name -> nw-...
 
     def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
              ) -> list[VifPlan]:
@@ -189,29 +243,11 @@ class VifTemplate:
         return out
 
 
+@register("network", "NatOneToOne")
 @dataclass(frozen=True)
-class VifParamTemplate:
-    template: dict[str, str] = field(default_factory=dict)  # accepted, unused (as original)
-
-    def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
-             ) -> list[VifPlan]:
-        return [replace(p, nat_network=None, nat_ipv4_addr=None)
-                for p in plan_request_vifs(vifs)]
-
-
-@dataclass(frozen=True)
-class SpecifyNetwork:
-    template: dict[str, str] = field(default_factory=dict)  # accepted, unused (as original)
-
-    def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
-             ) -> list[VifPlan]:
-        return [replace(p, auto_address=False) for p in plan_request_vifs(vifs)]
-
-
-@dataclass(frozen=True)
-class NatOneToOne:
-    network_id: str
-    nat_network_id: str
+class NatOneToOne(NetworkStrategy):
+    network_id: str = option(id_of("nw", required=True))
+    nat_network_id: str = option(id_of("nw", required=True))
 
     def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
              ) -> list[VifPlan]:
@@ -223,9 +259,10 @@ class NatOneToOne:
                 for p in plan_request_vifs(vifs)]
 
 
+@register("network", "FlatSingle")
 @dataclass(frozen=True)
-class FlatSingle:
-    network_id: str | None = None
+class FlatSingle(NetworkStrategy):
+    network_id: str | None = option(id_of("nw"), default=None)
 
     def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
              ) -> list[VifPlan]:
@@ -238,11 +275,13 @@ class FlatSingle:
                         ipv4_addr=first.ipv4_addr if keep_ip else None)]
 
 
+@register("network", "RequestParamToGroup")
 @dataclass(frozen=True)
-class RequestParamToGroup:
-    key: str
-    default: str | None = None
-    pairs: tuple[tuple[str, str], ...] = ()
+class RequestParamToGroup(NetworkStrategy):
+    key: str = option(required_text)
+    default: str | None = option(id_of("nwg"), default=None)
+    pairs: tuple[tuple[str, str], ...] = option(id_pairs(None, "nwg"), default=(), key="pair",
+                                                first=True)
 
     def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
              ) -> list[VifPlan]:
@@ -256,10 +295,11 @@ class RequestParamToGroup:
                 for p in plans]
 
 
+@register("network", "NetworkGroup")
 @dataclass(frozen=True)
-class NetworkGroup:
-    network_group_id: str | None = None
-    algorithm: str = "least_allocation"
+class NetworkGroup(NetworkStrategy):
+    network_group_id: str | None = option(id_of("nwg"), default=None)
+    algorithm: str = option(one_of("least_allocation"), default="least_allocation")
 
     def plan(self, vifs: Mapping[str, dict[str, Any]], request_params: Mapping[str, Any]
              ) -> list[VifPlan]:
@@ -277,82 +317,3 @@ class NetworkGroup:
                                group_order=self.algorithm, ipv4_addr=None,
                                nat_ipv4_addr=None))
         return out
-
-
-# --- configuration ------------------------------------------------------------------------
-
-def _network_map(options: dict[str, Any], where: str) -> dict[str, str]:
-    template = registry.string_map(options, "template", where)
-    for name, net in template.items():
-        registry.check_id(net, "nw", f"{where}.template.{name}")
-    return template
-
-
-@registry.register("network", "VifsRequestParam")
-def _vifs_request_param(options: dict[str, Any], where: str) -> VifsRequestParam:
-    registry.no_other_keys(options, ("template",), where)
-    return VifsRequestParam(registry.string_map(options, "template", where))
-
-
-@registry.register("network", "VifParamTemplate")
-def _vif_param_template(options: dict[str, Any], where: str) -> VifParamTemplate:
-    registry.no_other_keys(options, ("template",), where)
-    return VifParamTemplate(registry.string_map(options, "template", where))
-
-
-@registry.register("network", "SpecifyNetwork")
-def _specify_network(options: dict[str, Any], where: str) -> SpecifyNetwork:
-    registry.no_other_keys(options, ("template",), where)
-    return SpecifyNetwork(registry.string_map(options, "template", where))
-
-
-@registry.register("network", "VifTemplate")
-def _vif_template(options: dict[str, Any], where: str) -> VifTemplate:
-    registry.no_other_keys(options, ("template",), where)
-    return VifTemplate(_network_map(options, where))
-
-
-@registry.register("network", "NatOneToOne")
-def _nat_one_to_one(options: dict[str, Any], where: str) -> NatOneToOne:
-    registry.no_other_keys(options, ("network_id", "nat_network_id"), where)
-    return NatOneToOne(
-        registry.canonical_id(options, "network_id", "nw", where, required=True) or "",
-        registry.canonical_id(options, "nat_network_id", "nw", where, required=True) or "")
-
-
-@registry.register("network", "FlatSingle")
-def _flat_single(options: dict[str, Any], where: str) -> FlatSingle:
-    registry.no_other_keys(options, ("network_id",), where)
-    return FlatSingle(registry.canonical_id(options, "network_id", "nw", where))
-
-
-@registry.register("network", "RequestParamToGroup")
-def _request_param_to_group(options: dict[str, Any], where: str) -> RequestParamToGroup:
-    registry.no_other_keys(options, ("key", "default", "pair"), where)
-    mapped = registry.pairs(options, "pair", where)
-    for _, group in mapped:
-        registry.check_id(group, "nwg", f"{where}.pair")
-    return RequestParamToGroup(registry.text(options, "key", where, required=True) or "",
-                               registry.canonical_id(options, "default", "nwg", where),
-                               mapped)
-
-
-@registry.register("network", "NetworkGroup")
-def _network_group(options: dict[str, Any], where: str) -> NetworkGroup:
-    registry.no_other_keys(options, ("network_group_id", "algorithm"), where)
-    return NetworkGroup(registry.canonical_id(options, "network_group_id", "nwg", where),
-                        registry.choice(options, "algorithm", ("least_allocation",),
-                                        "least_allocation", where))
-
-
-@registry.register("network", "PerInstance")
-def _per_instance(options: dict[str, Any], where: str) -> PerInstance:
-    registry.no_other_keys(options, ("default", "add"), where)
-    default = (registry.build_entry("network", options["default"], f"{where}.default")
-               if "default" in options else None)
-    added = options.get("add", {})
-    if not isinstance(added, dict):
-        raise SchedulerConfigError(f"{where}.add: must be a table of strategies")
-    named = {name: registry.build_entry("network", entry, f"{where}.add.{name}")
-             for name, entry in added.items()}
-    return PerInstance(default, named)

@@ -1,5 +1,6 @@
 """schedule_instances: several placements in one transaction, each answering exactly what
-schedule_instance answers (placed, failed and applied, noop), on SQLite and PostgreSQL."""
+schedule_instance answers (placed, failed and applied, noop), on SQLite and PostgreSQL; in
+the same ``world`` as the single placement tests (``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,13 @@ from sqlalchemy import delete, func, select
 from collector.errors import InvalidArgument, UnknownInstanceID
 from collector.models import DhcpRange, HostAllocation, Instance, MacLease, NetworkVif, QueuedJob
 from collector.scheduling import batch, handlers
-from tests.unit.scheduling import test_handlers as single
-from tests.unit.scheduling.test_handlers import (
+from tests.support.scheduling import (
     alive_addresses,
     counters_true,
     messages,
     scheduled_events,
     scheduling_instance,
 )
-
-world = single.world  # the same hosts, storage and network as the single placement tests
 
 
 def _ids(instances):

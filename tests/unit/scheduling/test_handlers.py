@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -18,7 +17,6 @@ from collector.errors import (
     UnknownVolumeID,
 )
 from collector.models import (
-    LOCAL,
     DhcpRange,
     HostAllocation,
     HostNode,
@@ -32,96 +30,20 @@ from collector.models import (
     OutboxMessage,
     QueuedJob,
     StorageAllocation,
-    StorageNode,
     Volume,
 )
-from collector.scheduling import capacity, handlers
+from collector.scheduling import handlers, placement
 from collector.scheduling import placement_config as config
 from collector.scheduling import vifs as network
-from collector.scheduling.candidates import MB
-from collector.scheduling.strategies import host_node
+from tests.support.scheduling import (
+    GB,
+    alive_addresses,
+    counters_true,
+    messages,
+    scheduled_events,
+    scheduling_instance,
+)
 from workers.demo.world import make
-
-GB = 1024 * MB
-
-
-@dataclass
-class World:
-    hv: str
-    hosts: list[HostNode]
-    storage: StorageNode
-    net: object
-    local_image: object
-    san_image: object
-
-
-@pytest.fixture()
-def world(session):
-    """Hosts of a hypervisor only this test uses, the only MAC range and online storage."""
-    hv = f"kvm-{secrets.token_hex(3)}"
-    session.execute(delete(MacRange))
-    session.add(MacRange(vendor_id=0x525400, range_begin=0x100000, range_end=0x1FFFFF))
-    session.execute(update(NodeState).where(NodeState.node_id.in_(select(StorageNode.node_id)))
-                    .values(state="offline"))
-    hosts = [make.host_node(session, hypervisor=hv, offering_cpu_cores=4,
-                                   offering_memory_size=4096, offering_disk_space_mb=50 * 1024)
-             for _ in range(2)]
-    storage = make.storage_node(session, offering_disk_space_mb=100 * 1024)
-    n = secrets.randbelow(200)
-    return World(hv, hosts, storage, make.network(session, f"10.{n}.7.0/24"),
-                 make.image(session, local=True), make.image(session, local=False))
-
-
-def scheduling_instance(session, w, local=True, cpu=1, mem=1024, vifs=None, shared=(),
-                        **params):
-    """What the API leaves behind: instance and volumes in ``scheduling``."""
-    if vifs is None:
-        vifs = {"eth0": {"network": w.net.canonical_uuid}}
-    inst = make.instance(session, img=w.local_image if local else w.san_image,
-                                state="scheduling", status="init", hypervisor=w.hv,
-                                cpu_cores=cpu, memory_size=mem,
-                                request_params={"vifs": vifs, **params})
-    boot = make.volume(session, inst, kind=LOCAL if local else None, size=10 * GB,
-                              state="scheduling", boot=True) if local else \
-        _unplaced_volume(session, inst, 10 * GB, boot=True)
-    for size in shared:
-        _unplaced_volume(session, inst, size)
-    session.execute(delete(LocalVolume).where(LocalVolume.id == boot.id))
-    session.flush()
-    session.expire(inst)
-    return inst
-
-
-def _unplaced_volume(session, inst, size, boot=False):
-    vol = Volume(size=size, state="scheduling", instance_id=inst.id, account_id=inst.account_id)
-    session.add(vol)
-    session.flush()
-    if boot:
-        inst.boot_volume_id = vol.canonical_uuid
-    return vol
-
-
-def messages(session, result):
-    jobs = [(m.queue, m.name, m.payload["args"]) for m in session.scalars(
-        select(OutboxMessage).where(OutboxMessage.task_id.in_(result.get("jobs", [])))
-        .order_by(OutboxMessage.id))]
-    return jobs
-
-
-def scheduled_events(session, cuuid):
-    return [m for m in session.scalars(select(OutboxMessage).where(
-        OutboxMessage.kind == "event", OutboxMessage.routing_key.like("instance.scheduled.%")))
-        if m.payload["args"][1] == [cuuid]]
-
-
-def alive_addresses(session, inst):
-    return session.scalars(select(NetworkVifIpLease.ipv4).where(
-        NetworkVifIpLease.network_vif_id.in_([v.id for v in inst.network_vifs]),
-        NetworkVifIpLease.deleted_at.is_(None))).all()
-
-
-def counters_true(session):
-    return capacity.reconcile(session) == []
 
 
 def test_a_new_local_boot_instance_is_placed_and_booted_after_commit(session, world):
@@ -261,7 +183,7 @@ def test_hosts_without_local_disk_are_passed_over(session, world):
 def test_an_explicit_host_is_kept_and_claimed_once(session, world):
     inst = scheduling_instance(session, world, cpu=3)
     chosen = world.hosts[1]
-    host_node.assign_explicit_host(session, inst, chosen.canonical_uuid)
+    placement.assign_explicit_host(session, inst, chosen.canonical_uuid)
     result = handlers.schedule_instance(session, inst.canonical_uuid)
     assert result["host_node_id"] == chosen.canonical_uuid
     session.refresh(chosen)
@@ -272,18 +194,18 @@ def test_an_explicit_host_is_kept_and_claimed_once(session, world):
 def test_explicit_host_checks(session, world):
     inst = scheduling_instance(session, world, cpu=3)
     with pytest.raises(UnknownHostNodeID):
-        host_node.assign_explicit_host(session, inst, "hn-zzzzzzzz")
+        placement.assign_explicit_host(session, inst, "hn-zzzzzzzz")
     with pytest.raises(InvalidArgument):
-        host_node.assign_explicit_host(session, inst, "i-zzzzzzzz")
+        placement.assign_explicit_host(session, inst, "i-zzzzzzzz")
     offline = make.host_node(session, hypervisor=world.hv, online=False)
     with pytest.raises(InvalidHostNodeID):
-        host_node.assign_explicit_host(session, inst, offline.canonical_uuid)
+        placement.assign_explicit_host(session, inst, offline.canonical_uuid)
     other = make.host_node(session, hypervisor=world.hv, arch="x86")
     with pytest.raises(IncompatibleHostNode):
-        host_node.assign_explicit_host(session, inst, other.canonical_uuid)
+        placement.assign_explicit_host(session, inst, other.canonical_uuid)
     small = make.host_node(session, hypervisor=world.hv, offering_cpu_cores=2)
     with pytest.raises(OutOfHostCapacity):
-        host_node.assign_explicit_host(session, inst, small.canonical_uuid)
+        placement.assign_explicit_host(session, inst, small.canonical_uuid)
     assert inst.host_node_id is None and counters_true(session)
 
 

@@ -16,9 +16,8 @@ from collector.errors import (
     UnknownGroup,
 )
 from collector.models import NodeState, StorageNode
-from collector.scheduling import capacity
+from collector.scheduling import capacity, placement
 from collector.scheduling import placement_config as config
-from collector.scheduling.candidates import MB
 from collector.scheduling.strategies import host_node, piped_rules, storage_node
 from collector.scheduling.strategies.piped_rules import (
     LeastUsageBy,
@@ -27,10 +26,8 @@ from collector.scheduling.strategies.piped_rules import (
     Rule,
     ScatterBy,
 )
-from tests.unit.scheduling.test_strategies import host, node, request
+from tests.support.scheduling import GB, host, node, request
 from workers.demo.world import make
-
-GB = 1024 * MB
 
 
 def ids(hosts):
@@ -212,20 +209,20 @@ def test_bad_piped_rules_configuration_names_the_key(entry, message):
 def test_exclude_same_never_the_current_host_fitting_ones_by_id():
     hosts = [host(4), host(1), host(2, free_cpu=0), host(3)]
     req = request(current_host="hn-host0001")
-    assert ids(host_node.exclude_same(hosts, req)) == [3, 4]
-    assert ids(host_node.exclude_same(hosts, request())) == [1, 3, 4]  # no host: none out
+    assert ids(host_node.ExcludeSame().rank(hosts, req)) == [3, 4]
+    assert ids(host_node.ExcludeSame().rank(hosts, request())) == [1, 3, 4]  # no host: none out
     with pytest.raises(NoMatchingHostNode):
-        host_node.exclude_same([host(1)], req)
+        host_node.ExcludeSame().rank([host(1)], req)
     with pytest.raises(InsufficientCapacity):
-        host_node.exclude_same([host(1), host(2, free_cpu=0)], req)
+        host_node.ExcludeSame().rank([host(1), host(2, free_cpu=0)], req)
 
 
 def test_over_commit_order_ignores_room_but_not_the_rest():
     hosts = [host(1, free_mem=100), host(2, free_mem=200, free_cpu=0), host(3, online=False),
              host(4, free_mem=900), host(5, arch="x86")]
     req = request(current_host="hn-host0004")
-    assert ids(host_node.over_commit_order(hosts, req)) == [2, 1]
-    assert ids(host_node.over_commit_order(hosts, req, "cpu")) == [1, 2]
+    assert ids(host_node.LeastUsage().rank_over_commit(hosts, req)) == [2, 1]
+    assert ids(host_node.LeastUsage("cpu").rank_over_commit(hosts, req)) == [1, 2]
 
 
 def test_least_usage_allow_over_commit_and_exclude_same_options():
@@ -246,11 +243,11 @@ def test_least_usage_allow_over_commit_and_exclude_same_options():
 
 def test_storage_find_first_is_the_first_online_node_with_room_by_id():
     nodes = [node(4, 500 * GB), node(2, 5 * GB), node(3, 50 * GB), node(1, 900 * GB, False)]
-    assert [n.id for n in storage_node.find_first(nodes, 10 * GB)] == [3, 4]
+    assert [n.id for n in storage_node.FindFirst().rank(nodes, 10 * GB)] == [3, 4]
     with pytest.raises(NoMatchingStorageNode):
-        storage_node.find_first([node(1, GB, online=False)], GB)
+        storage_node.FindFirst().rank([node(1, GB, online=False)], GB)
     with pytest.raises(InsufficientCapacity):
-        storage_node.find_first([node(1, GB)], 2 * GB)
+        storage_node.FindFirst().rank([node(1, GB)], 2 * GB)
 
 
 # --- through the claim loop, on a database --------------------------------------------------
@@ -272,8 +269,8 @@ def unplaced(session, hosts, account="a-shpoolxx", cpu=1, quota=0.0, **params):
 
 def place(session, inst, strategy, over_commit=False):
     capacity.release_host(session, inst)
-    request = host_node.host_request(inst, 0)
-    return host_node.place_host(session, inst, request, strategy, over_commit).uuid
+    request = placement.host_request(inst, 0)
+    return placement.place_host(session, inst, request, strategy, over_commit).uuid
 
 
 def test_piped_rules_places_consecutive_instances_spread_as_usage_grows(session, hosts):
@@ -327,6 +324,6 @@ def test_storage_find_first_places_on_the_lowest_id_with_room(session):
     nodes = [make.storage_node(session, offering_disk_space_mb=mb)
              for mb in (1024, 100 * 1024, 200 * 1024)]
     vol = make.volume(session, None, kind=None, size=10 * GB, state="scheduling")
-    chosen = storage_node.place_storage(session, vol, storage_node.FindFirst())
+    chosen = placement.place_storage(session, vol, storage_node.FindFirst())
     assert chosen.uuid == nodes[1].canonical_uuid  # the first has 1 GB only
     assert session.get(StorageNode, nodes[1].id).used_disk_bytes == 10 * GB

@@ -19,6 +19,7 @@ from collector.errors import (
 )
 from collector.models import DhcpRange, IpLease, Network
 from collector.models.networks import ipv4_to_i
+from collector.scheduling import placement
 from collector.scheduling.gaps import first_free
 from collector.scheduling.strategies import ip_address
 from collector.scheduling.teardown import release_ip_lease
@@ -167,12 +168,12 @@ def test_each_network_has_its_own_cursor(session):
 def test_wrong_argument_types_are_invalid_argument(session):
     net = make_net(session, [(10, 20)])
     with pytest.raises(InvalidArgument):
-        ip_address.lease_ip(session, "nw-demo1")
+        placement.lease_ip(session, "nw-demo1")
     with pytest.raises(InvalidArgument):
-        ip_address.lease_ip(session, net, vif="vif-1")
+        placement.lease_ip(session, net, vif="vif-1")
     with pytest.raises(InvalidArgument):
-        ip_address.lease_ip(session, net, requested=167772170)
-    assert ip_address.lease_ip(session, net).ipv4 & 0xFF == 10
+        placement.lease_ip(session, net, requested=167772170)
+    assert placement.lease_ip(session, net).ipv4 & 0xFF == 10
 
 
 def test_first_free_finds_the_gap_after_a_long_leased_run(session):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import pytest
 
@@ -12,6 +13,7 @@ from collector.scheduling.strategies import catalog as registry
 from collector.scheduling.strategies.host_node import FindFirst, LeastUsage
 from collector.scheduling.strategies.ip_address import Incremental, SpecifyIP
 from collector.scheduling.strategies.mac_address import Default
+from collector.scheduling.strategies.protocols import HostStrategy
 from collector.scheduling.vifs import PerInstance, VifsRequestParam
 from tests.support.paths import ROOT
 
@@ -184,3 +186,30 @@ def test_a_new_strategy_plugs_in_by_registering_its_name():
         assert "TestOnlyPacked" in registry.names("host_node")
     finally:
         del registry._BUILDERS["host_node"]["TestOnlyPacked"]
+
+
+def test_a_dataclass_strategy_is_built_from_its_option_fields():
+    @registry.register("host_node", "TestOnlySpread")
+    @dataclass(frozen=True)
+    class Spread(HostStrategy):
+        spread: bool = registry.option(registry.boolean, default=False)
+        group: str | None = registry.option(registry.id_of("hng"), default=None, key="in")
+
+        def rank(self, candidates, request):
+            return list(candidates)
+
+    def host_node(entry):
+        return config.parse_config(_std(host_node_scheduler=entry)).service_type().host_node
+
+    try:
+        assert host_node("TestOnlySpread") == Spread()
+        assert host_node({"strategy": "TestOnlySpread", "spread": True, "in": "hng-a"}) == \
+            Spread(True, "hng-a")
+        for options, message in [({"spread": "yes"}, "spread: must be true or false"),
+                                 ({"group": "hng-a"}, "group: unknown option"),
+                                 ({"in": "nwg-a"}, "in: must be an id hng-")]:
+            with pytest.raises(SchedulerConfigError) as info:
+                host_node({"strategy": "TestOnlySpread", **options})
+            assert str(info.value).startswith(f"service_types.std.host_node_scheduler.{message}")
+    finally:
+        del registry._BUILDERS["host_node"]["TestOnlySpread"]

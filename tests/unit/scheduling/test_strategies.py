@@ -1,4 +1,4 @@
-"""Strategies as pure functions over candidate snapshots (no database)."""
+"""Strategies as pure rankings and plans over candidate snapshots (no database)."""
 
 from __future__ import annotations
 
@@ -11,32 +11,9 @@ from collector.errors import (
     NoMatchingStorageNode,
 )
 from collector.scheduling import vifs as network
-from collector.scheduling.candidates import (
-    MB,
-    HostCandidate,
-    HostRequest,
-    StorageCandidate,
-    VifPlan,
-)
+from collector.scheduling.candidates import VifPlan
 from collector.scheduling.strategies import host_node, ip_address, storage_node
-
-GB = 1024 * MB
-
-
-def host(id_, free_cpu=8, free_mem=8192, free_disk=100 * GB, **kw):
-    base = dict(id=id_, uuid=f"hn-host{id_:04d}", node_id=f"hva.h{id_}", hypervisor="kvm",
-                arch="x86_64", online=True, scheduling_enabled=True, offering_cpu_cores=16,
-                offering_memory_size=16384, offering_disk_bytes=200 * GB)
-    base.update(kw)
-    return HostCandidate(**base, used_cpu_cores=base["offering_cpu_cores"] - free_cpu,
-                         used_memory_size=base["offering_memory_size"] - free_mem,
-                         used_disk_bytes=base["offering_disk_bytes"] - free_disk)
-
-
-def request(cpu=2, mem=2048, disk=10 * GB, **kw):
-    return HostRequest(instance_id="i-test0001", hypervisor=kw.pop("hypervisor", "kvm"),
-                       arch=kw.pop("arch", "x86_64"), cpu_cores=cpu, memory_size=mem,
-                       disk_bytes=disk, **kw)
+from tests.support.scheduling import GB, host, node, request
 
 
 def ids(hosts):
@@ -47,12 +24,12 @@ def ids(hosts):
 
 def test_least_usage_memory_orders_by_free_memory_then_lowest_id():
     hosts = [host(3, free_mem=4096), host(1, free_mem=8192), host(2, free_mem=8192)]
-    assert ids(host_node.least_usage(hosts, request())) == [1, 2, 3]
+    assert ids(host_node.LeastUsage().rank(hosts, request())) == [1, 2, 3]
 
 
 def test_least_usage_cpu_orders_by_free_cores_then_lowest_id():
     hosts = [host(1, free_cpu=4, free_mem=9000), host(2, free_cpu=12), host(3, free_cpu=12)]
-    assert ids(host_node.least_usage(hosts, request(), "cpu")) == [2, 3, 1]
+    assert ids(host_node.LeastUsage("cpu").rank(hosts, request())) == [2, 3, 1]
     assert host_node.LeastUsage("cpu").order == "cpu"
 
 
@@ -62,44 +39,44 @@ def test_least_usage_cpu_orders_by_free_cores_then_lowest_id():
 ], ids=["offline", "disabled", "other-hypervisor", "other-arch"])
 def test_least_usage_takes_only_schedulable_matching_hosts(excluded):
     hosts = [host(1, free_mem=16000, **excluded), host(2, free_mem=2048)]
-    assert ids(host_node.least_usage(hosts, request())) == [2]
+    assert ids(host_node.LeastUsage().rank(hosts, request())) == [2]
 
 
 @pytest.mark.parametrize("short", [dict(free_cpu=1), dict(free_mem=1024),
                                    dict(free_disk=5 * GB)], ids=["cpu", "memory", "disk"])
 def test_least_usage_skips_hosts_short_of_cpu_memory_or_local_disk(short):
     hosts = [host(1, **{"free_mem": 16000, **short}), host(2)]
-    assert ids(host_node.least_usage(hosts, request())) == [2]
+    assert ids(host_node.LeastUsage().rank(hosts, request())) == [2]
 
 
 def test_least_usage_no_matching_host_vs_no_room():
     with pytest.raises(NoMatchingHostNode, match="x86_64 kvm"):
-        host_node.least_usage([host(1, hypervisor="lxc")], request())
+        host_node.LeastUsage().rank([host(1, hypervisor="lxc")], request())
     with pytest.raises(InsufficientCapacity):
-        host_node.least_usage([host(1, free_cpu=1)], request())
+        host_node.LeastUsage().rank([host(1, free_cpu=1)], request())
     with pytest.raises(NoMatchingHostNode):
-        host_node.least_usage([], request())
+        host_node.LeastUsage().rank([], request())
 
 
 def test_exactly_full_is_a_fit():
-    assert ids(host_node.least_usage([host(1, free_cpu=2, free_mem=2048, free_disk=10 * GB)],
-                                     request())) == [1]
+    exactly_full = host(1, free_cpu=2, free_mem=2048, free_disk=10 * GB)
+    assert ids(host_node.LeastUsage().rank([exactly_full], request())) == [1]
 
 
 # --- host FindFirst and SpecifyNode --------------------------------------------------------
 
 def test_find_first_is_the_first_fitting_schedulable_host_by_id():
     hosts = [host(4), host(2, free_cpu=0), host(3, online=False), host(5)]
-    assert ids(host_node.find_first(hosts, request())) == [4, 5]
+    assert ids(host_node.FindFirst().rank(hosts, request())) == [4, 5]
     with pytest.raises(InsufficientCapacity):
-        host_node.find_first([host(1, free_cpu=0)], request())
+        host_node.FindFirst().rank([host(1, free_cpu=0)], request())
 
 
 @pytest.mark.parametrize("param", ["host_id", "host_pool_id", "host_node_id"])
 def test_specify_node_takes_the_requested_host(param):
     hosts = [host(1), host(2)]
     req = request(request_params={param: "hn-host0002"})
-    assert ids(host_node.specify_node(hosts, req)) == [2]
+    assert ids(host_node.SpecifyNode().rank(hosts, req)) == [2]
 
 
 def test_specify_node_param_precedence_is_host_id_then_pool_then_node():
@@ -110,37 +87,31 @@ def test_specify_node_param_precedence_is_host_id_then_pool_then_node():
 
 def test_specify_node_requires_the_param_an_online_host_and_room():
     with pytest.raises(NoMatchingHostNode, match="host_id"):
-        host_node.specify_node([host(1)], request())
+        host_node.SpecifyNode().rank([host(1)], request())
     with pytest.raises(NoMatchingHostNode, match="unknown"):
-        host_node.specify_node([host(1)], request(request_params={"host_id": "hn-zzzz"}))
+        host_node.SpecifyNode().rank([host(1)], request(request_params={"host_id": "hn-zzzz"}))
     offline = request(request_params={"host_id": "hn-host0001"})
     with pytest.raises(NoMatchingHostNode, match="not online"):
-        host_node.specify_node([host(1, online=False)], offline)
+        host_node.SpecifyNode().rank([host(1, online=False)], offline)
     with pytest.raises(InsufficientCapacity):
-        host_node.specify_node([host(1, free_mem=100)], offline)
+        host_node.SpecifyNode().rank([host(1, free_mem=100)], offline)
     with pytest.raises(NoMatchingHostNode):
-        host_node.specify_node([host(1, arch="x86")], offline)
+        host_node.SpecifyNode().rank([host(1, arch="x86")], offline)
 
 
 # --- storage LeastUsage -------------------------------------------------------------------
 
-def node(id_, free, online=True):
-    return StorageCandidate(id=id_, uuid=f"sn-st{id_:04d}", node_id=f"sta.s{id_}",
-                            storage_type="iscsi", online=online, offering_disk_bytes=1000 * GB,
-                            used_disk_bytes=1000 * GB - free)
-
-
 def test_storage_least_usage_most_free_first_ties_by_id_offline_and_full_skipped():
     nodes = [node(4, 50 * GB), node(3, 500 * GB), node(2, 500 * GB), node(1, 900 * GB, False),
              node(5, 5 * GB)]
-    assert [n.id for n in storage_node.least_usage(nodes, 10 * GB)] == [2, 3, 4]
+    assert [n.id for n in storage_node.LeastUsage().rank(nodes, 10 * GB)] == [2, 3, 4]
 
 
 def test_storage_least_usage_errors():
     with pytest.raises(NoMatchingStorageNode):
-        storage_node.least_usage([node(1, GB, online=False)], GB)
+        storage_node.LeastUsage().rank([node(1, GB, online=False)], GB)
     with pytest.raises(InsufficientCapacity):
-        storage_node.least_usage([node(1, GB)], 2 * GB)
+        storage_node.LeastUsage().rank([node(1, GB)], 2 * GB)
 
 
 # --- IP Incremental search order (pure part) ------------------------------------------------
