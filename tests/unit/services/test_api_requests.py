@@ -1,8 +1,10 @@
-"""The API side (``collector.services.api.instances``) with a session alone: every refused request is a
-typed error and writes nothing; accepted ones leave exactly the rows and jobs of spec 1.8.
+"""The API side (``collector.services.api.instances`` and ``.volumes``) with a session alone:
+every refused request is a typed error and writes nothing; accepted ones leave exactly the
+rows and jobs of spec 1.8.
 
-Each module run gets fresh databases (SQLite and PostgreSQL): the domain-wide checks
-(hypervisor offered, total capacity) must not see hosts other tests committed.
+The database is the session's (``tests/conftest.py``), which other tests commit to: the
+world takes the nodes they left offline in its own transaction, so the domain-wide checks
+(hypervisor offered, total capacity) see the world's nodes alone.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from collector import errors
 from collector.ids import new_uuid
@@ -23,6 +25,7 @@ from collector.models import (
     IpLease,
     MacRange,
     Network,
+    NodeState,
     QueuedJob,
     SecurityGroup,
     StorageAllocation,
@@ -32,36 +35,17 @@ from collector.models import (
 from collector.models.networks import ipv4_to_i
 from collector.models.outbox import OutboxMessage
 from collector.services.api import instances as api
-from tests.conftest import BACKENDS
+from collector.services.api import volumes as volume_api
 from workers.demo.world import make
 
-VENDOR = 0x525400
+VENDOR = 0x02C0FE  # no world builder's MAC range is of this vendor: the database is shared
 GiB = 1 << 30
 
 
-@pytest.fixture(scope="module", params=BACKENDS)  # PostgreSQL: the integration tier
-def api_db(request, tmp_path_factory):
-    from collector.db.migrate import upgrade
-
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'api.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_server").create_database(f"api_{new_uuid()}")
-    upgrade(url)
-    return url
-
-
 @pytest.fixture()
-def s(api_db):
-    from collector.db import session_factory
-
-    session = session_factory(api_db)()
-    session.begin()
-    try:
-        yield session
-    finally:
-        session.rollback()
-        session.close()
+def s(session):
+    """conftest's session (rolled back after the test), by a short name."""
+    return session
 
 
 @dataclass
@@ -76,6 +60,7 @@ class World:
 
 @pytest.fixture()
 def w(s) -> World:
+    s.execute(update(NodeState).where(NodeState.state == "online").values(state="offline"))
     host = make.host_node(s, offering_cpu_cores=16, offering_memory_size=32768,
                                  offering_disk_space_mb=100 * 1024)
     image = make.image(s)
@@ -450,13 +435,16 @@ def test_terminate_of_a_stopped_instance_is_immediate(s, w):
 
 
 def test_list_and_show(s, w):
-    first = api.create_instance(s, request(w))
-    second = api.create_instance(s, request(w))
+    account = f"a-{new_uuid()}"  # alone in it: other tests commit instances of theirs
+    first = api.create_instance(s, request(w, account_id=account))
+    second = api.create_instance(s, request(w, account_id=account))
     api.terminate_instance(s, first["id"])
-    listed = [d["id"] for d in api.list_instances(s)]
-    assert second["id"] in listed and first["id"] not in listed
-    assert first["id"] in [d["id"] for d in api.list_instances(s, include_terminated=True)]
-    assert [d["id"] for d in api.list_instances(s, state="terminated")] == [first["id"]]
+    listed = [d["id"] for d in api.list_instances(s, account_id=account)]
+    assert listed == [second["id"]]
+    assert [d["id"] for d in api.list_instances(s, include_terminated=True)][:2] == [
+        second["id"], first["id"]]  # newest first
+    assert [d["id"] for d in api.list_instances(s, state="terminated", account_id=account)] == [
+        first["id"]]
     assert api.show_instance(s, second["id"]) == second
     with pytest.raises(errors.InvalidArgument):
         api.list_instances(s, limit=0)
@@ -476,11 +464,11 @@ def test_list_and_show(s, w):
     ({"volume_size": 10, "service_type": "gold"}, errors.UnknownServiceType),
 ])
 def test_bad_volume_requests_are_refused(s, w, params, error):
-    refused(s, error, api.create_volume, params)
+    refused(s, error, volume_api.create_volume, params)
 
 
 def test_a_volume_is_placed_by_the_scheduler(s, w):
-    doc = api.create_volume(s, {"volume_size": 100, "display_name": "data"})
+    doc = volume_api.create_volume(s, {"volume_size": 100, "display_name": "data"})
     assert (doc["state"], doc["size"], doc["volume_type"]) == ("scheduling", 100 << 20, None)
     [job] = _jobs(s, resource_id=doc["id"])
     assert (job.queue_name, job.job_name) == ("scheduler", "schedule_volume")
@@ -490,17 +478,17 @@ def test_storage_capacity_is_checked(s, w):
     for node in s.scalars(select(StorageNode)):
         node.used_disk_bytes = node.offering_disk_space_mb * (1 << 20) - (50 << 20)
     s.flush()
-    refused(s, errors.OutOfDiskSpace, api.create_volume, {"volume_size": 100})
-    refused(s, errors.OutOfDiskSpace, api.create_volume,
+    refused(s, errors.OutOfDiskSpace, volume_api.create_volume, {"volume_size": 100})
+    refused(s, errors.OutOfDiskSpace, volume_api.create_volume,
             {"volume_size": 100, "storage_node_id": w.storage.canonical_uuid})
 
 
 def test_a_volume_on_a_named_storage_node_is_claimed_and_sent_there(s, w):
     offline = make.storage_node(s, online=False)
-    refused(s, errors.InvalidParameter, api.create_volume,
+    refused(s, errors.InvalidParameter, volume_api.create_volume,
             {"volume_size": 10, "storage_node_id": offline.canonical_uuid})
-    doc = api.create_volume(s, {"volume_size": 100,
-                                "storage_node_id": w.storage.canonical_uuid})
+    doc = volume_api.create_volume(s, {"volume_size": 100,
+                                       "storage_node_id": w.storage.canonical_uuid})
     assert (doc["state"], doc["volume_type"], doc["storage_node"]) == (
         "pending", "iscsi", w.storage.canonical_uuid)
     s.refresh(w.storage)
@@ -509,5 +497,5 @@ def test_a_volume_on_a_named_storage_node_is_claimed_and_sent_there(s, w):
     [job] = _jobs(s, resource_id=doc["id"])
     assert (job.queue_name, job.job_name) == (f"sta-handle.{w.storage.node_id}",
                                               "create_volume")
-    assert api.show_volume(s, doc["id"]) == doc
-    assert doc["id"] in [v["id"] for v in api.list_volumes(s)]
+    assert volume_api.show_volume(s, doc["id"]) == doc
+    assert doc["id"] in [v["id"] for v in volume_api.list_volumes(s)]

@@ -1,0 +1,77 @@
+"""What ``instances.py`` and ``volumes.py`` both use: a new volume row (an instance's or a
+standalone one), a live backup object, a row's API document (read back after a write, or
+looked up by id) and the bounds of a list."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from collector import ids
+from collector.errors import InvalidArgument
+from collector.models import LOCAL, BackupObject, Instance, Volume
+
+MB = 1 << 20
+
+
+@dataclass
+class VolumeSpec:
+    """A volume to create: kept as such in an instance's ``request_params["volumes"]``."""
+
+    size: int
+    local: bool
+    backup_object_id: str | None = None
+    display_name: str | None = None
+
+
+def add_volume(session: Session, inst: Instance | None, spec: VolumeSpec,
+               account_id: str | None = None, service_type: str | None = None) -> Volume:
+    """A volume in ``scheduling``: the instance's (its account and service type), or a
+    standalone one of ``account_id`` and ``service_type``."""
+    vol = Volume(account_id=inst.account_id if inst else account_id, size=spec.size,
+                 state="scheduling", instance_id=inst.id if inst else None,
+                 volume_type=LOCAL if spec.local else None,
+                 backup_object_id=spec.backup_object_id, display_name=spec.display_name,
+                 service_type=inst.service_type if inst else service_type)
+    session.add(vol)
+    session.flush()
+    return vol
+
+
+def live_backup_object(session: Session, backup_object_id: str) -> BackupObject:
+    """The backup object (UnknownBackupObjectID when there is none or it is deleted)."""
+    bo = BackupObject.by_cuuid(session, backup_object_id)
+    if bo.deleted_at is not None:
+        raise BackupObject.not_found(f"backup object {backup_object_id} is deleted")
+    return bo
+
+
+def fresh_document(session: Session, row: Any, query: Select,
+                   build: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The document of a row just written, read back with everything it shows."""
+    session.flush()
+    session.expire(row)
+    model = type(row)
+    loaded = session.scalars(query.where(model.id == row.id)
+                             .execution_options(populate_existing=True)).one()
+    return build(loaded)
+
+
+def shown_document(session: Session, model: Any, cuuid: str, query: Select,
+                   build: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """The document of the row ``cuuid`` (its typed unknown-id error when there is none)."""
+    raw = ids.raw_part(cuuid, model.prefix)
+    row = session.scalars(query.where(model.uuid == raw)).first()
+    if row is None:
+        raise model.not_found(f"unknown id '{cuuid}'")
+    return build(row)
+
+
+def checked_limit(limit: int) -> int:
+    if not 1 <= limit <= 1000:
+        raise InvalidArgument("limit must be within 1..1000")
+    return limit
