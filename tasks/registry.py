@@ -73,12 +73,6 @@ class Endpoint:
         """Expose writers: each runs in one read-write transaction."""
         return self._expose(functions, renamed, readonly=False)
 
-    def expose(self, *functions: Callable[..., Any], **renamed: Callable[..., Any]) -> Endpoint:
-        """TRANSITIONAL: readers told by name; removed once every endpoint says reads/writes."""
-        for method, fn in [*((fn.__name__, fn) for fn in functions), *renamed.items()]:
-            self.register(method, fn, readonly=method.startswith(("get_", "list", "show_")))
-        return self
-
     def _expose(self, functions: tuple[Callable[..., Any], ...],
                 renamed: dict[str, Callable[..., Any]], readonly: bool) -> Endpoint:
         for method, fn in [*((fn.__name__, fn) for fn in functions), *renamed.items()]:

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.errors import SchedulerConfigError, UnknownServiceType
-from collector.scheduling.strategies import catalog as registry
+from collector.scheduling.strategies import catalog
 from collector.scheduling.strategies.protocols import (
     HostStrategy,
     IpStrategy,
@@ -173,19 +173,19 @@ def _service_type(name: str, doc: object) -> ServiceTypeConfig:
             if required:
                 raise SchedulerConfigError(f"{where}.{key}: required")
             continue
-        built[key] = registry.build_entry(strategy_kind, doc[key], f"{where}.{key}")
+        built[key] = catalog.build_entry(strategy_kind, doc[key], f"{where}.{key}")
     extra = {}
     for key in _EXTRA_KEYS[kind]:
         if key in doc:
-            extra[key] = registry.text(doc, key, where)
+            extra[key] = catalog.text(doc, key, where)
     return ServiceTypeConfig(
         name=name, kind=kind, host_node=built["host_node_scheduler"],
         host_node_ha=built.get("host_node_ha_scheduler", built["host_node_scheduler"]),
         storage_node=built["storage_node_scheduler"], network=built["network_scheduler"],
         mac_address=built.get("mac_address_scheduler")
-        or registry.build("mac_address", "Default", {}, f"{where}.mac_address_scheduler"),
+        or catalog.build("mac_address", "Default", {}, f"{where}.mac_address_scheduler"),
         ip_address=built.get("ip_address_scheduler")
-        or registry.build("ip_address", "Incremental", {}, f"{where}.ip_address_scheduler"),
+        or catalog.build("ip_address", "Incremental", {}, f"{where}.ip_address_scheduler"),
         extra=extra)
 
 

@@ -19,15 +19,14 @@ from sqlalchemy.orm import Session
 
 from collector import ids, wire
 from collector.errors import InvalidStateTransition, TransientError
-from collector.services.jobs import ledger as jobqueue
-from collector.services.jobs import push
+from collector.services.jobs import ledger, push
 from tasks.app import app
 from tasks.registry import Endpoint
 
 
 def find(session: Session, job_id: str) -> dict[str, Any]:
     """The ledger row, plus ``live_state`` from the result backend for pushed jobs."""
-    doc = jobqueue.find(session, job_id)
+    doc = ledger.find(session, job_id)
     if doc.get("task_id"):
         doc["live_state"] = app.AsyncResult(doc["task_id"]).state
     return doc
@@ -37,7 +36,7 @@ def job_failed(session: Session, job_id: str) -> dict[str, Any]:
     """``link_error`` of pushed jobs, once the job's own result is FAILURE: fails the ledger
     row with the job's own error (its ``error_type`` and message, as the result backend
     holds them)."""
-    return jobqueue.job_failed(session, job_id, failure_of(job_id))
+    return ledger.job_failed(session, job_id, failure_of(job_id))
 
 
 def failure_of(task_id: str) -> dict[str, Any] | None:
@@ -85,10 +84,10 @@ def outcome_is(expected: str) -> Callable[[str], None]:
     return guard
 
 
-endpoint = Endpoint(wire.JOBQUEUE_PROXY).reads(find, list=jobqueue.list_jobs).writes(
-    push.push_job, jobqueue.submit, jobqueue.pop, jobqueue.cancel, jobqueue.finish_success,
-    jobqueue.finish_fail, jobqueue.running, jobqueue.heartbeat,
+endpoint = Endpoint(wire.JOBQUEUE_PROXY).reads(find, list=ledger.list_jobs).writes(
+    push.push_job, ledger.submit, ledger.pop, ledger.cancel, ledger.finish_success,
+    ledger.finish_fail, ledger.running, ledger.heartbeat,
 )
-endpoint.register(wire.LedgerCallback.JOB_SUCCEEDED, jobqueue.job_succeeded,
+endpoint.register(wire.LedgerCallback.JOB_SUCCEEDED, ledger.job_succeeded,
                   guard=outcome_is("SUCCESS"))
 endpoint.register(wire.LedgerCallback.JOB_FAILED, job_failed, guard=outcome_is("FAILURE"))

@@ -228,16 +228,21 @@ def allocate_incremental(session: Session, network: Network, vif: NetworkVif | N
                        f"{_segment(network)}")
 
 
+def parse_ipv4(address: object) -> int:
+    """A dotted IPv4 address as an integer; InvalidIPAddress otherwise."""
+    try:
+        return int(ipaddress.IPv4Address(address))  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        raise InvalidIPAddress(f"Invalid ipv4 address: {address!r}.") from None
+
+
 def check_manual_ip(session: Session, network: Network, address: object) -> int:
     """A requested address of ``network``, checked and free; nothing is written.
 
     InvalidIPAddress, IPAddressNotInSegment, IpNotInDhcpRange, ReservedIPAddress,
     DuplicateIPAddress (taken in this network: other networks may reuse it, S17).
     """
-    try:
-        value = int(ipaddress.IPv4Address(address))  # type: ignore[arg-type]
-    except (ValueError, TypeError):
-        raise InvalidIPAddress(f"Invalid ipv4 address: {address!r}.") from None
+    value = parse_ipv4(address)
     if ipaddress.IPv4Address(value) not in network.ipv4:
         raise IPAddressNotInSegment(f"Address {address} not in segment {_segment(network)}")
     in_range = session.scalar(select(exists().where(

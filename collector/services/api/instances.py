@@ -47,10 +47,8 @@ from collector.models import (
     SecurityGroup,
     SshKeyPair,
 )
-from collector.scheduling import capacity, placement, teardown
-from collector.scheduling import placement_config as config
-from collector.scheduling import vifs as network
-from collector.services.api import requests
+from collector.scheduling import capacity, placement, placement_config, teardown
+from collector.scheduling.vifs import check_manual_addresses, create_vifs
 from collector.services.api.requests import InstanceRequest, VolumeParams
 from collector.services.api.rows import (
     VolumeSpec,
@@ -83,7 +81,7 @@ def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     request = InstanceRequest.from_params(params)
     image = _available_image(session, request.image_id)
     _check_hosts_can_run(session, request)
-    service_type = config.scheduler_config().service_type(
+    service_type = placement_config.scheduler_config().service_type(
         request.service_type or image.service_type or None).name
     _check_vif_references(session, request.vif_params)
     for group_id in request.security_group_ids:
@@ -126,14 +124,7 @@ def _check_vif_references(session: Session, vifs: dict[str, dict[str, Any]]) -> 
         group = vif.get("network_group")
         if group is not None and NetworkGroup.find_cuuid(session, group) is None:
             raise UnknownNetworkID(f"unknown network group {group}")
-    network.check_manual_addresses(session, vifs)
-
-
-def _check_vifs(session: Session, value: object) -> dict[str, dict[str, Any]]:
-    """The ``vifs`` parameter alone, as a request's go through: its shape, then what it names."""
-    vifs = requests.vif_params(value)
-    _check_vif_references(session, vifs)
-    return vifs
+    check_manual_addresses(session, vifs)
 
 
 def _volume_spec(session: Session, key: str | int, volume: VolumeParams) -> VolumeSpec:
@@ -191,7 +182,7 @@ def _write_instance(session: Session, new: NewInstance) -> Instance:
     if request.explicit_host is not None:
         placement.assign_explicit_host(session, inst, request.explicit_host)
     if any(key in vif for vif in request.vif_params.values() for key in MANUAL_ADDRESS_KEYS):
-        network.create_vifs(session, inst, new.service_type)  # hold them from now on
+        create_vifs(session, inst, new.service_type)  # hold them from now on
     outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_INSTANCE,
                        inst.canonical_uuid, resource_id=inst.canonical_uuid)
     return inst
@@ -286,6 +277,7 @@ def _instance_document(session: Session, inst: Instance) -> dict[str, Any]:
 
 
 def show_instance(session: Session, instance_id: str) -> dict[str, Any]:
+    """The instance's API document (UnknownInstanceID when there is none)."""
     return shown_document(session, Instance, instance_id, instances_query(),
                           instance_api_document)
 

@@ -17,7 +17,6 @@ after the model is built, by the service that writes: ``instances.py``, ``volume
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from collections.abc import Sequence
@@ -40,16 +39,16 @@ from collector.errors import (
     ALL_ERRORS,
     CollectorError,
     InvalidArgument,
-    InvalidIPAddress,
     InvalidParameter,
     NetworkSchedulingError,
     UnknownServiceType,
 )
 from collector.fields import check_fits
 from collector.models import Instance, Volume
-from collector.scheduling import placement_config as config
-from collector.scheduling import vifs as network
+from collector.scheduling import placement_config
+from collector.scheduling.strategies.ip_address import parse_ipv4
 from collector.scheduling.strategies.mac_address import parse_mac
+from collector.scheduling.vifs import parse_vifs, plan_request_vifs
 
 DEFAULT_ACCOUNT = "a-shpoolxx"
 HOSTNAME = re.compile(r"^[0-9a-z][0-9a-z-]{0,31}$")
@@ -220,7 +219,7 @@ class VolumeRequest(Request):
             return self
         if self.volume_size is None:
             raise _whole("volume_size (MB) or backup_object_id is required")
-        cfg = config.scheduler_config()
+        cfg = placement_config.scheduler_config()
         low, high = cfg.create_volume_min_size, cfg.create_volume_max_size
         if not low <= self.volume_size <= high:
             raise _whole(f"volume_size must be within {low}..{high}, got {self.volume_size}")
@@ -321,7 +320,7 @@ def _configured_service_type(name: str) -> str:
     """A service type of the scheduler's configuration ("" is the default one)."""
     if name:
         try:
-            config.scheduler_config().service_type(name)
+            placement_config.scheduler_config().service_type(name)
         except UnknownServiceType as exc:
             raise _passed_on(exc) from None
     return name
@@ -345,13 +344,11 @@ def _mac_syntax(value: str) -> str:
 
 
 def _ipv4_syntax(value: str) -> str:
-    # The message of strategies.ip_address.check_manual_ip, which checks it again with the
-    # network (it has no pure part to call).
     if value:
         try:
-            ipaddress.IPv4Address(value)
-        except ValueError:
-            raise _whole(f"Invalid ipv4 address: {value!r}.", InvalidIPAddress) from None
+            parse_ipv4(value)
+        except CollectorError as exc:
+            raise _passed_on(exc) from None
     return value
 
 
@@ -381,7 +378,7 @@ def _keyed(value: object) -> object:
 def _vif_map(value: object) -> object:
     """JSON text parsed; a map of vif name -> map (``scheduling.vifs.parse_vifs``)."""
     try:
-        return network.parse_vifs(value)
+        return parse_vifs(value)
     except CollectorError as exc:
         raise _passed_on(exc) from None
 
@@ -389,7 +386,7 @@ def _vif_map(value: object) -> object:
 def _plannable(vifs: dict[str, VifParams]) -> dict[str, VifParams]:
     """Device indexes as placement will read them: numbers, each used once."""
     try:
-        network.plan_request_vifs({name: vif.as_param() for name, vif in vifs.items()})
+        plan_request_vifs({name: vif.as_param() for name, vif in vifs.items()})
     except NetworkSchedulingError as exc:
         raise _passed_on(exc, InvalidParameter) from None
     return vifs

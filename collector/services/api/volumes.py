@@ -21,8 +21,7 @@ from collector.db import outbox
 from collector.documents.api_views import volume_api_document, volumes_query
 from collector.errors import InvalidParameter, OutOfDiskSpace
 from collector.models import StorageNode, Volume
-from collector.scheduling import capacity, placement
-from collector.scheduling import placement_config as config
+from collector.scheduling import capacity, placement, placement_config
 from collector.scheduling.candidates import StorageCandidate
 from collector.services.api.requests import VolumeRequest
 from collector.services.api.rows import (
@@ -43,7 +42,7 @@ def create_volume(session: Session, params: dict[str, Any]) -> dict[str, Any]:
         size = live_backup_object(session, request.backup_object_id).size
     else:
         size = request.volume_size * MB
-    service_type = config.scheduler_config().service_type(request.service_type or None).name
+    service_type = placement_config.scheduler_config().service_type(request.service_type or None).name
     node = None
     if request.storage_node_id is not None:
         node = _online_storage_node(session, request.storage_node_id)
@@ -91,6 +90,7 @@ def _volume_document(session: Session, vol: Volume) -> dict[str, Any]:
 
 
 def show_volume(session: Session, volume_id: str) -> dict[str, Any]:
+    """The volume's API document (UnknownVolumeID when there is none)."""
     return shown_document(session, Volume, volume_id, volumes_query(), volume_api_document)
 
 

@@ -371,16 +371,16 @@ def test_by_host_node_group_unknown_or_missing_ranges_are_typed(session):
 
 
 def test_the_api_accepts_a_network_group_per_vif(session, macs):
-    from collector.errors import UnknownNetworkID
+    from collector.errors import InvalidParameter, UnknownNetworkID
     from collector.services.api import instances as api
+    from collector.services.api import requests
 
-    group = make.group(session, [make.network(session, "10.50.0.0/24")],
-                              kind="network")
-    checked = api._check_vifs(session, {"eth0": {"network_group": group.canonical_uuid}})
+    group = make.group(session, [make.network(session, "10.50.0.0/24")], kind="network")
+    checked = requests.vif_params({"eth0": {"network_group": group.canonical_uuid}})
     assert checked == {"eth0": {"network_group": group.canonical_uuid}}
+    api._check_vif_references(session, checked)
     with pytest.raises(UnknownNetworkID):
-        api._check_vifs(session, {"eth0": {"network_group": "nwg-zzzzzzzz"}})
-    from collector.errors import InvalidParameter
-
+        api._check_vif_references(
+            session, requests.vif_params({"eth0": {"network_group": "nwg-zzzzzzzz"}}))
     with pytest.raises(InvalidParameter):
-        api._check_vifs(session, {"eth0": {"network_group": "nw-zzzzzzzz"}})
+        requests.vif_params({"eth0": {"network_group": "nw-zzzzzzzz"}})
