@@ -30,15 +30,15 @@ import statistics
 import time
 from typing import Any
 
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, select
 from sqlalchemy.exc import OperationalError
 
 from collector.db import get_engine, unit_of_work
 from collector.db.migrate import upgrade
-from collector.models import LOCAL, HostNode, Instance, MacRange, Volume
+from collector.models import HostNode, Instance
 from collector.scheduling import capacity
 from tests.support.servers import PostgresServer
-from workers.demo.world import make
+from workers.demo.world import make, placement
 
 GiB = 1 << 30
 TARGET_SECONDS = 30.0
@@ -48,22 +48,9 @@ RETRIES = 5
 
 def seed(url: str, hosts: int, instances: int) -> list[str]:
     with unit_of_work(url) as session:
-        for _ in range(hosts):
-            make.host_node(session, offering_cpu_cores=16, offering_memory_size=65536,
-                                  offering_disk_space_mb=1024 * 1024)
-        session.add(MacRange(vendor_id=0x525400, range_begin=1, range_end=0xFFFFFF))
-        net = make.network(session, "10.128.0.0/16")
-        image = make.image(session, local=True)
-        rows = [{"image_id": image.id, "state": "scheduling", "status": "init", "cpu_cores": 1,
-                 "memory_size": 2048, "hypervisor": "kvm", "account_id": "a-shpoolxx",
-                 "request_params": {"vifs": {"eth0": {"network": net.canonical_uuid}}}}
-                for _ in range(instances)]
-        created = session.execute(insert(Instance).returning(Instance.id, Instance.uuid),
-                                  rows).all()
-        session.execute(insert(Volume), [
-            {"size": 10 * GiB, "state": "scheduling", "volume_type": LOCAL,
-             "instance_id": row.id, "account_id": "a-shpoolxx"} for row in created])
-        ids = [f"i-{row.uuid}" for row in created]
+        world = placement.build(session, [placement.HostSize(16, 65536, 1024 * 1024)] * hosts,
+                                cidr="10.128.0.0/16")
+        ids = world.awaiting_placement(session, instances, memory_size=2048, disk=10 * GiB)
     with get_engine(url).connect() as conn:  # planner statistics, as a live database has
         conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
     return ids
@@ -206,12 +193,10 @@ def profile_one(url: str, batch_size: int) -> str:
 def seed_extra(url: str) -> str:
     with unit_of_work(url) as session:
         template = session.scalars(select(Instance).limit(1)).one()
-        inst = make.instance(session, img=template.image, state="scheduling",
-                                    status="init", cpu_cores=1, memory_size=2048,
-                                    request_params=template.request_params)
-        session.add(Volume(size=10 * GiB, state="scheduling", volume_type=LOCAL,
-                           instance_id=inst.id, account_id=inst.account_id))
-        return inst.canonical_uuid
+        [instance_id] = make.awaiting_placement(session, 1, template.image, memory_size=2048,
+                                                disk=10 * GiB,
+                                                request_params=template.request_params)
+        return instance_id
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -26,11 +25,11 @@ from sqlalchemy import func, select
 
 from collector.db import unit_of_work
 from collector.ids import new_uuid
-from collector.models import HostNode, Instance, MacRange, NodeState, OutboxMessage, QueuedJob
+from collector.models import HostNode, Instance, NodeState, OutboxMessage, QueuedJob
 from collector.scheduling import capacity
 from tests.support.servers import start_agent, start_worker
 from workers.agent.client import Collector, RpcError
-from workers.demo.world import make
+from workers.demo.world import placement
 
 pytestmark = pytest.mark.integration
 
@@ -70,19 +69,11 @@ def cluster(postgres_server, redis_server, tmp_path_factory):
 
 
 def _seed(url: str) -> dict[str, Any]:
-    token = secrets.token_hex(3)
     with unit_of_work(url) as session:
-        hosts = [make.host_node(session, f"hva.v{token}{n}", offering_cpu_cores=8,
-                                       offering_memory_size=16384,
-                                       offering_disk_space_mb=200 * 1024) for n in (1, 2, 3)]
-        storage = make.storage_node(session, f"sta.v{token}")
-        net = make.network(session, "10.70.0.0/24")
-        session.add(MacRange(vendor_id=0x02_00_00 | secrets.randbits(16), range_begin=1,
-                             range_end=0xFF_FFFF))
-        return {"hosts": {h.canonical_uuid: h.node_id for h in hosts},
-                "storage_node": storage.node_id, "network": net.canonical_uuid,
-                "image": make.image(session, local=True).canonical_uuid,
-                "san_image": make.image(session, local=False).canonical_uuid}
+        return placement.build(
+            session, [placement.HostSize(8, 16384, 200 * 1024)] * 3, node_prefix="v",
+            storage=True, cidr="10.70.0.0/24", mac_vendor=placement.random_local_mac_vendor(),
+            san_image=True).ids()
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:

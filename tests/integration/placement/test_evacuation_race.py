@@ -21,9 +21,9 @@ from sqlalchemy.exc import OperationalError
 
 from collector.db import unit_of_work
 from collector.ids import new_uuid
-from collector.models import LOCAL, HostNode, Instance, NodeState, Volume
+from collector.models import LOCAL, HostNode, Instance, NodeState
 from collector.scheduling import capacity
-from workers.demo.world import make
+from workers.demo.world import make, placement
 
 pytestmark = pytest.mark.integration
 
@@ -43,27 +43,16 @@ def race_db(postgres_server):
 def _seed(url: str, ha: int, new: int) -> tuple[str, str, list[str]]:
     """A dead source host with ``ha`` HA instances (1 core, 1 GB, a 1 GiB local disk
     each); ``TARGETS`` hosts with ``SLOTS`` such slots; ``new`` instances to place."""
-    hv = f"kvm-{secrets.token_hex(3)}"
     with unit_of_work(url) as session:
-        source = make.host_node(session, hypervisor=hv, offering_cpu_cores=ha,
-                                       offering_memory_size=ha * 1024,
-                                       offering_disk_space_mb=ha * 1024)
-        for _ in range(TARGETS):
-            make.host_node(session, hypervisor=hv, offering_cpu_cores=SLOTS,
-                                  offering_memory_size=SLOTS * 1024,
-                                  offering_disk_space_mb=SLOTS * 1024)
-        image = make.image(session, local=True)
+        world = placement.build(session, [placement.HostSize.slots(ha),
+                                          *[placement.HostSize.slots(SLOTS)] * TARGETS],
+                                hypervisor=f"kvm-{secrets.token_hex(3)}")
+        source = world.hosts[0]
         for _ in range(ha):
-            inst = make.instance(session, source, img=image, hypervisor=hv,
-                                        ha_enabled=1, memory_size=1024)
+            inst = make.instance(session, source, img=world.image, hypervisor=world.hypervisor,
+                                 ha_enabled=1, memory_size=1024)
             make.volume(session, inst, LOCAL, boot=True, size=GiB)
-        new_ids = []
-        for _ in range(new):
-            inst = make.instance(session, img=image, state="scheduling", hypervisor=hv,
-                                        memory_size=1024, request_params={"vifs": {}})
-            session.add(Volume(size=GiB, state="scheduling", volume_type=LOCAL,
-                               instance_id=inst.id, account_id=inst.account_id))
-            new_ids.append(inst.canonical_uuid)
+        new_ids = world.awaiting_placement(session, new)
         session.execute(update(NodeState).where(NodeState.node_id == source.node_id)
                         .values(state="offline"))
         return source.canonical_uuid, source.node_id, new_ids

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import time
@@ -30,7 +29,6 @@ from collector.models import (
     Instance,
     IpLease,
     MacLease,
-    MacRange,
     NetworkVif,
     QueuedJob,
     StorageNode,
@@ -40,12 +38,11 @@ from collector.models.outbox import OutboxMessage
 from tasks import relay
 from tests.support.servers import start_agent, start_worker
 from workers.agent.client import Collector, RpcError
-from workers.demo.world import make
+from workers.demo.world import make, placement
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = {"sqlite": 10, "postgresql": 11}
-GiB = 1 << 30
 
 
 @pytest.fixture(scope="module")
@@ -76,22 +73,11 @@ def cluster(request, db_url, redis_server, tmp_path_factory):
 
 
 def _seed(url: str) -> dict[str, Any]:
-    token = secrets.token_hex(3)
     with unit_of_work(url) as session:
-        hosts = [make.host_node(session, f"hva.e{token}{n}", offering_cpu_cores=8,
-                                       offering_memory_size=16384,
-                                       offering_disk_space_mb=200 * 1024)
-                 for n in (1, 2)]
-        storage = make.storage_node(session, f"sta.e{token}")
-        net = make.network(session, "10.20.0.0/24")
-        session.add(MacRange(vendor_id=0x02_00_00 | secrets.randbits(16), range_begin=1,
-                             range_end=0xFF_FFFF))
-        local = make.image(session, local=True)
-        san = make.image(session, local=False)
-        return {"hosts": {h.canonical_uuid: h.node_id for h in hosts},
-                "storage_node": storage.node_id, "storage_id": storage.canonical_uuid,
-                "network": net.canonical_uuid, "image": local.canonical_uuid,
-                "san_image": san.canonical_uuid}
+        return placement.build(
+            session, [placement.HostSize(8, 16384, 200 * 1024)] * 2, node_prefix="e",
+            storage=True, cidr="10.20.0.0/24", mac_vendor=placement.random_local_mac_vendor(),
+            san_image=True).ids()
 
 
 def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 45) -> Any:

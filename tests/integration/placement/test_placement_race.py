@@ -24,24 +24,20 @@ from sqlalchemy.exc import OperationalError
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import (
-    LOCAL,
     HostNode,
     Instance,
     IpLease,
     MacLease,
-    MacRange,
     NetworkVif,
     NetworkVifIpLease,
-    Volume,
 )
 from collector.scheduling import capacity
 from tests.support.servers import start_worker
-from workers.demo.world import make
+from workers.demo.world import placement
 
 pytestmark = pytest.mark.integration
 
 HOSTS, SLOTS_PER_HOST, INSTANCES, PROCESSES = 10, 15, 200, 4
-GiB = 1 << 30
 
 
 @pytest.fixture()
@@ -56,23 +52,9 @@ def race_db(postgres_server):
 def _seed(url: str) -> list[str]:
     """Hosts whose cpu AND memory each fit exactly 15 instances; 200 instances to place."""
     with unit_of_work(url) as session:
-        for _ in range(HOSTS):
-            make.host_node(session, offering_cpu_cores=SLOTS_PER_HOST,
-                                  offering_memory_size=SLOTS_PER_HOST * 1024,
-                                  offering_disk_space_mb=SLOTS_PER_HOST * 1024)
-        session.add(MacRange(vendor_id=0x525400, range_begin=1, range_end=0xFFFF))
-        net = make.network(session, "10.60.0.0/22")
-        image = make.image(session, local=True)
-        ids = []
-        for _ in range(INSTANCES):
-            inst = make.instance(
-                session, img=image, state="scheduling", status="init", cpu_cores=1,
-                memory_size=1024, request_params={"vifs": {"eth0": {"network":
-                                                                    net.canonical_uuid}}})
-            session.add(Volume(size=GiB, state="scheduling", volume_type=LOCAL,
-                               instance_id=inst.id, account_id=inst.account_id))
-            ids.append(inst.canonical_uuid)
-    return ids
+        world = placement.build(session, [placement.HostSize.slots(SLOTS_PER_HOST)] * HOSTS,
+                                cidr="10.60.0.0/22", mac_range_end=0xFFFF)
+        return world.awaiting_placement(session, INSTANCES)
 
 
 def _place_all(url: str, instance_ids: list[str], start: object, results: object,

@@ -11,8 +11,10 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
+from collector.ids import canonical, new_uuid
 from collector.models import (
     BOOT_DEV_LOCAL,
     BOOT_DEV_SAN,
@@ -37,6 +39,7 @@ from collector.models import (
     LoadBalancerTarget,
     LocalVolume,
     MacLease,
+    MacRange,
     Network,
     NetworkGroup,
     NetworkVif,
@@ -54,6 +57,7 @@ from collector.scheduling import capacity
 from collector.timeutil import utcnow
 
 GiB = 1024**3
+MAC_VENDOR = 0x525400
 # MAC suffixes from a counter (random start): thousands of random 24-bit suffixes in one
 # database would collide (birthday problem), and mac_leases is unique.
 _mac_suffixes = itertools.count(secrets.randbits(23))
@@ -68,6 +72,25 @@ def _add(session: Session, row: Any) -> Any:
 def node_state(session: Session, node_id: str, state: str = "online") -> NodeState:
     return _add(session, NodeState(node_id=node_id, boot_token=secrets.token_hex(3),
                                    state=state, last_ping_at=utcnow()))
+
+
+@dataclass(frozen=True)
+class HostSize:
+    """What a host offers: cores, memory and local disk (both in MB)."""
+
+    cpu_cores: int
+    memory_mb: int
+    disk_mb: int
+
+    @classmethod
+    def slots(cls, n: int) -> HostSize:
+        """Room for exactly ``n`` instances of 1 core, 1 GB and a 1 GiB disk."""
+        return cls(n, n * 1024, n * 1024)
+
+    def offering(self) -> dict[str, int]:
+        """The host node's offering columns (``host_node(session, **size.offering())``)."""
+        return {"offering_cpu_cores": self.cpu_cores, "offering_memory_size": self.memory_mb,
+                "offering_disk_space_mb": self.disk_mb}
 
 
 def host_node(session: Session, node_id: str | None = None, online: bool = True,
@@ -118,9 +141,9 @@ def image(session: Session, local: bool = True, **columns: Any) -> Image:
         "volumes": [], "vifs": [], "display_name": "demo image", **columns}))
 
 
-def dc_network(session: Session, name: str | None = None) -> DcNetwork:
-    return _add(session, DcNetwork(name=name or f"dcn{secrets.token_hex(8)}",
-                                   offering_network_modes=["securitygroup"]))
+def dc_network(session: Session, name: str | None = None, **columns: Any) -> DcNetwork:
+    return _add(session, DcNetwork(**{"name": name or f"dcn{secrets.token_hex(8)}",
+                                      "offering_network_modes": ["securitygroup"], **columns}))
 
 
 def network(session: Session, cidr: str = "10.0.0.0/24", dc: DcNetwork | None = None,
@@ -136,6 +159,13 @@ def network(session: Session, cidr: str = "10.0.0.0/24", dc: DcNetwork | None = 
     size = 2 ** (32 - int(prefix))
     _add(session, DhcpRange(network_id=net.id, range_begin=base + 10, range_end=base + size - 2))
     return net
+
+
+def mac_range(session: Session, vendor_id: int = MAC_VENDOR, range_begin: int = 1,
+              range_end: int = 0xFF_FFFF, **columns: Any) -> MacRange:
+    """The MAC addresses placement may give: ``vendor_id`` (24 bits) + device part in range."""
+    return _add(session, MacRange(vendor_id=vendor_id, range_begin=range_begin,
+                                  range_end=range_end, **columns))
 
 
 def _ip(value: int) -> str:
@@ -209,6 +239,27 @@ def instance(session: Session, host: HostNode | None = None, img: Image | None =
     if host is not None and row.terminated_at is None:
         capacity.claim_host(session, host.id, row, 0, force=True)  # counters stay true
     return row
+
+
+def awaiting_placement(session: Session, count: int, img: Image, net: Network | None = None,
+                       disk: int = GiB, **columns: Any) -> list[str]:
+    """``count`` instances waiting for placement as the API leaves them (``scheduling``, no
+    host), each with a local boot volume of ``disk`` bytes to place and, given ``net``, one
+    vif (eth0) on it; returns their canonical ids, in order. Written in bulk: a bench
+    writes ten thousand."""
+    vifs = {"eth0": {"network": net.canonical_uuid}} if net is not None else {}
+    uuids = [new_uuid() for _ in range(count)]
+    rows = [{"uuid": uuid, "hostname": uuid, "image_id": img.id, "state": "scheduling",
+             "status": "init", "cpu_cores": 1, "memory_size": 1024, "account_id": "a-shpoolxx",
+             "hypervisor": "kvm", "request_params": {"vifs": vifs}, **columns} for uuid in uuids]
+    if not rows:
+        return []
+    created = session.execute(insert(Instance).returning(
+        Instance.id, Instance.account_id, sort_by_parameter_order=True), rows).all()
+    session.execute(insert(Volume), [
+        {"size": disk, "state": "scheduling", "volume_type": LOCAL, "instance_id": row.id,
+         "account_id": row.account_id} for row in created])
+    return [canonical(Instance.prefix, uuid) for uuid in uuids]
 
 
 def volume(session: Session, inst: Instance | None = None, kind: str | None = LOCAL,
