@@ -18,6 +18,7 @@ Flower and the logs show of the arguments has sensitive values masked
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis.exceptions
@@ -85,6 +86,18 @@ def is_transport_failure(exc: BaseException) -> bool:
             return True
         current, seen = current.__cause__, seen + 1
     return False
+
+
+def sent(what: str, send: Callable[[], Any]) -> str:
+    """The id of the message ``send()`` published; BrokerUnavailable (saying ``what``) when
+    the broker cannot be reached."""
+    try:
+        return send().id
+    except Exception as exc:
+        if not is_transport_failure(exc):
+            raise
+        raise BrokerUnavailable(f"{what}, the broker cannot be reached "
+                                f"({type(exc).__name__})") from None
 
 
 def shown_args(args: list | tuple) -> dict[str, str]:
@@ -191,7 +204,7 @@ class Collector:
     def call(self, endpoint: str, method: str, *args: Any, timeout: float | None = None) -> Any:
         """Call ``endpoint.method(*args)`` and wait for the committed answer."""
         limit = self.timeout if timeout is None else timeout
-        what = f"{endpoint}.{method}"
+        what = wire.task(endpoint, method)
         # A message expires with its call, and never later than the Collector's visibility
         # timeout: one a killed worker held comes back expired, so it never runs twice.
         expires = min(limit, self.visibility_timeout)
@@ -225,15 +238,9 @@ class Collector:
 
     def cast(self, endpoint: str, method: str, *args: Any) -> str:
         """Send ``endpoint.method(*args)`` without waiting; returns the message id."""
-        try:
-            result = self.app.send_task(f"{endpoint}.{method}", args=list(args),
-                                        queue=endpoint, ignore_result=True, **shown_args(args))
-        except Exception as exc:
-            if not is_transport_failure(exc):
-                raise
-            raise BrokerUnavailable(f"{endpoint}.{method}: not sent, the broker cannot be "
-                                    f"reached ({type(exc).__name__})") from None
-        return result.id
+        return sent(f"{endpoint}.{method}: not sent", lambda: self.app.send_task(
+            wire.task(endpoint, method), args=list(args), queue=endpoint, ignore_result=True,
+            **shown_args(args)))
 
     def close(self) -> None:
         self.app.close()
@@ -276,15 +283,7 @@ class _Events:
         sender = sender or self._client.sender or "agent"
         message = [event, list(args), sender,
                    datetime.now(UTC).isoformat().replace("+00:00", "Z")]
-        try:
-            result = self._client.app.send_task(
-                wire.EVENT_DELIVER, args=message, exchange=EVENTS_EXCHANGE,
-                routing_key=f"{event}.{sender}", ignore_result=True,
-                declare=[EVENTS_EXCHANGE, EVENTS_QUEUE], **shown_args(message),
-            )
-        except Exception as exc:
-            if not is_transport_failure(exc):
-                raise
-            raise BrokerUnavailable(f"event {event}: not published, the broker cannot be "
-                                    f"reached ({type(exc).__name__})") from None
-        return result.id
+        return sent(f"event {event}: not published", lambda: self._client.app.send_task(
+            wire.EVENT_DELIVER, args=message, exchange=EVENTS_EXCHANGE,
+            routing_key=f"{event}.{sender}", ignore_result=True,
+            declare=[EVENTS_EXCHANGE, EVENTS_QUEUE], **shown_args(message)))

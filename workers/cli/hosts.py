@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from workers.cli.instances import _call, _client, _common, _print_json
+from workers.cli.api_client import api_client, api_options, call_api, print_json
 
 
 @click.group("host")
@@ -19,22 +19,22 @@ def host() -> None:
 
 @host.command("evacuate")
 @click.argument("host_node_id")
-@_common
+@api_options
 def evacuate(host_node_id: str, as_json: bool, timeout: float | None) -> None:
     """Move the host's HA instances to other hosts now; its other running instances are
     halted. The host takes placements again afterwards as before (its scheduling flag is
     restored); an instance that found no room is listed as failed with the reason."""
-    with _client(timeout) as client:
-        result = _call(client, "evacuate_host", host_node_id, as_json=as_json)
+    with api_client(timeout) as client:
+        result = call_api(client, "evacuate_host", host_node_id, as_json=as_json)
         if as_json:
-            _print_json(result)
+            print_json(result)
             return
         for key, label in (("scheduled", "re-placed"), ("failed", "not re-placed"),
                            ("halted", "halted")):
             for instance_id in result.get(key, []):
                 line = f"{instance_id} {label}"
                 if key != "halted":
-                    doc = _call(client, "show_instance", instance_id)
+                    doc = call_api(client, "show_instance", instance_id)
                     line += f" ({doc['state']} on {doc['node_id'] or '-'})" if key == \
                         "scheduled" else f": {doc['placement_error']}"
                 click.echo(line)
@@ -47,10 +47,10 @@ def evacuate(host_node_id: str, as_json: bool, timeout: float | None) -> None:
 
 def _set_scheduling(host_node_id: str, enabled: bool, as_json: bool,
                     timeout: float | None) -> None:
-    with _client(timeout) as client:
-        result = _call(client, "set_host_scheduling", host_node_id, enabled, as_json=as_json)
+    with api_client(timeout) as client:
+        result = call_api(client, "set_host_scheduling", host_node_id, enabled, as_json=as_json)
     if as_json:
-        _print_json(result)
+        print_json(result)
         return
     click.echo(f"{result['id']} ({result['node_id']}): placements "
                f"{'enabled' if result['scheduling_enabled'] else 'disabled'}")
@@ -58,7 +58,7 @@ def _set_scheduling(host_node_id: str, enabled: bool, as_json: bool,
 
 @host.command("enable")
 @click.argument("host_node_id")
-@_common
+@api_options
 def enable(host_node_id: str, as_json: bool, timeout: float | None) -> None:
     """Let placement choose the host again (an automatic evacuation leaves it disabled)."""
     _set_scheduling(host_node_id, True, as_json, timeout)
@@ -66,7 +66,7 @@ def enable(host_node_id: str, as_json: bool, timeout: float | None) -> None:
 
 @host.command("disable")
 @click.argument("host_node_id")
-@_common
+@api_options
 def disable(host_node_id: str, as_json: bool, timeout: float | None) -> None:
     """Keep new instances off the host (drain); what runs there stays."""
     _set_scheduling(host_node_id, False, as_json, timeout)

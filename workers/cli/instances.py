@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import click
 
-from collector import wire
-from collector.config import load_settings
+from workers.cli.api_client import api_client, api_options, call_api, print_json, print_listing
 
 VIF_ALIASES = {"ip": "ipv4_addr", "mac": "mac_addr", "nat": "nat_network",
                "nat_ip": "nat_ipv4_addr", "sg": "security_groups"}
@@ -34,34 +32,10 @@ RUN_ENDS = ("running", "terminated")
 START_ENDS = ("running", "stopped", "terminated")
 
 
-@contextmanager
-def _client(timeout: float | None) -> Iterator[Any]:
-    from workers.agent.client import Collector
-
-    settings = load_settings()
-    if not settings.broker_url:
-        raise click.UsageError("set COLLECTOR_BROKER_URL: requests go through the Collector")
-    with Collector(settings.broker_url, settings.result_backend,
-                   timeout=timeout or settings.rpc_timeout) as client:
-        yield client
-
-
-def _call(client: Any, method: str, *args: Any, as_json: bool = False) -> Any:
-    from workers.agent.client import RpcError
-
-    try:
-        return client.call(wire.API, method, *args)
-    except RpcError as exc:
-        if as_json:
-            click.echo(json.dumps({"error_type": exc.error_type, "message": exc.message}),
-                       err=True)
-        else:
-            click.echo(f"{exc.error_type}: {exc.message}", err=True)
-        sys.exit(1)
-
-
-def _print_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+def _volume_row(doc: dict[str, Any]) -> str:
+    return (f"{doc['id']:14} {doc['state']:11} {doc['size'] // (1 << 20):>9} "
+            f"{doc['volume_type'] or '-':6} {(doc['node_id'] or '-')[:20]:20} "
+            f"{doc['instance_id'] or '-':12} {doc['display_name'] or ''}")
 
 
 def _addresses(doc: dict[str, Any]) -> str:
@@ -111,7 +85,7 @@ def _wait(client: Any, show: str, resource_id: str, ends: tuple[str, ...], timeo
                        err=True)
             sys.exit(2)
         time.sleep(0.25)
-        doc = _call(client, show, resource_id, as_json=as_json)
+        doc = call_api(client, show, resource_id, as_json=as_json)
         if doc["state"] != seen:
             seen = doc["state"]
             if not as_json:
@@ -120,9 +94,24 @@ def _wait(client: Any, show: str, resource_id: str, ends: tuple[str, ...], timeo
     return doc
 
 
+def _request(method: str, argument: Any, show: str, ends: tuple[str, ...], wanted: str,
+             wait: bool, wait_timeout: float, as_json: bool, timeout: float | None,
+             accepted: str = "") -> None:
+    """``api.<method>(argument)``, its answer printed; with ``wait``, followed through
+    ``show`` until one of ``ends`` (exit 1 unless it is ``wanted``)."""
+    with api_client(timeout) as client:
+        doc = call_api(client, method, argument, as_json=as_json)
+        if not as_json:
+            click.echo(f"{doc['id']} {doc['state']}{accepted}")
+        if wait:
+            doc = _wait(client, show, doc["id"], ends, wait_timeout, as_json, doc)
+    if wait or as_json:
+        _finish(doc, as_json, wanted if wait else None)
+
+
 def _finish(doc: dict[str, Any], as_json: bool, wanted: str | None = None) -> None:
     if as_json:
-        _print_json(doc)
+        print_json(doc)
     else:
         (_show_instance if doc["id"].startswith("i-") else _show_volume)(doc)
     if wanted is not None and doc["state"] != wanted:
@@ -178,12 +167,6 @@ def instance() -> None:
     """Run, start, stop, terminate and inspect instances (the api endpoint)."""
 
 
-def _common(fn: Callable) -> Callable:
-    fn = click.option("--json", "as_json", is_flag=True, help="print JSON")(fn)
-    return click.option("--timeout", type=float, default=None,
-                        help="seconds to wait for each answer")(fn)
-
-
 def _waiting(fn: Callable) -> Callable:
     fn = click.option("--wait", is_flag=True, help="wait for the outcome, printing each state")(fn)
     return click.option("--wait-timeout", type=float, default=300, show_default=True)(fn)
@@ -211,7 +194,7 @@ def _waiting(fn: Callable) -> Callable:
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="any other request parameter (VALUE as JSON or text)")
 @_waiting
-@_common
+@api_options
 def run(vifs: tuple[str, ...], security_groups: tuple[str, ...], volumes: tuple[str, ...],
         params: tuple[str, ...], wait: bool, wait_timeout: float, as_json: bool,
         timeout: float | None, **options: Any) -> None:
@@ -224,15 +207,8 @@ def run(vifs: tuple[str, ...], security_groups: tuple[str, ...], volumes: tuple[
     if volumes:
         request["volumes"] = [parse_volume(v) for v in volumes]
     request.update(parse_params(params))
-    with _client(timeout) as client:
-        doc = _call(client, "create_instance", request, as_json=as_json)
-        if not as_json:
-            click.echo(f"{doc['id']} {doc['state']}")
-        if wait:
-            doc = _wait(client, "show_instance", doc["id"], RUN_ENDS, wait_timeout, as_json,
-                        doc)
-    if wait or as_json:
-        _finish(doc, as_json, "running" if wait else None)
+    _request("create_instance", request, "show_instance", RUN_ENDS, "running", wait,
+             wait_timeout, as_json, timeout)
 
 
 def _instance_action(method: str, ends: tuple[str, ...], wanted: str) -> Callable:
@@ -240,18 +216,11 @@ def _instance_action(method: str, ends: tuple[str, ...], wanted: str) -> Callabl
 
     @click.argument("instance_id")
     @_waiting
-    @_common
+    @api_options
     def action(instance_id: str, wait: bool, wait_timeout: float, as_json: bool,
                timeout: float | None) -> None:
-        with _client(timeout) as client:
-            doc = _call(client, method, instance_id, as_json=as_json)
-            if not as_json:
-                click.echo(f"{doc['id']} {doc['state']} ({verb} accepted)")
-            if wait:
-                doc = _wait(client, "show_instance", doc["id"], ends, wait_timeout, as_json,
-                            doc)
-        if wait or as_json:
-            _finish(doc, as_json, wanted if wait else None)
+        _request(method, instance_id, "show_instance", ends, wanted, wait, wait_timeout,
+                 as_json, timeout, accepted=f" ({verb} accepted)")
     return action
 
 
@@ -268,28 +237,23 @@ instance.command("terminate", help="Terminate an instance (a pending placement i
 @click.option("--all", "include_terminated", is_flag=True, help="terminated ones too")
 @click.option("--account", "account_id", default=None)
 @click.option("--limit", "-n", default=100, show_default=True)
-@_common
+@api_options
 def list_instances(state: str | None, include_terminated: bool, account_id: str | None,
                    limit: int, as_json: bool, timeout: float | None) -> None:
     """Instances, newest first."""
-    with _client(timeout) as client:
-        docs = _call(client, "list_instances", state, account_id, include_terminated, limit,
+    with api_client(timeout) as client:
+        docs = call_api(client, "list_instances", state, account_id, include_terminated, limit,
                      as_json=as_json)
-    if as_json:
-        _print_json(docs)
-        return
-    click.echo(INSTANCE_HEADER)
-    for doc in docs:
-        click.echo(_instance_row(doc))
+    print_listing(docs, as_json, INSTANCE_HEADER, _instance_row)
 
 
 @instance.command("show")
 @click.argument("instance_id")
-@_common
+@api_options
 def show_instance(instance_id: str, as_json: bool, timeout: float | None) -> None:
     """One instance: state, host, addresses, volumes, why a placement failed."""
-    with _client(timeout) as client:
-        _finish(_call(client, "show_instance", instance_id, as_json=as_json), as_json)
+    with api_client(timeout) as client:
+        _finish(call_api(client, "show_instance", instance_id, as_json=as_json), as_json)
 
 
 # --- volumes --------------------------------------------------------------------------------
@@ -320,20 +284,13 @@ def volume() -> None:
 @click.option("--account", "account_id", default=None)
 @click.option("--service-type", default=None)
 @_waiting
-@_common
+@api_options
 def create_volume(wait: bool, wait_timeout: float, as_json: bool, timeout: float | None,
                   **options: Any) -> None:
     """Create a shared volume; --wait until it is available (or deleted: not placed)."""
     request = {k: v for k, v in options.items() if v is not None}
-    with _client(timeout) as client:
-        doc = _call(client, "create_volume", request, as_json=as_json)
-        if not as_json:
-            click.echo(f"{doc['id']} {doc['state']}")
-        if wait:
-            doc = _wait(client, "show_volume", doc["id"], ("available", "deleted", "failed"),
-                        wait_timeout, as_json, doc)
-    if wait or as_json:
-        _finish(doc, as_json, "available" if wait else None)
+    _request("create_volume", request, "show_volume", ("available", "deleted", "failed"),
+             "available", wait, wait_timeout, as_json, timeout)
 
 
 @volume.command("list")
@@ -341,18 +298,11 @@ def create_volume(wait: bool, wait_timeout: float, as_json: bool, timeout: float
 @click.option("--all", "include_deleted", is_flag=True, help="deleted ones too")
 @click.option("--account", "account_id", default=None)
 @click.option("--limit", "-n", default=100, show_default=True)
-@_common
+@api_options
 def list_volumes(state: str | None, include_deleted: bool, account_id: str | None, limit: int,
                  as_json: bool, timeout: float | None) -> None:
     """Volumes, newest first."""
-    with _client(timeout) as client:
-        docs = _call(client, "list_volumes", state, account_id, include_deleted, limit,
+    with api_client(timeout) as client:
+        docs = call_api(client, "list_volumes", state, account_id, include_deleted, limit,
                      as_json=as_json)
-    if as_json:
-        _print_json(docs)
-        return
-    click.echo(VOLUME_HEADER)
-    for doc in docs:
-        click.echo(f"{doc['id']:14} {doc['state']:11} {doc['size'] // (1 << 20):>9} "
-                   f"{doc['volume_type'] or '-':6} {(doc['node_id'] or '-')[:20]:20} "
-                   f"{doc['instance_id'] or '-':12} {doc['display_name'] or ''}")
+    print_listing(docs, as_json, VOLUME_HEADER, _volume_row)

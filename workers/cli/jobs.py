@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import click
 
 from collector import wire
 from collector.config import load_settings
+from workers.cli.api_client import print_json
 
 
 def _ledger():
@@ -54,7 +54,7 @@ def show(job_id: str) -> None:
     except CollectorError as exc:
         click.echo(f"{exc.error_type}: {exc.message}", err=True)
         sys.exit(1)
-    click.echo(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    print_json(doc)
 
 
 @jobs.command("cancel")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from collector.config import load_settings
+from workers.cli.api_client import print_json
 from workers.tables import print_nodes, table
 
 
@@ -25,7 +24,7 @@ def stats(as_json: bool) -> None:
 
     figures = _read(collector_stats)
     if as_json:
-        click.echo(json.dumps(figures, indent=2, sort_keys=True, default=str))
+        print_json(figures)
         return
     kinds = ["pending", "running", "succeeded", "failed", "cancelled"]
     table("jobs", ["queue", *kinds],
@@ -58,7 +57,7 @@ def seed(hosts: int, prefix: str, hypervisor: str, as_json: bool) -> None:
     with unit_of_work(settings.database_url) as session:
         world = seed_datacenter(session, hosts=hosts, prefix=prefix, hypervisor=hypervisor)
     if as_json:
-        click.echo(json.dumps(world, indent=2, sort_keys=True))
+        print_json(world)
         return
     table("seeded datacenter", ["what", "ids"],
            [[key, ", ".join(v) if isinstance(v, list) else
@@ -74,6 +73,6 @@ def nodes(as_json: bool) -> None:
 
     rows = _read(node_overview)
     if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
+        print_json(rows)
         return
     print_nodes(rows)

@@ -53,8 +53,8 @@ from collector.services.api.requests import InstanceRequest, VolumeParams
 from collector.services.api.rows import (
     VolumeSpec,
     add_volume,
-    checked_limit,
     fresh_document,
+    listed_documents,
     live_backup_object,
     shown_document,
 )
@@ -285,11 +285,5 @@ def show_instance(session: Session, instance_id: str) -> dict[str, Any]:
 def list_instances(session: Session, state: str | None = None, account_id: str | None = None,
                    include_terminated: bool = False, limit: int = 100) -> list[dict[str, Any]]:
     """Newest first; terminated ones only when asked for (or by ``state``)."""
-    stmt = instances_query().order_by(Instance.id.desc()).limit(checked_limit(limit))
-    if state:
-        stmt = stmt.where(Instance.state == state)
-    elif not include_terminated:
-        stmt = stmt.where(Instance.terminated_at.is_(None))
-    if account_id:
-        stmt = stmt.where(Instance.account_id == account_id)
-    return [instance_api_document(i) for i in session.scalars(stmt).unique()]
+    return listed_documents(session, Instance, instances_query(), instance_api_document,
+                            Instance.terminated_at, state, account_id, include_terminated, limit)

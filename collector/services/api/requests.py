@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
@@ -334,22 +334,19 @@ def _group_ids(value: object) -> object:
     return list(dict.fromkeys(i.strip() for i in items if i.strip()))
 
 
-def _mac_syntax(value: str) -> str:
-    if value:
-        try:
-            parse_mac(value)
-        except CollectorError as exc:
-            raise _passed_on(exc) from None
-    return value
+def _syntax_of(parse: Callable[[str], object]) -> Callable[[str], str]:
+    """A validator keeping a non-empty text that ``parse`` accepts (its typed error passed
+    on otherwise)."""
 
+    def check(value: str) -> str:
+        if value:
+            try:
+                parse(value)
+            except CollectorError as exc:
+                raise _passed_on(exc) from None
+        return value
 
-def _ipv4_syntax(value: str) -> str:
-    if value:
-        try:
-            parse_ipv4(value)
-        except CollectorError as exc:
-            raise _passed_on(exc) from None
-    return value
+    return check
 
 
 def _byte_size(value: object) -> object:
@@ -405,8 +402,8 @@ StorageNodeId = Annotated[str, _canonical_id("sn")]
 AccountId = Annotated[str, _canonical_id("a")]
 SshKeyId = Annotated[str, _canonical_id("ssh")]
 ServiceTypeName = Annotated[str, AfterValidator(_configured_service_type)]
-MacAddress = Annotated[str, AfterValidator(_mac_syntax)]
-Ipv4Address = Annotated[str, AfterValidator(_ipv4_syntax)]
+MacAddress = Annotated[str, AfterValidator(_syntax_of(parse_mac))]
+Ipv4Address = Annotated[str, AfterValidator(_syntax_of(parse_ipv4))]
 ByteSize = Annotated[int, BeforeValidator(_byte_size)]
 Hypervisor = Annotated[str, AfterValidator(_not_blank), _fits("instance", Instance, "hypervisor")]
 Hostname = Annotated[str, AfterValidator(_hostname)]  # kept lower-cased

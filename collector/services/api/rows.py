@@ -1,6 +1,6 @@
 """What ``instances.py`` and ``volumes.py`` both use: a new volume row (an instance's or a
 standalone one), a live backup object, a row's API document (read back after a write, or
-looked up by id) and the bounds of a list."""
+looked up by id, or listed)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,19 @@ def shown_document(session: Session, model: Any, cuuid: str, query: Select,
     return build(row)
 
 
-def checked_limit(limit: int) -> int:
+def listed_documents(session: Session, model: Any, query: Select,
+                     build: Callable[[Any], dict[str, Any]], ended_at: Any,
+                     state: str | None, account_id: str | None, include_ended: bool,
+                     limit: int) -> list[dict[str, Any]]:
+    """Documents of ``model``'s rows, newest first: of ``state`` when given, else those not
+    ended (``ended_at`` unset) unless ``include_ended``; of ``account_id`` when given."""
     if not 1 <= limit <= 1000:
         raise InvalidArgument("limit must be within 1..1000")
-    return limit
+    stmt = query.order_by(model.id.desc()).limit(limit)
+    if state:
+        stmt = stmt.where(model.state == state)
+    elif not include_ended:
+        stmt = stmt.where(ended_at.is_(None))
+    if account_id:
+        stmt = stmt.where(model.account_id == account_id)
+    return [build(row) for row in session.scalars(stmt).unique()]

@@ -28,8 +28,8 @@ from collector.services.api.rows import (
     MB,
     VolumeSpec,
     add_volume,
-    checked_limit,
     fresh_document,
+    listed_documents,
     live_backup_object,
     shown_document,
 )
@@ -97,11 +97,5 @@ def show_volume(session: Session, volume_id: str) -> dict[str, Any]:
 def list_volumes(session: Session, state: str | None = None, account_id: str | None = None,
                  include_deleted: bool = False, limit: int = 100) -> list[dict[str, Any]]:
     """Newest first; deleted ones only when asked for (or by ``state``)."""
-    stmt = volumes_query().order_by(Volume.id.desc()).limit(checked_limit(limit))
-    if state:
-        stmt = stmt.where(Volume.state == state)
-    elif not include_deleted:
-        stmt = stmt.where(Volume.deleted_at.is_(None))
-    if account_id:
-        stmt = stmt.where(Volume.account_id == account_id)
-    return [volume_api_document(v) for v in session.scalars(stmt).unique()]
+    return listed_documents(session, Volume, volumes_query(), volume_api_document,
+                            Volume.deleted_at, state, account_id, include_deleted, limit)
