@@ -95,10 +95,6 @@ class UnknownAlarmID(NotFound):
     """No alarm with that id."""
 
 
-class UnknownResourceID(NotFound):
-    """No resource with that id."""
-
-
 class UnknownJob(NotFound):
     """No job with that id in the job ledger."""
 

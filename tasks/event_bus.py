@@ -87,8 +87,9 @@ def subscribe(role: str, event: str, sender_pattern: str = "#") -> Callable[[Han
                   max_retries=None)
         def handle(task: Task, event_name: str, args: list, sender: str) -> Any:
             if not isinstance(args, list) or not isinstance(sender, str):
-                raise InvalidArgument(f"{sub.task_name}: args must be a list and sender a "
-                                      f"string, got {args!r:.60} / {sender!r:.40}")
+                raise InvalidArgument(f"{sub.task_name}: args of {event_name!r:.60} must be a "
+                                      f"list and sender a string, got {args!r:.60} / "
+                                      f"{sender!r:.40}")
             return deliver_reliably(task, sub.queue, lambda: run_in_unit_of_work(
                 handler, (list(args), sender)))
 
@@ -123,7 +124,8 @@ def deliver(task: Task, event: str, args: list, sender: str,
     def run() -> list[str]:
         if not isinstance(event, str) or not isinstance(args, list) or \
                 not isinstance(sender, str):
-            raise MalformedEvent(f"malformed event: {event!r} {args!r} {sender!r}"[:1000])
+            raise MalformedEvent(f"malformed event: {event!r} {args!r} {sender!r} published "
+                                 f"{published_at!r}"[:1000])
         return run_in_unit_of_work(dispatch, (event, args, sender))
 
     return deliver_reliably(task, wire.EVENTS, run)

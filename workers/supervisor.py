@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 QUICK_DEATH = 10.0  # seconds: a process dying sooner counts as failing to start
@@ -32,7 +32,6 @@ class Child:
     started_at: float = 0.0
     delay: float = 1.0
     restart_at: float | None = None
-    restarts: int = field(default=0)
 
 
 class Supervisor:
@@ -66,7 +65,6 @@ class Supervisor:
     def _check(self, child: Child, now: float) -> None:
         if child.restart_at is not None:
             if now >= child.restart_at:
-                child.restarts += 1
                 self._start(child)
             return
         code = child.process.poll() if child.process else None

@@ -16,8 +16,6 @@ from collector.models.jobs import QueuedJob
 from collector.models.load_balancers import LoadBalancer, LoadBalancerInbound, LoadBalancerTarget
 from collector.models.networks import (
     ALLOC_AUTO,
-    ALLOC_MANUAL,
-    ALLOC_RESERVED,
     DcNetwork,
     DhcpRange,
     HostNodeGroup,

@@ -103,11 +103,6 @@ class Taggable:
         out["uuid"] = self.canonical_uuid
         return out
 
-    def to_api_document(self) -> dict[str, Any]:
-        out = self.to_hash()
-        out["id"] = self.canonical_uuid
-        return out
-
 
 class SoftDelete:
     """Soft deletion through ``deleted_at`` (the original's ``alives``)."""

@@ -29,7 +29,9 @@ from collector.models.base import (
     register_taggable,
 )
 
-ALLOC_AUTO, ALLOC_RESERVED, ALLOC_MANUAL = 0, 1, 2
+# A lease's alloc_type: the original's 0 auto, 1 reserved, 2 manual; the Collector writes
+# and reads only auto.
+ALLOC_AUTO = 0
 
 
 def ipv4_to_s(value: int | None) -> str | None:
@@ -303,8 +305,6 @@ class Tag(Taggable, Timestamps, Base):
     name: Mapped[str] = mapped_column(String(255), nullable=False)
     attributes: Mapped[str | None] = mapped_column(String(255))
 
-    mappings = relationship("TagMapping", back_populates="tag")
-
 
 class NetworkGroup(Tag):
     __mapper_args__ = {"polymorphic_identity": 10}
@@ -334,5 +334,3 @@ class TagMapping(Timestamps, Base):
     tag_id: Mapped[int] = mapped_column(ForeignKey("tags.id"), index=True)
     uuid: Mapped[str] = mapped_column(String(255), nullable=False, index=True)
     sort_index: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-
-    tag = relationship(Tag, back_populates="mappings")

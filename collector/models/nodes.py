@@ -68,7 +68,6 @@ class HostNode(Taggable, Timestamps, Base):
         viewonly=True, uselist=False,
     )
     instances = relationship("Instance", back_populates="host_node", viewonly=True)
-    vnets = relationship("HostNodeVnet", back_populates="host_node")
 
     @property
     def status(self) -> str:
@@ -121,5 +120,4 @@ class HostNodeVnet(Timestamps, Base):
     broadcast_addr: Mapped[str] = mapped_column(String(12), nullable=False)
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
-    host_node = relationship(HostNode, back_populates="vnets")
     network = relationship("Network")

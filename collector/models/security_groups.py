@@ -25,18 +25,6 @@ class SecurityGroup(Taggable, Timestamps, Base):
 
     network_vifs = relationship("NetworkVif", secondary="network_vif_security_groups",
                                 back_populates="security_groups", order_by="NetworkVif.id")
-    referencees = relationship(
-        "SecurityGroup", secondary="security_group_references",
-        primaryjoin="SecurityGroup.id == SecurityGroupReference.referencer_id",
-        secondaryjoin="SecurityGroup.id == SecurityGroupReference.referencee_id",
-        order_by="SecurityGroup.id", viewonly=True,
-    )
-    referencers = relationship(
-        "SecurityGroup", secondary="security_group_references",
-        primaryjoin="SecurityGroup.id == SecurityGroupReference.referencee_id",
-        secondaryjoin="SecurityGroup.id == SecurityGroupReference.referencer_id",
-        order_by="SecurityGroup.id", viewonly=True,
-    )
 
 
 class NetworkVifSecurityGroup(Base):

@@ -46,7 +46,7 @@ Every function takes the caller's session and never commits. Errors are the type
 
 placement_config.scheduler_config() -> SchedulerConfig   (cached; reload_scheduler_config())
     .default_service_type, .mac_address_vendor_id, .create_volume_min_size,
-    .create_volume_max_size (MB), .stopped_instance_usage_factor,
+    .create_volume_max_size (MB),
     .service_type(name or None) -> ServiceTypeConfig   (None -> default; unknown ->
                                                          UnknownServiceType)
 
@@ -61,7 +61,6 @@ capacity.claim_host(session, host_id, instance, disk_bytes, force=False) -> bool
     False when it does not fit (try the next host)
 capacity.release_host(session, instance) -> None        idempotent
 capacity.claim_storage(session, storage_node_id, volume, force=False) -> bool
-capacity.release_storage(session, volume) -> None       idempotent
 capacity.local_disk_bytes(session, instance) -> int     local volumes of the instance
 capacity.move_host(session, instance, host_id or None)  the claim follows a stop or a move
 capacity.reconcile(session) -> [corrections]            counters := sums of allocations

@@ -45,7 +45,6 @@ from collector.models import (
     StorageNode,
     Volume,
 )
-from collector.models.placement import release_storage_allocation
 from collector.scheduling.candidates import MB, HostCandidate, HostRequest, StorageCandidate
 from collector.timeutil import utcnow
 
@@ -359,11 +358,6 @@ def claim_storage(session: Session, storage_node_id: int, volume: Volume,
         volume_id=volume.id, storage_node_id=storage_node_id, disk_bytes=size))
     _expire(session, StorageNode, storage_node_id, "used_disk_bytes")
     return True
-
-
-def release_storage(session: Session, volume: Volume) -> None:
-    """Give back what the volume claimed on its storage node (idempotent)."""
-    release_storage_allocation(session, volume.id)
 
 
 def reconcile(session: Session) -> list[dict[str, Any]]:

@@ -136,7 +136,6 @@ class SchedulerConfig:
     mac_address_vendor_id: str
     create_volume_min_size: int
     create_volume_max_size: int
-    stopped_instance_usage_factor: float
     openvnet: bool = False
     evacuate_on_node_offline: bool = False
 
@@ -210,6 +209,7 @@ def parse_config(doc: dict[str, Any], source: str = "built-in defaults") -> Sche
     low, high = _int(merged, "create_volume_min_size"), _int(merged, "create_volume_max_size")
     if low > high:
         raise SchedulerConfigError("create_volume_max_size: must be >= create_volume_min_size")
+    # Checked and dropped: the original's key, with no effect here (S27).
     factor = merged["stopped_instance_usage_factor"]
     if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 0:
         raise SchedulerConfigError("stopped_instance_usage_factor: must be a number >= 0")
@@ -225,7 +225,7 @@ def parse_config(doc: dict[str, Any], source: str = "built-in defaults") -> Sche
     return SchedulerConfig(
         source=source, default_service_type=default, service_types=service_types,
         mac_address_vendor_id=vendor.lower(), create_volume_min_size=low,
-        create_volume_max_size=high, stopped_instance_usage_factor=float(factor),
+        create_volume_max_size=high,
         openvnet=openvnet, evacuate_on_node_offline=evacuate)
 
 

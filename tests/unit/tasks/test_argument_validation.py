@@ -10,7 +10,7 @@ from collector.errors import InvalidArgument
 from tasks.registry import ArgumentValidator
 
 
-def update_thing(session, thing_id: str, data: dict[str, Any], force: bool = False) -> None:
+def update_thing(session, _thing_id: str, data: dict[str, Any], force: bool = False) -> None:
     raise AssertionError("never called by the validator")
 
 
@@ -29,7 +29,7 @@ def test_valid_arguments_are_bound_in_order():
         (("i-abc12345",), {}, "missing a required argument"),
         (("i-abc12345", {}, True, "extra"), {}, "too many positional"),
         (("i-abc12345", {}), {"bogus": 1}, "unexpected keyword"),
-        ((42, {}), {}, "thing_id"),
+        ((42, {}), {}, "_thing_id"),
         (("i-abc12345", ["not", "a", "dict"]), {}, "data"),
         (("i-abc12345", {}, "yes"), {}, "force"),
     ],
@@ -42,7 +42,7 @@ def test_bad_arguments_are_invalid_argument(args, kwargs, fragment):
 
 
 def test_a_function_without_session_first_cannot_be_exposed():
-    def no_session(thing_id: str) -> None: ...
+    def no_session(_thing_id: str) -> None: ...
 
     with pytest.raises(TypeError):
         ArgumentValidator(no_session)
@@ -50,7 +50,7 @@ def test_a_function_without_session_first_cannot_be_exposed():
 
 # -- the wire rules: the same refusal whatever the database behind -----------------------
 
-def store(session, thing_id: str, data: Any = None) -> None:
+def store(session, _thing_id: str, data: Any = None) -> None:
     raise AssertionError("never called by the validator")
 
 
