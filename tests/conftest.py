@@ -2,29 +2,89 @@
 
 - ``redis_server``: one redis-server for the session (``.url``, ``.restart()``).
 - ``postgres_server``: one PostgreSQL cluster, started only when a test needs it.
-- ``db_url``: parametrized "sqlite" / "postgresql", migrated once per database.
+- ``db_url``: parametrized "sqlite" / "postgresql", migrated once per database (SQLite: a
+  copy of ``migrated_sqlite_template``).
 - ``session``: a SQLAlchemy session on ``db_url``, rolled back after the test.
 - ``broker_url``: ``redis://127.0.0.1:P/<n>``, a distinct Redis DB per ``db_url`` param.
 - ``worker``: a ready ``collector worker --role all --concurrency 4`` per ``db_url`` param.
 - ``collector_client``: ``workers.agent.client.Collector`` on the worker's broker.
+- ``migrated_sqlite_template``: one SQLite file migrated by ``upgrade`` once per session;
+  ``migrated_sqlite(name)``: a test's own copy of it, as a URL (``tests/support/fast_db.py``).
 
 Tiers: a test that needs a server (PostgreSQL, Redis, a worker) is marked ``integration``
-here, so ``pytest -m "not integration"`` runs the domain on SQLite alone, with no server.
+here, so ``pytest -m "not integration"`` runs the domain on SQLite alone, with no server;
+that run does not even import the modules under tests/integration (every test there is
+deselected anyway).
 """
 
 from __future__ import annotations
 
+import itertools
+import re
+import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 import tests.support.servers
+from tests.support import fast_db
 from tests.support.servers import PostgresServer, RedisServer, start_worker
 
 BACKENDS = [pytest.param("sqlite", id="sqlite"),
             pytest.param("postgresql", id="postgresql", marks=pytest.mark.integration)]
 REDIS_DB = {"sqlite": 1, "postgresql": 2}
 SERVER_FIXTURES = {"redis_server", "postgres_server", "broker_url", "worker", "collector_client"}
+INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
+
+
+def _marked_with(marks: dict[str, bool]):
+    """A ``-m`` matcher for a test carrying exactly the marks set in ``marks``."""
+    return lambda name, /, **_kwargs: marks.get(name, False)
+
+
+def _deselects_every_integration_test(markexpr: str) -> bool:
+    """Whether ``-m markexpr`` is false for any test marked ``integration``, whatever its other
+    marks (every combination of the other names in the expression is tried)."""
+    if not markexpr.strip():
+        return False
+    try:
+        from _pytest.mark.expression import Expression
+
+        expression = Expression.compile(markexpr)
+    except Exception:  # noqa: BLE001 - an unknown grammar: collect everything, as pytest does
+        return False
+    names = set(re.findall(r"(?:\w|:|\+|-|\.|\[|\]|\\|/)+", markexpr))
+    others = sorted(names - {"and", "or", "not", "True", "False", "None", "integration"})
+    if len(others) > 10:
+        return False
+    for values in itertools.product((False, True), repeat=len(others)):
+        marks = {**dict(zip(others, values, strict=True)), "integration": True}
+        try:
+            if expression.evaluate(_marked_with(marks)):
+                return False
+        except Exception:  # noqa: BLE001
+            return False
+    return True
+
+
+def pytest_ignore_collect(collection_path, config):
+    """``-m "not integration"``: tests/integration is not imported at all (its modules cost
+    seconds to import and every test in them would be deselected)."""
+    path = Path(collection_path)
+    if (path == INTEGRATION_DIR or INTEGRATION_DIR in path.parents) and \
+            _deselects_every_integration_test(config.getoption("markexpr", "") or ""):
+        return True
+    return None
+
+
+def pytest_sessionfinish(session):
+    """Hypothesis's plugin imports all of Hypothesis (seconds, assertion-rewritten) just to
+    print its summary; a session that never imported Hypothesis has nothing to summarize."""
+    if "hypothesis" not in sys.modules:
+        plugin = session.config.pluginmanager.get_plugin("hypothesispytest")
+        if plugin is not None:
+            session.config.pluginmanager.unregister(plugin)
 
 
 def pytest_collection_modifyitems(items):
@@ -88,14 +148,31 @@ def _backend(db_url: str) -> str:
     return "sqlite" if db_url.startswith("sqlite") else "postgresql"
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory) -> Path:
+    """One SQLite database migrated to head by ``upgrade``, copied by the tests that need one
+    (never opened by them: each gets its own copy)."""
+    return fast_db.make_template(tmp_path_factory.mktemp("template") / "collector.sqlite3")
+
+
+@pytest.fixture()
+def migrated_sqlite(migrated_sqlite_template, tmp_path):
+    """``migrated_sqlite(name)``: the URL of a new migrated SQLite file in ``tmp_path``."""
+
+    def copy(name: str = "collector.sqlite3") -> str:
+        return fast_db.copy_of(migrated_sqlite_template, tmp_path / name)
+
+    return copy
+
+
 @pytest.fixture(scope="session", params=BACKENDS)
 def db_url(request, tmp_path_factory):
     from collector.db.migrate import upgrade
 
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'collector.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_server").create_database("collector_test")
+    if request.param == "sqlite":  # a copy of the session's migrated template
+        template = request.getfixturevalue("migrated_sqlite_template")
+        return fast_db.copy_of(template, tmp_path_factory.mktemp("db") / "collector.sqlite3")
+    url = request.getfixturevalue("postgres_server").create_database("collector_test")
     upgrade(url)
     return url
 

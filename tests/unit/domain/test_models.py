@@ -1,7 +1,8 @@
 """The models on a freshly migrated SQLite file: canonical ids, lookups, constraints.
 
-Self-contained (no server fixtures): each test migrates its own temporary database with
-``collector.db.migrate.upgrade`` exactly as ``collector db upgrade`` does.
+No server fixtures: each test has its own temporary database, a copy of the session's one
+migrated by ``collector.db.migrate.upgrade`` exactly as ``collector db upgrade`` does
+(conftest's ``migrated_sqlite``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.db.migrate import current, upgrade
+from collector.db.migrate import current
 from collector.errors import (
     InvalidArgument,
     UnknownHostNodeID,
@@ -42,10 +43,8 @@ from collector.models.networks import ipv4_to_i
 
 
 @pytest.fixture()
-def url(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'models.sqlite3'}"
-    upgrade(url)
-    return url
+def url(migrated_sqlite) -> str:
+    return migrated_sqlite("models.sqlite3")
 
 
 @pytest.fixture()

@@ -154,16 +154,14 @@ def test_a_failed_start_is_one_line_on_stderr_and_a_non_zero_exit(tmp_path, argv
     assert done.stderr.startswith("Error: ")
 
 
-def test_sqlite_commits_are_durable_unless_told_otherwise(monkeypatch, tmp_path):
+def test_sqlite_commits_are_durable_unless_told_otherwise(monkeypatch, migrated_sqlite):
     from sqlalchemy import text
 
     from collector.db import dispose_engines, unit_of_work
-    from collector.db.migrate import upgrade
 
     monkeypatch.delenv("COLLECTOR_SQLITE_SYNCHRONOUS", raising=False)
     assert load_settings().sqlite_synchronous == "full"
-    url = f"sqlite:///{tmp_path / 'sync.sqlite3'}"
-    upgrade(url)
+    url = migrated_sqlite("sync.sqlite3")
     for setting, pragma in (("full", 2), ("NORMAL", 1)):
         monkeypatch.setenv("COLLECTOR_SQLITE_SYNCHRONOUS", setting)
         dispose_engines()

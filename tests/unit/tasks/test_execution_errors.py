@@ -80,8 +80,14 @@ def test_a_committed_call_answers_even_when_its_relay_finds_the_broker_down(db_u
     from collector.services.jobs import push as job_push
     from workers.embedded_redis import free_port
 
+    broker_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
     monkeypatch.setenv("COLLECTOR_DATABASE_URL", db_url)
-    monkeypatch.setitem(uow_module.app.conf, "broker_url", f"redis://127.0.0.1:{free_port()}/0")
+    monkeypatch.setitem(uow_module.app.conf, "broker_url", broker_url)
+    # The relay makes every attempt its retry policy allows, without the pauses between them
+    # (1.5 s of sleeping on a port nobody will open).
+    publisher = uow_module.relay.publisher(broker_url)
+    monkeypatch.setitem(publisher.conf, "task_publish_retry_policy", {
+        **publisher.conf.task_publish_retry_policy, "interval_step": 0, "interval_max": 0})
     job_id = run_in_unit_of_work(job_push.push_job, ("hva-handle.hva.down1", "reboot", []))
     with unit_of_work(db_url) as session:
         assert QueuedJob.by_cuuid(session, job_id).state == "pending"

@@ -16,12 +16,10 @@ from workers.demo.world import make
 
 
 @pytest.fixture()
-def sqlite_env(tmp_path, monkeypatch):
+def sqlite_env(migrated_sqlite, monkeypatch):
     from collector.db import dispose_engines
-    from collector.db.migrate import upgrade
 
-    url = f"sqlite:///{tmp_path / 'lost.sqlite3'}"
-    upgrade(url)
+    url = migrated_sqlite("lost.sqlite3")  # a fresh migrated database per test
     monkeypatch.setenv("COLLECTOR_DATABASE_URL", url)
     unit_of_work.forget_settings()
     yield url
