@@ -98,16 +98,18 @@ def db_current() -> None:
 def worker(role: str, concurrency: int | None, pool: str | None, loglevel: str,
            hostname: str | None) -> None:
     """Run a worker for one role (or `all`)."""
-    settings = load_settings()
-    from workers.worker import run_worker, worker_argv
+    from workers.roles import queues_for
 
     try:
-        argv = worker_argv(role, settings, concurrency, pool, loglevel, hostname)
+        queues_for(role)  # before loading the app: a wrong role is refused at once
     except ValueError as exc:
         raise click.ClickException(f"--role: {exc}") from None
+    settings = load_settings()
     if not settings.broker_url:
         raise click.UsageError("set COLLECTOR_BROKER_URL (or use `collector up`)")
-    sys.exit(run_worker(argv))
+    from workers.worker import run_worker, worker_argv
+
+    sys.exit(run_worker(worker_argv(role, settings, concurrency, pool, loglevel, hostname)))
 
 
 @main.command()
