@@ -80,7 +80,7 @@ def make_world(session: Session) -> World:
     """Hosts of a hypervisor only this test uses, the only MAC range and online storage."""
     hv = f"kvm-{secrets.token_hex(3)}"
     session.execute(delete(MacRange))
-    session.add(MacRange(vendor_id=0x525400, range_begin=0x100000, range_end=0x1FFFFF))
+    make.mac_range(session, range_begin=0x100000, range_end=0x1FFFFF)
     session.execute(update(NodeState).where(NodeState.node_id.in_(select(StorageNode.node_id)))
                     .values(state="offline"))
     hosts = [make.host_node(session, hypervisor=hv, offering_cpu_cores=4,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import psycopg
 import pytest
@@ -20,6 +19,7 @@ from collector.db import dispose_engines, unit_of_work
 from collector.ids import new_uuid
 from collector.models import Alarm, DeadLetter, QueuedJob
 from collector.scheduling import teardown
+from tests.support.checks import wait_for
 from tests.support.servers import PostgresServer, start_beat, start_worker
 from workers.agent.client import Collector
 from workers.demo.world import make
@@ -82,22 +82,29 @@ def _terminated_instance_with_cpu_alarm(db_url: str) -> dict:
 
 
 def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except Exception:  # noqa: BLE001 - the database may be down on purpose
-            value = None
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    # An error counts as not yet: the database may be down on purpose.
+    return wait_for(predicate, what, timeout, every=0.2, ignore=(Exception,))
 
 
 def _letters(db_url: str, inst_id: str) -> list[DeadLetter]:
     with unit_of_work(db_url) as session:
         return [d for d in session.scalars(select(DeadLetter).where(
             DeadLetter.task_name == HANDLER).order_by(DeadLetter.id)) if d.args[1] == [inst_id]]
+
+
+def _parked_while_refused(cluster, sqlstate: str) -> tuple[dict, DeadLetter]:
+    """A terminated instance's event, published while alarm updates fail with ``sqlstate``
+    (``_refuse_alarm_updates``): the instance and the one dead letter its handler left."""
+    db_url = cluster["db_url"]
+    inst = _terminated_instance_with_cpu_alarm(db_url)
+    _refuse_alarm_updates(db_url, sqlstate)
+    try:
+        cluster["client"].events.publish("hva/instance_terminated", [inst["id"]],
+                                         sender=inst["node"])
+        [letter] = _wait(lambda: _letters(db_url, inst["id"]), 30, "the dead letter")
+    finally:
+        _accept_alarm_updates(db_url)
+    return inst, letter
 
 
 def _alarm_deleted(db_url: str, alarm_pk: int) -> bool:
@@ -119,14 +126,7 @@ def _cli(cluster, *args: str) -> subprocess.CompletedProcess:
 
 def test_failing_handler_is_retried_then_dead_lettered_then_replayed(cluster):
     db_url = cluster["db_url"]
-    inst = _terminated_instance_with_cpu_alarm(db_url)
-    _refuse_alarm_updates(db_url, "40001")  # serialization failure: transient
-    try:
-        cluster["client"].events.publish("hva/instance_terminated", [inst["id"]],
-                                         sender=inst["node"])
-        [letter] = _wait(lambda: _letters(db_url, inst["id"]), 30, "the dead letter")
-    finally:
-        _accept_alarm_updates(db_url)
+    inst, letter = _parked_while_refused(cluster, "40001")  # serialization failure: transient
     assert (letter.source, letter.error_type, letter.attempts) == ("task", "TransientError", 3)
     assert letter.queue == "events.alarm-collector" and letter.replayed_at is None
     log = cluster["worker"].log_text()
@@ -150,14 +150,7 @@ def test_failing_handler_is_retried_then_dead_lettered_then_replayed(cluster):
 
 def test_handler_error_that_is_not_transient_is_parked_at_once(cluster):
     db_url = cluster["db_url"]
-    inst = _terminated_instance_with_cpu_alarm(db_url)
-    _refuse_alarm_updates(db_url, "P0001")  # a plain error: retrying would not help
-    try:
-        cluster["client"].events.publish("hva/instance_terminated", [inst["id"]],
-                                         sender=inst["node"])
-        [letter] = _wait(lambda: _letters(db_url, inst["id"]), 30, "the dead letter")
-    finally:
-        _accept_alarm_updates(db_url)
+    inst, letter = _parked_while_refused(cluster, "P0001")  # a plain error: retrying won't help
     assert (letter.error_type, letter.attempts) == ("InternalError", 1)
     # The message is plain (no SQL, no driver text); the details are in the worker's log
     # under the reference it gives.

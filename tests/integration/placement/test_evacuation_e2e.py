@@ -11,15 +11,8 @@ once; its non-HA running instance is ``halted``; the host stays out of placement
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from typing import Any
 
 import pytest
-import redis
 from celery import Celery
 from sqlalchemy import func, select
 
@@ -27,9 +20,9 @@ from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import HostNode, Instance, NodeState, OutboxMessage, QueuedJob
 from collector.scheduling import capacity
-from tests.support.servers import start_agent, start_worker
-from workers.agent.client import Collector, RpcError
-from workers.demo.world import placement
+from tests.support.checks import wait_for
+from tests.support.placement_cluster import cli, placement_cluster
+from tests.support.rpc import rpc_error
 
 pytestmark = pytest.mark.integration
 
@@ -40,51 +33,15 @@ BOOTS = ("run_local_store", "run_vol_store", "wait_volumes_available")
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server, redis_server, tmp_path_factory):
-    from collector.db.migrate import upgrade
-
-    url = postgres_server.create_database(f"evac_{new_uuid()}")
-    upgrade(url)
-    broker = f"{redis_server.url}/{REDIS_DB}"
-    conn = redis.Redis.from_url(broker)
-    conn.flushdb()
     conf = tmp_path_factory.mktemp("evac") / "scheduler.toml"
     conf.write_text("evacuate_on_node_offline = true\n")
     env = {"COLLECTOR_SCHEDULER_CONFIG": str(conf),
            "COLLECTOR_NODE_TIMEOUT_SEC": str(TIMEOUT_SEC),
            "COLLECTOR_NODE_OFFLINE_SEC": str(OFFLINE_SEC)}
-    world = _seed(url)
-    processes = [start_worker(url, broker, extra_args=("--concurrency", "4"), env=env)]
-    agents = {}
-    try:
-        for node in (*world["hosts"].values(), world["storage_node"]):
-            agents[node] = start_agent(node, broker, env=processes[0].env)
-            processes.append(agents[node])
-        client = Collector(broker, timeout=30)
-        yield {**world, "db_url": url, "broker": broker, "redis": conn, "client": client,
-               "api": client.rpc("api"), "agents": agents, "env": processes[0].env}
-        client.close()
-    finally:
-        for process in processes:
-            process.stop()
-
-
-def _seed(url: str) -> dict[str, Any]:
-    with unit_of_work(url) as session:
-        return placement.build(
-            session, [placement.HostSize(8, 16384, 200 * 1024)] * 3, node_prefix="v",
-            storage=True, cidr="10.70.0.0/24", mac_vendor=placement.random_local_mac_vendor(),
-            san_image=True).ids()
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 60) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.3)
+    with placement_cluster(postgres_server.create_database(f"evac_{new_uuid()}"),
+                           f"{redis_server.url}/{REDIS_DB}", 3, node_prefix="v",
+                           cidr="10.70.0.0/24", env=env) as c:
+        yield c
 
 
 def states(c: dict, ids: list[str]) -> dict[str, tuple[str, str | None]]:
@@ -141,9 +98,8 @@ def test_bad_input_to_the_evacuation_tasks_is_typed_and_writes_nothing(cluster):
     c = cluster
     for endpoint, method, args, error_type in BAD_CALLS:
         before = counts(c)
-        with pytest.raises(RpcError) as info:
-            c["client"].call(endpoint, method, *args)
-        assert (method, args, info.value.error_type) == (method, args, error_type)
+        error = rpc_error(c["client"], endpoint, method, *args)
+        assert (method, args, error.error_type) == (method, args, error_type)
         assert counts(c) == before
     events = Celery(broker=c["broker"], backend=c["broker"])
     for args in (["node_collector/offline", "hva.x", "collector.master"],
@@ -225,9 +181,7 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
 
     # An operator's evacuation of the same host (the CLI, api.evacuate_host) finds nothing
     # left to move and leaves the host as it was: out of placement.
-    ran = subprocess.run([sys.executable, "-m", "workers.cli", "host", "evacuate", source],
-                         env={**os.environ, **c["env"]}, capture_output=True, text=True,
-                         timeout=90)
+    ran = cli(c, "host", "evacuate", source)
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.strip().endswith(f"{source}: 0 re-placed, 0 failed, 0 halted")
     with unit_of_work(c["db_url"], readonly=True) as session:
@@ -235,9 +189,7 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
 
     # The operator takes the host back once it is mended (and can drain it again).
     for command, flag in (("enable", True), ("disable", False), ("enable", True)):
-        ran = subprocess.run([sys.executable, "-m", "workers.cli", "host", command, source],
-                             env={**os.environ, **c["env"]}, capture_output=True, text=True,
-                             timeout=90)
+        ran = cli(c, "host", command, source)
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout.strip() == (f"{source} ({source_node}): placements "
                                       f"{'enabled' if flag else 'disabled'}")

@@ -11,7 +11,6 @@ layer does):
 
 from __future__ import annotations
 
-import multiprocessing
 import secrets
 from pathlib import Path
 
@@ -20,24 +19,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from collector.db import unit_of_work
-from collector.ids import new_uuid
 from collector.models import LOCAL, HostNode, Instance, NodeState
 from collector.scheduling import capacity
+from tests.support.placement_cluster import run_at_once
 from workers.demo.world import make, placement
 
 pytestmark = pytest.mark.integration
 
 TARGETS, SLOTS, HA, NEW = 5, 10, 30, 40
 GiB = 1 << 30
-
-
-@pytest.fixture()
-def race_db(postgres_server):
-    from collector.db.migrate import upgrade
-
-    url = postgres_server.create_database(f"evrace_{new_uuid()}")
-    upgrade(url)
-    return url
 
 
 def _seed(url: str, ha: int, new: int) -> tuple[str, str, list[str]]:
@@ -94,24 +84,10 @@ def _on_offline(url: str, config_path: str, node_id: str, start: object,
                                    "collector.master")))
 
 
-def _run(targets: list[tuple]) -> list[tuple]:
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
-    processes = [context.Process(target=fn, args=(*args, start, results))
-                 for fn, *args in targets]
-    for process in processes:
-        process.start()
-    start.set()
-    collected = [results.get(timeout=300) for _ in processes]
-    for process in processes:
-        process.join(30)
-    return collected
-
-
 def test_evacuation_racing_new_placements_never_over_commits(race_db):
     source, _, new_ids = _seed(race_db, HA, NEW)
-    collected = _run([(_evacuate, race_db, source), (_evacuate, race_db, source),
-                      *((_place, race_db, new_ids[n::3]) for n in range(3))])
+    collected = run_at_once([(_evacuate, race_db, source), (_evacuate, race_db, source),
+                             *((_place, race_db, new_ids[n::3]) for n in range(3))])
     scheduled = [i for kind, r in collected if kind == "evacuate" for i in r["scheduled"]]
     placed = [o for kind, r in collected if kind == "place" for o in r]
     assert len(scheduled) == len(set(scheduled))  # no instance moved twice
@@ -141,7 +117,7 @@ def test_one_offline_event_handled_by_three_workers_evacuates_once(race_db, tmp_
     source, node_id, _ = _seed(race_db, 12, 0)
     conf = Path(tmp_path / "scheduler.toml")
     conf.write_text("evacuate_on_node_offline = true\n")
-    collected = _run([(_on_offline, race_db, str(conf), node_id) for _ in range(3)])
+    collected = run_at_once([(_on_offline, race_db, str(conf), node_id) for _ in range(3)])
     answers = [r for _, r in collected]
     acted = [a for a in answers if "scheduled" in a]
     assert len(acted) == 1 and len(acted[0]["scheduled"]) == 12

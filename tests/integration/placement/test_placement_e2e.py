@@ -11,15 +11,10 @@ range; a local-boot and a SAN-boot image.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import func, select
 
 from collector.db import outbox, unit_of_work
@@ -36,59 +31,27 @@ from collector.models import (
 )
 from collector.models.outbox import OutboxMessage
 from tasks import relay
-from tests.support.servers import start_agent, start_worker
-from workers.agent.client import Collector, RpcError
-from workers.demo.world import make, placement
+from tests.support.checks import wait_for
+from tests.support.placement_cluster import cli, placement_cluster
+from tests.support.rpc import rpc_error
+from workers.demo.world import make
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = {"sqlite": 10, "postgresql": 11}
+WAIT_SEC = 45  # for an instance's state, a job, a claim freed
 
 
 @pytest.fixture(scope="module")
 def cluster(request, db_url, redis_server, tmp_path_factory):
-    from collector.db.migrate import upgrade
-
     backend = "sqlite" if db_url.startswith("sqlite") else "postgresql"
     if backend == "sqlite":
         url = f"sqlite:///{tmp_path_factory.mktemp('e2e') / 'placement.sqlite3'}"
     else:
         url = request.getfixturevalue("postgres_server").create_database(f"e2e_{new_uuid()}")
-    upgrade(url)
-    broker = f"{redis_server.url}/{REDIS_DB[backend]}"
-    conn = redis.Redis.from_url(broker)
-    conn.flushdb()
-    world = _seed(url)
-    processes = [start_worker(url, broker, extra_args=("--concurrency", "4"))]
-    try:
-        for node in (*world["hosts"].values(), world["storage_node"]):
-            processes.append(start_agent(node, broker, env=processes[0].env))
-        client = Collector(broker, timeout=30)
-        yield {**world, "db_url": url, "broker": broker, "redis": conn, "client": client,
-               "api": client.rpc("api"), "env": processes[0].env}
-        client.close()
-    finally:
-        for process in processes:
-            process.stop()
-
-
-def _seed(url: str) -> dict[str, Any]:
-    with unit_of_work(url) as session:
-        return placement.build(
-            session, [placement.HostSize(8, 16384, 200 * 1024)] * 2, node_prefix="e",
-            storage=True, cidr="10.20.0.0/24", mac_vendor=placement.random_local_mac_vendor(),
-            san_image=True).ids()
-
-
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 45) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+    with placement_cluster(url, f"{redis_server.url}/{REDIS_DB[backend]}", 2, node_prefix="e",
+                           cidr="10.20.0.0/24") as c:
+        yield c
 
 
 def request(c: dict, **params: Any) -> dict[str, Any]:
@@ -100,7 +63,7 @@ def show(c: dict, instance_id: str) -> dict[str, Any]:
     return c["api"].show_instance(instance_id)
 
 
-def wait_state(c: dict, instance_id: str, state: str, timeout: float = 45) -> dict[str, Any]:
+def wait_state(c: dict, instance_id: str, state: str, timeout: float = WAIT_SEC) -> dict[str, Any]:
     seen: list[str] = []
 
     def reached() -> dict | None:
@@ -218,9 +181,8 @@ def test_bad_input_to_every_api_and_scheduler_task_is_typed_and_writes_nothing(c
     for endpoint, method, make_args, error_type in BAD_CALLS:
         args = make_args(c)
         before = counts(c)
-        with pytest.raises(RpcError) as info:
-            c["client"].call(endpoint, method, *args)
-        assert (method, info.value.error_type) == (method, error_type), info.value.message
+        error = rpc_error(c["client"], endpoint, method, *args)
+        assert (method, error.error_type) == (method, error_type), error.message
         assert counts(c) == before, f"{endpoint}.{method}{tuple(args)} wrote something"
 
 
@@ -240,7 +202,8 @@ def test_an_instance_is_placed_and_booted_by_its_hosts_agent(cluster):
 
     # The agent reports the instance running before it reports the job finished.
     jobs = wait_for(lambda: (js := {j.job_name: j for j in jobs_of(c, doc["id"])}) and all(
-        j.state == "finished" for j in js.values()) and js, "the instance's jobs finished")
+        j.state == "finished" for j in js.values()) and js, "the instance's jobs finished",
+        WAIT_SEC)
     placement, boot = jobs["schedule_instance"], jobs["run_local_store"]
     assert (placement.queue_name, placement.state, placement.finish_status) == (
         "scheduler", "finished", "success")
@@ -296,7 +259,8 @@ def test_stop_frees_the_host_and_start_places_it_again(cluster):
     c["api"].terminate_instance(doc["id"])
     doc = wait_state(c, doc["id"], "terminated")
     assert {v["state"] for v in doc["volume"]} <= {"deleting", "deleted"}
-    wait_for(lambda: host_used(c) == before, "the host claim freed by the termination")
+    wait_for(lambda: host_used(c) == before, "the host claim freed by the termination",
+             WAIT_SEC)
 
 
 def test_a_repeated_schedule_instance_job_changes_nothing(cluster):
@@ -311,7 +275,7 @@ def test_a_repeated_schedule_instance_job_changes_nothing(cluster):
         row_id = session.scalars(select(OutboxMessage.id).where(
             OutboxMessage.task_id == job_id)).one()
     assert relay.publish_rows(relay.publisher(c["broker"]), [row_id], db_url=c["db_url"]) == 1
-    job = wait_for(lambda: finished(c, job_id), "the repeated job finished")
+    job = wait_for(lambda: finished(c, job_id), "the repeated job finished", WAIT_SEC)
     assert job.finish_status == "success"
     # And called directly: the answer says why nothing happened.
     answer = c["client"].call("scheduler", "schedule_instance", doc["id"])
@@ -350,12 +314,11 @@ def test_a_caller_of_a_failing_placement_task_gets_the_typed_error(cluster):
     c = cluster
     with unit_of_work(c["db_url"]) as session:  # waiting for placement, no job sent yet
         inst = make.instance(session, state="scheduling", cpu_cores=10).canonical_uuid
-    with pytest.raises(RpcError) as info:
-        c["client"].call("scheduler", "schedule_instance", inst)
-    assert info.value.error_type == "InsufficientCapacity"
+    error = rpc_error(c["client"], "scheduler", "schedule_instance", inst)
+    assert error.error_type == "InsufficientCapacity"
     doc = show(c, inst)  # the failure was committed before the task failed
     assert doc["state"] == "terminated"
-    assert doc["placement_error"] == f"InsufficientCapacity: {info.value.message}"
+    assert doc["placement_error"] == f"InsufficientCapacity: {error.message}"
 
 
 def test_a_failed_start_leaves_the_instance_stopped_with_the_reason(cluster):
@@ -384,7 +347,7 @@ def test_volumes_are_placed_or_created_on_the_named_storage_node(cluster):
     assert (placed["state"], named["state"]) == ("scheduling", "pending")
     for vol in (placed, named):
         doc = wait_for(lambda v=vol: (d := c["api"].show_volume(v["id"]))["state"]
-                       == "available" and d, f"{vol['id']} available")
+                       == "available" and d, f"{vol['id']} available", WAIT_SEC)
         assert (doc["storage_node"], doc["volume_type"]) == (c["storage_id"], "iscsi")
     names = [j.job_name for j in jobs_of(c, placed["id"])]
     assert names == ["schedule_volume", "create_volume"]
@@ -397,12 +360,6 @@ def test_volumes_are_placed_or_created_on_the_named_storage_node(cluster):
 
 
 # --- the CLI ----------------------------------------------------------------------------------
-
-def cli(c: dict, *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
-    env = {**os.environ, **c["env"], "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}
-    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
 
 def test_the_cli_runs_stops_and_terminates_an_instance(cluster):
     c = cluster

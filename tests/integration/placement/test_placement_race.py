@@ -11,7 +11,6 @@ full (PostgreSQL aborts one; it is retried whole, as the task layer retries in p
 
 from __future__ import annotations
 
-import multiprocessing
 import random
 import time
 
@@ -22,7 +21,6 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from collector.db import unit_of_work
-from collector.ids import new_uuid
 from collector.models import (
     HostNode,
     Instance,
@@ -32,21 +30,13 @@ from collector.models import (
     NetworkVifIpLease,
 )
 from collector.scheduling import capacity
+from tests.support.placement_cluster import run_at_once
 from tests.support.servers import start_worker
 from workers.demo.world import placement
 
 pytestmark = pytest.mark.integration
 
 HOSTS, SLOTS_PER_HOST, INSTANCES, PROCESSES = 10, 15, 200, 4
-
-
-@pytest.fixture()
-def race_db(postgres_server):
-    from collector.db.migrate import upgrade
-
-    url = postgres_server.create_database(f"race_{new_uuid()}")
-    upgrade(url)
-    return url
 
 
 def _seed(url: str) -> list[str]:
@@ -57,8 +47,8 @@ def _seed(url: str) -> list[str]:
         return world.awaiting_placement(session, INSTANCES)
 
 
-def _place_all(url: str, instance_ids: list[str], start: object, results: object,
-               batch_size: int = 1) -> None:
+def _place_all(url: str, batch_size: int, instance_ids: list[str], start: object,
+               results: object) -> None:
     """One scheduler process: its own engine, one transaction per job, or per batch of
     ``batch_size`` (``schedule_instances``); retried after a short random pause on a
     transient database error (two batches may deadlock on each other's hosts), as
@@ -116,17 +106,8 @@ def _check_world(url: str) -> dict[str, int]:
 @pytest.mark.parametrize("batch_size", [1, 16], ids=["one_per_transaction", "batches"])
 def test_concurrent_processes_never_over_commit(race_db, batch_size):
     ids = _seed(race_db)
-    context = multiprocessing.get_context("spawn")
-    start, results = context.Event(), context.Queue()
-    processes = [context.Process(target=_place_all, args=(race_db, ids[n::PROCESSES], start,
-                                                          results, batch_size))
-                 for n in range(PROCESSES)]
-    for process in processes:
-        process.start()
-    start.set()
-    collected = [results.get(timeout=300) for _ in processes]
-    for process in processes:
-        process.join(30)
+    collected = run_at_once([(_place_all, race_db, batch_size, ids[n::PROCESSES])
+                             for n in range(PROCESSES)])
     outcomes = [o for chunk, _ in collected for o in chunk]
     print(f"transient database errors retried: {sum(r for _, r in collected)}")
     assert len(outcomes) == INSTANCES

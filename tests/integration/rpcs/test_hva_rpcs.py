@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from collector.db import unit_of_work
+from tests.support.rpc import method_tests, rpc_error
 from workers.agent.client import RpcError
 from workers.demo.world import make
 
@@ -115,18 +116,7 @@ BAD = [(method, args) for method, args in [
 ]]
 
 
-@pytest.mark.parametrize("method, args, check", HAPPY, ids=[c[0] for c in HAPPY])
-def test_happy_path(collector_client, world, method, args, check):
-    result = collector_client.call("hva-collector", method, *args(world))
-    assert check(result, world, lambda method, *a: collector_client.call(
-        *(method.split(".", 1) if "." in method else ("hva-collector", method)), *a))
-
-
-@pytest.mark.parametrize("method, args, error", UNKNOWN, ids=[c[0] for c in UNKNOWN])
-def test_unknown_id(collector_client, method, args, error):
-    with pytest.raises(RpcError) as info:
-        collector_client.call("hva-collector", method, *args)
-    assert info.value.error_type == error
+test_happy_path, test_unknown_id = method_tests("hva-collector", HAPPY, UNKNOWN)
 
 
 @pytest.mark.parametrize("method, args", NULL_WHEN_UNKNOWN, ids=[c[0] for c in NULL_WHEN_UNKNOWN])
@@ -136,9 +126,8 @@ def test_netfilter_lookups_of_unknown_ids_answer_null(collector_client, method, 
 
 @pytest.mark.parametrize("method, args", BAD, ids=[c[0] for c in BAD])
 def test_bad_argument(collector_client, method, args):
-    with pytest.raises(RpcError) as info:
-        collector_client.call("hva-collector", method, *args)
-    assert info.value.error_type == "InvalidArgument"
+    assert rpc_error(collector_client, "hva-collector", method, *args).error_type == \
+        "InvalidArgument"
 
 
 def test_switch_instance_host_node(collector_client, worker):

@@ -7,6 +7,7 @@ import pytest
 from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import ISCSI
+from tests.support.rpc import method_tests, rpc_error
 from workers.agent.client import RpcError
 from workers.demo.world import make
 
@@ -98,26 +99,15 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("method, args, check", HAPPY, ids=[c[0] for c in HAPPY])
-def test_happy_path(collector_client, world, method, args, check):
-    result = collector_client.call("sta-collector", method, *args(world))
-    assert check(result, world, lambda *a: collector_client.call("sta-collector", *a))
-
-
-@pytest.mark.parametrize("method, args, error", UNKNOWN, ids=[c[0] for c in UNKNOWN])
-def test_unknown_id(collector_client, method, args, error):
-    with pytest.raises(RpcError) as info:
-        collector_client.call("sta-collector", method, *args)
-    assert info.value.error_type == error
+test_happy_path, test_unknown_id = method_tests("sta-collector", HAPPY, UNKNOWN)
 
 
 @pytest.mark.parametrize("method, args", BAD, ids=[c[0] for c in BAD])
 def test_bad_argument(collector_client, world, method, args):
     args = [world[{"VOL": "vol", "SNAP": "snap", "BO": "bo", "IMAGE": "image"}[a]]
             if a in ("VOL", "SNAP", "BO", "IMAGE") else a for a in args]
-    with pytest.raises(RpcError) as info:
-        collector_client.call("sta-collector", method, *args)
-    assert info.value.error_type == "InvalidArgument"
+    assert rpc_error(collector_client, "sta-collector", method, *args).error_type == \
+        "InvalidArgument"
 
 
 def test_out_of_order_volume_update_is_refused_through_the_worker(collector_client, world):

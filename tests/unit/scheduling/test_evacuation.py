@@ -25,6 +25,7 @@ from collector.scheduling import capacity, evacuation
 from collector.scheduling import placement_config as config
 from collector.scheduling.candidates import MB
 from collector.services.api import hosts as api_hosts
+from tests.support.checks import raises_each
 from workers.demo.world import make
 
 GB = 1024 * MB
@@ -224,12 +225,9 @@ def test_a_repeat_touches_nothing_already_moved(session, world):
 
 
 def test_unknown_or_malformed_hosts_are_typed_and_write_nothing(session):
-    with pytest.raises(UnknownHostNodeID):
-        evacuation.evacuate_from(session, "hn-zzzzzzzz")
-    with pytest.raises(InvalidArgument):
-        evacuation.evacuate_from(session, "i-zzzzzzzz")
-    with pytest.raises(UnknownHostNodeID):
-        api_hosts.evacuate_host(session, "hn-zzzzzzzz")
+    raises_each(session, [(UnknownHostNodeID, evacuation.evacuate_from, "hn-zzzzzzzz"),
+                          (InvalidArgument, evacuation.evacuate_from, "i-zzzzzzzz"),
+                          (UnknownHostNodeID, api_hosts.evacuate_host, "hn-zzzzzzzz")])
 
 
 def test_the_api_evacuates_and_restores_the_flag(session, world):

@@ -35,6 +35,7 @@ from collector.models import (
 from collector.scheduling import handlers, placement
 from collector.scheduling import placement_config as config
 from collector.scheduling import vifs as network
+from tests.support.checks import raises_each
 from tests.support.scheduling import (
     GB,
     alive_addresses,
@@ -148,10 +149,7 @@ def test_after_a_late_failure_the_relay_finds_nothing_to_send(db_url):
         make.host_node(session, hypervisor=hv)
         net = make.network(session, f"10.{secrets.randbelow(200)}.9.0/24")
         session.execute(delete(DhcpRange).where(DhcpRange.network_id == net.id))
-        inst = make.instance(session, state="scheduling", hypervisor=hv,
-                                    request_params={"vifs": {"eth0": {
-                                        "network": net.canonical_uuid}}})
-        cuuid = inst.canonical_uuid
+        [cuuid] = make.awaiting_placement(session, 1, make.image(session), net, hypervisor=hv)
     with UnitOfWork(db_url) as uow:
         result = handlers.schedule_instance(uow.session, cuuid)
     handed = uow.outbox_ids  # what the task layer hands the relay after the commit
@@ -306,14 +304,10 @@ def test_no_storage_online_is_no_matching_storage_node(session, world):
 
 
 def test_unknown_or_malformed_ids_raise_their_typed_errors(session):
-    with pytest.raises(UnknownInstanceID):
-        handlers.schedule_instance(session, "i-zzzzzzzz")
-    with pytest.raises(UnknownInstanceID):
-        handlers.schedule_start_instance(session, "i-zzzzzzzz")
-    with pytest.raises(UnknownVolumeID):
-        handlers.schedule_volume(session, "vol-zzzzzzzz")
-    with pytest.raises(InvalidArgument):
-        handlers.schedule_instance(session, "vol-zzzzzzzz")
+    raises_each(session, [(UnknownInstanceID, handlers.schedule_instance, "i-zzzzzzzz"),
+                          (UnknownInstanceID, handlers.schedule_start_instance, "i-zzzzzzzz"),
+                          (UnknownVolumeID, handlers.schedule_volume, "vol-zzzzzzzz"),
+                          (InvalidArgument, handlers.schedule_instance, "vol-zzzzzzzz")])
 
 
 def test_the_configured_strategy_places(session, world, tmp_path):

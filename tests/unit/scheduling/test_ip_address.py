@@ -7,16 +7,7 @@ import itertools
 import pytest
 from sqlalchemy import delete, func, select
 
-from collector.errors import (
-    DuplicateIPAddress,
-    InvalidArgument,
-    InvalidIPAddress,
-    IPAddressNotInSegment,
-    IpNotInDhcpRange,
-    NetworkSchedulingError,
-    OutOfIpRange,
-    ReservedIPAddress,
-)
+from collector import errors
 from collector.models import DhcpRange, IpLease, Network
 from collector.models.networks import ipv4_to_i
 from collector.scheduling import placement
@@ -85,7 +76,7 @@ def test_reserved_addresses_inside_a_range_are_skipped_without_being_written(ses
 def test_the_broadcast_address_is_reserved_too(session):
     net = make_net(session, [(253, 255)])
     assert allocs(session, net, 2) == [253, 254]
-    with pytest.raises(OutOfIpRange):
+    with pytest.raises(errors.OutOfIpRange):
         alloc(session, net)
 
 
@@ -100,7 +91,7 @@ def test_each_allocation_takes_the_next_free_address_after_the_cursor(session):
 def test_a_full_range_passes_on_to_the_next_range(session):
     net = make_net(session, [(20, 21), (10, 11)])
     assert allocs(session, net, 4) == [10, 11, 20, 21]
-    with pytest.raises(OutOfIpRange, match=r"segment: 10\.\d+\.\d+\.0/24"):
+    with pytest.raises(errors.OutOfIpRange, match=r"segment: 10\.\d+\.\d+\.0/24"):
         alloc(session, net)
 
 
@@ -110,7 +101,7 @@ def test_wraparound_hands_out_released_addresses_in_address_order(session):
     release(session, net, 12)
     release(session, net, 10)
     assert allocs(session, net, 2) == [10, 12]
-    with pytest.raises(OutOfIpRange):
+    with pytest.raises(errors.OutOfIpRange):
         alloc(session, net)
 
 
@@ -134,7 +125,7 @@ def test_dhcp_ranges_replaced_between_allocations(session):
 
 def test_no_dhcp_range_is_out_of_ip_range(session):
     net = make_net(session, [])
-    with pytest.raises(OutOfIpRange, match="Run out of dynamic IP addresses"):
+    with pytest.raises(errors.OutOfIpRange, match="Run out of dynamic IP addresses"):
         alloc(session, net)
 
 
@@ -144,7 +135,7 @@ def test_desc_hands_out_downward_from_the_top_then_wraps(session):
     release(session, net, 21)
     assert allocs(session, net, 2) == [11, 10]
     assert alloc(session, net) == 21  # wrapped: above the cursor, highest first
-    with pytest.raises(OutOfIpRange):
+    with pytest.raises(errors.OutOfIpRange):
         alloc(session, net)
 
 
@@ -155,7 +146,7 @@ def test_desc_skips_the_broadcast_address(session):
 
 def test_an_unsupported_assignment_is_refused(session):
     net = make_net(session, [(10, 20)], ip_assignment="random")
-    with pytest.raises(NetworkSchedulingError, match="Unsupported IP address assignment"):
+    with pytest.raises(errors.NetworkSchedulingError, match="Unsupported IP address assignment"):
         alloc(session, net)
 
 
@@ -167,11 +158,11 @@ def test_each_network_has_its_own_cursor(session):
 
 def test_wrong_argument_types_are_invalid_argument(session):
     net = make_net(session, [(10, 20)])
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         placement.lease_ip(session, "nw-demo1")
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         placement.lease_ip(session, net, vif="vif-1")
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(errors.InvalidArgument):
         placement.lease_ip(session, net, requested=167772170)
     assert placement.lease_ip(session, net).ipv4 & 0xFF == 10
 
@@ -196,20 +187,20 @@ def test_first_free_finds_the_gap_after_a_long_leased_run(session):
 def test_manual_address_checks_in_order(session):
     net = make_net(session, [(1, 100)])
     p = net.test_prefix
-    with pytest.raises(InvalidIPAddress):
+    with pytest.raises(errors.InvalidIPAddress):
         ip_address.check_manual_ip(session, net, "10.0.0.300")
-    with pytest.raises(InvalidIPAddress):
+    with pytest.raises(errors.InvalidIPAddress):
         ip_address.check_manual_ip(session, net, None)
-    with pytest.raises(IPAddressNotInSegment):
+    with pytest.raises(errors.IPAddressNotInSegment):
         ip_address.check_manual_ip(session, net, "192.0.2.5")
-    with pytest.raises(IpNotInDhcpRange):
+    with pytest.raises(errors.IpNotInDhcpRange):
         ip_address.check_manual_ip(session, net, f"{p}.150")
-    with pytest.raises(ReservedIPAddress):  # the gateway: the original handed it out (S17)
+    with pytest.raises(errors.ReservedIPAddress):  # the gateway: the original handed it out (S17)
         ip_address.check_manual_ip(session, net, f"{p}.1")
     ip_address.lease_manual_ip(session, net, None, f"{p}.50")
-    with pytest.raises(DuplicateIPAddress):
+    with pytest.raises(errors.DuplicateIPAddress):
         ip_address.check_manual_ip(session, net, f"{p}.50")
-    with pytest.raises(DuplicateIPAddress):
+    with pytest.raises(errors.DuplicateIPAddress):
         ip_address.lease_manual_ip(session, net, None, f"{p}.50")
 
 
@@ -223,6 +214,6 @@ def test_the_same_manual_address_is_free_in_another_network(session):
 def test_specify_ip_strategy_needs_a_requested_address(session):
     net = make_net(session, [(10, 20)])
     strategy = ip_address.SpecifyIP()
-    with pytest.raises(NetworkSchedulingError, match="SpecifyIP"):
+    with pytest.raises(errors.NetworkSchedulingError, match="SpecifyIP"):
         strategy.allocate(session, net, None)
     assert strategy.allocate(session, net, None, f"{net.test_prefix}.15").ipv4 & 0xFF == 15

@@ -184,10 +184,7 @@ def test_by_host_node_group_ranges_first_matching_pair_in_configured_order_then_
 @pytest.fixture()
 def macs(session):
     session.execute(delete(MacRange))
-    row = MacRange(vendor_id=0x525400, range_begin=1, range_end=0xFFFF)
-    session.add(row)
-    session.flush()
-    return row
+    return make.mac_range(session, range_end=0xFFFF)
 
 
 def instance(session, vifs, host=None, **params):
@@ -303,13 +300,9 @@ def test_an_unknown_network_group_is_typed(session, macs):
 
 
 def mac_ranges(session, *names_and_begin):
-    rows = {}
-    for name, begin in names_and_begin:
-        rows[name] = MacRange(uuid=name, vendor_id=0x525400, range_begin=begin,
-                              range_end=begin + 1)
-        session.add(rows[name])
-    session.flush()
-    return {name: row.canonical_uuid for name, row in rows.items()}
+    """A two-address range ``mr-<name>`` from each ``begin``: name -> its id."""
+    return {name: make.mac_range(session, range_begin=begin, range_end=begin + 1,
+                                 uuid=name).canonical_uuid for name, begin in names_and_begin}
 
 
 def device(vif):

@@ -9,7 +9,7 @@ import secrets
 import pytest
 from sqlalchemy import delete, select
 
-from collector.models import LOCAL, MacRange, NetworkVifIpLease, Volume
+from collector.models import Instance, MacRange, NetworkVifIpLease
 from collector.models.networks import ipv4_to_s
 from collector.scheduling import handlers
 from collector.scheduling import placement_config as config
@@ -52,8 +52,7 @@ def demo(session):
     """The sample's rows: nw-demo1..3, mr-demomacs, mr-range1, hng-shhost with one host."""
     session.execute(delete(MacRange))
     for name, begin in (("demomacs", 0x100), ("range1", 0x200)):
-        session.add(MacRange(uuid=name, vendor_id=0x525400, range_begin=begin,
-                             range_end=begin + 0xFF))
+        make.mac_range(session, range_begin=begin, range_end=begin + 0xFF, uuid=name)
     nets = {n: make.network(session, f"10.{90 + n}.0.0/24", uuid=f"demo{n}")
             for n in (1, 2, 3)}
     hv = f"kvm-{secrets.token_hex(3)}"
@@ -66,14 +65,10 @@ def demo(session):
 
 
 def scheduling(session, demo, **params):
-    inst = make.instance(session, state="scheduling", status="init",
-                                hypervisor=demo["hv"], cpu_cores=1, memory_size=1024,
-                                service_type="std", request_params=params)
-    session.add(Volume(size=1 << 30, state="scheduling", volume_type=LOCAL, instance_id=inst.id,
-                       account_id=inst.account_id))
-    session.flush()
-    session.expire(inst)
-    return inst
+    """A std instance waiting for placement (1 core, 1 GB, a 1 GiB local disk)."""
+    [cuuid] = make.awaiting_placement(session, 1, make.image(session), hypervisor=demo["hv"],
+                                      service_type="std", request_params=params)
+    return Instance.by_cuuid(session, cuuid)
 
 
 def addresses(session, vif):

@@ -27,17 +27,7 @@ VENDOR = 0x00AB00  # a leading zero nibble: the original printed 11 digits here 
 def mac_range(session):
     """Only this test's MAC ranges exist (inside the test's transaction)."""
     session.execute(delete(MacRange))
-    row = MacRange(vendor_id=VENDOR, range_begin=1, range_end=0xFFFF)
-    session.add(row)
-    session.flush()
-    return row
-
-
-def add_range(session, begin, end, vendor=VENDOR):
-    row = MacRange(vendor_id=vendor, range_begin=begin, range_end=end)
-    session.add(row)
-    session.flush()
-    return row
+    return make.mac_range(session, VENDOR, range_end=0xFFFF)
 
 
 def mac(device, vendor=VENDOR):
@@ -64,8 +54,8 @@ def test_default_mac_is_twelve_zero_padded_hex_digits(session, mac_range):
 
 def test_default_scans_ranges_by_id_and_hands_out_both_ends(session):
     session.execute(delete(MacRange))
-    add_range(session, 5, 6)
-    add_range(session, 0, 1)
+    make.mac_range(session, VENDOR, 5, 6)
+    make.mac_range(session, VENDOR, 0, 1)
     got = [mac_address.allocate_from_ranges(session) & 0xFFFFFF for _ in range(4)]
     assert got == [5, 6, 0, 1]  # the original never gave the last one of a range (S18)
     with pytest.raises(OutOfMacRange, match="No available MAC addresses left"):
@@ -80,7 +70,7 @@ def test_no_mac_range_is_out_of_mac_range(session):
 
 def test_mac_leases_inside_the_range_are_skipped_and_freed_ones_reused_at_the_top(session):
     session.execute(delete(MacRange))
-    add_range(session, 1, 4)
+    make.mac_range(session, VENDOR, 1, 4)
     session.add(MacLease(mac_addr=mac(2)))
     session.flush()
     assert [mac_address.allocate_from_ranges(session) & 0xFF for _ in range(2)] == [3, 4]

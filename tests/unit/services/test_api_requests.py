@@ -23,7 +23,6 @@ from collector.models import (
     Image,
     Instance,
     IpLease,
-    MacRange,
     Network,
     NodeState,
     QueuedJob,
@@ -66,7 +65,7 @@ def w(s) -> World:
     image = make.image(s)
     net = make.network(s, "10.0.0.0/24")
     nat = make.network(s, "192.0.2.0/24")
-    s.add(MacRange(vendor_id=VENDOR, range_begin=0x100000, range_end=0x10ffff))
+    make.mac_range(s, VENDOR, 0x100000, 0x10ffff)
     storage = make.storage_node(s)
     storage.offering_disk_space_mb = 100 * 1024
     s.flush()

@@ -9,6 +9,7 @@ from collector.errors import AlreadyTerminated, InvalidArgument, UnknownJob
 from collector.ids import new_uuid
 from collector.models import OutboxMessage, QueuedJob
 from collector.services.jobs import ledger as jobqueue
+from tests.support.checks import raises_each
 
 
 def _queue() -> str:
@@ -107,12 +108,10 @@ def test_reaper_requeues_a_job_whose_worker_died_then_gives_up(session):
 
 
 def test_unknown_and_malformed_job_ids_are_typed_errors(session):
-    with pytest.raises(UnknownJob):
-        jobqueue.find(session, "job-zzzzzzzz")
-    with pytest.raises(InvalidArgument):
-        jobqueue.find(session, "i-zzzzzzzz")
-    with pytest.raises(InvalidArgument):
-        jobqueue.submit(session, _queue(), None, {}, {"retry_max": "3"})
+    raises_each(session, [(UnknownJob, jobqueue.find, "job-zzzzzzzz"),
+                          (InvalidArgument, jobqueue.find, "i-zzzzzzzz"),
+                          (InvalidArgument, jobqueue.submit, _queue(), None, {},
+                           {"retry_max": "3"})])
 
 
 def test_a_pushed_job_no_agent_started_before_it_expired_is_failed(session):

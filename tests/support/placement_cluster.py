@@ -1,0 +1,87 @@
+"""What the placement integration tests (``tests/integration/placement``) share.
+
+- ``placement_cluster(db_url, broker, hosts, ...)``: a placement world served by a real
+  worker (role all) and a reference agent per node, as a context manager.
+- ``cli(c, *args)``: ``collector`` (``workers.cli``) run against that cluster.
+- ``run_at_once(targets)``: functions in spawned processes, let go together (races).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+from collector.db import unit_of_work
+from tests.support.servers import start_agent, start_worker
+from workers.agent.client import Collector
+from workers.demo.world import placement
+
+
+@contextmanager
+def placement_cluster(db_url: str, broker: str, hosts: int, *, node_prefix: str, cidr: str,
+                      env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+    """``db_url`` migrated, the broker's Redis database emptied, a placement world seeded
+    (``placement.build``: ``hosts`` hosts of 8 cores, 16 GB and 200 GB of local disk, their
+    node ids after ``node_prefix``; a storage node; a network on ``cidr`` whose MAC range has
+    a vendor of its own; a local-boot and a SAN-boot image), then a worker
+    (``--concurrency 4``, ``env``) and an agent per host and storage node.
+
+    Yields the world's ids (``PlacementWorld.ids``) with ``db_url``, ``broker``, ``redis`` (a
+    connection), ``client``, ``api`` (its api proxy), ``agents`` (node id -> agent process)
+    and ``env`` (the worker's); stops them all on exit."""
+    from collector.db.migrate import upgrade
+
+    upgrade(db_url)
+    conn = redis.Redis.from_url(broker)
+    conn.flushdb()  # a module's own database: nothing queued by an earlier run
+    with unit_of_work(db_url) as session:
+        world = placement.build(
+            session, [placement.HostSize(8, 16384, 200 * 1024)] * hosts, node_prefix=node_prefix,
+            storage=True, cidr=cidr, mac_vendor=placement.random_local_mac_vendor(),
+            san_image=True).ids()
+    processes = [start_worker(db_url, broker, extra_args=("--concurrency", "4"), env=env)]
+    agents = {}
+    try:
+        for node in (*world["hosts"].values(), world["storage_node"]):
+            agents[node] = start_agent(node, broker, env=processes[0].env)
+            processes.append(agents[node])
+        client = Collector(broker, timeout=30)
+        try:
+            yield {**world, "db_url": db_url, "broker": broker, "redis": conn, "client": client,
+                   "api": client.rpc("api"), "agents": agents, "env": processes[0].env}
+        finally:
+            client.close()
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def cli(c: dict[str, Any], *args: str, timeout: float = 90) -> subprocess.CompletedProcess:
+    """``python -m workers.cli *args`` with the cluster's worker environment."""
+    env = {**os.environ, **c["env"], "PYTHONPATH": os.environ.get("PYTHONPATH", os.getcwd())}
+    return subprocess.run([sys.executable, "-m", "workers.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def run_at_once(targets: Sequence[tuple[Any, ...]], timeout: float = 300) -> list[Any]:
+    """Each ``(fn, *args)`` in a spawned process (its own engine) as
+    ``fn(*args, start, results)``: every one waits for ``start``, set once all have started,
+    then puts its one result on ``results``. Returns the results, in the order they came."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Event(), context.Queue()
+    processes = [context.Process(target=fn, args=(*args, start, results))
+                 for fn, *args in targets]
+    for process in processes:
+        process.start()
+    start.set()
+    collected = [results.get(timeout=timeout) for _ in processes]
+    for process in processes:
+        process.join(30)
+    return collected
