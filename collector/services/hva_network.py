@@ -1,18 +1,11 @@
-"""``hva-collector`` methods about networks, hosts and instance monitoring.
+"""``hva-collector`` methods about networks.
 
 get_network(network_id) -> network document
 get_nic(nic_uuid) -> the document of any object by canonical id (a vif's for ``vif-``)
 get_networks() -> [network document] of every network
-get_host_nodes_index() -> [host node id]
-get_host_node(host_node_uuid) -> host API document (no node_id; status added)
 prepare_host_node_vnet(host_node_uuid, network_uuid) -> the host's vnet on that network,
     created once (a unique index makes concurrent calls safe)
 get_dhcp_conf(network_name) -> {network id: dhcp segment} for a network or a network group
-get_instance_monitor_data(node_id) -> instances the host's monitor watches
-get_resource_monitor_data(node_id), get_resource_monitor_ids(node_id)
-switch_instance_host_node(instance_uuid, dest_node_id) -> true
-get_external_monitor_target_host_nodes() -> ids of schedulable hosts online or offline
-    (hosts timing out are left to settle, as in the original)
 """
 
 from __future__ import annotations
@@ -26,10 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.documents import monitors
 from collector.documents.common import taggable_hash
 from collector.documents.networks import all_network_documents, network_document, nic_document
-from collector.documents.resources import host_node_api_document
 from collector.documents.rows import AliveLeases, chunked_rows
 from collector.errors import InvalidStateTransition, UnknownNetworkID, UnknownNIC
 from collector.models import (
@@ -42,12 +33,10 @@ from collector.models import (
     NetworkGroup,
     NetworkVif,
     NetworkVifIpLease,
-    NodeState,
     TagMapping,
     find_taggable,
 )
 from collector.models.networks import ipv4_to_s, pretty_mac
-from collector.scheduling import capacity
 
 MAC_VENDOR = 0x525400
 
@@ -73,14 +62,6 @@ def get_nic(session: Session, nic_uuid: str) -> dict[str, Any]:
     if doc is None:
         raise UnknownNIC(f"unknown id '{nic_uuid}'")
     return doc
-
-
-def get_host_nodes_index(session: Session) -> list[str]:
-    return [f"hn-{u}" for u in session.scalars(select(HostNode.uuid).order_by(HostNode.id))]
-
-
-def get_host_node(session: Session, host_node_uuid: str) -> dict[str, Any]:
-    return host_node_api_document(HostNode.by_cuuid(session, host_node_uuid))
 
 
 def _vnet_document(vnet: HostNodeVnet) -> dict[str, Any]:
@@ -159,35 +140,3 @@ def _dhcp_segment(net: Network, leases: list[Row], nat: AliveLeases) -> dict[str
             "ipaddr": nat.first_in(row.vif_id, row.nat_network_id) or address,
         })
     return segment
-
-
-def get_instance_monitor_data(session: Session, node_id: str) -> list[dict[str, Any]]:
-    return monitors.instance_monitor_data(session, node_id)
-
-
-def get_resource_monitor_data(session: Session, node_id: str) -> list[dict[str, Any]]:
-    return monitors.resource_monitor_data(session, node_id)
-
-
-def get_resource_monitor_ids(session: Session, node_id: str) -> list[str]:
-    return monitors.resource_monitor_ids(session, node_id)
-
-
-def switch_instance_host_node(session: Session, instance_uuid: str, dest_node_id: str) -> bool:
-    inst = Instance.by_cuuid(session, instance_uuid, for_update=True)
-    host = HostNode.by_node_id(session, dest_node_id)
-    if inst.terminated_at is not None:
-        raise InvalidStateTransition(f"{instance_uuid} is terminated: it cannot move")
-    capacity.move_host(session, inst, host.id)  # the claim moves with it (forced: it moved)
-    inst.host_node_id = host.id
-    return True
-
-
-def get_external_monitor_target_host_nodes(session: Session) -> list[str]:
-    rows = session.execute(
-        select(HostNode.uuid, NodeState.state)
-        .outerjoin(NodeState, NodeState.node_id == HostNode.node_id)
-        .where(HostNode.scheduling_enabled.is_(True)).order_by(HostNode.id))
-    return [f"hn-{u}" for u, state in rows if state in (None, "online", "offline")]
-
-

@@ -1,7 +1,7 @@
 """``hva-collector.*`` tasks: the 25 methods hypervisor agents call."""
 
 from collector import wire
-from collector.services import hva, hva_netfilter, hva_network, images
+from collector.services import host_nodes, hva, hva_netfilter, hva_network, images, monitoring
 from tasks.registry import Endpoint
 
 endpoint = Endpoint(wire.HVA_COLLECTOR).reads(
@@ -9,10 +9,10 @@ endpoint = Endpoint(wire.HVA_COLLECTOR).reads(
     hva_network.get_network,
     hva_network.get_nic,
     hva_network.get_networks,
-    hva_network.get_host_nodes_index,
-    hva_network.get_host_node,
+    host_nodes.get_host_nodes_index,
+    host_nodes.get_host_node,
     hva_network.get_dhcp_conf,
-    hva_network.get_instance_monitor_data,
+    monitoring.get_instance_monitor_data,
     hva_netfilter.get_security_groups_of_vnic,
     hva_netfilter.get_referencers_of_security_group,
     hva_netfilter.get_rules_of_security_group,
@@ -22,13 +22,13 @@ endpoint = Endpoint(wire.HVA_COLLECTOR).reads(
     hva_netfilter.get_netfilter_vnic_with_node_id,
     hva_netfilter.get_netfilter_network,
     hva_netfilter.get_netfilter_data,
-    hva_network.get_resource_monitor_data,
-    hva_network.get_resource_monitor_ids,
-    hva_network.get_external_monitor_target_host_nodes,
+    monitoring.get_resource_monitor_data,
+    monitoring.get_resource_monitor_ids,
+    monitoring.get_external_monitor_target_host_nodes,
 ).writes(
     hva.update_instance,
     hva.finalize_instance,
     images.update_image,
     hva_network.prepare_host_node_vnet,
-    hva_network.switch_instance_host_node,
+    host_nodes.switch_instance_host_node,
 )

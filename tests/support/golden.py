@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.services import alarm, hva, hva_netfilter, hva_network, sta
+from collector.services import alarm, hva, hva_netfilter, hva_network, monitoring, sta
 from workers.demo.world.golden import build
 
 GOLDEN_DIR = Path(__file__).parent.parent / "golden"
@@ -36,8 +36,8 @@ def calls(world: dict[str, Any]) -> dict[str, list[tuple[Any, ...]]]:
         "get_network": [(hva_network.get_network, n) for n in world["networks"]]
         + [(hva_network.get_networks,)],
         "monitor": [(f, n) for n in world["nodes"] for f in (
-            hva_network.get_instance_monitor_data, hva_network.get_resource_monitor_data,
-            hva_network.get_resource_monitor_ids)],
+            monitoring.get_instance_monitor_data, monitoring.get_resource_monitor_data,
+            monitoring.get_resource_monitor_ids)],
         "alarm": [(alarm.get_alarm, a) for a in world["alarms"]]
         + [(alarm.get_alarms, world["alarms"][::-1]),
            (alarm.get_resource_alarms, world["instances"]),

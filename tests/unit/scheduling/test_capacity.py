@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, select, text, update
 from collector.models import HostAllocation, HostNode, Instance, StorageAllocation, StorageNode
 from collector.scheduling import capacity, teardown
 from collector.scheduling.candidates import MB, HostRequest
-from collector.services import hva, hva_network, sta
+from collector.services import host_nodes, hva, sta
 from workers.demo.world import make
 
 GB = 1024 * MB
@@ -123,7 +123,7 @@ def test_switch_instance_host_node_moves_the_claim(session):
     hv = hyper()
     a, b = make_host(session, hv), make_host(session, hv)
     inst = make.instance(session, a, hypervisor=hv)
-    hva_network.switch_instance_host_node(session, inst.canonical_uuid, b.node_id)
+    host_nodes.switch_instance_host_node(session, inst.canonical_uuid, b.node_id)
     assert used(session, a) == (0, 0, 0) and used(session, b) == (1, 1024, 0)
 
 

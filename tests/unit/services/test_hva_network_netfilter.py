@@ -4,7 +4,7 @@ import pytest
 
 from collector.errors import InvalidArgument, UnknownNetworkID, UnknownNIC, UnknownNodeID
 from collector.models import NetworkGroup, NodeState, TagMapping
-from collector.services import hva_netfilter, hva_network
+from collector.services import host_nodes, hva_netfilter, hva_network, monitoring
 from collector.timeutil import utcnow
 from workers.demo.world import make
 
@@ -82,7 +82,7 @@ def test_external_monitor_targets_skip_timed_out_and_unschedulable_hosts(session
     timing_out = make.host_node(session, online=False)
     make.node_state(session, timing_out.node_id, "timeout")
     disabled = make.host_node(session, scheduling_enabled=False)
-    targets = set(hva_network.get_external_monitor_target_host_nodes(session))
+    targets = set(monitoring.get_external_monitor_target_host_nodes(session))
     assert {online.canonical_uuid, offline.canonical_uuid} <= targets
     assert not {timing_out.canonical_uuid, disabled.canonical_uuid} & targets
     assert session.query(NodeState).filter_by(node_id=timing_out.node_id).one().state == "timeout"
@@ -92,16 +92,16 @@ def test_monitor_data_and_host_switch(session):
     host, other = make.host_node(session), make.host_node(session)
     inst = make.running_instance(session, host)
     make.instance(session, host, state="stopped")
-    data = hva_network.get_resource_monitor_data(session, host.node_id)
+    data = monitoring.get_resource_monitor_data(session, host.node_id)
     assert [i["uuid"] for i in data] == [inst.canonical_uuid]
     assert data[0]["vif"][0]["ipv4"] == {"address": "10.0.0.10", "nat_address": None}
-    assert hva_network.get_resource_monitor_ids(session, host.node_id) == [inst.canonical_uuid]
-    monitor = hva_network.get_instance_monitor_data(session, host.node_id)
+    assert monitoring.get_resource_monitor_ids(session, host.node_id) == [inst.canonical_uuid]
+    monitor = monitoring.get_instance_monitor_data(session, host.node_id)
     assert monitor[0]["hypervisor"] == "kvm" and monitor[0]["state"] == "running"
-    assert hva_network.switch_instance_host_node(session, inst.canonical_uuid, other.node_id)
+    assert host_nodes.switch_instance_host_node(session, inst.canonical_uuid, other.node_id)
     assert inst.host_node_id == other.id
     with pytest.raises(UnknownNodeID):
-        hva_network.get_instance_monitor_data(session, "hva.nothere")
+        monitoring.get_instance_monitor_data(session, "hva.nothere")
     with pytest.raises(UnknownNIC):
         hva_network.get_nic(session, "vif-zzzzzzzz")
     assert hva_network.get_nic(session, inst.network_vifs[0].canonical_uuid)["address"] == \
@@ -134,7 +134,7 @@ def test_nat_and_released_leases_in_the_per_node_documents(session):
     assert list(data["security_groups"][group.canonical_uuid]["local_vnics"]) == [
         natted.canonical_uuid]  # the deleted vif is no member any more
     assert data["empty_vnics"] == {}
-    monitor = hva_network.get_resource_monitor_data(session, host.node_id)
+    monitor = monitoring.get_resource_monitor_data(session, host.node_id)
     assert [v["vif_id"] for v in monitor[0]["vif"]] == [natted.canonical_uuid]
     assert monitor[0]["vif"][0]["ipv4"] == {"address": "10.23.0.10",
                                             "nat_address": "198.51.100.7"}

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import event
 
 from collector.models import SecurityGroupReference
-from collector.services import hva, hva_netfilter, hva_network
+from collector.services import hva, hva_netfilter, hva_network, monitoring
 from workers.demo.world import make
 
 
@@ -57,7 +57,7 @@ CALLS = {
         session, node_id),
     "get_dhcp_conf": lambda session, node_id, net_id: hva_network.get_dhcp_conf(session, net_id),
     "get_resource_monitor_data": lambda session, node_id, net_id:
-        hva_network.get_resource_monitor_data(session, node_id),
+        monitoring.get_resource_monitor_data(session, node_id),
 }
 
 
