@@ -10,8 +10,8 @@ from datetime import timedelta
 
 from kombu import Queue
 
-from collector.config import first_url, load_settings
 from collector import wire
+from collector.config import first_url, load_settings
 from tasks.routing import ALL, ROLE_QUEUES, route_task
 from workers.agent.client import EVENTS_QUEUE as events_queue
 from workers.agent.client import broker_transport_for

@@ -105,6 +105,7 @@ STA_HANDLE = "sta-handle"
 LOG_ALARM_REGISTRY = "log-alarm-registry"
 RESOURCE_ALARM_REGISTRY = "resource-alarm-registry"
 VNET_COLLECTOR = "vnet-collector"  # OpenVNet's collector (an outside service)
+LOADBALANCER = "loadbalancer"  # a load balancer instance's own queue: loadbalancer.<i-...>
 
 
 class HvaJob:
@@ -171,6 +172,12 @@ def job_names(endpoint: str) -> tuple[str, ...]:
     """Every job of a node endpoint: ``job_names(HVA_HANDLE)`` -> ``("run_local_store", ...)``."""
     jobs = NODE_JOBS[endpoint]
     return tuple(value for name, value in vars(jobs).items() if name.isupper())
+
+
+class LoadBalancerTask:
+    """Tasks of a load balancer instance's agent."""
+
+    UPDATE_CONFIG = task(LOADBALANCER, "update_config")
 
 
 class VnetTask:

@@ -113,18 +113,18 @@ def _dispatch(session: Session, inst: Instance, source: HostNode, source_online:
     if source_online and source.node_id:
         outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, source.node_id),
                            wire.HvaJob.CLEANUP, cuuid,
-                              resource_id=cuuid)
+                           resource_id=cuuid)
     if inst.state != "halted":
         delay = BOOT_DELAY_SEC if source_online else None
         if inst.image.boot_dev_type == BOOT_DEV_SAN:
             outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, target.node_id),
                                wire.HvaJob.RUN_VOL_STORE,
-                                  cuuid, inst.boot_volume_id, resource_id=cuuid,
-                                  countdown=delay)
+                               cuuid, inst.boot_volume_id, resource_id=cuuid,
+                               countdown=delay)
         else:
             outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, target.node_id),
-                                  wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid,
-                                  countdown=delay)
+                               wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid,
+                               countdown=delay)
     outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
 
 

@@ -185,7 +185,7 @@ def _dispatch_new(session: Session, inst: Instance, host: HeldHost, placed: dict
                     vol.canonical_uuid, cuuid, resource_id=vol.canonical_uuid))
     if inst.image.boot_dev_type == BOOT_DEV_LOCAL:
         jobs.append(outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, host.node_id),
-                                          wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid))
+                                       wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid))
     outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
     return jobs
 
@@ -282,10 +282,10 @@ def _dispatch_start(session: Session, inst: Instance, host: HeldHost, boot: int,
     if boot == BOOT_DEV_SAN:
         job = outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, host.node_id),
                                  wire.HvaJob.RUN_VOL_STORE,
-                                    cuuid, boot_volume.canonical_uuid, resource_id=cuuid)
+                                 cuuid, boot_volume.canonical_uuid, resource_id=cuuid)
     else:
         job = outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, host.node_id),
-                                    wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid)
+                                 wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid)
     outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
     return job
 
@@ -309,6 +309,6 @@ def schedule_volume(session: Session, volume_id: str) -> dict[str, Any]:
         return _failed("volume", vol.canonical_uuid, exc, vol.state)
     job = outbox.jobs.submit(session, wire.node_queue(wire.STA_HANDLE, node.node_id),
                              wire.StaJob.CREATE_VOLUME,
-                                vol.canonical_uuid, resource_id=vol.canonical_uuid)
+                             vol.canonical_uuid, resource_id=vol.canonical_uuid)
     return {"outcome": "placed", "volume_id": vol.canonical_uuid,
             "storage_node_id": node.uuid, "jobs": [job]}

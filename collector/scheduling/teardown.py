@@ -75,10 +75,10 @@ def _delete_volume_job(session: Session, inst: Instance, vol: Volume) -> str | N
         queue = wire.node_queue(wire.LOCAL_STORE_HANDLE, inst.host_node.node_id)
         return outbox.jobs.submit(session, queue, wire.LocalStoreJob.DELETE_VOLUME,
                                   inst.canonical_uuid,
-                                     vol.canonical_uuid, resource_id=vol.canonical_uuid)
+                                  vol.canonical_uuid, resource_id=vol.canonical_uuid)
     queue = wire.node_queue(wire.STA_HANDLE, device.storage_node.node_id)
     return outbox.jobs.submit(session, queue, wire.StaJob.DELETE_VOLUME, vol.canonical_uuid,
-                                 resource_id=vol.canonical_uuid)
+                              resource_id=vol.canonical_uuid)
 
 
 def destroy_instance(session: Session, inst: Instance, terminated_at: datetime | None = None,

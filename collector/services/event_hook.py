@@ -73,8 +73,9 @@ def unregister_from_load_balancers(session: Session, inst: Instance) -> list[str
     session.flush()
     for lb in changed.values():
         if lb.instance is not None:
-            outbox.tasks.send(session, f"loadbalancer.{lb.instance.canonical_uuid}",
-                                 "loadbalancer.update_config", reload_config(session, lb))
+            queue = wire.node_queue(wire.LOADBALANCER, lb.instance.canonical_uuid)
+            outbox.tasks.send(session, queue, wire.LoadBalancerTask.UPDATE_CONFIG,
+                              reload_config(session, lb))
     return [lb.canonical_uuid for lb in changed.values()]
 
 
@@ -110,7 +111,8 @@ def reload_config(session: Session, lb: LoadBalancer) -> dict[str, Any]:
         "httpchk_path": lb.httpchk_path,
         "servers": [{"ipv4": direct_address(vifs[t.network_vif_id]) if t.network_vif_id in vifs
                      else None, "backup": t.fallback_mode == "on"} for t in targets],
-        "queue_name": f"loadbalancer.{lb.instance.canonical_uuid}" if lb.instance else None,
+        "queue_name": (wire.node_queue(wire.LOADBALANCER, lb.instance.canonical_uuid)
+                       if lb.instance else None),
     }
 
 

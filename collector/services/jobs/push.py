@@ -38,7 +38,7 @@ def push_job(session: Session, queue: str, job_name: str, args: list[Any],
                                            parent.session_id or parent.canonical_uuid))
     try:
         return outbox.jobs.submit(session, queue, job_name, *args, resource_id=resource_id,
-                                     retry_max=retry_max)
+                                  retry_max=retry_max)
     finally:
         if token is not None:
             current_job.reset(token)

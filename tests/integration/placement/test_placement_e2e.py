@@ -271,7 +271,7 @@ def test_a_repeated_schedule_instance_job_changes_nothing(cluster):
     # A duplicate delivery through the ledger and the outbox, as a redelivered job would be.
     with unit_of_work(c["db_url"]) as session:
         job_id = outbox.jobs.submit(session, "scheduler", "schedule_instance", doc["id"],
-                                       resource_id=doc["id"])
+                                    resource_id=doc["id"])
         row_id = session.scalars(select(OutboxMessage.id).where(
             OutboxMessage.task_id == job_id)).one()
     assert relay.publish_rows(relay.publisher(c["broker"]), [row_id], db_url=c["db_url"]) == 1

@@ -130,7 +130,7 @@ def test_link_callbacks_record_outcomes_only_for_agents_that_do_not_report(sessi
     assert jobqueue.job_succeeded(session, plain)["finish_status"] == "success"
     assert jobqueue.job_succeeded(session, plain)["finish_status"] == "success"  # repeat: no-op
     reported = outbox.jobs.submit(session, f"hva-handle.hva.l{new_uuid()}", "reboot", "i-x",
-                                     retry_max=2)
+                                  retry_max=2)
     jobqueue.running(session, reported, "w1")
     jobqueue.finish_fail(session, reported, "boom")  # the library requeued it
     assert jobqueue.job_failed(session, reported)["state"] == "pending"  # not counted twice
@@ -141,7 +141,7 @@ def test_link_callbacks_record_outcomes_only_for_agents_that_do_not_report(sessi
 
 def test_repeated_failure_report_pushes_the_job_again_only_once(session):
     job_id = outbox.jobs.submit(session, f"hva-handle.hva.r{new_uuid()}", "reboot",
-                                   retry_max=3)
+                                retry_max=3)
     assert jobqueue.running(session, job_id, "w1")["run"]
     assert jobqueue.finish_fail(session, job_id, "boom")["state"] == "pending"
     assert jobqueue.finish_fail(session, job_id, "boom")["state"] == "pending"  # a repeat
