@@ -96,6 +96,12 @@ def _every(task: str, seconds: float) -> dict:
 beat_schedule = {
     "outbox-sweep": _every(wire.Maintenance.SWEEP_OUTBOX, max(1.0, _settings.outbox_sweep_after)),
     "job-reaper": _every(wire.Maintenance.REAP_JOBS, 15),
+    # Placement requests converge: lost ledger callbacks, requests no job will move.
+    "placement-redrive": _every(wire.Maintenance.REDRIVE_PLACEMENTS,
+                                max(1.0, _settings.redrive_every)),
+    # A held boot waits its fence timeout at most this much longer.
+    "held-jobs-release": _every(wire.Maintenance.RELEASE_HELD_JOBS,
+                                max(1.0, min(10.0, _settings.fence_timeout_sec / 4))),
     # Often enough that a node is seen silent within its timeout.
     "node-states-sweep": _every(wire.Maintenance.SWEEP_NODE_STATES,
                                 max(1.0, min(10.0, _settings.node_timeout_sec / 2))),

@@ -147,6 +147,12 @@ class Settings:
     outbox_max_attempts: int = 5
     event_retry_backoff_max: float = 30.0
     agent_longest_job: int = 3 * 3600
+    fence_timeout_sec: int = 60
+    # Convergence of placement requests (collector.scheduling.redrive, tasks.registry).
+    job_retry_for: float = 600.0
+    redrive_after: float = 30.0
+    redrive_every: float = 15.0
+    placement_max_jobs: int = 5
     extra: dict = field(default_factory=dict)
 
     @property
@@ -191,6 +197,18 @@ def load_settings() -> Settings:
         outbox_max_attempts=_number("COLLECTOR_OUTBOX_MAX_ATTEMPTS", 5),
         event_retry_backoff_max=_number("COLLECTOR_EVENT_RETRY_BACKOFF_MAX", 30, float),
         agent_longest_job=_number("COLLECTOR_AGENT_LONGEST_JOB", 3 * 3600),
+        fence_timeout_sec=_number("COLLECTOR_FENCE_TIMEOUT_SEC", 60),
+        # How long a scheduler job, a ledger callback or an agent's job handler is retried
+        # through transient failures (the database or the broker out of reach).
+        job_retry_for=_number("COLLECTOR_JOB_RETRY_FOR", 600, float),
+        # A request left ``scheduling`` whose placement job ended this long ago (or that has
+        # none) is placed again, and a ledger job whose outcome callback is this late is
+        # finished from the result backend; the pass runs every ``redrive_every`` seconds.
+        redrive_after=_number("COLLECTOR_REDRIVE_AFTER", 30, float),
+        redrive_every=_number("COLLECTOR_REDRIVE_EVERY", 15, float),
+        # Placement jobs of one request that may end without a placement before the request
+        # is refused (``PlacementError``) instead of placed again.
+        placement_max_jobs=_number("COLLECTOR_PLACEMENT_MAX_JOBS", 5),
     )
     if settings.event_retry_backoff_max * 2 > settings.visibility_timeout:
         # A retry waits in its worker, unacknowledged, for its countdown: longer than the

@@ -156,6 +156,16 @@ class UnknownMacRange(PlacementError):
     """A MAC address range (mr-) that the scheduler configuration names does not exist."""
 
 
+class StalePlacement(InvalidStateTransition):
+    """A report or job of an instance's earlier placement: the instance was placed again
+    (on another host, or started anew) and the sender's copy is stale; drop it."""
+
+
+class PlacementGenerationRequired(InvalidArgument):
+    """A report of the state or host of an instance placed more than once must carry its
+    ``generation`` (the instance document's ``placement_generation``)."""
+
+
 class SchedulerConfigError(CollectorError):
     """The scheduler configuration is invalid; the message names the key."""
 

@@ -78,6 +78,9 @@ class Maintenance:
     PURGE_FINISHED_JOBS = task(MAINTENANCE, "purge_finished_jobs")
     EXPIRE_IP_HANDLES = task(MAINTENANCE, "expire_ip_handles")
     DELETE_EXPIRED_WINDOWS_PASSWORDS = task(MAINTENANCE, "delete_expired_windows_passwords")
+    # Placement requests converge: lost ledger callbacks finished, stuck requests re-driven.
+    REDRIVE_PLACEMENTS = task(MAINTENANCE, "redrive_placements")
+    RELEASE_HELD_JOBS = task(MAINTENANCE, "release_held_jobs")
 
 
 class SchedulerJob:

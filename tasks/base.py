@@ -14,6 +14,12 @@
   ``NotRegistered`` without running anything.
 - Arguments shown in task events and logs (Flower) are recomputed from the arguments with
   sensitive values masked (``collector.redaction``), whatever the publisher sent.
+- A refusal the domain answers by design (``EXPECTED_ERRORS``: an unknown id, no room, a
+  bad argument, a refused transition, ...) is logged by the worker as one INFO line
+  (``Task api.show_instance[...] raised expected: UnknownInstanceID(...)``), without a
+  traceback: Celery's ``Task.throws``. ``InternalError`` and ``TransientError`` (something
+  failed inside the Collector or its database) and any other exception stay unexpected:
+  ERROR with their traceback.
 """
 
 from __future__ import annotations
@@ -27,11 +33,16 @@ from celery.utils.objects import Bunch
 from celery.worker.request import Request
 from celery.worker.strategy import default as default_strategy
 
-from collector.errors import WrongQueue
+from collector.errors import CollectorError, InternalError, WrongQueue
 from collector.redaction import masked_repr
 from tasks.arguments import ArgumentValidator
 
 log = logging.getLogger(__name__)
+
+# Every typed error but the InternalError branch (its subclasses included): the branches
+# under CollectorError, so a subclass added later (a dynamic PlacementError) is covered.
+EXPECTED_ERRORS: tuple[type[CollectorError], ...] = tuple(
+    cls for cls in CollectorError.__subclasses__() if not issubclass(cls, InternalError))
 
 
 class MaskedRequest(Request):
@@ -52,6 +63,8 @@ class CollectorTask(Task):
     arguments: Callable[[tuple | list, dict], Any] | None = None
     # An exchange whose messages this task also runs from (any routing key).
     topic_exchange: str | None = None
+    # Logged by Celery at INFO without a traceback when raised (the module docstring).
+    throws = EXPECTED_ERRORS
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         validator = type(self).arguments

@@ -6,28 +6,40 @@ hints *before* any work (wrong count, unknown keyword, wrong type, or a value th
 databases would not take alike -> InvalidArgument; see ``tasks.arguments``), runs the
 function with a session inside one unit of work, and returns only after the commit. Only
 exposed functions exist as tasks: nothing else is callable.
+
+A task registered with a ``RetryTransient`` policy is retried by Celery when it fails with
+``TransientError`` (the database unreachable, a pool timeout, deadlocks beyond the
+in-place retries): a new message under the same id after 1, 2, 4 ... s (capped at
+COLLECTOR_EVENT_RETRY_BACKOFF_MAX, itself at most half the visibility timeout, so a waiting
+retry is never redelivered), for COLLECTOR_JOB_RETRY_FOR seconds of backoff in all. Its result
+meanwhile is RETRY and its ``link``/``link_error`` callbacks wait for the final outcome, so
+the ledger row of a job stays non-final until the job has really ended.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery import Task
 from sqlalchemy.orm import Session
 
 from collector import wire
+from collector.errors import TransientError
 from tasks.app import app
 from tasks.arguments import ArgumentValidator
-from tasks.execution import run_in_unit_of_work
+from tasks.event_bus import backoff
+from tasks.execution import run_in_unit_of_work, worker_settings
 
-__all__ = ["EXPOSED", "ArgumentValidator", "Endpoint"]
+__all__ = ["EXPOSED", "ArgumentValidator", "Endpoint", "RetryTransient"]
 
 log = logging.getLogger(__name__)
 
 
 RESULT_REPR_CHARS = 160
+JOB_ID_PREFIX = "job-"  # a pushed job's Celery task id is its ledger id (collector.db.outbox)
 
 _PINGS: set[str] = set()
 
@@ -50,18 +62,44 @@ def _register_ping(endpoint: str) -> None:
     app.task(name=wire.task(endpoint, wire.PING), queue=endpoint, typing=False)(ping)
 
 
+@dataclass(frozen=True)
+class RetryTransient:
+    """Retry a task that failed with ``TransientError`` (see the module docstring).
+
+    ``jobs_only``: only a message that is a job of the ledger (its id ``job-...``): nobody
+    waits on a job but its ledger row, while an RPC caller gets the error at once and
+    decides itself (its call expires with its timeout anyway)."""
+
+    jobs_only: bool = False
+
+    def countdown(self, task: Task) -> float | None:
+        """Seconds before the next try of the running ``task``; None: fail now."""
+        request = task.request
+        if request.called_directly:
+            return None  # no message to send again: the caller sees the error
+        if self.jobs_only and not str(request.id or "").startswith(JOB_ID_PREFIX):
+            return None
+        settings = worker_settings()
+        longest = settings.event_retry_backoff_max
+        waited = sum(backoff(n, longest) for n in range(request.retries or 0))
+        return backoff(request.retries or 0, longest) if waited < settings.job_retry_for \
+            else None
+
+
 class Endpoint:
     """A named group of tasks served from the queue of the same name.
 
     ``on_committed(answer)``, when given, sees each task's answer after the commit and
     returns what the task answers; it may raise, failing the task without undoing the
     commit (a job whose failure is itself state to keep, such as a failed placement).
+    ``retry``, when given, is the retry policy of every task of the endpoint.
     """
 
-    def __init__(self, name: str,
-                 on_committed: Callable[[Any], Any] | None = None) -> None:
+    def __init__(self, name: str, on_committed: Callable[[Any], Any] | None = None,
+                 retry: RetryTransient | None = None) -> None:
         self.name = name
         self.on_committed = on_committed
+        self.retry = retry
         self.tasks: dict[str, Task] = {}
         _register_ping(name)
 
@@ -80,19 +118,31 @@ class Endpoint:
         return self
 
     def register(self, method: str, fn: Callable[[Session], Any], readonly: bool = False,
-                 guard: Callable[..., None] | None = None) -> Task:
+                 guard: Callable[..., None] | None = None,
+                 retry: RetryTransient | None = None) -> Task:
         """``fn`` as the task ``<endpoint>.<method>``. ``guard``, when given, is called with
         the checked arguments before the unit of work begins (no transaction is held while
-        it waits) and refuses the call by raising a typed error."""
+        it waits) and refuses the call by raising a typed error. ``retry``: the retry
+        policy (default: the endpoint's)."""
         validator = ArgumentValidator(fn)
         task_name = wire.task(self.name, method)
         on_committed = self.on_committed
+        policy = retry or self.retry
 
-        def run(*args: Any, **kwargs: Any) -> Any:
+        def run(task: Task, *args: Any, **kwargs: Any) -> Any:
             # The task class checked the arguments with ``validator`` before this runs.
-            if guard is not None:
-                guard(*args, **kwargs)
-            answer = run_in_unit_of_work(fn, args, kwargs, readonly=readonly)
+            try:
+                if guard is not None:
+                    guard(*args, **kwargs)
+                answer = run_in_unit_of_work(fn, args, kwargs, readonly=readonly)
+            except TransientError as exc:
+                countdown = policy.countdown(task) if policy is not None else None
+                if countdown is None:
+                    raise
+                log.warning("%s[%s]: %s; retry %d in %gs", task_name, task.request.id, exc,
+                            (task.request.retries or 0) + 1, countdown)
+                raise task.retry(exc=exc, countdown=countdown) from None
+            # After the commit: what this raises is the outcome, never retried.
             return on_committed(answer) if on_committed else answer
 
         run.__name__ = method
@@ -102,7 +152,8 @@ class Endpoint:
         # characters say enough, a whole document costs as much as building it. The tasks
         # start no subtasks: no trail of them to keep.
         task = app.task(name=task_name, queue=self.name, typing=False, arguments=validator,
-                        resultrepr_maxsize=RESULT_REPR_CHARS, trail=False)(run)
+                        resultrepr_maxsize=RESULT_REPR_CHARS, trail=False, bind=True,
+                        max_retries=None)(run)
         self.tasks[method] = task
         EXPOSED[task_name] = fn
         return task

@@ -12,6 +12,7 @@ message is built in one place (``job_message``), for the first push and every re
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -41,13 +42,9 @@ def write(
     return row
 
 
-def job_message(session: Session, job: QueuedJob, expires: int | None = None,
-                countdown: int | None = None) -> OutboxMessage:
-    """The outbox row that (re)sends a pushed job under its fixed id (``countdown``: the
-    broker holds it that many seconds after it is relayed; a re-push does not wait)."""
+def job_message(session: Session, job: QueuedJob, expires: int | None = None) -> OutboxMessage:
+    """The outbox row that (re)sends a pushed job under its fixed id."""
     options: dict[str, Any] = {"expires": expires} if expires else {}
-    if countdown:
-        options["countdown"] = countdown
     return write(session, kind="job", name=wire.task(wire.endpoint_of(job.queue_name), job.job_name or ""),
                  queue=job.queue_name, task_id=job.task_id,
                  payload={"args": list((job.params or {}).get("args", [])), "kwargs": {},
@@ -62,23 +59,31 @@ class Jobs:
     def submit(
         self, session: Session, queue: str, job_name: str, *args: Any,
         resource_id: str | None = None, expires: int | None = None, retry_max: int = 0,
-        countdown: int | None = None,
+        generation: int | None = None, held: bool = False, after: str | None = None,
+        held_until: datetime | None = None,
     ) -> str:
         """Queue ``job_name(*args)`` for the node queue ``queue``; returns the job id.
-        ``countdown``: delivered that many seconds after the commit (a Celery countdown,
-        kept by the broker and the receiving worker, never a timer in this process)."""
+
+        ``generation``: the placement generation of the instance the job is for.
+        ``held``: the job waits in the ledger (state ``held``, no message sent yet) until the
+        job ``after`` finishes, or until ``held_until``, whichever comes first; with neither,
+        until its node comes back (``collector.services.jobs.held``)."""
         if not isinstance(queue, str) or ("." not in queue and queue not in COLLECTOR_JOB_QUEUES):
             raise ValueError(f"job queue must be '<endpoint>.<node_id>', got {queue!r}")
         job_id = f"job-{ids.new_uuid()}"
         parent = current_job.get()
         parent_row = QueuedJob.find_cuuid(session, parent.job_id) if parent else None
+        awaited = QueuedJob.by_cuuid(session, after) if after else None
         job = QueuedJob(uuid=ids.raw_part(job_id, "job"), task_id=job_id, queue_name=queue,
                         job_name=job_name, params={"args": list(args)}, resource_id=resource_id,
-                        state="pending", retry_max=retry_max, retry_count=0, delivery_count=0,
+                        state="held" if held else "pending", retry_max=retry_max,
+                        retry_count=0, delivery_count=0, generation=generation,
+                        after_job_id=awaited.id if awaited else None, held_until=held_until,
                         parent_id=parent_row.id if parent_row else None,
                         session_id=parent.session_id if parent else job_id)
         session.add(job)
-        job_message(session, job, expires, countdown)
+        if not held:
+            job_message(session, job, expires)
         return job_id
 
 

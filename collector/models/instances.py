@@ -58,6 +58,10 @@ class Instance(Taggable, Timestamps, Base):
     boot_volume_id: Mapped[str | None] = mapped_column(String(255))
     encrypted_password: Mapped[str | None] = mapped_column(Text)
     password_will_be_deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Which placement of the instance is current: every placement that claims a host for
+    # it counts one more, and a report or job of an older one is refused (fencing).
+    placement_generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1,
+                                                      server_default="1")
     placement_error: Mapped[str | None] = mapped_column(Text)  # why placement failed
 
     host_node = relationship("HostNode", back_populates="instances")

@@ -1,7 +1,10 @@
 """The job ledger: one row per job, pushed to a node queue or pulled through the proxy.
 
 The canonical id ``job-xxxxxxxx`` is also the Celery task id of a pushed job.
-States: pending -> running -> finished (finish_status success | fail | cancel).
+States: pending -> running -> finished (finish_status success | fail | cancel); a job may
+start ``held`` (no message sent yet) until the job it waits for finishes (``after_job_id``),
+until ``held_until``, or, with neither, until its node comes back; then it is pending.
+A job for an instance carries the instance's placement generation (``generation``).
 """
 
 from __future__ import annotations
@@ -44,3 +47,7 @@ class QueuedJob(Taggable, Timestamps, Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    generation: Mapped[int | None] = mapped_column(Integer)
+    held_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    after_job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("queued_jobs.id", name="fk_queued_jobs_after_job_id"), index=True)

@@ -56,7 +56,8 @@ capacity.domain_host_capacity(session, cpu_cores, memory_size) -> bool    (spec 
 capacity.domain_storage_capacity(session, size_bytes) -> bool             (spec 5.4)
 capacity.host_candidates(session, request, order="memory", limit=8) -> [HostCandidate]
     online + enabled + same hypervisor and arch + cpu, memory and disk fit; best first
-capacity.claim_host(session, host_id, instance, disk_bytes, force=False) -> bool
+capacity.claim_host(session, host_id, instance, disk_bytes, force=False, over_commit=False,
+                    drained_ok=False) -> bool
     one conditional UPDATE of the host's used counters plus the allocation row;
     False when it does not fit (try the next host)
 capacity.release_host(session, instance) -> None        idempotent

@@ -11,6 +11,15 @@ second UPDATE waits for the first transaction and re-checks its WHERE on the new
 SQLite writers are serialized. A claim that matches no row did not fit: try the next
 candidate. A release deletes the allocation and subtracts what it recorded (idempotent).
 
+The same WHERE re-checks everything else that makes the host eligible (``_claimable``):
+``scheduling_enabled`` (a drain or an evacuation committed while the claim waited makes
+it match nothing) and its node ``online``, read by a sub-SELECT ``FOR SHARE`` of the
+node_states row. In PostgreSQL's read committed mode that lock waits for a transaction
+changing the row (the sweep marking it offline) and then re-checks ``state = 'online'``
+on the row's newest version; held until the claim commits, it makes a sweep skip the node
+(``SKIP LOCKED``) until then. So when a claim commits, its host was enabled and online.
+Forced claims (a fact recorded: an agent's report, a repair) check nothing.
+
 Candidates are read in one query on the counters (no sums over instances per request).
 """
 
@@ -85,6 +94,25 @@ def _host_fits(cpu_cores: int, memory_size: int, disk_bytes: int) -> Any:
                 HostNode.used_disk_bytes + disk_bytes <= _HOST_DISK)
 
 
+def _claimable(cpu_cores: int, memory_size: int, disk_bytes: int, *, room: bool = True,
+               drained_ok: bool = False) -> list[Any]:
+    """The WHERE of an UPDATE claiming a host row: room for the claim (unless ``room`` is
+    False: an over-commit), scheduling enabled (unless ``drained_ok``: the API's explicit
+    host) and the node online, its row locked FOR SHARE (see the module docstring).
+
+    Conditions on the host row's own columns are re-evaluated by PostgreSQL on the row's
+    newest version when the UPDATE waited for it; the node's row is not the UPDATE's, so
+    only its own lock makes a change committed meanwhile visible."""
+    node_online = (select(NodeState.id)
+                   .where(NodeState.node_id == HostNode.node_id, NodeState.state == "online")
+                   .with_for_update(read=True).exists())
+    conditions = [_host_fits(cpu_cores, memory_size, disk_bytes)] if room else []
+    if not drained_ok:
+        conditions.append(HostNode.scheduling_enabled.is_(True))
+    conditions.append(node_online)  # last: the node's row is locked only for a match
+    return conditions
+
+
 def host_candidates(session: Session, request: HostRequest, order: str = "memory",
                     limit: int | None = CANDIDATE_LIMIT, exclude_ids: tuple[int, ...] = (),
                     fit: bool = True) -> list[HostCandidate]:
@@ -121,6 +149,13 @@ def matching_host_exists(session: Session, hypervisor: str, arch: str | None = N
         cond.append(HostNode.arch == arch)
     return bool(session.scalar(select(exists().where(
         HostNode.node_id == NodeState.node_id, *cond))))
+
+
+def node_state(session: Session, node_id: str | None) -> str:
+    """The node's liveness state as committed now (``offline`` when it has no row)."""
+    state = session.scalar(select(NodeState.state).where(NodeState.node_id == node_id)) \
+        if node_id else None
+    return state or "offline"
 
 
 def hypervisor_available(session: Session, hypervisor: str) -> bool:
@@ -167,19 +202,24 @@ def _only_unlocked(cls: Any, row_id: int) -> Any:
 
 
 def claim_host(session: Session, host_id: int, instance: Instance, disk_bytes: int,
-               force: bool = False, skip_locked: bool = False) -> bool:
+               force: bool = False, skip_locked: bool = False, *, over_commit: bool = False,
+               drained_ok: bool = False) -> bool:
     """Claim the instance's cpu, memory and ``disk_bytes`` on the host; False if it does not
-    fit. ``force`` records the claim even past the offering (a move that already happened).
+    fit or is no longer eligible (scheduling disabled, node not online) when the claim
+    runs. ``over_commit`` claims past the offering (eligibility still checked);
+    ``drained_ok`` takes a host whose scheduling is disabled (the API's explicit host,
+    which must still be online); ``force`` records the claim whatever the host's state or
+    room (a move that already happened).
     ``skip_locked`` (PostgreSQL) also answers False at once when another placement holds the
     host, so the caller tries its next candidate instead of waiting.
     The instance must hold no host claim yet (``release_host`` first)."""
+    cpu, memory = instance.cpu_cores, instance.memory_size
+    conditions = [] if force else _claimable(cpu, memory, disk_bytes, room=not over_commit,
+                                             drained_ok=drained_ok)
     if dialect_name(session) == "postgresql":
         target = _only_unlocked(HostNode, host_id) if skip_locked else HostNode.id == host_id
-        return _claim_pg(session, target, instance, disk_bytes, force) is not None
-    cpu, memory = instance.cpu_cores, instance.memory_size
-    stmt = _add_usage(instance, disk_bytes).where(HostNode.id == host_id)
-    if not force:
-        stmt = stmt.where(_host_fits(cpu, memory, disk_bytes))
+        return _claim_pg(session, and_(target, *conditions), instance, disk_bytes) is not None
+    stmt = _add_usage(instance, disk_bytes).where(HostNode.id == host_id, *conditions)
     if session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
         return False
     session.execute(insert(HostAllocation).values(
@@ -191,19 +231,23 @@ def claim_host(session: Session, host_id: int, instance: Instance, disk_bytes: i
 
 def claim_first_unlocked(session: Session, host_ids: list[int], instance: Instance,
                          disk_bytes: int) -> int | None:
-    """PostgreSQL: claim the first host of ``host_ids`` (in that order) that fits and that
-    no other transaction holds, in one statement; its id, or None when none of them can
-    be had right now (``claim_host`` with ``skip_locked`` on each, without a round trip
-    per busy host)."""
+    """PostgreSQL: claim the first host of ``host_ids`` (in that order) that fits, is still
+    eligible and that no other transaction holds, in one statement; its id, or None when
+    none of them can be had right now (``claim_host`` with ``skip_locked`` on each, without
+    a round trip per busy host)."""
     if not host_ids:
         return None
+    cpu, memory = instance.cpu_cores, instance.memory_size
     wanted = literal(host_ids, ARRAY(Integer))
-    first = (select(HostNode.id)
-             .where(HostNode.id.in_(host_ids),
-                    _host_fits(instance.cpu_cores, instance.memory_size, disk_bytes))
+    # Eligibility read plainly here, to pass over a host that left since it was ranked;
+    # the UPDATE checks it again, under the node row's lock.
+    first = (select(HostNode.id).join(NodeState, NodeState.node_id == HostNode.node_id)
+             .where(HostNode.id.in_(host_ids), _schedulable_hosts(),
+                    _host_fits(cpu, memory, disk_bytes))
              .order_by(func.array_position(wanted, HostNode.id)).limit(1)
-             .with_for_update(skip_locked=True).scalar_subquery())
-    return _claim_pg(session, HostNode.id == first, instance, disk_bytes, False)
+             .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
+    return _claim_pg(session, and_(HostNode.id == first, *_claimable(cpu, memory, disk_bytes)),
+                     instance, disk_bytes)
 
 
 def claim_best(session: Session, request: HostRequest, instance: Instance, order: str
@@ -218,7 +262,8 @@ def claim_best(session: Session, request: HostRequest, instance: Instance, order
                    HostNode.arch == request.arch, _host_fits(cpu, memory, disk))
             .order_by(*_HOST_ORDERS[order]).limit(1)
             .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
-    claimed = (_add_usage(instance, disk).where(HostNode.id == best, _host_fits(cpu, memory, disk))
+    claimed = (_add_usage(instance, disk).where(HostNode.id == best,
+                                                *_claimable(cpu, memory, disk))
                .returning(*_HOST_COLUMNS[:-1]).cte("claimed"))
     now = utcnow()
     allocated = (insert(HostAllocation).from_select(
@@ -245,15 +290,13 @@ def _add_usage(instance: Instance, disk_bytes: int) -> Any:
         used_disk_bytes=HostNode.used_disk_bytes + disk_bytes)
 
 
-def _claim_pg(session: Session, target: Any, instance: Instance, disk_bytes: int,
-              force: bool) -> int | None:
-    """The conditional UPDATE of the host row and the allocation row as ONE statement
+def _claim_pg(session: Session, where: Any, instance: Instance, disk_bytes: int
+              ) -> int | None:
+    """The conditional UPDATE of the host row (``where``: the target and what it must
+    satisfy) and the allocation row as ONE statement
     (``WITH claimed AS (UPDATE ... RETURNING id) INSERT ... SELECT FROM claimed``)."""
     cpu, memory = instance.cpu_cores, instance.memory_size
-    stmt = _add_usage(instance, disk_bytes).where(target)
-    if not force:
-        stmt = stmt.where(_host_fits(cpu, memory, disk_bytes))
-    claimed = stmt.returning(HostNode.id).cte("claimed")
+    claimed = _add_usage(instance, disk_bytes).where(where).returning(HostNode.id).cte("claimed")
     now = utcnow()
     row = session.execute(
         insert(HostAllocation).from_select(

@@ -49,13 +49,14 @@ fails again is evacuated again.
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from collector import wire
-from collector.db import db_now, outbox
+from collector.db import db_now, job_states, outbox, settings_of
 from collector.errors import AddressRefused, InvalidArgument, PlacementError
 from collector.models import BOOT_DEV_LOCAL, BOOT_DEV_SAN, LOCAL, HostNode, Instance, NodeState
 from collector.scheduling import capacity
@@ -67,7 +68,6 @@ log = logging.getLogger(__name__)
 
 RE_PLACED = ("running", "pending", "initializing", "starting", "halting", "halted")
 SHARED_ATTACHED = ("attached", "attaching", "detaching")
-BOOT_DELAY_SEC = 5
 FAILURES = (PlacementError, AddressRefused)
 
 
@@ -103,29 +103,48 @@ def _re_place(session: Session, inst: Instance, st: ServiceTypeConfig) -> HostCa
     if inst.state != "halted":
         inst.state = "pending"
     inst.placement_error = None
+    inst.placement_generation += 1  # the copy on the old host is stale from now on
     session.flush()
     return chosen
 
 
 def _dispatch(session: Session, inst: Instance, source: HostNode, source_online: bool,
               target: HostCandidate) -> None:
-    cuuid = inst.canonical_uuid
-    if source_online and source.node_id:
-        outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, source.node_id),
-                           wire.HvaJob.CLEANUP, cuuid,
-                           resource_id=cuuid)
-    if inst.state != "halted":
-        delay = BOOT_DELAY_SEC if source_online else None
-        if inst.image.boot_dev_type == BOOT_DEV_SAN:
-            outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, target.node_id),
-                               wire.HvaJob.RUN_VOL_STORE,
-                               cuuid, inst.boot_volume_id, resource_id=cuuid,
-                               countdown=delay)
-        else:
-            outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, target.node_id),
-                               wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid,
-                               countdown=delay)
+    """Fence the old host and boot on the new one, in the re-placement's transaction."""
+    cuuid, generation = inst.canonical_uuid, inst.placement_generation
+    cleanup = None
+    if source.node_id:
+        # What the old host was still to do for the instance will not run there.
+        job_states.cancel_on_node(session, cuuid, source.node_id,
+                                  f"{cuuid} moved to {target.node_id} (generation {generation})")
+        # It drops its copy: now when it answers, else when it comes back.
+        cleanup = outbox.jobs.submit(
+            session, wire.node_queue(wire.HVA_HANDLE, source.node_id), wire.HvaJob.CLEANUP,
+            cuuid, resource_id=cuuid, generation=generation - 1, held=not source_online)
+    if inst.state == "halted":
+        pass  # halted on its new host: nothing to boot
+    elif inst.image.boot_dev_type == BOOT_DEV_SAN:
+        # One host at a time on a SAN disk: the boot waits for the old host's cleanup, or
+        # for the fence timeout when that host does not answer.
+        outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, target.node_id),
+                           wire.HvaJob.RUN_VOL_STORE, cuuid, inst.boot_volume_id,
+                           resource_id=cuuid, generation=generation, **_after(session, cleanup))
+    else:
+        # A local disk is made anew on the new host; only a live old host is waited for
+        # (its cleanup first), a silent one is fenced by the generation alone.
+        wait = _after(session, cleanup) if source_online else {}
+        outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, target.node_id),
+                           wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid,
+                           generation=generation, **wait)
     outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
+
+
+def _after(session: Session, cleanup: str | None) -> dict[str, Any]:
+    """Hold a boot until ``cleanup`` finishes or the fence timeout passes."""
+    if cleanup is None:
+        return {}
+    timeout = timedelta(seconds=settings_of(session).fence_timeout_sec)
+    return {"held": True, "after": cleanup, "held_until": db_now(session) + timeout}
 
 
 def evacuate_from(session: Session, host_node_id: str,
@@ -137,10 +156,12 @@ def evacuate_from(session: Session, host_node_id: str,
     host = HostNode.by_cuuid(session, host_node_id, for_update=True)
     was_enabled = host.scheduling_enabled
     host.scheduling_enabled = False
-    # Never before the node's last heartbeat: that is what marks this outage as handled
-    # (a transaction's clock may lag a heartbeat committed while it ran).
-    last_ping = host.node.last_ping_at if host.node is not None else None
-    host.evacuated_at = max(db_now(session), last_ping) if last_ping else db_now(session)
+    if keep_offline:
+        # An outage: marked handled. Never before the node's last heartbeat (a
+        # transaction's clock may lag a heartbeat committed while it ran). An operator's
+        # evacuation marks nothing: an outage in the next seconds is still handled.
+        last_ping = host.node.last_ping_at if host.node is not None else None
+        host.evacuated_at = max(db_now(session), last_ping) if last_ping else db_now(session)
     session.flush()
     source_online = host.status == "online"
     config = scheduler_config()

@@ -110,8 +110,11 @@ def _hold_host(session: Session, inst: Instance, st: ServiceTypeConfig,
     if session.scalar(select(HostAllocation.id).where(
             HostAllocation.instance_id == inst.id)) is None:
         # Assigned without a claim (older API, a repair): claim it now or fail.
-        if not capacity.claim_host(session, inst.host_node_id, inst, local_bytes):
-            raise OutOfHostCapacity(f"the assigned host has no room for {inst.canonical_uuid}")
+        # The operator's choice, as at the API: a drained host is honoured, not a silent one.
+        if not capacity.claim_host(session, inst.host_node_id, inst, local_bytes,
+                                   drained_ok=True):
+            raise OutOfHostCapacity(f"the assigned host is offline or has no room for "
+                                    f"{inst.canonical_uuid}")
     host = session.get(HostNode, inst.host_node_id)
     return HeldHost(host.canonical_uuid, host.node_id or "")
 
@@ -181,11 +184,14 @@ def _dispatch_new(session: Session, inst: Instance, host: HeldHost, placed: dict
             node = _sta_node_of(vol, placed)
             if node:
                 jobs.append(outbox.jobs.submit(
-                    session, wire.node_queue(wire.STA_HANDLE, node), wire.StaJob.CREATE_VOLUME_AND_RUN_INSTANCE,
-                    vol.canonical_uuid, cuuid, resource_id=vol.canonical_uuid))
+                    session, wire.node_queue(wire.STA_HANDLE, node),
+                    wire.StaJob.CREATE_VOLUME_AND_RUN_INSTANCE, vol.canonical_uuid, cuuid,
+                    resource_id=vol.canonical_uuid, generation=inst.placement_generation))
     if inst.image.boot_dev_type == BOOT_DEV_LOCAL:
-        jobs.append(outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, host.node_id),
-                                       wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid))
+        jobs.append(outbox.jobs.submit(
+            session, wire.node_queue(wire.LOCAL_STORE_HANDLE, host.node_id),
+            wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid,
+            generation=inst.placement_generation))
     outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
     return jobs
 
@@ -253,6 +259,7 @@ def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any
             host = _hold_host(session, inst, st, local_bytes)
             inst.state = "pending"
             inst.placement_error = None
+            inst.placement_generation += 1  # a new placement: reports of the last one are stale
             session.flush()
             job = _dispatch_start(session, inst, host, boot, boot_volume)
             _lease_missing_addresses(session, inst, st)  # last: it locks network cursors
@@ -279,13 +286,15 @@ def _boot_volume(session: Session, inst: Instance) -> Volume | None:
 def _dispatch_start(session: Session, inst: Instance, host: HeldHost, boot: int,
                     boot_volume: Volume | None) -> str:
     cuuid = inst.canonical_uuid
+    generation = inst.placement_generation
     if boot == BOOT_DEV_SAN:
         job = outbox.jobs.submit(session, wire.node_queue(wire.HVA_HANDLE, host.node_id),
-                                 wire.HvaJob.RUN_VOL_STORE,
-                                 cuuid, boot_volume.canonical_uuid, resource_id=cuuid)
+                                 wire.HvaJob.RUN_VOL_STORE, cuuid, boot_volume.canonical_uuid,
+                                 resource_id=cuuid, generation=generation)
     else:
         job = outbox.jobs.submit(session, wire.node_queue(wire.LOCAL_STORE_HANDLE, host.node_id),
-                                 wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid)
+                                 wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid,
+                                 generation=generation)
     outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
     return job
 

@@ -68,8 +68,11 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
 
     On PostgreSQL a first pass skips hosts another placement holds right now (it would
     only wait for them), a second pass waits: a host is never reported full just because
-    it was busy. ``over_commit`` (HA re-placement with a strategy that allows it): when no
-    host has room, the best-ranked one is claimed past its offering.
+    it was busy. The ranking is a snapshot: each claim re-checks room, scheduling and the
+    node's state in its own statement (``capacity.claim_host``), so a host drained,
+    offline or evacuated while the placement waited is passed over like a full one.
+    ``over_commit`` (HA re-placement with a strategy that allows it): when no host has
+    room, the best-ranked one is claimed past its offering (if still eligible).
     The instance must hold no host claim (``capacity.release_host`` first).
     """
     specific = strategy.specific
@@ -124,9 +127,9 @@ def _over_commit(session: Session, instance: Instance, request: HostRequest,
     candidates = capacity.host_candidates(session, request, order=strategy.order, limit=1,
                                           exclude_ids=exclude, fit=False)
     ranked = strategy.rank_over_commit(candidates, request)
-    if not ranked:
-        return None
-    capacity.claim_host(session, ranked[0].id, instance, request.disk_bytes, force=True)
+    if not ranked or not capacity.claim_host(session, ranked[0].id, instance,
+                                             request.disk_bytes, over_commit=True):
+        return None  # none, or it left placement since it was read
     return ranked[0]
 
 
@@ -135,7 +138,9 @@ def assign_explicit_host(session: Session, instance: Instance, host_cuuid: objec
 
     Not online -> InvalidHostNodeID; other hypervisor or arch -> IncompatibleHostNode;
     no room for cpu, memory or the instance's local volumes -> OutOfHostCapacity.
-    ``scheduling_enabled`` is not required: an operator may place on a drained host.
+    ``scheduling_enabled`` is not required: an operator may place on a drained host. The
+    claim checks room and the node's state again in its statement (a node gone offline
+    since the check is refused too).
     """
     host = HostNode.by_cuuid(session, host_cuuid)
     if host.status != "online":
@@ -147,7 +152,9 @@ def assign_explicit_host(session: Session, instance: Instance, host_cuuid: objec
             f"needs {arch} {instance.hypervisor}")
     capacity.release_host(session, instance)
     disk = capacity.local_disk_bytes(session, instance)
-    if not capacity.claim_host(session, host.id, instance, disk):
+    if not capacity.claim_host(session, host.id, instance, disk, drained_ok=True):
+        if capacity.node_state(session, host.node_id) != "online":  # changed since read
+            raise InvalidHostNodeID(f"host node {host.canonical_uuid} is not online")
         raise OutOfHostCapacity(f"host node {host.canonical_uuid} has no room for "
                                 f"{instance.cpu_cores} cpu cores, {instance.memory_size} MB "
                                 f"memory and {disk} bytes of local disk")

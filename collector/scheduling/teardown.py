@@ -116,6 +116,19 @@ def destroy_instance(session: Session, inst: Instance, terminated_at: datetime |
             lb.soft_delete(when)
 
 
+def release_addresses(session: Session, instance_pk: int, when: datetime | None = None) -> None:
+    """Give back the IP leases of the instance's alive vifs (a confirmed stop: the vifs and
+    their MAC addresses stay; a start leases addresses again)."""
+    when = when or utcnow()
+    for lease in session.scalars(
+            select(NetworkVifIpLease).join(NetworkVif,
+                                           NetworkVif.id == NetworkVifIpLease.network_vif_id)
+            .where(NetworkVif.instance_id == instance_pk, NetworkVif.deleted_at.is_(None),
+                   NetworkVifIpLease.deleted_at.is_(None))
+            .order_by(NetworkVifIpLease.id)):
+        release_ip_lease(session, lease, when)
+
+
 def release_ip_lease(session: Session, lease: NetworkVifIpLease, when: datetime) -> None:
     """Soft-delete the lease and free its address (the guard row) for the next lease."""
     if lease.deleted_at is not None:

@@ -4,7 +4,11 @@ Answer shapes follow the original (see ``collector.documents``); ids are canonic
 times ISO-8601 UTC. Every function runs inside the caller's transaction.
 
 get_instance(instance_id) -> instance document (terminated instances included)
-update_instance(instance_id, data) -> None; ``{"state": "terminated"}`` finalizes
+update_instance(instance_id, data) -> None; ``{"state": "terminated"}`` finalizes. Fencing:
+    ``data["generation"]``, when given, must be the instance's ``placement_generation``
+    (else StalePlacement: the sender's copy is of an earlier placement, nothing written);
+    once the instance was placed more than once, a report of its state or host must
+    carry it (PlacementGenerationRequired).
 finalize_instance(instance_id, terminated_at=None) -> None; idempotent
 
 Writers lock the instance row before reading it, so concurrent reports on one instance
@@ -22,7 +26,7 @@ from sqlalchemy.orm import Session
 from collector import ids
 from collector.db.compiled import Query, fetch, iso_time
 from collector.documents.instances import instance_document, load_instance
-from collector.errors import InvalidArgument
+from collector.errors import InvalidArgument, PlacementGenerationRequired, StalePlacement
 from collector.fields import NULL, check_fields
 from collector.models import HostNode, Instance
 from collector.scheduling import capacity, teardown
@@ -38,7 +42,10 @@ UPDATABLE_INSTANCE_FIELDS: dict[str, tuple[type, ...]] = {
     "password_will_be_deleted_at": (str, NULL),
     "runtime_config": (dict, NULL),
     "terminated_at": (str, NULL),
+    "generation": (int,),
 }
+# What a copy of an earlier placement must not report.
+_FENCED_FIELDS = frozenset({"state", "host_node_id", "terminated_at"})
 
 
 def get_instance(session: Session, instance_id: str) -> dict[str, Any]:
@@ -49,7 +56,8 @@ def get_instance(session: Session, instance_id: str) -> dict[str, Any]:
 _INSTANCES = Instance.__table__
 # The instance row a report changes, locked: concurrent reports apply one after the other.
 _LOCK_INSTANCE = Query(select(
-    _INSTANCES.c.id, _INSTANCES.c.state, _INSTANCES.c.host_node_id, _INSTANCES.c.status,
+    _INSTANCES.c.id, _INSTANCES.c.state, _INSTANCES.c.host_node_id,
+    _INSTANCES.c.placement_generation, _INSTANCES.c.status,
     _INSTANCES.c.encrypted_password, _INSTANCES.c.password_will_be_deleted_at,
     cast(_INSTANCES.c.runtime_config, Text)).where(_INSTANCES.c.uuid == bindparam("raw"))
     .with_for_update())
@@ -59,13 +67,15 @@ def update_instance(session: Session, instance_id: str, data: dict[str, Any]) ->
     """Apply an agent's report; state changes go through the instance state machine.
 
     Only the instance row is read (locked) and written, and only when a value changes;
-    ``terminated`` finalizes, which reads the instance's volumes and vifs too."""
+    ``terminated`` finalizes, which reads the instance's volumes and vifs too; ``stopped``
+    (the confirmation of ``api.stop_instance``) gives back the IP leases of its vifs."""
     check_fields("instance", data, UPDATABLE_INSTANCE_FIELDS, Instance)
     raw = ids.raw_part(instance_id, Instance.prefix)
     [rows] = fetch(session, (_LOCK_INSTANCE, {"raw": raw}))
     if not rows:
         raise Instance.not_found(f"unknown id '{instance_id}'")
-    pk, state, host_node_id, *current = rows[0]
+    pk, state, host_node_id, generation, *current = rows[0]
+    _check_generation(instance_id, generation, data)
     if data.get("state") == "terminated":
         teardown.finalize_instance(
             session, load_instance(session, instance_id),
@@ -88,6 +98,9 @@ def update_instance(session: Session, instance_id: str, data: dict[str, Any]) ->
             # Stopped (NULL) or moved: the instance's capacity claim follows it.
             capacity.move_host(session, session.get(Instance, pk), host_id)
             values["host_node_id"] = host_id
+    if values.get("state") == "stopped":
+        # The agent confirms the stop: only now may its addresses go to other instances.
+        teardown.release_addresses(session, pk)
     if "password_will_be_deleted_at" in data:
         data = {**data, "password_will_be_deleted_at": parse_time(
             data["password_will_be_deleted_at"], "password_will_be_deleted_at")}
@@ -100,6 +113,19 @@ def update_instance(session: Session, instance_id: str, data: dict[str, Any]) ->
         loaded = session.identity_map.get(session.identity_key(Instance, pk))
         if loaded is not None:  # an object of this row in the session reads it again
             session.expire(loaded, [*values, "updated_at"])
+
+
+def _check_generation(instance_id: str, current: int, data: dict[str, Any]) -> None:
+    """Refuse a report of an earlier placement (or one that cannot say which it is of)."""
+    given = data.get("generation")
+    if given is not None and given != current:
+        raise StalePlacement(
+            f"{instance_id} was placed again (generation {current}); this report is of "
+            f"generation {given}: drop that copy")
+    if given is None and current > 1 and _FENCED_FIELDS & data.keys():
+        raise PlacementGenerationRequired(
+            f"{instance_id} was placed {current} times: a report of its state or host must "
+            f"carry its generation ({current}, the instance document's placement_generation)")
 
 
 _UPDATES: dict[frozenset[str], Update] = {}

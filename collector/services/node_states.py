@@ -2,7 +2,9 @@
 
 notify(node_id, boot_token) -> None: a heartbeat (agents send it one-shot every 10 s);
     the node becomes ``online``; a changed boot token means the agent restarted and
-    publishes ``node_collector/restarted`` (the original never noticed restarts).
+    publishes ``node_collector/restarted`` (the original never noticed restarts); a node
+    back from ``timeout``/``offline`` gets the jobs held for its return (the cleanups of
+    instances moved off it while it was away: ``collector.db.job_states``).
 list_nodes() -> [{node_id, state, boot_token, last_ping_at, ...}]
 sweep_node_states(): ``online -> timeout`` after 20 s of silence, ``-> offline`` after
     40 s, row deleted after 320 s; computed on the database's clock; events
@@ -21,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from collector import wire
-from collector.db import db_now, dialect_name, outbox, settings_of, skip_locked
+from collector.db import db_now, dialect_name, job_states, outbox, settings_of, skip_locked
 from collector.errors import InvalidArgument
 from collector.models import NodeState
 
@@ -47,10 +49,13 @@ def notify(session: Session, node_id: str, boot_token: str) -> None:
                           .with_for_update().execution_options(populate_existing=True)).one()
     if created is not None:
         outbox.events.publish(session, wire.NodeEvent.MONITORED, [_doc(row)])
+        job_states.release_for_node(session, node_id)  # back after its row was dropped
         return
     if row.boot_token != boot_token:
         row.boot_token = boot_token
         outbox.events.publish(session, wire.NodeEvent.RESTARTED, [_doc(row)])
+    if row.state != "online":
+        job_states.release_for_node(session, node_id)  # back: what waited for it is sent
     row.state = "online"
     row.last_ping_at = now
 

@@ -20,7 +20,7 @@ MB = 1 << 20
 
 
 def collector_stats(session: Session) -> dict[str, Any]:
-    """``{"jobs": {queue: {pending, running, succeeded, failed, cancelled}}, "outbox": {...},
+    """``{"jobs": {queue: {held, pending, running, succeeded, failed, cancelled}}, "outbox": {...},
     "nodes": {state: count}, "instances": {state: count}}``."""
     outcome = case(
         (QueuedJob.state != "finished", QueuedJob.state),
@@ -33,8 +33,8 @@ def collector_stats(session: Session) -> dict[str, Any]:
     for queue, state, count in session.execute(
             select(QueuedJob.queue_name, outcome, func.count())
             .group_by(QueuedJob.queue_name, outcome).order_by(QueuedJob.queue_name)):
-        counts = jobs.setdefault(queue, {"pending": 0, "running": 0, "succeeded": 0,
-                                         "failed": 0, "cancelled": 0})
+        counts = jobs.setdefault(queue, {"held": 0, "pending": 0, "running": 0,
+                                         "succeeded": 0, "failed": 0, "cancelled": 0})
         counts[state] = counts.get(state, 0) + count
     unsent, oldest = session.execute(
         select(func.count(), func.min(OutboxMessage.created_at))

@@ -6,22 +6,26 @@ Any client could send them, so each first asks the result backend for the job's 
 outcome: ``job_succeeded`` runs only when the job's result is SUCCESS, ``job_failed`` only
 when it is FAILURE; otherwise it is refused (InvalidStateTransition) and the ledger is
 untouched. Celery sends a success callback just before it stores the result, so the check
-waits up to ``OUTCOME_WAIT`` seconds for it.
+waits up to ``OUTCOME_WAIT`` seconds for it. Both callbacks are retried with backoff through
+``TransientError`` (the database or the result backend out of reach) for
+COLLECTOR_JOB_RETRY_FOR seconds; one lost even so is made good by the maintenance pass
+(``collector.services.jobs.reconcile``), from the same result backend.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from collector import ids, wire
 from collector.errors import InvalidStateTransition, TransientError
-from collector.services.jobs import ledger, push
+from collector.services.jobs import ledger, push, reconcile
 from tasks.app import app
-from tasks.registry import Endpoint
+from tasks.registry import Endpoint, RetryTransient
 
 
 def find(session: Session, job_id: str) -> dict[str, Any]:
@@ -52,6 +56,23 @@ def failure_of(task_id: str) -> dict[str, Any] | None:
         return None
     message = str(exc.args[0]) if exc.args else str(exc)
     return {"error_type": type(exc).__name__, "message": message}
+
+
+def final_outcome(task_id: str) -> reconcile.Outcome | None:
+    """The task's final outcome in the result backend (SUCCESS or FAILURE, with its error
+    and when it was stored); None while it has none, or when the backend cannot say."""
+    try:
+        result = app.AsyncResult(task_id)
+        state = result.state
+        if state not in (reconcile.SUCCESS, reconcile.FAILURE):
+            return None
+        done_at = result.date_done
+    except Exception:  # noqa: BLE001 - the backend down: the next pass asks again
+        return None
+    if isinstance(done_at, datetime) and done_at.tzinfo is None:
+        done_at = done_at.replace(tzinfo=UTC)  # Celery stores UTC
+    failure = failure_of(task_id) if state == reconcile.FAILURE else None
+    return reconcile.Outcome(state, failure, done_at if isinstance(done_at, datetime) else None)
 
 
 OUTCOME_WAIT = 3.0
@@ -88,6 +109,8 @@ endpoint = Endpoint(wire.JOBQUEUE_PROXY).reads(find, list=ledger.list_jobs).writ
     push.push_job, ledger.submit, ledger.pop, ledger.cancel, ledger.finish_success,
     ledger.finish_fail, ledger.running, ledger.heartbeat,
 )
+# Nobody waits on a callback: its retries are the only way its outcome reaches the ledger.
 endpoint.register(wire.LedgerCallback.JOB_SUCCEEDED, ledger.job_succeeded,
-                  guard=outcome_is("SUCCESS"))
-endpoint.register(wire.LedgerCallback.JOB_FAILED, job_failed, guard=outcome_is("FAILURE"))
+                  guard=outcome_is("SUCCESS"), retry=RetryTransient())
+endpoint.register(wire.LedgerCallback.JOB_FAILED, job_failed, guard=outcome_is("FAILURE"),
+                  retry=RetryTransient())

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from collector import wire
 from collector.config import load_settings
+from collector.db import job_states
+from collector.scheduling import redrive
 from collector.services import maintenance, node_states, resource
-from collector.services.jobs import ledger
+from collector.services.jobs import ledger, reconcile
 from tasks import relay
 from tasks.app import app
+from tasks.endpoints.jobqueue_proxy import final_outcome
 from tasks.execution import run_in_unit_of_work
 
 
@@ -28,6 +31,12 @@ def sweep_outbox() -> int:
 def reap_jobs() -> dict:
     """Jobs whose worker died: pushed again or failed."""
     return run_in_unit_of_work(ledger.reap)
+
+
+@periodic(wire.Maintenance.RELEASE_HELD_JOBS)
+def release_held_jobs() -> list[str]:
+    """Send held jobs whose time has come (a boot past its fence timeout); their ids."""
+    return run_in_unit_of_work(job_states.release_due)
 
 
 @periodic(wire.Maintenance.SWEEP_NODE_STATES)
@@ -67,3 +76,22 @@ def purge_resource_samples() -> int:
     """Drop samples older than COLLECTOR_RESOURCE_RETENTION seconds (default 7 days)."""
     return run_in_unit_of_work(resource.purge_resource_samples,
                                (load_settings().resource_retention,))
+
+
+@periodic(wire.Maintenance.REDRIVE_PLACEMENTS)
+def redrive_placements() -> dict:
+    """Finish ledger jobs whose outcome callback was lost (from the result backend), then
+    place again, or refuse, requests left ``scheduling`` with no live placement job
+    (COLLECTOR_REDRIVE_AFTER seconds of grace, COLLECTOR_PLACEMENT_MAX_JOBS tries)."""
+    settings = load_settings()
+    awaiting = run_in_unit_of_work(reconcile.awaiting_outcome, (settings.redrive_after,),
+                                   readonly=True)
+    # Read with no transaction open: the backend may keep us waiting.
+    outcomes = {seen.job_id: outcome for seen in awaiting
+                if (outcome := final_outcome(seen.job_id)) is not None}
+    finished = run_in_unit_of_work(reconcile.apply_outcomes, (awaiting, outcomes)) \
+        if outcomes else {"succeeded": [], "failed": []}
+    # Then the requests, the ledger rows of their jobs as final as this pass made them.
+    placed = run_in_unit_of_work(redrive.redrive, (settings.redrive_after,
+                                                   settings.placement_max_jobs))
+    return {**finished, **placed}

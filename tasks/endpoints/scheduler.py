@@ -13,6 +13,13 @@ committed. Only then does the task fail, with the typed error of the outcome
 row ends ``finished/fail`` with that reason (``link_error`` ->
 ``jobqueue-proxy.job_failed``), and a caller of the task sees the same error. Outcomes
 ``placed`` and ``noop`` (a repeated or late job) answer the outcome document.
+
+A job that meets ``TransientError`` (the database unreachable, a pool timeout, deadlocks
+beyond the in-place retries) changed nothing and is retried by Celery with backoff for
+COLLECTOR_JOB_RETRY_FOR seconds (``tasks.registry.RetryTransient``); its ledger row stays
+pending meanwhile. Only then does it fail, and the maintenance pass
+(``collector.scheduling.redrive``) places the request again. A call of these tasks as an
+RPC (not a job of the ledger) gets the TransientError at once.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from typing import Any
 from collector import errors, wire
 from collector.scheduling import batch, evacuation, handlers
 from tasks.event_bus import subscribe
-from tasks.registry import Endpoint
+from tasks.registry import Endpoint, RetryTransient
 
 _DYNAMIC: dict[str, type[errors.CollectorError]] = {}
 
@@ -48,7 +55,8 @@ def fail_on_failed_outcome(outcome: Any) -> Any:
 
 
 # The jobs the API submits, by the names it submits them under.
-endpoint = Endpoint(wire.SCHEDULER, on_committed=fail_on_failed_outcome).writes(**{
+endpoint = Endpoint(wire.SCHEDULER, on_committed=fail_on_failed_outcome,
+                    retry=RetryTransient(jobs_only=True)).writes(**{
     wire.SchedulerJob.SCHEDULE_INSTANCE: handlers.schedule_instance,
     wire.SchedulerJob.SCHEDULE_START_INSTANCE: handlers.schedule_start_instance,
     wire.SchedulerJob.SCHEDULE_VOLUME: handlers.schedule_volume,

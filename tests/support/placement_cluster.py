@@ -18,20 +18,29 @@ from typing import Any
 
 import redis
 
+from collector import wire
 from collector.db import unit_of_work
-from tests.support.servers import start_agent, start_worker
+from tests.support.servers import start_agent, start_beat, start_worker
 from workers.agent.client import Collector
 from workers.demo.world import placement
+from workers.roles import ALL, queues_for
+
+DEFAULT_HOST = placement.HostSize(8, 16384, 200 * 1024)
 
 
 @contextmanager
 def placement_cluster(db_url: str, broker: str, hosts: int, *, node_prefix: str, cidr: str,
-                      env: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+                      env: dict[str, str] | None = None,
+                      host_size: placement.HostSize = DEFAULT_HOST, scheduler_workers: int = 0,
+                      beat_dir: str | None = None) -> Iterator[dict[str, Any]]:
     """``db_url`` migrated, the broker's Redis database emptied, a placement world seeded
-    (``placement.build``: ``hosts`` hosts of 8 cores, 16 GB and 200 GB of local disk, their
-    node ids after ``node_prefix``; a storage node; a network on ``cidr`` whose MAC range has
-    a vendor of its own; a local-boot and a SAN-boot image), then a worker
-    (``--concurrency 4``, ``env``) and an agent per host and storage node.
+    (``placement.build``: ``hosts`` hosts of ``host_size``, by default 8 cores, 16 GB and
+    200 GB of local disk, their node ids after ``node_prefix``; a storage node; a network on
+    ``cidr`` whose MAC range has a vendor of its own; a local-boot and a SAN-boot image),
+    then a worker (``--concurrency 4``, ``env``) and an agent per host and storage node.
+    With ``scheduler_workers``, that worker leaves the scheduler's queues to that many
+    ``--role scheduler`` workers of their own; with ``beat_dir``, beat runs too (its
+    schedule file there).
 
     Yields the world's ids (``PlacementWorld.ids``) with ``db_url``, ``broker``, ``redis`` (a
     connection), ``client``, ``api`` (its api proxy), ``agents`` (node id -> agent process)
@@ -43,19 +52,27 @@ def placement_cluster(db_url: str, broker: str, hosts: int, *, node_prefix: str,
     conn.flushdb()  # a module's own database: nothing queued by an earlier run
     with unit_of_work(db_url) as session:
         world = placement.build(
-            session, [placement.HostSize(8, 16384, 200 * 1024)] * hosts, node_prefix=node_prefix,
+            session, [host_size] * hosts, node_prefix=node_prefix,
             storage=True, cidr=cidr, mac_vendor=placement.random_local_mac_vendor(),
             san_image=True).ids()
-    processes = [start_worker(db_url, broker, extra_args=("--concurrency", "4"), env=env)]
+    leave = set(queues_for(wire.SCHEDULER)) if scheduler_workers else set()
+    processes = [start_worker(db_url, broker, extra_args=("--concurrency", "4"), env=env,
+                              queues=tuple(q for q in queues_for(ALL) if q not in leave)
+                              if leave else ())]
     agents = {}
     try:
+        env = processes[0].env
+        for _ in range(scheduler_workers):
+            processes.append(start_worker(db_url, broker, role=wire.SCHEDULER, env=env))
+        if beat_dir is not None:
+            processes.append(start_beat(db_url, broker, beat_dir, env=env))
         for node in (*world["hosts"].values(), world["storage_node"]):
-            agents[node] = start_agent(node, broker, env=processes[0].env)
+            agents[node] = start_agent(node, broker, env=env)
             processes.append(agents[node])
         client = Collector(broker, timeout=30)
         try:
             yield {**world, "db_url": db_url, "broker": broker, "redis": conn, "client": client,
-                   "api": client.rpc("api"), "agents": agents, "env": processes[0].env}
+                   "api": client.rpc("api"), "agents": agents, "env": env}
         finally:
             client.close()
     finally:

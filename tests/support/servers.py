@@ -7,9 +7,10 @@ plus Collector worker processes. Nothing here is a mock, and nothing here needs 
   ``stop()``, ``start()``, ``restart()`` (same port) for outage tests.
 - ``PostgresServer``: a throwaway cluster (run as ``nobody`` when we are root);
   ``url(dbname)``, ``create_database(name)``, ``pause()``/``resume()`` (outages), ``stop()``.
-- ``start_worker(db_url, broker_url, role, extra_args, env)`` -> a ready
+- ``start_worker(db_url, broker_url, role, extra_args, env, queues=())`` -> a ready
   ``WorkerProcess`` (``pid``, ``env``, ``kill(sig)``, ``stop()``, ``wait_ready()``,
-  ``log_text()``); ``start_agent(node_id, broker_url)`` for a reference agent;
+  ``log_text()``), of a role or of exactly ``queues``; ``start_agent(node_id, broker_url)``
+  for a reference agent;
   ``start_beat(db_url, broker_url, data_dir)`` for the periodic scheduler.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -292,11 +294,25 @@ class WorkerProcess:
             self._log.close()
 
 
+# A Collector worker of exactly the queues given (``collector worker`` takes a role's).
+_QUEUES_WORKER = ("import sys; from workers.worker import run_worker; "
+                  "sys.exit(run_worker(sys.argv[1:]))")
+
+
 def start_worker(db_url: str, broker_url: str, role: str = "all",
                  extra_args: tuple[str, ...] = (), env: dict | None = None,
-                 log_dir: str | None = None, timeout: float = 60) -> WorkerProcess:
-    """A ready ``collector worker --role <role> <extra_args>`` on ``db_url``/``broker_url``."""
-    return WorkerProcess(db_url, broker_url, role, extra_args, env, log_dir).wait_ready(timeout)
+                 log_dir: str | None = None, timeout: float = 60,
+                 queues: tuple[str, ...] = ()) -> WorkerProcess:
+    """A ready ``collector worker --role <role> <extra_args>`` on ``db_url``/``broker_url``;
+    with ``queues``, the same worker (Collector app, threads) consuming exactly those queues
+    (``role`` then only names its log)."""
+    argv = None
+    if queues:
+        argv = ["-c", _QUEUES_WORKER, "worker", "-Q", ",".join(queues), "--pool", "threads",
+                "--loglevel", "INFO", "--hostname", f"{role}.{secrets.token_hex(3)}@%h",
+                "--without-gossip", "--without-mingle", *extra_args]
+    return WorkerProcess(db_url, broker_url, role, extra_args, env, log_dir,
+                         argv).wait_ready(timeout)
 
 
 def start_agent(node_id: str, broker_url: str, env: dict | None = None,

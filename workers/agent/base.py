@@ -22,6 +22,17 @@ unreachable): each is retried with backoff, ``running`` for up to a minute (then
 message goes back to the queue, the job not run), a finish for up to
 ``report_retry_for`` seconds (5 min) while the job keeps heartbeating, so the reaper does
 not send it again meanwhile. The Collector answers a repeated report as it did the first.
+A handler that fails the same way (a Collector call meets ``TransientError``, no answer,
+the broker unreachable) is run again with backoff (1, 2, 4 ... s, at most 30) for up to
+``job_retry_for`` seconds (COLLECTOR_JOB_RETRY_FOR, 10 min), the job still running and
+heartbeating; only what still fails then, or fails otherwise, finishes it as failed.
+Handlers are run again from the start: they must tolerate a repeat, as any redelivery.
+
+A copy of a job this agent does not run (a second copy sent by the outbox sweep, a
+redelivery; the ledger says finished, cancelled or running elsewhere, or the copy arrived
+while this process runs the job) is dropped with Celery's ``Ignore``: no result is stored
+and no ``link`` callback is sent, so neither the ledger nor the result backend can take a
+skipped copy for the job's success.
 
 An agent's unacknowledged messages are kept in its node's own Redis hash, with a
 visibility timeout of twice its longest job (``longest_job``, COLLECTOR_AGENT_LONGEST_JOB,
@@ -41,14 +52,14 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Ignore, Reject
 from kombu.exceptions import KombuError
 from redis.exceptions import RedisError
 
 from collector import wire
 from collector.config import load_settings
 from collector.jobcontext import CurrentJob, current_job
-from workers.agent.client import Collector, RpcError, make_app, run_celery
+from workers.agent.client import Collector, RpcError, is_transport_failure, make_app, run_celery
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +68,10 @@ log = logging.getLogger(__name__)
 RETRYABLE_REPORT_ERRORS = frozenset({"RpcTimeout", "TransientError", "OperationalError",
                                      "ConnectionError", "TimeoutError"})
 RUNNING_REPORT_RETRY_FOR = 60.0
+# A handler's failures after which running it again may succeed: the same, and a call or a
+# publish that could not reach the broker.
+RETRYABLE_JOB_ERRORS = RETRYABLE_REPORT_ERRORS | {"BrokerUnavailable"}
+JOB_RETRY_FIRST_DELAY, JOB_RETRY_LONGEST_DELAY = 1.0, 30.0
 
 JobHandler = Callable[..., Any]
 FailureHook = Callable[["JobContext", BaseException], None]
@@ -86,7 +101,7 @@ class Agent:
                  result_backend: str | None = None, endpoints: tuple[str, ...] = (wire.HVA_HANDLE,),
                  heartbeat_interval: float = 10.0, job_heartbeat_interval: float | None = None,
                  rpc_timeout: float = 30.0, longest_job: float | None = None,
-                 report_retry_for: float = 300.0) -> None:
+                 report_retry_for: float = 300.0, job_retry_for: float | None = None) -> None:
         settings = load_settings()
         self.node_id = node_id
         self.endpoints = endpoints
@@ -96,6 +111,7 @@ class Agent:
         self.job_heartbeat_interval = job_heartbeat_interval or settings.agent_job_heartbeat
         self.longest_job = longest_job or settings.agent_longest_job
         self.report_retry_for = report_retry_for
+        self.job_retry_for = settings.job_retry_for if job_retry_for is None else job_retry_for
         self.collector = Collector(broker_url, result_backend, timeout=rpc_timeout,
                                    sender=node_id)
         self.app: Celery = make_app(broker_url, result_backend)
@@ -145,8 +161,10 @@ class Agent:
                  on_failure: FailureHook | None, args: tuple) -> Any:
         with self._running_lock:
             if job_id in self._running:  # a redelivered copy of a job this process runs
-                log.info("%s: job %s (%s) already runs here", self.node_id, job_id, name)
-                return {"skipped": "already running on this worker"}
+                log.info("%s: job %s (%s) already runs here: copy dropped", self.node_id,
+                         job_id, name)
+                # No result and no link callback: the copy running here reports the job.
+                raise Ignore()
             self._running.add(job_id)
         try:
             return self._run_job_once(job_id, name, handler, on_failure, args)
@@ -172,7 +190,9 @@ class Agent:
         if not decision["run"]:
             log.info("%s: skipping job %s (%s): %s", self.node_id, job_id, name,
                      decision["reason"])
-            return {"skipped": decision["reason"]}
+            # Not run here: whatever the job's outcome is, this copy must not be taken for it
+            # (a stored SUCCESS would be the job's in the result backend and its link's).
+            raise Ignore()
         ctx = JobContext(job_id, decision["job"]["session_id"] or job_id, name, self.node_id,
                          self.worker_id, args)
         beating = threading.Thread(target=self._beat_job, args=(ctx,), daemon=True)
@@ -180,7 +200,7 @@ class Agent:
         beating.start()
         try:
             try:
-                result = handler(ctx, *args)
+                result = self._run_handler(ctx, handler, args)
             except Exception as exc:
                 self._ran(job_id)
                 if on_failure is not None:
@@ -197,6 +217,25 @@ class Agent:
         finally:
             ctx._done.set()  # the job heartbeats until its finish is reported
             current_job.reset(token)
+
+    def _run_handler(self, ctx: JobContext, handler: JobHandler, args: tuple) -> Any:
+        """``handler(ctx, *args)``, run again with backoff while it fails with a retryable
+        error, for up to ``job_retry_for`` seconds and unless the job is cancelled."""
+        deadline = time.monotonic() + self.job_retry_for
+        delay = JOB_RETRY_FIRST_DELAY
+        while True:
+            try:
+                return handler(ctx, *args)
+            except Exception as exc:
+                if not retryable_job_error(exc) or ctx.cancelled or \
+                        time.monotonic() + delay > deadline:
+                    raise
+                log.warning("%s: job %s (%s) failed (%s); running it again in %gs",
+                            self.node_id, ctx.job_id, ctx.name, exc, delay)
+                error = exc
+            if ctx._cancel.wait(delay):  # cancelled meanwhile: it fails as it stands
+                raise error
+            delay = min(delay * 2, JOB_RETRY_LONGEST_DELAY)
 
     def _not_started(self, job_id: str, name: str, exc: Exception) -> NoReturn:
         """The ledger could not be asked: run nothing; the message goes back to the queue."""
@@ -273,6 +312,14 @@ class Agent:
             ])
         finally:
             self._stop.set()
+
+
+def retryable_job_error(exc: BaseException) -> bool:
+    """Whether a handler that failed with ``exc`` may succeed if run again: a Collector call
+    answered ``TransientError`` or nothing in time, or the broker out of reach."""
+    if isinstance(exc, RpcError):
+        return exc.error_type in RETRYABLE_JOB_ERRORS
+    return isinstance(exc, (KombuError, RedisError)) or is_transport_failure(exc)
 
 
 def _jsonable(value: Any) -> Any:

@@ -26,7 +26,7 @@ def stats(as_json: bool) -> None:
     if as_json:
         print_json(figures)
         return
-    kinds = ["pending", "running", "succeeded", "failed", "cancelled"]
+    kinds = ["held", "pending", "running", "succeeded", "failed", "cancelled"]
     table("jobs", ["queue", *kinds],
            [[q, *(c.get(k, 0) for k in kinds)] for q, c in figures["jobs"].items()])
     outbox = figures["outbox"]

@@ -18,7 +18,14 @@ hypervisor or a disk (``lifecycle_jobs``):
 - ``stop(inst)``: ``stopping -> stopped``, off its host; ``terminate(inst)``:
   ``shuttingdown -> terminated`` (the Collector finalizes it); both publish
   ``hva/instance_terminated`` as the original hva does;
+- ``cleanup(inst)``: the node drops its copy of an instance that was placed elsewhere;
 - ``delete_volume(...)``: the volume is reported ``deleted``.
+
+Fencing, as the protocol asks of every agent: a job reads the instance document first and
+reports with its ``placement_generation``; a boot runs only for an instance placed on this
+node; a ``StalePlacement`` refusal means the instance was placed again elsewhere, and the
+node drops its copy. The instances whose copy runs on a node are the Redis set
+``agent-copies:<node_id>``, so tests and the demo can see that no instance runs twice.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import redis
 from collector import wire
 from collector.config import load_settings
 from workers.agent.base import Agent, JobContext
+from workers.agent.client import RpcError
 
 
 def build_agent(node_id: str) -> Agent:
@@ -59,7 +67,7 @@ def build_agent(node_id: str) -> Agent:
             return {"node": node_id, "job": name, **(result or {})}
         return handler
 
-    lifecycle = lifecycle_jobs(agent)
+    lifecycle = lifecycle_jobs(agent, log_conn)
     for endpoint in endpoints:
         for name in wire.job_names(endpoint):
             agent.job(endpoint, name)(make_handler(name, lifecycle.get(name)))
@@ -102,20 +110,47 @@ def build_agent(node_id: str) -> Agent:
     return agent
 
 
-def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
+def lifecycle_jobs(agent: Agent, store: redis.Redis) -> dict[str, Callable[..., dict | None]]:
     """What the lifecycle jobs report to the Collector, by job name (see the module doc)."""
     hva = agent.collector.rpc(wire.HVA_COLLECTOR)
     sta = agent.collector.rpc(wire.STA_COLLECTOR)
+    copies = f"agent-copies:{agent.node_id}"
+
+    def fenced(work: Callable[..., dict]) -> Callable[..., dict]:
+        """A job on an instance: a StalePlacement refusal drops this node's copy of it."""
+        def run(inst_id: str, *args: str) -> dict:
+            try:
+                return work(inst_id, *args)
+            except RpcError as exc:
+                if exc.error_type != "StalePlacement":
+                    raise
+                store.srem(copies, inst_id)
+                return {"stale": inst_id, "dropped": True}
+        return run
+
+    def reporter(inst_id: str) -> tuple[dict, Callable[..., None]]:
+        """The instance document, and a report function that carries its generation."""
+        doc = hva.get_instance(inst_id)
+        generation = doc["placement_generation"]
+
+        def report(**data: object) -> None:
+            hva.update_instance(inst_id, {**data, "generation": generation})
+
+        return doc, report
 
     def walk_volume(vol_id: str, *states: str) -> None:
         for state in states:
             sta.update_volume(vol_id, {"state": state})
 
+    @fenced
     def boot(inst_id: str, *_volume: str) -> dict:
-        doc = hva.get_instance(inst_id)
-        if doc["state"] != "pending":
+        doc, report = reporter(inst_id)
+        if doc["state"] not in ("pending", "initializing"):
             return {"skipped": doc["state"]}  # a repeated or late boot job
-        hva.update_instance(inst_id, {"state": "initializing"})
+        if (doc["host_node"] or {}).get("node_id") != agent.node_id:
+            return {"skipped": "placed on another node"}
+        if doc["state"] == "pending":  # else a retry of this boot, after its first report
+            report(state="initializing")
         for vol_id, vol in doc["volume"].items():  # local disks are made here
             state = vol["state"] if vol["deleted_at"] is None else "deleted"
             if state == "pending" and vol["is_local_volume"]:
@@ -123,7 +158,8 @@ def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
                 state = "available"
             if state == "available":  # on disk: attach it
                 walk_volume(vol_id, "attaching", "attached")
-        hva.update_instance(inst_id, {"state": "running", "status": "online"})
+        report(state="running", status="online")
+        store.sadd(copies, inst_id)
         agent.publish(wire.HvaEvent.INSTANCE_STARTED, [inst_id])
         return {"booted": inst_id}
 
@@ -149,19 +185,28 @@ def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
                    and vol["state"] not in ("available", "attached")]
         return {"waiting_for": waiting} if waiting else boot(inst_id)
 
+    @fenced
     def stop(inst_id: str) -> dict:
-        hva.update_instance(inst_id, {"state": "stopping"})
-        hva.update_instance(inst_id, {"state": "stopped", "status": "offline",
-                                      "host_node_id": None})
+        _doc, report = reporter(inst_id)
+        report(state="stopping")
+        report(state="stopped", status="offline", host_node_id=None)
+        store.srem(copies, inst_id)
         agent.publish(wire.HvaEvent.INSTANCE_TERMINATED, [inst_id])
         return {"stopped": inst_id}
 
+    @fenced
     def terminate(inst_id: str) -> dict:
-        if hva.get_instance(inst_id)["state"] != "terminated":
-            hva.update_instance(inst_id, {"state": "shuttingdown"})
-            hva.update_instance(inst_id, {"state": "terminated"})  # the Collector finalizes
+        doc, report = reporter(inst_id)
+        if doc["state"] != "terminated":
+            report(state="shuttingdown")
+            report(state="terminated")  # the Collector finalizes
+        store.srem(copies, inst_id)
         agent.publish(wire.HvaEvent.INSTANCE_TERMINATED, [inst_id])
         return {"terminated": inst_id}
+
+    def cleanup(inst_id: str) -> dict:
+        store.srem(copies, inst_id)  # the copy's disk and processes would go here
+        return {"cleaned": inst_id}
 
     def delete_volume(*args: str) -> dict:
         vol_id = args[-1]  # (vol) on sta-handle, (inst, vol) on local-store-handle
@@ -172,7 +217,8 @@ def lifecycle_jobs(agent: Agent) -> dict[str, Callable[..., dict | None]]:
             wire.StaJob.CREATE_VOLUME: create_volume,
             wire.StaJob.CREATE_VOLUME_AND_RUN_INSTANCE: create_volume_and_run_instance,
             wire.HvaJob.WAIT_VOLUMES_AVAILABLE: wait_volumes_available, wire.HvaJob.STOP: stop,
-            wire.HvaJob.TERMINATE: terminate, wire.StaJob.DELETE_VOLUME: delete_volume}
+            wire.HvaJob.TERMINATE: terminate, wire.HvaJob.CLEANUP: cleanup,
+            wire.StaJob.DELETE_VOLUME: delete_volume}
 
 
 def main() -> None:

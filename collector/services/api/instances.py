@@ -3,8 +3,8 @@
 create_instance(params) -> instance document in ``scheduling``; job ``scheduler.schedule_instance``
 start_instance(instance_id) -> document; only from ``stopped``: ``scheduling`` and job
     ``scheduler.schedule_start_instance``
-stop_instance(instance_id) -> document; only from ``running``: the instance's IP leases are
-    released and ``hva-handle.<node>`` gets ``stop``
+stop_instance(instance_id) -> document; only from ``running``: ``hva-handle.<node>`` gets
+    ``stop``; the instance keeps its IP leases until its agent reports it ``stopped``
 terminate_instance(instance_id) -> document; an instance an agent runs gets ``terminate`` on
     ``hva-handle.<node>``; one no agent holds (``scheduling``: its placement is cancelled,
     ``stopped``) is terminated at once; a repeat changes nothing
@@ -58,7 +58,6 @@ from collector.services.api.rows import (
     live_backup_object,
     shown_document,
 )
-from collector.timeutil import utcnow
 
 MANUAL_ADDRESS_KEYS = ("mac_addr", "ipv4_addr", "nat_ipv4_addr")
 
@@ -229,17 +228,16 @@ def start_instance(session: Session, instance_id: str) -> dict[str, Any]:
 
 
 def stop_instance(session: Session, instance_id: str) -> dict[str, Any]:
-    """A running instance is stopped by its host's agent; its addresses are given back now
-    (a stopped instance holds no IP; the agent's report frees its host)."""
+    """A running instance is stopped by its host's agent; its addresses and its host are
+    given back when the agent reports it ``stopped`` (``hva-collector.update_instance``).
+
+    Not here: it still runs until then, and a stop that fails leaves it running with them
+    (released now, an address could go to a new instance while this one still uses it)."""
     inst = _locked_instance(session, instance_id)
     _require_state(inst, "running", "stop")
     queue = _hva_queue(inst, "stop")
-    now = utcnow()
-    for vif in inst.network_vifs:
-        for lease in vif.ip_leases:
-            teardown.release_ip_lease(session, lease, now)
     outbox.jobs.submit(session, queue, wire.HvaJob.STOP, inst.canonical_uuid,
-                       resource_id=inst.canonical_uuid)
+                       resource_id=inst.canonical_uuid, generation=inst.placement_generation)
     return _instance_document(session, inst)
 
 
@@ -266,7 +264,8 @@ def terminate_instance(session: Session, instance_id: str) -> dict[str, Any]:
         capacity.release_host(session, inst)
     else:
         outbox.jobs.submit(session, _hva_queue(inst, "terminate"), wire.HvaJob.TERMINATE,
-                           inst.canonical_uuid, resource_id=inst.canonical_uuid)
+                           inst.canonical_uuid, resource_id=inst.canonical_uuid,
+                           generation=inst.placement_generation)
     return _instance_document(session, inst)
 
 

@@ -15,13 +15,13 @@ cancelled, or running on a worker that is still heartbeating.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from collector.db import db_now, outbox, settings_of, skip_locked
+from collector.db import db_now, job_states, outbox, settings_of, skip_locked
 from collector.errors import AlreadyTerminated, InvalidArgument
 from collector.jobcontext import current_job
 from collector.models import QueuedJob
@@ -108,7 +108,7 @@ def running(session: Session, job_id: str, worker_id: str) -> dict[str, Any]:
         # This worker asked already (its report is retried after a lost answer): same answer.
         return {"run": True, "reason": "", "job": job_document(job)}
     if job.delivery_count >= settings_of(session).job_max_deliveries:
-        _finish(job, now, "fail", {"message": f"delivered {job.delivery_count} times; "
+        job_states.finish(session, job, now, "fail", {"message": f"delivered {job.delivery_count} times; "
                                    "giving up (poison job or crashing worker)"})
         return {"run": False, "reason": "too many deliveries", "job": job_document(job)}
     job.state, job.worker_id, job.heartbeat_at = "running", worker_id, now
@@ -127,12 +127,6 @@ def heartbeat(session: Session, job_id: str, worker_id: str) -> bool:
     return True
 
 
-def _finish(job: QueuedJob, now: datetime, status: str, message: Any = None) -> None:
-    job.state, job.finish_status, job.finished_at = "finished", status, now
-    if message is not None:
-        job.finish_message = message
-
-
 def _late_finish_of_cancelled(job: QueuedJob, what: str) -> bool:
     if job.state == "finished" and job.finish_status == "cancel":
         log.info("ignoring %s of cancelled job %s", what, job.canonical_uuid)
@@ -147,7 +141,7 @@ def finish_success(session: Session, job_id: str,
         return job_document(job)
     if job.state == "finished":
         raise AlreadyTerminated(f"job {job_id} already finished ({job.finish_status})")
-    _finish(job, db_now(session), "success",
+    job_states.finish(session, job, db_now(session), "success",
             None if finish_message is None else _message(finish_message))
     return job_document(job)
 
@@ -168,7 +162,7 @@ def finish_fail(session: Session, job_id: str, failure_reason: Any = None) -> di
     if job.retry_max > job.retry_count:
         _requeue(session, job)
     else:
-        _finish(job, db_now(session), "fail")
+        job_states.finish(session, job, db_now(session), "fail")
     return job_document(job)
 
 
@@ -180,7 +174,7 @@ def job_succeeded(session: Session, job_id: str) -> dict[str, Any]:
     job = _lookup(session, job_id)
     if job.delivery_count == 0 and job.state != "finished":
         job.retry_count += 1
-        _finish(job, db_now(session), "success")
+        job_states.finish(session, job, db_now(session), "success")
     return job_document(job)
 
 
@@ -203,10 +197,7 @@ def cancel(session: Session, job_id: str) -> dict[str, Any]:
     job = _lookup(session, job_id)
     if job.state == "finished":
         raise AlreadyTerminated(f"job {job_id} already finished ({job.finish_status})")
-    was_running = job.state == "running"
-    _finish(job, db_now(session), "cancel", {"message": "cancelled"})
-    if job.task_id:
-        outbox.control.revoke(session, job.task_id, terminate=was_running)
+    job_states.cancel(session, job, {"message": "cancelled"})
     return job_document(job)
 
 
@@ -243,7 +234,7 @@ def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str
             _requeue(session, job)
             out["requeued"].append(job.canonical_uuid)
         else:
-            _finish(job, now, "fail", lost)
+            job_states.finish(session, job, now, "fail", lost)
             out["failed"].append(job.canonical_uuid)
     # Pushed jobs no agent started before their message expired will never run.
     stale = select(QueuedJob).where(
@@ -251,7 +242,7 @@ def reap(session: Session, timeout_sec: int | None = None) -> dict[str, list[str
         QueuedJob.updated_at < now - timedelta(seconds=settings.job_expires))
     stale = skip_locked(session, stale)
     for job in session.scalars(stale):
-        _finish(job, now, "fail", {"message": f"expired: no agent of {job.queue_name} "
+        job_states.finish(session, job, now, "fail", {"message": f"expired: no agent of {job.queue_name} "
                                    f"started it within {settings.job_expires}s"})
         out["expired"].append(job.canonical_uuid)
     return out

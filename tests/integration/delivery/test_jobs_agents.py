@@ -168,11 +168,15 @@ def test_cancel_stops_a_pending_job_before_it_ever_starts(cluster, agent):
     job_id = cluster["client"].jobs.submit(f"hva-handle.{node}", "reboot", "i-abc12345")
     assert cluster["client"].rpc("jobqueue-proxy").cancel(job_id)["finish_status"] == "cancel"
     agent(node)
-    # Delivered, refused by the ledger, never run: the agent's answer says it skipped the job.
-    assert _agent_answer(cluster, job_id) == (
-        "SUCCESS", {"skipped": "already finished (cancel)"})
-    assert _log(cluster["redis"], node) == []
-    assert cluster["redis"].llen(f"hva-handle.{node}") == 0
+    # Delivered, refused by the ledger, never run: the message is taken and acknowledged,
+    # the handler never ran, and no result says the job succeeded (a skipped copy stores
+    # none, so no link callback could take it for a success).
+    conn = cluster["redis"]
+    _wait(lambda: conn.llen(f"hva-handle.{node}") == 0 and conn.hlen(f"unacked.{node}") == 0,
+          what="the job's message taken and acknowledged")
+    assert _log(conn, node) == []
+    assert cluster["client"].app.backend.get_task_meta(job_id)["status"] in ("PENDING",
+                                                                             "REVOKED")
     with pytest.raises(RpcError) as info:
         cluster["client"].rpc("jobqueue-proxy").cancel(job_id)
     assert info.value.error_type == "AlreadyTerminated"

@@ -28,6 +28,7 @@ pytestmark = pytest.mark.integration
 
 REDIS_DB = 13
 TIMEOUT_SEC, OFFLINE_SEC = 4, 6  # agents heartbeat every 2 s
+FENCE_SEC = 2  # a SAN boot waits this long for the silent source's cleanup
 BOOTS = ("run_local_store", "run_vol_store", "wait_volumes_available")
 
 
@@ -37,7 +38,8 @@ def cluster(postgres_server, redis_server, tmp_path_factory):
     conf.write_text("evacuate_on_node_offline = true\n")
     env = {"COLLECTOR_SCHEDULER_CONFIG": str(conf),
            "COLLECTOR_NODE_TIMEOUT_SEC": str(TIMEOUT_SEC),
-           "COLLECTOR_NODE_OFFLINE_SEC": str(OFFLINE_SEC)}
+           "COLLECTOR_NODE_OFFLINE_SEC": str(OFFLINE_SEC),
+           "COLLECTOR_FENCE_TIMEOUT_SEC": str(FENCE_SEC)}
     with placement_cluster(postgres_server.create_database(f"evac_{new_uuid()}"),
                            f"{redis_server.url}/{REDIS_DB}", 3, node_prefix="v",
                            cidr="10.70.0.0/24", env=env) as c:
@@ -137,12 +139,19 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
         return node_state(c, source_node) == "offline"
 
     wait_for(swept_offline, f"{source_node} offline", timeout=40)
-    sweeper.close()
 
     ha = [*ha_local, ha_san]
-    moved = wait_for(lambda: (s := states(c, everyone)) and all(
-        s[i][0] == "running" and s[i][1] not in (None, source) for i in ha)
-        and s[plain][0] == "halted" and s, "HA instances running elsewhere, plain halted")
+
+    def moved_and_running() -> dict | None:
+        # The SAN boot is held for the source's cleanup: beat's release pass, called
+        # directly, sends it once the fence timeout has passed.
+        sweeper.send_task("maintenance.release_held_jobs", queue="maintenance")
+        s = states(c, everyone)
+        return s if all(s[i][0] == "running" and s[i][1] not in (None, source) for i in ha) \
+            and s[plain][0] == "halted" else None
+
+    moved = wait_for(moved_and_running, "HA instances running elsewhere, plain halted")
+    sweeper.close()
     assert moved[plain] == ("halted", source)
     for instance_id in ha:
         new_node = c["hosts"][moved[instance_id][1]]
@@ -163,8 +172,10 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
         host = HostNode.by_cuuid(session, source)
         assert host.scheduling_enabled is False and host.evacuated_at is not None
         assert capacity.reconcile(session) == []
-        assert session.scalar(select(func.count()).select_from(QueuedJob).where(
-            QueuedJob.job_name == "cleanup")) == 0  # the source was offline
+        # The source was offline: each moved instance's cleanup waits for it to come back.
+        cleanups = session.execute(select(QueuedJob.resource_id, QueuedJob.state).where(
+            QueuedJob.job_name == "cleanup")).all()
+        assert sorted(cleanups) == sorted((i, "held") for i in ha)
 
     # The same outage again (a repeated event, two scheduler workers at once): skipped.
     jobs_before = {i: boot_jobs(c, i) for i in ha}

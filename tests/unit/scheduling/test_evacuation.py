@@ -25,6 +25,7 @@ from collector.scheduling import capacity, evacuation
 from collector.scheduling import placement_config as config
 from collector.scheduling.candidates import MB
 from collector.services.api import hosts as api_hosts
+from collector.services.jobs import ledger as ledger_service
 from tests.support.checks import raises_each
 from workers.demo.world import make
 
@@ -83,17 +84,20 @@ def offline(session, host):
                     .values(state="offline"))
 
 
+def ledger(session, inst):
+    return list(session.scalars(select(QueuedJob).where(
+        QueuedJob.resource_id == inst.canonical_uuid).order_by(QueuedJob.id)))
+
+
 def jobs(session, inst):
-    rows = session.scalars(select(QueuedJob).where(QueuedJob.resource_id == inst.canonical_uuid)
-                           .order_by(QueuedJob.id))
-    return [(j.queue_name, j.job_name, j.params["args"]) for j in rows]
+    return [(j.queue_name, j.job_name, j.params["args"]) for j in ledger(session, inst)]
 
 
-def countdowns(session, inst):
-    ids_ = [j.task_id for j in session.scalars(select(QueuedJob).where(
-        QueuedJob.resource_id == inst.canonical_uuid))]
-    return sorted(m.payload["options"].get("countdown") or 0 for m in session.scalars(
-        select(OutboxMessage).where(OutboxMessage.task_id.in_(ids_))))
+def sent(session, inst):
+    """The ledger's jobs for ``inst`` whose message is in the outbox (held ones are not)."""
+    ids_ = {j.task_id for j in ledger(session, inst)}
+    return {m.task_id for m in session.scalars(
+        select(OutboxMessage).where(OutboxMessage.task_id.in_(ids_)))}
 
 
 def events(session, inst):
@@ -126,24 +130,44 @@ def test_ha_instances_move_non_ha_running_halt_the_rest_is_left_alone(session, w
     assert claim_of(session, ha_local) == (first.id, 10 * GB)  # disk counted once (S14)
     assert (plain.state, plain.host_node_id) == ("halted", w.source.id)
     assert (stopping.state, placing.state) == ("stopping", "scheduling")  # their own flows
-    assert jobs(session, ha_local) == [(f"local-store-handle.{first.node_id}",
+    cleanup = (f"hva-handle.{w.source.node_id}", "cleanup")
+    assert jobs(session, ha_local) == [(*cleanup, [ha_local.canonical_uuid]),
+                                       (f"local-store-handle.{first.node_id}",
                                         "run_local_store", [ha_local.canonical_uuid])]
-    assert jobs(session, ha_san) == [(f"hva-handle.{second.node_id}", "run_vol_store",
+    assert jobs(session, ha_san) == [(*cleanup, [ha_san.canonical_uuid]),
+                                     (f"hva-handle.{second.node_id}", "run_vol_store",
                                       [ha_san.canonical_uuid, ha_san.boot_volume_id])]
-    assert jobs(session, plain) == [] and countdowns(session, ha_local) == [0]
+    # The silent source's cleanups wait for it to come back; the local boot goes now, the
+    # SAN boot waits for the cleanup or the fence timeout.
+    local_cleanup, local_boot = ledger(session, ha_local)
+    san_cleanup, san_boot = ledger(session, ha_san)
+    assert [j.state for j in (local_cleanup, local_boot, san_cleanup, san_boot)] == [
+        "held", "pending", "held", "held"]
+    assert sent(session, ha_local) == {local_boot.task_id} and sent(session, ha_san) == set()
+    assert san_boot.after_job_id == san_cleanup.id and san_boot.held_until is not None
+    assert (local_cleanup.generation, local_boot.generation) == (1, 2)
+    assert (ha_local.placement_generation, plain.placement_generation) == (2, 1)
+    assert jobs(session, plain) == []
     assert len(events(session, ha_local)) == len(events(session, ha_san)) == 1
-    assert w.source.scheduling_enabled and w.source.evacuated_at is not None
+    # An operator's evacuation: the flag restored, no outage marked handled.
+    assert w.source.scheduling_enabled and w.source.evacuated_at is None
     assert capacity.reconcile(session) == []
 
 
-def test_an_online_source_gets_cleanup_first_and_the_boot_waits(session, world):
+def test_an_online_source_gets_cleanup_first_and_the_boot_waits_for_it(session, world):
     inst = on_source(session, world)
     evacuation.evacuate_from(session, world.source.canonical_uuid)
     target = session.get(HostNode, inst.host_node_id)
     assert jobs(session, inst) == [
         (f"hva-handle.{world.source.node_id}", "cleanup", [inst.canonical_uuid]),
         (f"local-store-handle.{target.node_id}", "run_local_store", [inst.canonical_uuid])]
-    assert countdowns(session, inst) == [0, evacuation.BOOT_DELAY_SEC]
+    cleanup, boot = ledger(session, inst)
+    assert (cleanup.state, boot.state, boot.after_job_id) == ("pending", "held", cleanup.id)
+    assert sent(session, inst) == {cleanup.task_id}  # the boot is sent once the cleanup ends
+    ledger_service.finish_success(session, cleanup.canonical_uuid)
+    session.flush()
+    session.refresh(boot)
+    assert boot.state == "pending" and sent(session, inst) == {cleanup.task_id, boot.task_id}
 
 
 def test_the_host_flag_is_restored_unless_kept_offline(session, world):

@@ -22,8 +22,8 @@ def test_stats_count_jobs_per_queue_by_outcome_and_the_unsent_outbox(session):
     make.node_state(session, f"hva.st{new_uuid()}", "timeout")
 
     after = collector_stats(session)
-    assert after["jobs"][queue] == {"pending": 1, "running": 0, "succeeded": 1, "failed": 1,
-                                    "cancelled": 0}
+    assert after["jobs"][queue] == {"held": 0, "pending": 1, "running": 0, "succeeded": 1,
+                                    "failed": 1, "cancelled": 0}
     assert after["outbox"]["unsent"] == before["outbox"]["unsent"] + 3
     assert after["outbox"]["oldest_unsent_age_sec"] is not None
     assert after["nodes"].get("timeout", 0) == before["nodes"].get("timeout", 0) + 1
