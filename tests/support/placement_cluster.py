@@ -4,6 +4,7 @@
   worker (role all) and a reference agent per node, as a context manager.
 - ``cli(c, *args)``: ``collector`` (``workers.cli``) run against that cluster.
 - ``run_at_once(targets)``: functions in spawned processes, let go together (races).
+- ``evacuating_env(directory)``: a worker environment that evacuates hosts gone offline.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -78,6 +80,20 @@ def placement_cluster(db_url: str, broker: str, hosts: int, *, node_prefix: str,
     finally:
         for process in processes:
             process.stop()
+
+
+# Agents heartbeat every 2 s; a silent node is ``timeout`` after 4 s and ``offline`` after 6.
+NODE_TIMEOUT_SEC, NODE_OFFLINE_SEC = 4, 6
+
+
+def evacuating_env(directory: Path, **settings: str) -> dict[str, str]:
+    """A worker environment whose scheduler evacuates a host whose node goes offline, with
+    short node timeouts, plus ``settings`` (``COLLECTOR_...`` names)."""
+    conf = directory / "scheduler.toml"
+    conf.write_text("evacuate_on_node_offline = true\n")
+    return {"COLLECTOR_SCHEDULER_CONFIG": str(conf),
+            "COLLECTOR_NODE_TIMEOUT_SEC": str(NODE_TIMEOUT_SEC),
+            "COLLECTOR_NODE_OFFLINE_SEC": str(NODE_OFFLINE_SEC), **settings}
 
 
 def cli(c: dict[str, Any], *args: str, timeout: float = 90) -> subprocess.CompletedProcess:

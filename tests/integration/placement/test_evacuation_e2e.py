@@ -21,25 +21,20 @@ from collector.ids import new_uuid
 from collector.models import HostNode, Instance, NodeState, OutboxMessage, QueuedJob
 from collector.scheduling import capacity
 from tests.support.checks import wait_for
-from tests.support.placement_cluster import cli, placement_cluster
+from tests.support.placement_cluster import cli, evacuating_env, placement_cluster
 from tests.support.rpc import rpc_error
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 13
-TIMEOUT_SEC, OFFLINE_SEC = 4, 6  # agents heartbeat every 2 s
 FENCE_SEC = 2  # a SAN boot waits this long for the silent source's cleanup
 BOOTS = ("run_local_store", "run_vol_store", "wait_volumes_available")
 
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server, redis_server, tmp_path_factory):
-    conf = tmp_path_factory.mktemp("evac") / "scheduler.toml"
-    conf.write_text("evacuate_on_node_offline = true\n")
-    env = {"COLLECTOR_SCHEDULER_CONFIG": str(conf),
-           "COLLECTOR_NODE_TIMEOUT_SEC": str(TIMEOUT_SEC),
-           "COLLECTOR_NODE_OFFLINE_SEC": str(OFFLINE_SEC),
-           "COLLECTOR_FENCE_TIMEOUT_SEC": str(FENCE_SEC)}
+    env = evacuating_env(tmp_path_factory.mktemp("evac"),
+                         COLLECTOR_FENCE_TIMEOUT_SEC=str(FENCE_SEC))
     with placement_cluster(postgres_server.create_database(f"evac_{new_uuid()}"),
                            f"{redis_server.url}/{REDIS_DB}", 3, node_prefix="v",
                            cidr="10.70.0.0/24", env=env) as c:

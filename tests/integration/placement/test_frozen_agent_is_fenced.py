@@ -23,22 +23,17 @@ from collector.ids import new_uuid
 from collector.models import HostNode, Instance, NodeState, QueuedJob
 from collector.scheduling import capacity
 from tests.support.checks import wait_for
-from tests.support.placement_cluster import placement_cluster
+from tests.support.placement_cluster import evacuating_env, placement_cluster
 from tests.support.rpc import rpc_error
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 9
-TIMEOUT_SEC, OFFLINE_SEC = 4, 6  # agents heartbeat every 2 s
 
 
 @pytest.fixture(scope="module")
 def cluster(postgres_server, redis_server, tmp_path_factory):
-    conf = tmp_path_factory.mktemp("fence") / "scheduler.toml"
-    conf.write_text("evacuate_on_node_offline = true\n")
-    env = {"COLLECTOR_SCHEDULER_CONFIG": str(conf),
-           "COLLECTOR_NODE_TIMEOUT_SEC": str(TIMEOUT_SEC),
-           "COLLECTOR_NODE_OFFLINE_SEC": str(OFFLINE_SEC)}
+    env = evacuating_env(tmp_path_factory.mktemp("fence"))
     with placement_cluster(postgres_server.create_database(f"fence_{new_uuid()}"),
                            f"{redis_server.url}/{REDIS_DB}", 2, node_prefix="f",
                            cidr="10.71.0.0/24", env=env) as c:

@@ -57,14 +57,19 @@ def _level(line: str) -> str:
     return match["level"]
 
 
+def _one_info_line(worker, call, marker: str, error_type: str) -> None:
+    """``call()`` is refused with ``error_type``, logged as one INFO line, no traceback."""
+    error, logged = _logged_call(worker, call, marker)
+    assert error.error_type == error_type
+    line = _failure_line(logged, marker)
+    assert f"raised expected: {error_type}" in line and _level(line) == "INFO"
+    assert "Traceback" not in logged
+
+
 def test_an_unknown_id_is_one_info_line(worker, collector_client):
     unknown = f"i-{secrets.token_hex(4)}"
-    error, logged = _logged_call(
-        worker, lambda: collector_client.rpc(wire.API).show_instance(unknown), unknown)
-    assert error.error_type == "UnknownInstanceID"
-    line = _failure_line(logged, unknown)
-    assert "raised expected: UnknownInstanceID" in line and _level(line) == "INFO"
-    assert "Traceback" not in logged
+    _one_info_line(worker, lambda: collector_client.rpc(wire.API).show_instance(unknown),
+                   unknown, "UnknownInstanceID")
 
 
 def test_a_placement_without_room_is_one_info_line(worker, collector_client, db_url):
@@ -72,12 +77,8 @@ def test_a_placement_without_room_is_one_info_line(worker, collector_client, db_
         world = placement.build(session, [placement.HostSize.slots(2)],
                                 hypervisor=f"kvm-{secrets.token_hex(3)}")
         [inst] = world.awaiting_placement(session, 1, cpu_cores=64)
-    error, logged = _logged_call(
-        worker, lambda: collector_client.rpc(wire.SCHEDULER).schedule_instance(inst), inst)
-    assert error.error_type == "InsufficientCapacity"
-    line = _failure_line(logged, inst)
-    assert "raised expected: InsufficientCapacity" in line and _level(line) == "INFO"
-    assert "Traceback" not in logged
+    _one_info_line(worker, lambda: collector_client.rpc(wire.SCHEDULER).schedule_instance(inst),
+                   inst, "InsufficientCapacity")
 
 
 def test_an_unexpected_failure_keeps_its_traceback(worker, collector_client, db_url):
