@@ -120,11 +120,14 @@ class PlacementError(CollectorError):
 
 
 class InsufficientCapacity(PlacementError):
-    """No node can take the resource."""
+    """No node can take the resource. For an instance the message counts every host by why
+    it could not (``0/N hosts available for i-...: 3 short of memory, 1 disabled, ...``)."""
 
 
 class NoMatchingHostNode(PlacementError):
-    """No online, schedulable host has the requested hypervisor and architecture."""
+    """No online, schedulable host has the requested hypervisor and architecture (or the
+    strategy's rules leave none); when placement tried every host, the message counts them
+    by why, as for InsufficientCapacity."""
 
 
 class NoMatchingStorageNode(PlacementError):

@@ -226,14 +226,14 @@ def _float(value: Any) -> Any:
 class Shape:
     """A model's columns as its document (``column_values``, or ``taggable_hash`` for
     taggable models): ``columns`` to put in a select, ``document(row, start)`` to read them
-    back from the row at ``start``."""
+    back from the row at ``start``. ``omit``: columns the document leaves out."""
 
     def __init__(self, model: type, table: FromClause | None = None,
-                 taggable: bool | None = None) -> None:
+                 taggable: bool | None = None, omit: tuple[str, ...] = ()) -> None:
         table = table if table is not None else model.__table__
         self.model = model
         attrs = sa_inspect(model).column_attrs
-        self.keys = [attr.columns[0].name for attr in attrs]
+        self.keys = [attr.columns[0].name for attr in attrs if attr.columns[0].name not in omit]
         self.taggable = issubclass(model, Taggable) if taggable is None else taggable
         self.prefix = f"{model.prefix}-" if self.taggable else ""
         self.columns: list[ColumnElement] = []

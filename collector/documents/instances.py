@@ -71,7 +71,10 @@ _RAW = bindparam("raw")
 _INSTANCES, _IMAGES = Instance.__table__, Image.__table__
 _SSH_KEYS, _HOSTS, _NODE_STATES = SshKeyPair.__table__, HostNode.__table__, NodeState.__table__
 _INSTANCE, _IMAGE = Shape(Instance), Shape(Image)
-_SSH_KEY, _HOST = Shape(SshKeyPair), Shape(HostNode)
+# The allocation ratios are the Collector's placement settings, not the original's host
+# document: an agent has no use for them.
+_SSH_KEY = Shape(SshKeyPair)
+_HOST = Shape(HostNode, omit=("cpu_allocation_ratio_milli", "ram_allocation_ratio_milli"))
 _IMAGE_AT = _INSTANCE.width
 _SSH_AT = _IMAGE_AT + _IMAGE.width
 _HOST_AT = _SSH_AT + _SSH_KEY.width

@@ -48,6 +48,10 @@ class HostNode(Taggable, Timestamps, Base):
     offering_memory_size: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     offering_disk_space_mb: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     scheduling_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # Placement may hand out physical x ratio (in thousandths, collector.scheduling.ratios);
+    # NULL: the scheduler configuration's default ratio.
+    cpu_allocation_ratio_milli: Mapped[int | None] = mapped_column(Integer)
+    ram_allocation_ratio_milli: Mapped[int | None] = mapped_column(Integer)
     # What placement claimed (sums of host_allocations), kept by one conditional UPDATE
     # per claim so concurrent schedulers can never over-commit (collector.scheduling).
     used_cpu_cores: Mapped[int] = mapped_column(Integer, nullable=False, default=0,

@@ -30,7 +30,9 @@ placement.py     the steps that run a strategy and write its choice: the host cl
 vifs.py          vif creation from the plans (network groups resolved, NAT from the NAT
                  network)
 capacity.py      used-capacity counters and allocation rows: candidates, atomic claims,
-                 releases, reconcile
+                 releases, reconcile; what a host offers (physical x allocation ratio)
+ratios.py        allocation ratios in thousandths: parsing, physical x ratio
+refusals.py      why no host took a request: one grouped count of the fleet per reason
 gaps.py          the first free address of a range (IP and MAC leases)
 teardown.py      what placement claimed, given back (instances, vifs, leases, volumes)
 handlers.py      the job steps schedule_instance, schedule_start_instance, schedule_volume
@@ -55,11 +57,13 @@ capacity.hypervisor_available(session, hypervisor) -> bool
 capacity.domain_host_capacity(session, cpu_cores, memory_size) -> bool    (spec 5.4)
 capacity.domain_storage_capacity(session, size_bytes) -> bool             (spec 5.4)
 capacity.host_candidates(session, request, order="memory", limit=8) -> [HostCandidate]
-    online + enabled + same hypervisor and arch + cpu, memory and disk fit; best first
+    online + enabled + same hypervisor and arch + cpu, memory and disk fit (cpu and memory
+    of what the host offers: physical x its allocation ratio, else the configured one);
+    best first
 capacity.claim_host(session, host_id, instance, disk_bytes, force=False, over_commit=False,
                     drained_ok=False) -> bool
-    one conditional UPDATE of the host's used counters plus the allocation row;
-    False when it does not fit (try the next host)
+    one conditional UPDATE of the host's used counters plus the allocation row, the
+    allocation ratios inside its WHERE; False when it does not fit (try the next host)
 capacity.release_host(session, instance) -> None        idempotent
 capacity.claim_storage(session, storage_node_id, volume, force=False) -> bool
 capacity.local_disk_bytes(session, instance) -> int     local volumes of the instance
@@ -71,6 +75,9 @@ placement.assign_explicit_host(session, instance, host_cuuid) -> HostNode
     IncompatibleHostNode (hypervisor/arch), OutOfHostCapacity (cpu, memory or local disk);
     sets instance.host_node_id. Call it after the instance's volumes exist (local disk
     counts). The handler then skips host selection.
+placement.place_host(session, instance, request, strategy) -> HostCandidate
+    no host: NoMatchingHostNode or InsufficientCapacity, the message counting the fleet's
+    hosts per reason (refusals.explained)
 
 vifs.parse_vifs(value) -> dict[str, dict]
     absent -> {}, a JSON string is parsed; map of vif name -> map (InvalidParameter)

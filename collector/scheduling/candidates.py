@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MB = 1 << 20
+CANDIDATE_LIMIT = 8  # hosts or storage nodes read per round of a placement
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ class HostCandidate:
     arch: str
     online: bool
     scheduling_enabled: bool
+    # What the host offers placement: physical cpu and memory times its allocation ratios
+    # (``ratios.py``), local disk as it is.
     offering_cpu_cores: int
     offering_memory_size: int
     offering_disk_bytes: int
@@ -72,6 +75,18 @@ class HostCandidate:
         return (self.free_cpu_cores >= request.cpu_cores
                 and self.free_memory_size >= request.memory_size
                 and self.free_disk_bytes >= request.disk_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class HostExclusion:
+    """Hosts a strategy refuses whatever their room: those in ``hosts``, those outside
+    ``only`` (when given) and those not in the host node group ``group`` (when given).
+    Data, not a predicate, so that a refusal counts them in SQL (``refusals.py``)."""
+
+    reason: str  # how a refusal names them: "not in host node group hng-web (PipedRules)"
+    hosts: tuple[str, ...] = ()  # canonical hn-...
+    only: tuple[str, ...] | None = None  # canonical hn-...
+    group: str | None = None  # canonical hng-...
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,12 @@ second UPDATE waits for the first transaction and re-checks its WHERE on the new
 SQLite writers are serialized. A claim that matches no row did not fit: try the next
 candidate. A release deletes the allocation and subtracts what it recorded (idempotent).
 
+``offering_x`` is what the host offers placement: for cpu and memory, the physical figure
+times the allocation ratio (``ratios.py``; the host's own, else the scheduler
+configuration's default bound into the statement), computed in that WHERE from the host
+row's newest version, so a claim that waited obeys a ratio changed meanwhile. A ratio
+lowered below what is used takes nothing back: it only refuses new claims.
+
 The same WHERE re-checks everything else that makes the host eligible (``_claimable``):
 ``scheduling_enabled`` (a drain or an evacuation committed while the claim waited makes
 it match nothing) and its node ``online``, read by a sub-SELECT ``FOR SHARE`` of the
@@ -31,6 +37,7 @@ from sqlalchemy import (
     BigInteger,
     Integer,
     and_,
+    case,
     cast,
     delete,
     exists,
@@ -54,23 +61,56 @@ from collector.models import (
     StorageNode,
     Volume,
 )
-from collector.scheduling.candidates import MB, HostCandidate, HostRequest, StorageCandidate
+from collector.scheduling import ratios
+from collector.scheduling.candidates import (
+    CANDIDATE_LIMIT,
+    MB,
+    HostCandidate,
+    HostRequest,
+    StorageCandidate,
+)
+from collector.scheduling.placement_config import scheduler_config
 from collector.timeutil import utcnow
 
-CANDIDATE_LIMIT = 8
-
-_HOST_DISK = cast(HostNode.offering_disk_space_mb, BigInteger) * MB
+HOST_DISK = cast(HostNode.offering_disk_space_mb, BigInteger) * MB
 _STORAGE_DISK = cast(StorageNode.offering_disk_space_mb, BigInteger) * MB
-_HOST_ORDERS: dict[str, tuple[Any, ...]] = {
-    "memory": ((HostNode.offering_memory_size - HostNode.used_memory_size).desc(), HostNode.id),
-    "cpu": ((HostNode.offering_cpu_cores - HostNode.used_cpu_cores).desc(), HostNode.id),
-    "id": (HostNode.id,),
-}
-_HOST_COLUMNS = (HostNode.id, HostNode.uuid, HostNode.node_id, HostNode.hypervisor,
-                 HostNode.arch, HostNode.scheduling_enabled, HostNode.offering_cpu_cores,
-                 HostNode.offering_memory_size, _HOST_DISK.label("offering_disk"),
-                 HostNode.used_cpu_cores, HostNode.used_memory_size, HostNode.used_disk_bytes,
-                 NodeState.state)
+
+
+def _offered(physical: Any, host_ratio: Any, default_milli: int) -> Any:
+    """SQL: ``physical`` x the host's ratio (else the default), floored (``ratios.offered``:
+    integers only, so SQLite and PostgreSQL agree to the unit)."""
+    milli = func.coalesce(host_ratio, literal(default_milli, Integer))
+    return cast(physical, BigInteger) * milli // ratios.SCALE
+
+
+def offered_cpu_cores() -> Any:
+    """SQL: the cpu cores a host offers placement (physical x allocation ratio)."""
+    return _offered(HostNode.offering_cpu_cores, HostNode.cpu_allocation_ratio_milli,
+                    scheduler_config().cpu_allocation_ratio_milli)
+
+
+def offered_memory_size() -> Any:
+    """SQL: the memory (MB) a host offers placement (physical x allocation ratio)."""
+    return _offered(HostNode.offering_memory_size, HostNode.ram_allocation_ratio_milli,
+                    scheduler_config().ram_allocation_ratio_milli)
+
+
+def _host_order(order: str) -> tuple[Any, ...]:
+    """``host_candidates``' order: most free (offered - used) memory or cpu first, or id."""
+    if order == "memory":
+        return (offered_memory_size() - HostNode.used_memory_size).desc(), HostNode.id
+    if order == "cpu":
+        return (offered_cpu_cores() - HostNode.used_cpu_cores).desc(), HostNode.id
+    return (HostNode.id,)
+
+
+def _host_columns() -> tuple[Any, ...]:
+    """A HostCandidate's columns (the node's state last)."""
+    return (HostNode.id, HostNode.uuid, HostNode.node_id, HostNode.hypervisor, HostNode.arch,
+            HostNode.scheduling_enabled, offered_cpu_cores().label("offering_cpu_cores"),
+            offered_memory_size().label("offering_memory_size"),
+            HOST_DISK.label("offering_disk"), HostNode.used_cpu_cores,
+            HostNode.used_memory_size, HostNode.used_disk_bytes, NodeState.state)
 
 
 def _host_candidate(row: Any) -> HostCandidate:
@@ -89,9 +129,11 @@ def _schedulable_hosts() -> Any:
 
 
 def _host_fits(cpu_cores: int, memory_size: int, disk_bytes: int) -> Any:
-    return and_(HostNode.used_cpu_cores + cpu_cores <= HostNode.offering_cpu_cores,
-                HostNode.used_memory_size + memory_size <= HostNode.offering_memory_size,
-                HostNode.used_disk_bytes + disk_bytes <= _HOST_DISK)
+    """Room on the host row for the claim: cpu and memory within what it offers (physical x
+    allocation ratio), local disk within its disk."""
+    return and_(HostNode.used_cpu_cores + cpu_cores <= offered_cpu_cores(),
+                HostNode.used_memory_size + memory_size <= offered_memory_size(),
+                HostNode.used_disk_bytes + disk_bytes <= HOST_DISK)
 
 
 def _claimable(cpu_cores: int, memory_size: int, disk_bytes: int, *, room: bool = True,
@@ -119,10 +161,10 @@ def host_candidates(session: Session, request: HostRequest, order: str = "memory
     """Online, schedulable hosts of the request's hypervisor and arch that fit it, best
     first (``order``: ``memory``/``cpu`` = most free first, ``id``), ties by lowest id.
     ``limit`` None reads them all; ``fit`` False also those without room (over-commit)."""
-    stmt = (select(*_HOST_COLUMNS).join(NodeState, NodeState.node_id == HostNode.node_id)
+    stmt = (select(*_host_columns()).join(NodeState, NodeState.node_id == HostNode.node_id)
             .where(_schedulable_hosts(), HostNode.hypervisor == request.hypervisor,
                    HostNode.arch == request.arch)
-            .order_by(*_HOST_ORDERS[order]).limit(limit))
+            .order_by(*_host_order(order)).limit(limit))
     if fit:
         stmt = stmt.where(_host_fits(request.cpu_cores, request.memory_size,
                                      request.disk_bytes))
@@ -134,7 +176,8 @@ def host_candidates(session: Session, request: HostRequest, order: str = "memory
 def host_snapshot(session: Session, host_ids: list[int] | None = None,
                   uuids: list[str] | None = None) -> list[HostCandidate]:
     """Hosts by id or raw uuid in any state (for explicit choices and error messages)."""
-    stmt = select(*_HOST_COLUMNS).outerjoin(NodeState, NodeState.node_id == HostNode.node_id)
+    stmt = select(*_host_columns()).outerjoin(NodeState,
+                                              NodeState.node_id == HostNode.node_id)
     if host_ids is not None:
         stmt = stmt.where(HostNode.id.in_(host_ids))
     if uuids is not None:
@@ -163,11 +206,14 @@ def hypervisor_available(session: Session, hypervisor: str) -> bool:
 
 
 def domain_host_capacity(session: Session, cpu_cores: int, memory_size: int) -> bool:
-    """Online schedulable hosts together have this much cpu and memory left (spec 5.4)."""
+    """Online schedulable hosts together have this much cpu and memory left (spec 5.4), of
+    what they offer (physical x allocation ratio); a host using more than it offers (its
+    ratio lowered since) counts none."""
+    free_cpu = offered_cpu_cores() - HostNode.used_cpu_cores
+    free_memory = offered_memory_size() - HostNode.used_memory_size
     row = session.execute(
-        select(func.coalesce(func.sum(HostNode.offering_cpu_cores - HostNode.used_cpu_cores), 0),
-               func.coalesce(func.sum(HostNode.offering_memory_size
-                                      - HostNode.used_memory_size), 0))
+        select(func.coalesce(func.sum(case((free_cpu > 0, free_cpu), else_=0)), 0),
+               func.coalesce(func.sum(case((free_memory > 0, free_memory), else_=0)), 0))
         .join(NodeState, NodeState.node_id == HostNode.node_id)
         .where(_schedulable_hosts())).one()
     return row[0] >= cpu_cores and row[1] >= memory_size
@@ -260,11 +306,11 @@ def claim_best(session: Session, request: HostRequest, instance: Instance, order
     best = (select(HostNode.id).join(NodeState, NodeState.node_id == HostNode.node_id)
             .where(_schedulable_hosts(), HostNode.hypervisor == request.hypervisor,
                    HostNode.arch == request.arch, _host_fits(cpu, memory, disk))
-            .order_by(*_HOST_ORDERS[order]).limit(1)
+            .order_by(*_host_order(order)).limit(1)
             .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
     claimed = (_add_usage(instance, disk).where(HostNode.id == best,
                                                 *_claimable(cpu, memory, disk))
-               .returning(*_HOST_COLUMNS[:-1]).cte("claimed"))
+               .returning(*_host_columns()[:-1]).cte("claimed"))
     now = utcnow()
     allocated = (insert(HostAllocation).from_select(
         ["instance_id", "host_node_id", "cpu_cores", "memory_size", "disk_bytes", "created_at",

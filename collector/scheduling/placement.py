@@ -39,10 +39,10 @@ from collector.models import (
     NfsVolume,
     Volume,
 )
-from collector.scheduling import capacity
+from collector.scheduling import capacity, refusals
 from collector.scheduling.candidates import HostCandidate, HostRequest, StorageCandidate
 from collector.scheduling.placement_config import scheduler_config
-from collector.scheduling.strategies.host_node import no_room, specified_host
+from collector.scheduling.strategies.host_node import specified_host
 from collector.scheduling.strategies.protocols import HostStrategy, StorageStrategy
 
 # Candidate rounds before giving up: each round reads the next best hosts (or storage
@@ -74,6 +74,10 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
     ``over_commit`` (HA re-placement with a strategy that allows it): when no host has
     room, the best-ranked one is claimed past its offering (if still eligible).
     The instance must hold no host claim (``capacity.release_host`` first).
+
+    No host: NoMatchingHostNode (none of the hypervisor and arch is online and enabled, or
+    the strategy said so) or InsufficientCapacity, their message the refusal counted host
+    by host (``refusals.py``, one more query).
     """
     specific = strategy.specific
     current = instance.host_node_id if strategy.exclude_current else None
@@ -99,7 +103,12 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
         candidates = strategy.enrich(session, candidates, request)
         if not candidates:
             break
-        ranked = strategy.rank(candidates, request)
+        try:
+            ranked = strategy.rank(candidates, request)
+        except (InsufficientCapacity, NoMatchingHostNode) as exc:
+            # The strategy's verdict, explained by the whole fleet's count.
+            raise type(exc)(refusals.explained(session, request,
+                                               strategy.exclusions(request))[1]) from None
         if postgres:  # first pass: the best-ranked host nobody holds, in one statement
             claimed = capacity.claim_first_unlocked(session, [c.id for c in ranked],
                                                     instance, request.disk_bytes)
@@ -115,10 +124,8 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
         forced = _over_commit(session, instance, request, strategy)
         if forced is not None:
             return forced
-    if not capacity.matching_host_exists(session, request.hypervisor, request.arch):
-        raise NoMatchingHostNode(f"Unable to find a suitable host node for {request.arch} "
-                                 f"{request.hypervisor}.")
-    raise no_room(request)
+    unmatched, why = refusals.explained(session, request, strategy.exclusions(request))
+    raise (NoMatchingHostNode if unmatched else InsufficientCapacity)(why)
 
 
 def _over_commit(session: Session, instance: Instance, request: HostRequest,
@@ -155,9 +162,13 @@ def assign_explicit_host(session: Session, instance: Instance, host_cuuid: objec
     if not capacity.claim_host(session, host.id, instance, disk, drained_ok=True):
         if capacity.node_state(session, host.node_id) != "online":  # changed since read
             raise InvalidHostNodeID(f"host node {host.canonical_uuid} is not online")
-        raise OutOfHostCapacity(f"host node {host.canonical_uuid} has no room for "
-                                f"{instance.cpu_cores} cpu cores, {instance.memory_size} MB "
-                                f"memory and {disk} bytes of local disk")
+        [now] = capacity.host_snapshot(session, host_ids=[host.id])
+        raise OutOfHostCapacity(
+            f"host node {host.canonical_uuid} has no room for {instance.cpu_cores} cpu cores, "
+            f"{instance.memory_size} MB memory and {disk} bytes of local disk: it has "
+            f"{now.free_cpu_cores} of {now.offering_cpu_cores} cpu cores, "
+            f"{now.free_memory_size} of {now.offering_memory_size} MB memory (after its "
+            f"allocation ratios) and {now.free_disk_bytes} bytes of local disk free")
     return host
 
 

@@ -11,6 +11,8 @@ names are the original's (``dcmgr.conf``), so a configuration maps one-to-one::
     stopped_instance_usage_factor = 1.0   # accepted for compatibility (no effect, S27)
     evacuate_on_node_offline = false      # a host agent going offline re-places its HA
                                           # instances (once per outage; the hma's job)
+    cpu_allocation_ratio = 1.0            # what a host offers = physical x ratio, unless
+    ram_allocation_ratio = 1.0            # the host has its own (api.set_host_allocation_ratios)
 
     [features]
     openvnet = false                      # also submit vnet-collector.schedule_vifs
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from collector.errors import SchedulerConfigError, UnknownServiceType
+from collector.scheduling import ratios
 from collector.scheduling.strategies import catalog
 from collector.scheduling.strategies.protocols import (
     HostStrategy,
@@ -71,6 +74,8 @@ DEFAULTS: dict[str, Any] = {
     "create_volume_max_size": 3000,
     "stopped_instance_usage_factor": 1.0,
     "evacuate_on_node_offline": False,
+    "cpu_allocation_ratio": 1.0,
+    "ram_allocation_ratio": 1.0,
     "features": {"openvnet": False},
     "service_types": {
         "std": {
@@ -95,7 +100,8 @@ DEFAULTS: dict[str, Any] = {
 _TOP_KEYS = {"default_service_type", "mac_address_vendor_id", "create_volume_min_size",
              "create_volume_max_size", "stopped_instance_usage_factor", "features",
              "service_types", "default_shared_host_pool", "default_shared_network_pool",
-             "default_shared_storage_pool", "evacuate_on_node_offline"}
+             "default_shared_storage_pool", "evacuate_on_node_offline",
+             "cpu_allocation_ratio", "ram_allocation_ratio"}
 # key -> (strategy kind, required)
 _SCHEDULER_KEYS = {
     "host_node_scheduler": ("host_node", True),
@@ -138,6 +144,9 @@ class SchedulerConfig:
     create_volume_max_size: int
     openvnet: bool = False
     evacuate_on_node_offline: bool = False
+    # The allocation ratios of hosts that have none of their own, in thousandths.
+    cpu_allocation_ratio_milli: int = ratios.DEFAULT_MILLI
+    ram_allocation_ratio_milli: int = ratios.DEFAULT_MILLI
 
     def service_type(self, name: str | None = None) -> ServiceTypeConfig:
         """The named service type (None or "" = the default); UnknownServiceType otherwise."""
@@ -226,7 +235,16 @@ def parse_config(doc: dict[str, Any], source: str = "built-in defaults") -> Sche
         source=source, default_service_type=default, service_types=service_types,
         mac_address_vendor_id=vendor.lower(), create_volume_min_size=low,
         create_volume_max_size=high,
-        openvnet=openvnet, evacuate_on_node_offline=evacuate)
+        openvnet=openvnet, evacuate_on_node_offline=evacuate,
+        cpu_allocation_ratio_milli=_ratio(merged, "cpu_allocation_ratio"),
+        ram_allocation_ratio_milli=_ratio(merged, "ram_allocation_ratio"))
+
+
+def _ratio(doc: dict[str, Any], key: str) -> int:
+    try:
+        return ratios.ratio_milli(doc[key])
+    except ValueError as exc:
+        raise SchedulerConfigError(f"{key}: {exc}") from None
 
 
 def _is_hex(text: str) -> bool:

@@ -1,5 +1,6 @@
 """The figures operators ask for: job ledger per queue, outbox backlog, node states
-(``collector stats``), and each node's liveness and capacity used (``collector nodes``).
+(``collector stats``), and each node's liveness and capacity used of what it offers
+(``collector nodes``; a host's cpu and memory after its allocation ratios).
 
 Read-only grouped counts and one row per node; cheap enough to poll.
 """
@@ -14,6 +15,8 @@ from sqlalchemy.orm import Session
 from collector import ids
 from collector.db import db_now
 from collector.models import HostNode, Instance, NodeState, OutboxMessage, QueuedJob, StorageNode
+from collector.scheduling import ratios
+from collector.scheduling.placement_config import scheduler_config
 from collector.timeutil import to_iso
 
 MB = 1 << 20
@@ -48,36 +51,62 @@ def collector_stats(session: Session) -> dict[str, Any]:
             "nodes": nodes, "instances": instances}
 
 
+def _ratio(host_milli: int | None, default_milli: int) -> tuple[int, dict[str, Any]]:
+    """(the ratio in thousandths, how ``collector nodes`` shows it)."""
+    milli = default_milli if host_milli is None else host_milli
+    return milli, {"ratio": ratios.ratio_of(milli),
+                   "source": "default" if host_milli is None else "host"}
+
+
+def host_overview(session: Session, host_ids: list[int] | None = None) -> list[dict[str, Any]]:
+    """Hosts (those of ``host_ids``, or all), by node id: liveness, the scheduling flag,
+    and capacity used of what each offers (``total``: physical x allocation ratio for cpu
+    and memory; ``physical`` and ``allocation_ratios`` say how)."""
+    config = scheduler_config()
+    stmt = (select(HostNode.uuid, HostNode.node_id, HostNode.scheduling_enabled,
+                   HostNode.hypervisor, HostNode.offering_cpu_cores, HostNode.used_cpu_cores,
+                   HostNode.cpu_allocation_ratio_milli, HostNode.offering_memory_size,
+                   HostNode.used_memory_size, HostNode.ram_allocation_ratio_milli,
+                   HostNode.offering_disk_space_mb, HostNode.used_disk_bytes,
+                   NodeState.state, NodeState.last_ping_at)
+            .outerjoin(NodeState, NodeState.node_id == HostNode.node_id)
+            .order_by(HostNode.node_id))
+    if host_ids is not None:
+        stmt = stmt.where(HostNode.id.in_(host_ids))
+    out = []
+    for h in session.execute(stmt):
+        cpu_milli, cpu = _ratio(h.cpu_allocation_ratio_milli, config.cpu_allocation_ratio_milli)
+        ram_milli, ram = _ratio(h.ram_allocation_ratio_milli, config.ram_allocation_ratio_milli)
+        out.append({
+            "id": ids.canonical(HostNode.prefix, h.uuid), "node_id": h.node_id, "kind": "host",
+            **_liveness(h), "scheduling_enabled": h.scheduling_enabled,
+            "hypervisor": h.hypervisor,
+            "cpu_cores": {"used": h.used_cpu_cores,
+                          "total": ratios.offered(h.offering_cpu_cores, cpu_milli)},
+            "memory_mb": {"used": h.used_memory_size,
+                          "total": ratios.offered(h.offering_memory_size, ram_milli)},
+            "disk_mb": {"used": h.used_disk_bytes // MB, "total": h.offering_disk_space_mb},
+            "physical": {"cpu_cores": h.offering_cpu_cores,
+                         "memory_mb": h.offering_memory_size,
+                         "disk_mb": h.offering_disk_space_mb},
+            "allocation_ratios": {"cpu": cpu, "ram": ram}})
+    return out
+
+
+def _liveness(row: Any) -> dict[str, Any]:
+    return {"state": row.state or "unknown",
+            "last_heartbeat": to_iso(row.last_ping_at) if row.last_ping_at else None}
+
+
 def node_overview(session: Session) -> list[dict[str, Any]]:
     """Every host and storage node: liveness (state, last heartbeat) and capacity used."""
-    states = {r.node_id: r for r in session.execute(
-        select(NodeState.node_id, NodeState.state, NodeState.last_ping_at))}
-    hosts = session.execute(select(
-        HostNode.uuid, HostNode.node_id, HostNode.scheduling_enabled, HostNode.hypervisor,
-        HostNode.offering_cpu_cores, HostNode.used_cpu_cores, HostNode.offering_memory_size,
-        HostNode.used_memory_size, HostNode.offering_disk_space_mb, HostNode.used_disk_bytes,
-    ).order_by(HostNode.node_id))
-    storage = session.execute(select(
-        StorageNode.uuid, StorageNode.node_id, StorageNode.offering_disk_space_mb,
-        StorageNode.used_disk_bytes).order_by(StorageNode.node_id))
-    out: list[dict[str, Any]] = []
-
-    def liveness(node_id: str | None) -> dict[str, Any]:
-        row = states.get(node_id or "")
-        return {"state": row.state if row else "unknown",
-                "last_heartbeat": to_iso(row.last_ping_at) if row else None}
-
-    for h in hosts:
-        out.append({"id": ids.canonical(HostNode.prefix, h.uuid), "node_id": h.node_id,
-                    "kind": "host", **liveness(h.node_id),
-                    "scheduling_enabled": h.scheduling_enabled, "hypervisor": h.hypervisor,
-                    "cpu_cores": {"used": h.used_cpu_cores, "total": h.offering_cpu_cores},
-                    "memory_mb": {"used": h.used_memory_size, "total": h.offering_memory_size},
-                    "disk_mb": {"used": h.used_disk_bytes // MB,
-                                "total": h.offering_disk_space_mb}})
-    for s in storage:
-        out.append({"id": ids.canonical(StorageNode.prefix, s.uuid), "node_id": s.node_id,
-                    "kind": "storage", **liveness(s.node_id),
-                    "disk_mb": {"used": s.used_disk_bytes // MB,
-                                "total": s.offering_disk_space_mb}})
-    return out
+    storage = session.execute(
+        select(StorageNode.uuid, StorageNode.node_id, StorageNode.offering_disk_space_mb,
+               StorageNode.used_disk_bytes, NodeState.state, NodeState.last_ping_at)
+        .outerjoin(NodeState, NodeState.node_id == StorageNode.node_id)
+        .order_by(StorageNode.node_id))
+    return [*host_overview(session), *(
+        {"id": ids.canonical(StorageNode.prefix, s.uuid), "node_id": s.node_id,
+         "kind": "storage", **_liveness(s),
+         "disk_mb": {"used": s.used_disk_bytes // MB, "total": s.offering_disk_space_mb}}
+        for s in storage)]

@@ -20,4 +20,5 @@ endpoint = Endpoint(wire.API).reads(
     volumes.create_volume,
     hosts.evacuate_host,
     hosts.set_host_scheduling,
+    hosts.set_host_allocation_ratios,
 )

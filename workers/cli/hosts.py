@@ -3,6 +3,7 @@
     collector host evacuate hn-abc12345          # HA instances re-placed, others halted
     collector host disable hn-abc12345           # no new instances placed there
     collector host enable hn-abc12345            # placements again (after an evacuation)
+    collector host ratios hn-abc12345 --cpu 2.0 --ram 1.5   # offer 2x its cores, 1.5x its memory
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import click
 
 from workers.cli.api_client import api_client, api_options, call_api, print_json
+from workers.tables import ratio_cell
 
 
 @click.group("host")
@@ -70,3 +72,36 @@ def enable(host_node_id: str, as_json: bool, timeout: float | None) -> None:
 def disable(host_node_id: str, as_json: bool, timeout: float | None) -> None:
     """Keep new instances off the host (drain); what runs there stays."""
     _set_scheduling(host_node_id, False, as_json, timeout)
+
+
+def _ratio_arg(text: str | None) -> float | str | None:
+    """A number goes as a number; anything else ("default", a typo) as it is, for the api
+    to accept or refuse with its typed error."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@host.command("ratios")
+@click.argument("host_node_id")
+@click.option("--cpu", help='cpu allocation ratio (offered = cores x ratio), or "default"')
+@click.option("--ram", help='memory allocation ratio (offered = MB x ratio), or "default"')
+@api_options
+def ratios(host_node_id: str, cpu: str | None, ram: str | None, as_json: bool,
+           timeout: float | None) -> None:
+    """Set the host's allocation ratios: placement offers its physical cpu and memory times
+    these from now on. A lower ratio moves nothing: it only refuses new instances until the
+    host uses less than it offers. "default" follows the scheduler configuration again."""
+    with api_client(timeout) as client:
+        row = call_api(client, "set_host_allocation_ratios", host_node_id, _ratio_arg(cpu),
+                       _ratio_arg(ram), as_json=as_json)
+    if as_json:
+        print_json(row)
+        return
+    cpu, memory = row["cpu_cores"], row["memory_mb"]
+    click.echo(f"{row['id']} ({row['node_id']}): cpu {ratio_cell(row, 'cpu')} = "
+               f"{cpu['total']} offered, {cpu['used']} used; memory MB "
+               f"{ratio_cell(row, 'ram')} = {memory['total']} offered, {memory['used']} used")

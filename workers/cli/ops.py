@@ -68,7 +68,8 @@ def seed(hosts: int, prefix: str, hypervisor: str, as_json: bool) -> None:
 @click.command("nodes")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 def nodes(as_json: bool) -> None:
-    """Hosts and storage nodes: state, last heartbeat, capacity used of total."""
+    """Hosts and storage nodes: state, last heartbeat, capacity used of what each offers
+    (a host's cpu and memory: physical x allocation ratio, both shown)."""
     from collector.services.stats import node_overview
 
     rows = _read(node_overview)

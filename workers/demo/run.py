@@ -194,7 +194,9 @@ def play(demo: Demo) -> bool:
         doc = docs[i]
         verdict = (f"[green]running on {_host_of(doc)}[/]" if doc["state"] == "running" else
                    f"[red]{doc['state']}[/]: {doc['placement_error']}")
-        console.print(f"  {demo.names[i]:8} {verdict}", overflow="ellipsis", no_wrap=True)
+        # A refusal wraps: its host-by-host reasons are the point.
+        console.print(f"  {demo.names[i]:8} {verdict}", overflow="ellipsis",
+                      no_wrap=doc["state"] == "running")
     for name, exc in turned_away:
         console.print(f"  {name:8} [red]refused by the API[/]: {exc}", overflow="ellipsis",
                       no_wrap=True)

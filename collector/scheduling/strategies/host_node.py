@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from collector.errors import InsufficientCapacity, NoMatchingHostNode
-from collector.scheduling.candidates import HostCandidate, HostRequest
+from collector.scheduling.candidates import HostCandidate, HostExclusion, HostRequest
 from collector.scheduling.strategies.catalog import boolean, one_of, option, register
 from collector.scheduling.strategies.protocols import HostStrategy
 
@@ -92,6 +92,12 @@ class ExcludeSame(HostStrategy):
         others = [c for c in candidates if c.uuid != request.current_host]
         return sorted(_eligible(others, request), key=lambda c: c.id)
 
+    def exclusions(self, request: HostRequest) -> tuple[HostExclusion, ...]:
+        if request.current_host is None:
+            return ()
+        return (HostExclusion("the instance's current host (ExcludeSame)",
+                              hosts=(request.current_host,)),)
+
 
 @register("host_node", "FindFirst")
 @dataclass(frozen=True)
@@ -123,3 +129,7 @@ class SpecifyNode(HostStrategy):
             raise NoMatchingHostNode(f"SpecifyNode: host node {wanted} is not online and "
                                      "enabled")
         return _eligible(chosen, request)
+
+    def exclusions(self, request: HostRequest) -> tuple[HostExclusion, ...]:
+        wanted = specified_host(request)
+        return (HostExclusion(f"not the requested {wanted} (SpecifyNode)", only=(wanted,)),)

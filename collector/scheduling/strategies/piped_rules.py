@@ -38,7 +38,9 @@ of its ``through`` table) or a builder function::
         def reorder(self, hosts, request): ...
 
 A rule's ``facts`` name what the hosts must carry (``groups``, ``quota_weight``,
-``account``); ``enrich`` reads exactly those, in one query each.
+``account``); ``enrich`` reads exactly those, in one query each. A rule's ``exclusions`` say
+what its filter drops as data (RequestParamToGroup: the hosts outside its group), so that a
+refusal names them (``refusals.py``).
 """
 
 
@@ -59,7 +61,7 @@ from collector.errors import (
     UnknownGroup,
 )
 from collector.models import HostNodeGroup, Instance, Tag, TagMapping
-from collector.scheduling.candidates import HostCandidate, HostRequest
+from collector.scheduling.candidates import HostCandidate, HostExclusion, HostRequest
 from collector.scheduling.strategies.catalog import (
     Builder,
     builder_of,
@@ -91,6 +93,11 @@ class Rule:
 
     def groups(self, request: HostRequest) -> tuple[str, ...]:
         """Host node groups this rule reads for ``request`` (they must exist)."""
+        return ()
+
+    def exclusions(self, request: HostRequest) -> tuple[HostExclusion, ...]:
+        """What ``filter`` drops, as data a refusal counts in SQL; a rule that says nothing
+        here has its hosts counted as passed over."""
         return ()
 
 
@@ -133,6 +140,10 @@ class RequestParamToGroup(Rule):
     def filter(self, hosts: Hosts, request: HostRequest) -> Hosts:
         group = self.group_for(request)
         return [h for h in hosts if group in h.groups]
+
+    def exclusions(self, request: HostRequest) -> tuple[HostExclusion, ...]:
+        group = self.group_for(request)
+        return (HostExclusion(f"not in host node group {group} (PipedRules)", group=group),)
 
 
 USAGE_KEYS = ("cpu_cores", "memory_size", "quota_weight")
@@ -219,6 +230,9 @@ class PipedRules(HostStrategy):
         for rule in self.rules:
             hosts = rule.reorder(hosts, request)
         return hosts[:self.max_results]
+
+    def exclusions(self, request: HostRequest) -> tuple[HostExclusion, ...]:
+        return tuple(e for rule in self.rules for e in rule.exclusions(request))
 
     def enrich(self, session: Session, candidates: Sequence[HostCandidate],
                request: HostRequest) -> Hosts:

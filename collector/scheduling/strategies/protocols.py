@@ -19,12 +19,13 @@ from sqlalchemy.orm import Session
 
 from collector.models import Network, NetworkVif, NetworkVifIpLease
 from collector.scheduling.candidates import (
+    CANDIDATE_LIMIT,
     HostCandidate,
+    HostExclusion,
     HostRequest,
     StorageCandidate,
     VifPlan,
 )
-from collector.scheduling.capacity import CANDIDATE_LIMIT
 
 
 class HostStrategy(Protocol):
@@ -60,6 +61,11 @@ class HostStrategy(Protocol):
                request: HostRequest) -> list[HostCandidate]:
         """The candidates with the extra facts ``rank`` reads (a query per fact)."""
         return list(candidates)
+
+    def exclusions(self, request: HostRequest) -> tuple[HostExclusion, ...]:
+        """The hosts ``rank`` refuses for ``request`` whatever their room, as data: a refusal
+        counts them in its one query (``refusals.py``)."""
+        return ()
 
 
 class StorageStrategy(Protocol):

@@ -11,7 +11,9 @@ claim committed:
   which then filled up;
 * a node the sweep marks offline while a placement claims its host: the placement waits for
   the sweep and leaves the host alone, and a sweep that comes while a claim is not yet
-  committed leaves the node for its next run (the evacuation then finds the instance).
+  committed leaves the node for its next run (the evacuation then finds the instance);
+* an allocation ratio lowered (``api.set_host_allocation_ratios``) while a placement waited:
+  the claim obeys the new ratio, and what the host already runs stays.
 """
 
 from __future__ import annotations
@@ -259,3 +261,34 @@ def test_a_sweep_during_an_uncommitted_claim_leaves_the_node_to_its_next_run(pg_
         assert node_id in node_states.sweep_node_states(session)["offline"]
     inst, usage = _rows(pg_url, inst_id)
     assert usage[host] == (1, 1, 1)
+
+
+def test_a_claim_waiting_behind_a_lowered_ratio_obeys_the_new_one(pg_url, open_session):
+    """The host offers 2 cores x 2.0 and runs 2 instances; an operator lowers its ratio to
+    1.0 (holding the row); the placement of a third waits on it; the change commits: the
+    claim, re-checked on the row's new version, is refused; the two stay."""
+    [host], waiting = _seed(pg_url, [placement.HostSize(2, 8192, 8192)], waiting=3)
+    with unit_of_work(pg_url) as session:
+        hosts.set_host_allocation_ratios(session, host, cpu=2.0)
+    for inst_id in waiting[:2]:
+        with unit_of_work(pg_url) as session:
+            assert handlers.schedule_instance(session, inst_id)["outcome"] == "placed"
+    lowering = open_session()
+    row = hosts.set_host_allocation_ratios(lowering, host, cpu=1.0)  # holds H until commit
+    assert row["cpu_cores"] == {"used": 2, "total": 2}
+    placing = Placement(pg_url, waiting[2])
+    placing.start()
+    assert _wait_blocked_by(pg_url, _pid(lowering), placing), "the claim did not wait on H"
+    lowering.commit()
+    answer = placing.finish()
+    inst, usage = _rows(pg_url, waiting[2])
+    assert (answer["outcome"], answer["error_type"]) == ("failed", "InsufficientCapacity")
+    assert answer["message"] == (f"0/1 hosts available for {waiting[2]} (1 cpu cores, 1024 MB "
+                                 f"memory, 1024 MB local disk, x86_64 {_hypervisor(pg_url)}): "
+                                 "1 short of cpu")
+    assert inst.host_node_id is None and usage[host] == (2, 2, 2)
+
+
+def _hypervisor(url: str) -> str:
+    with unit_of_work(url, readonly=True) as session:
+        return session.scalars(select(HostNode.hypervisor)).one()

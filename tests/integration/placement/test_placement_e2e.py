@@ -382,3 +382,47 @@ def test_the_cli_runs_stops_and_terminates_an_instance(cluster):
     volume = cli(c, "volume", "create", "--size", "20", "--wait")
     assert volume.returncode == 0, volume.stderr
     assert "available" in volume.stdout
+
+
+def test_allocation_ratios_through_the_cli_and_a_refusal_that_explains_itself(cluster):
+    c = cluster
+    first = sorted(c["hosts"])[0]
+    try:
+        set_ratios = cli(c, "host", "ratios", first, "--cpu", "1.25", "--ram", "1.5")
+        assert set_ratios.returncode == 0, set_ratios.stderr
+        assert "cpu 8 x 1.25 (host) = 10 offered, " in set_ratios.stdout
+        assert "memory MB 16384 x 1.5 (host) = 24576 offered, " in set_ratios.stdout
+        listed = cli(c, "nodes", "--json")
+        assert listed.returncode == 0, listed.stderr
+        row = next(r for r in json.loads(listed.stdout) if r["id"] == first)
+        assert (row["cpu_cores"]["total"], row["physical"]["cpu_cores"]) == (10, 8)
+        assert row["allocation_ratios"] == {"cpu": {"ratio": 1.25, "source": "host"},
+                                            "ram": {"ratio": 1.5, "source": "host"}}
+        table = cli(c, "nodes")
+        assert "8 x 1.25 (host)" in table.stdout and "16384 x 1 " in table.stdout
+        # Bad ratios through a worker: typed, nothing written.
+        for args, error_type in (([first, 0], "InvalidParameter"),
+                                 ([first, "lots"], "InvalidParameter"),
+                                 ([first, True], "InvalidArgument"),
+                                 ([first], "InvalidParameter"),
+                                 (["hn-nothere0", 2.0], "UnknownHostNodeID"),
+                                 (["i-abcdefgh", 2.0], "InvalidArgument")):
+            error = rpc_error(c["client"], "api", "set_host_allocation_ratios", *args)
+            assert (args, error.error_type) == (args, error_type), error.message
+        refused = cli(c, "host", "ratios", first, "--cpu", "0.0001")
+        assert refused.returncode == 1 and refused.stderr.startswith("InvalidParameter: ")
+        with unit_of_work(c["db_url"], readonly=True) as session:
+            host = HostNode.by_cuuid(session, first)
+            assert (host.cpu_allocation_ratio_milli, host.ram_allocation_ratio_milli) == (
+                1250, 1500)
+        # 11 cores: the hosts together offer them (the API accepts), neither alone does.
+        doc = wait_state(c, c["api"].create_instance(request(c, cpu_cores=11))["id"],
+                         "terminated")
+        shown = cli(c, "instance", "show", doc["id"])
+        assert shown.returncode == 0, shown.stderr
+        assert (f"placement_error: InsufficientCapacity: 0/2 hosts available for {doc['id']} "
+                "(11 cpu cores, 512 MB memory, ") in shown.stdout
+        assert "x86_64 kvm): 2 short of cpu\n" in shown.stdout
+    finally:
+        back = cli(c, "host", "ratios", first, "--cpu", "default", "--ram", "default")
+        assert back.returncode == 0, back.stderr

@@ -159,3 +159,51 @@ def test_four_scheduler_workers_never_over_commit(race_db, redis_server, tmp_pat
     finally:
         for worker in workers:
             worker.stop()
+
+
+# --- allocation ratios under contention ---------------------------------------------------------
+
+# Four hosts of 4 cores: two with a cpu ratio of their own, two on the configured default (1.5);
+# memory at the configured 3.0 never binds. Room for 8 + 10 + 6 + 6 = 30 one-core instances.
+RATIO_HOSTS = ((2000, None), (2500, None), (None, None), (None, None))  # (cpu, ram) milli
+RATIO_SLOTS, RATIO_INSTANCES = 30, 45
+
+
+def _seed_ratios(url: str) -> list[str]:
+    with unit_of_work(url) as session:
+        world = placement.build(session, [placement.HostSize(4, 4096, 64 * 1024)] * 4,
+                                cidr="10.61.0.0/24", mac_range_end=0xFFFF)
+        for host, (cpu, ram) in zip(world.hosts, RATIO_HOSTS, strict=True):
+            host.cpu_allocation_ratio_milli, host.ram_allocation_ratio_milli = cpu, ram
+        return world.awaiting_placement(session, RATIO_INSTANCES)
+
+
+@pytest.mark.parametrize("batch_size", [1, 8], ids=["one_per_transaction", "batches"])
+def test_concurrent_processes_never_exceed_physical_times_ratio(race_db, batch_size, tmp_path,
+                                                               monkeypatch):
+    conf = tmp_path / "scheduler.toml"
+    conf.write_text("cpu_allocation_ratio = 1.5\nram_allocation_ratio = 3.0\n")
+    monkeypatch.setenv("COLLECTOR_SCHEDULER_CONFIG", str(conf))  # the spawned processes' own
+    ids = _seed_ratios(race_db)
+    collected = run_at_once([(_place_all, race_db, batch_size, ids[n::PROCESSES])
+                             for n in range(PROCESSES)])
+    by_outcome: dict[tuple[str, str | None], int] = {}
+    for chunk, _ in collected:
+        for _, outcome, error_type in chunk:
+            by_outcome[(outcome, error_type)] = by_outcome.get((outcome, error_type), 0) + 1
+    assert by_outcome == {("placed", None): RATIO_SLOTS,
+                          ("failed", "InsufficientCapacity"): RATIO_INSTANCES - RATIO_SLOTS}
+    with unit_of_work(race_db) as session:
+        offered = {8, 10, 6}
+        for host in session.scalars(select(HostNode).order_by(HostNode.id)):
+            alive = session.scalar(select(func.count()).select_from(Instance).where(
+                Instance.host_node_id == host.id, Instance.terminated_at.is_(None)))
+            milli = host.cpu_allocation_ratio_milli or 1500
+            assert host.used_cpu_cores == alive == 4 * milli // 1000, host.canonical_uuid
+            assert host.used_cpu_cores in offered
+        assert capacity.reconcile(session) == []
+        errors = session.scalars(select(Instance.placement_error)
+                                 .where(Instance.state == "terminated")).all()
+        assert len(errors) == RATIO_INSTANCES - RATIO_SLOTS
+        assert all(e.startswith("InsufficientCapacity: 0/4 hosts available for i-")
+                   and e.endswith(": 4 short of cpu") for e in errors), errors
