@@ -107,6 +107,10 @@ class UnknownDeadLetter(NotFound):
     """No parked message has that id (``collector dead-letters``)."""
 
 
+class UnknownPlacementGroupID(NotFound):
+    """No placement group (pg-) with that id, or it was deleted."""
+
+
 class AlreadyTerminated(CollectorError):
     """A finished job cannot change again (finishing or cancelling it)."""
 
@@ -197,6 +201,11 @@ class InvalidHostNodeID(InvalidParameter):
 
 class IncompatibleHostNode(InvalidParameter):
     """The explicit host has another hypervisor or architecture."""
+
+
+class InvalidMigrationTarget(InvalidParameter):
+    """A migration's named destination is the instance's own host, or takes no placements
+    (scheduling disabled)."""
 
 
 class AddressRefused(InvalidParameter):

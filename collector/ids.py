@@ -23,7 +23,7 @@ PREFIXES: dict[str, str] = {
     "hng": "host_node_group", "sng": "storage_node_group", "nw": "network",
     "dcn": "dc_network", "vif": "network_vif", "sg": "security_group", "ip": "ip_handle",
     "ipp": "ip_pool", "mr": "mac_range", "nwm": "network_vif_monitor", "lb": "load_balancer",
-    "alm": "alarm", "job": "queued_job", "vlan": "vlan_lease",
+    "alm": "alarm", "job": "queued_job", "vlan": "vlan_lease", "pg": "placement_group",
 }
 
 

@@ -109,6 +109,7 @@ LOG_ALARM_REGISTRY = "log-alarm-registry"
 RESOURCE_ALARM_REGISTRY = "resource-alarm-registry"
 VNET_COLLECTOR = "vnet-collector"  # OpenVNet's collector (an outside service)
 LOADBALANCER = "loadbalancer"  # a load balancer instance's own queue: loadbalancer.<i-...>
+MIGRATION_HANDLE = "migration-handle"  # a live migration's destination host (hva agents)
 
 
 class HvaJob:
@@ -126,6 +127,14 @@ class HvaJob:
     SOFT_POWEROFF = "soft_poweroff"
     POWERON = "poweron"
     WAIT_VOLUMES_AVAILABLE = "wait_volumes_available"
+
+
+class MigrationJob:
+    """Jobs of ``migration-handle.<node>``: the destination of a live migration."""
+
+    # (instance, generation): boot the copy here, then report
+    # ``hva-collector.switch_instance_host_node`` with that generation.
+    RUN_MIGRATION = "run_migration"
 
 
 class LocalStoreJob:
@@ -168,7 +177,8 @@ class ResourceAlarmJob:
 # Node endpoint -> its jobs.
 NODE_JOBS: dict[str, type] = {HVA_HANDLE: HvaJob, LOCAL_STORE_HANDLE: LocalStoreJob,
                               STA_HANDLE: StaJob, LOG_ALARM_REGISTRY: LogAlarmJob,
-                              RESOURCE_ALARM_REGISTRY: ResourceAlarmJob}
+                              RESOURCE_ALARM_REGISTRY: ResourceAlarmJob,
+                              MIGRATION_HANDLE: MigrationJob}
 
 
 def job_names(endpoint: str) -> tuple[str, ...]:

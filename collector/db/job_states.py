@@ -22,9 +22,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from collector import wire
 from collector.db import outbox
 from collector.db.engine import db_now, skip_locked
-from collector.models import QueuedJob
+from collector.models import Instance, MigrationAllocation, QueuedJob
+from collector.models.placement import release_migration_allocation
 
 
 def finish(session: Session, job: QueuedJob, now: datetime, status: str,
@@ -34,6 +36,28 @@ def finish(session: Session, job: QueuedJob, now: datetime, status: str,
     if message is not None:
         job.finish_message = message
     release_after(session, job)
+    if wire.endpoint_of(job.queue_name or "") == wire.MIGRATION_HANDLE:
+        _migration_ended(session, job)
+
+
+def _migration_ended(session: Session, job: QueuedJob) -> None:
+    """A migration job ended: if its switch was not reported, the migration failed, so the
+    instance runs on where it was (``running``) and the destination's claim is freed. The
+    instance row is locked first, as the switch locks it, so one of the two wins."""
+    raw = (job.resource_id or "").partition("-")[2]
+    inst = session.scalars(select(Instance).where(Instance.uuid == raw)
+                           .with_for_update()).first()
+    held = session.scalar(select(MigrationAllocation.instance_id)
+                          .where(MigrationAllocation.job_id == job.task_id))
+    if inst is None or held != inst.id:
+        return  # switched already, or a claim of another migration
+    release_migration_allocation(session, inst.id)
+    if inst.state == "migrating":
+        inst.state = "running"
+        reason = (job.finish_message or {}).get("message") \
+            if isinstance(job.finish_message, dict) else job.finish_message
+        inst.placement_error = f"migration failed ({job.finish_status}): {reason or 'no switch'}"
+    session.flush()
 
 
 def cancel(session: Session, job: QueuedJob, message: dict[str, Any]) -> None:

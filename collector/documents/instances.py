@@ -70,7 +70,8 @@ def load_instance(session: Session, instance_id: object, *,
 _RAW = bindparam("raw")
 _INSTANCES, _IMAGES = Instance.__table__, Image.__table__
 _SSH_KEYS, _HOSTS, _NODE_STATES = SshKeyPair.__table__, HostNode.__table__, NodeState.__table__
-_INSTANCE, _IMAGE = Shape(Instance), Shape(Image)
+# The placement group is the API's (api.show_placement_group), not the original's document.
+_INSTANCE, _IMAGE = Shape(Instance, omit=("placement_group_id",)), Shape(Image)
 # The allocation ratios are the Collector's placement settings, not the original's host
 # document: an agent has no use for them.
 _SSH_KEY = Shape(SshKeyPair)

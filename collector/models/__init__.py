@@ -39,7 +39,13 @@ from collector.models.networks import (
 )
 from collector.models.nodes import HostNode, HostNodeVnet, NodeState, StorageNode
 from collector.models.outbox import OutboxMessage
-from collector.models.placement import HostAllocation, StorageAllocation
+from collector.models.placement import HostAllocation, MigrationAllocation, StorageAllocation
+from collector.models.placement_groups import (
+    AFFINITY,
+    ANTI_AFFINITY,
+    SOFT_AFFINITY,
+    PlacementGroup,
+)
 from collector.models.resources import ResourceSample
 from collector.models.security_groups import (
     NetworkVifSecurityGroup,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Float,
@@ -63,6 +64,8 @@ class Instance(Taggable, Timestamps, Base):
     placement_generation: Mapped[int] = mapped_column(Integer, nullable=False, default=1,
                                                       server_default="1")
     placement_error: Mapped[str | None] = mapped_column(Text)  # why placement failed
+    placement_group_id: Mapped[int | None] = mapped_column(ForeignKey("placement_groups.id"),
+                                                           index=True)
 
     host_node = relationship("HostNode", back_populates="instances")
     image = relationship("Image")
@@ -82,6 +85,11 @@ class Instance(Taggable, Timestamps, Base):
     @property
     def is_ha_enabled(self) -> bool:
         return self.ha_enabled == 1
+
+    def column_values(self) -> dict[str, Any]:
+        out = super().column_values()
+        out.pop("placement_group_id", None)  # the API's (show_placement_group), not the original's
+        return out
 
 
 class HostnameLease(Timestamps, Base):

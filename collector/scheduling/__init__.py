@@ -33,6 +33,8 @@ capacity.py      used-capacity counters and allocation rows: candidates, atomic 
                  releases, reconcile; what a host offers (physical x allocation ratio)
 ratios.py        allocation ratios in thousandths: parsing, physical x ratio
 refusals.py      why no host took a request: one grouped count of the fleet per reason
+groups.py        placement groups: hard policies as a condition of the claim statement
+                 (the group's row locked first), soft ones as a ranking
 gaps.py          the first free address of a range (IP and MAC leases)
 teardown.py      what placement claimed, given back (instances, vifs, leases, volumes)
 handlers.py      the job steps schedule_instance, schedule_start_instance, schedule_volume
@@ -40,6 +42,9 @@ batch.py         schedule_instances: a list of new instances placed in one trans
                  (each in its own savepoint, vifs last); batch_memo.py holds what a batch
                  locks and reads once (network rows, DHCP ranges, MAC ranges)
 evacuation.py    evacuate_from (HA re-placement) and the node-offline event handler
+migration.py     live migration: the destination claimed beside the source (start), the
+                 switch the destination's agent reports (switch); a failure is undone by the
+                 job ledger when the migration job ends without a switch
 
 Interface for the API side
 --------------------------
@@ -68,13 +73,21 @@ capacity.release_host(session, instance) -> None        idempotent
 capacity.claim_storage(session, storage_node_id, volume, force=False) -> bool
 capacity.local_disk_bytes(session, instance) -> int     local volumes of the instance
 capacity.move_host(session, instance, host_id or None)  the claim follows a stop or a move
+capacity.claim_migration(session, host_id, instance, disk_bytes, job_id=None) -> bool
+    a live migration's destination: claim_host's WHERE, recorded as a migration
+    allocation (the source's host allocation stays until the switch)
+capacity.promote_migration(session, instance) -> host id or None
+    the switch: source claim released, the migration allocation becomes the host's
 capacity.reconcile(session) -> [corrections]            counters := sums of allocations
+                                                        (host and migration allocations)
 
 placement.assign_explicit_host(session, instance, host_cuuid) -> HostNode
     spec 1.8.1 step 9, and the claim: UnknownHostNodeID, InvalidHostNodeID (not online),
     IncompatibleHostNode (hypervisor/arch), OutOfHostCapacity (cpu, memory or local disk);
     sets instance.host_node_id. Call it after the instance's volumes exist (local disk
     counts). The handler then skips host selection.
+placement.place_migration(session, instance, strategy, job_id=None) -> HostCandidate
+    the strategy's best host other than the instance's own, claimed with claim_migration
 placement.place_host(session, instance, request, strategy) -> HostCandidate
     no host: NoMatchingHostNode or InsufficientCapacity, the message counting the fleet's
     hosts per reason (refusals.explained)

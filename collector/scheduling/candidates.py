@@ -16,6 +16,23 @@ CANDIDATE_LIMIT = 8  # hosts or storage nodes read per round of a placement
 
 
 @dataclass(frozen=True, slots=True)
+class GroupRule:
+    """The placement group (pg-...) an instance belongs to, as its placement applies it
+    (``groups.py``): hard policies are conditions of the claim, soft ones a ranking."""
+
+    id: int
+    uuid: str  # canonical pg-...
+    name: str
+    policy: str  # affinity, anti-affinity, soft-affinity, soft-anti-affinity
+    max_per_host: int = 1
+    instance_id: int | None = None  # the member being placed: its own claims never count
+
+    @property
+    def hard(self) -> bool:
+        return not self.policy.startswith("soft-")
+
+
+@dataclass(frozen=True, slots=True)
 class HostRequest:
     """What an instance asks of a host (memory in MB, local disk in bytes)."""
 
@@ -28,6 +45,7 @@ class HostRequest:
     account_id: str | None = None
     request_params: Mapping[str, Any] = field(default_factory=dict)
     current_host: str | None = None  # canonical hn-... the instance is on now (HA, ExcludeSame)
+    group: GroupRule | None = None  # its placement group, if any
 
 
 @dataclass(frozen=True, slots=True)

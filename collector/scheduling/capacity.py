@@ -45,6 +45,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -56,15 +57,18 @@ from collector.models import (
     HostAllocation,
     HostNode,
     Instance,
+    MigrationAllocation,
     NodeState,
     StorageAllocation,
     StorageNode,
     Volume,
 )
-from collector.scheduling import ratios
+from collector.models.placement import release_migration_allocation
+from collector.scheduling import groups, ratios
 from collector.scheduling.candidates import (
     CANDIDATE_LIMIT,
     MB,
+    GroupRule,
     HostCandidate,
     HostRequest,
     StorageCandidate,
@@ -137,7 +141,7 @@ def _host_fits(cpu_cores: int, memory_size: int, disk_bytes: int) -> Any:
 
 
 def _claimable(cpu_cores: int, memory_size: int, disk_bytes: int, *, room: bool = True,
-               drained_ok: bool = False) -> list[Any]:
+               drained_ok: bool = False, group: GroupRule | None = None) -> list[Any]:
     """The WHERE of an UPDATE claiming a host row: room for the claim (unless ``room`` is
     False: an over-commit), scheduling enabled (unless ``drained_ok``: the API's explicit
     host) and the node online, its row locked FOR SHARE (see the module docstring).
@@ -151,6 +155,7 @@ def _claimable(cpu_cores: int, memory_size: int, disk_bytes: int, *, room: bool 
     conditions = [_host_fits(cpu_cores, memory_size, disk_bytes)] if room else []
     if not drained_ok:
         conditions.append(HostNode.scheduling_enabled.is_(True))
+    conditions += groups.conditions(group)  # a hard placement group (``groups.hold`` first)
     conditions.append(node_online)  # last: the node's row is locked only for a match
     return conditions
 
@@ -170,6 +175,7 @@ def host_candidates(session: Session, request: HostRequest, order: str = "memory
                                      request.disk_bytes))
     if exclude_ids:
         stmt = stmt.where(HostNode.id.not_in(exclude_ids))
+    stmt = stmt.where(*groups.conditions(request.group))
     return [_host_candidate(row) for row in session.execute(stmt)]
 
 
@@ -261,7 +267,8 @@ def claim_host(session: Session, host_id: int, instance: Instance, disk_bytes: i
     The instance must hold no host claim yet (``release_host`` first)."""
     cpu, memory = instance.cpu_cores, instance.memory_size
     conditions = [] if force else _claimable(cpu, memory, disk_bytes, room=not over_commit,
-                                             drained_ok=drained_ok)
+                                             drained_ok=drained_ok,
+                                             group=groups.hold(session, instance))
     if dialect_name(session) == "postgresql":
         target = _only_unlocked(HostNode, host_id) if skip_locked else HostNode.id == host_id
         return _claim_pg(session, and_(target, *conditions), instance, disk_bytes) is not None
@@ -284,15 +291,17 @@ def claim_first_unlocked(session: Session, host_ids: list[int], instance: Instan
     if not host_ids:
         return None
     cpu, memory = instance.cpu_cores, instance.memory_size
+    group = groups.hold(session, instance)
     wanted = literal(host_ids, ARRAY(Integer))
     # Eligibility read plainly here, to pass over a host that left since it was ranked;
     # the UPDATE checks it again, under the node row's lock.
     first = (select(HostNode.id).join(NodeState, NodeState.node_id == HostNode.node_id)
              .where(HostNode.id.in_(host_ids), _schedulable_hosts(),
-                    _host_fits(cpu, memory, disk_bytes))
+                    _host_fits(cpu, memory, disk_bytes), *groups.conditions(group))
              .order_by(func.array_position(wanted, HostNode.id)).limit(1)
              .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
-    return _claim_pg(session, and_(HostNode.id == first, *_claimable(cpu, memory, disk_bytes)),
+    return _claim_pg(session, and_(HostNode.id == first,
+                                   *_claimable(cpu, memory, disk_bytes, group=group)),
                      instance, disk_bytes)
 
 
@@ -303,13 +312,15 @@ def claim_best(session: Session, request: HostRequest, instance: Instance, order
     one statement (a busy host is passed over wherever it ranks). None when there is no
     such host right now: the caller then ranks and waits as usual."""
     cpu, memory, disk = request.cpu_cores, request.memory_size, request.disk_bytes
+    group = groups.hold(session, instance)
     best = (select(HostNode.id).join(NodeState, NodeState.node_id == HostNode.node_id)
             .where(_schedulable_hosts(), HostNode.hypervisor == request.hypervisor,
-                   HostNode.arch == request.arch, _host_fits(cpu, memory, disk))
+                   HostNode.arch == request.arch, _host_fits(cpu, memory, disk),
+                   *groups.conditions(group))
             .order_by(*_host_order(order)).limit(1)
             .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
     claimed = (_add_usage(instance, disk).where(HostNode.id == best,
-                                                *_claimable(cpu, memory, disk))
+                                                *_claimable(cpu, memory, disk, group=group))
                .returning(*_host_columns()[:-1]).cte("claimed"))
     now = utcnow()
     allocated = (insert(HostAllocation).from_select(
@@ -403,6 +414,41 @@ def reclaim_host(session: Session, instance: Instance) -> None:
                    local_disk_bytes(session, instance), force=True)
 
 
+def claim_migration(session: Session, host_id: int, instance: Instance, disk_bytes: int,
+                    job_id: str | None = None) -> bool:
+    """Claim a live migration's destination: the same conditional UPDATE as any claim
+    (``_claimable``: room after the allocation ratios, scheduling enabled, node online, the
+    instance's placement group), recorded as the instance's migration allocation, beside
+    the source's host allocation it keeps until the switch. False when the host does not
+    take it."""
+    cpu, memory = instance.cpu_cores, instance.memory_size
+    group = groups.hold(session, instance)  # its placement group's rule, as any claim
+    stmt = _add_usage(instance, disk_bytes).where(
+        HostNode.id == host_id, *_claimable(cpu, memory, disk_bytes, group=group))
+    if session.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
+        return False
+    session.execute(insert(MigrationAllocation).values(
+        instance_id=instance.id, host_node_id=host_id, cpu_cores=cpu, memory_size=memory,
+        disk_bytes=disk_bytes, job_id=job_id))
+    _expire(session, HostNode, host_id, "used_cpu_cores", "used_memory_size", "used_disk_bytes")
+    return True
+
+
+def promote_migration(session: Session, instance: Instance) -> int | None:
+    """The switch of a migration: the source's claim given back, the destination's claim
+    becomes the instance's host allocation (the counters already hold it). The destination
+    host's id, or None when the instance holds no migration claim (failed or done)."""
+    row = release_migration_allocation(session, instance.id, give_back=False)
+    if row is None:
+        return None
+    release_host(session, instance)
+    session.execute(insert(HostAllocation).values(
+        instance_id=instance.id, host_node_id=row.host_node_id, cpu_cores=row.cpu_cores,
+        memory_size=row.memory_size, disk_bytes=row.disk_bytes))
+    instance.host_node_id = row.host_node_id
+    return row.host_node_id
+
+
 def storage_candidates(session: Session, size_bytes: int, limit: int = CANDIDATE_LIMIT,
                        exclude_ids: tuple[int, ...] = (), order: str = "free"
                        ) -> list[StorageCandidate]:
@@ -454,11 +500,14 @@ def reconcile(session: Session) -> list[dict[str, Any]]:
     (empty when the counters were true)."""
     session.flush()
     fixes: list[dict[str, Any]] = []
+    # A migrating instance's destination claim counts on its host too.
+    held = union_all(*(select(t.host_node_id, t.cpu_cores, t.memory_size, t.disk_bytes)
+                       for t in (HostAllocation, MigrationAllocation))).subquery()
     sums = {r.host_node_id: r for r in session.execute(
-        select(HostAllocation.host_node_id, func.sum(HostAllocation.cpu_cores).label("cpu"),
-               func.sum(HostAllocation.memory_size).label("memory"),
-               func.sum(HostAllocation.disk_bytes).label("disk"))
-        .group_by(HostAllocation.host_node_id))}
+        select(held.c.host_node_id, func.sum(held.c.cpu_cores).label("cpu"),
+               func.sum(held.c.memory_size).label("memory"),
+               func.sum(held.c.disk_bytes).label("disk"))
+        .group_by(held.c.host_node_id))}
     for host in session.execute(select(HostNode.id, HostNode.uuid, HostNode.used_cpu_cores,
                                        HostNode.used_memory_size, HostNode.used_disk_bytes)):
         s = sums.get(host.id)

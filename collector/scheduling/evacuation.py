@@ -112,15 +112,8 @@ def _dispatch(session: Session, inst: Instance, source: HostNode, source_online:
               target: HostCandidate) -> None:
     """Fence the old host and boot on the new one, in the re-placement's transaction."""
     cuuid, generation = inst.canonical_uuid, inst.placement_generation
-    cleanup = None
-    if source.node_id:
-        # What the old host was still to do for the instance will not run there.
-        job_states.cancel_on_node(session, cuuid, source.node_id,
-                                  f"{cuuid} moved to {target.node_id} (generation {generation})")
-        # It drops its copy: now when it answers, else when it comes back.
-        cleanup = outbox.jobs.submit(
-            session, wire.node_queue(wire.HVA_HANDLE, source.node_id), wire.HvaJob.CLEANUP,
-            cuuid, resource_id=cuuid, generation=generation - 1, held=not source_online)
+    cleanup = fence_source(session, inst, source, source_online, target.node_id) \
+        if source.node_id else None
     if inst.state == "halted":
         pass  # halted on its new host: nothing to boot
     elif inst.image.boot_dev_type == BOOT_DEV_SAN:
@@ -137,6 +130,20 @@ def _dispatch(session: Session, inst: Instance, source: HostNode, source_online:
                            wire.LocalStoreJob.RUN_LOCAL_STORE, cuuid, resource_id=cuuid,
                            generation=generation, **wait)
     outbox.events.publish(session, wire.CollectorEvent.INSTANCE_SCHEDULED, [cuuid])
+
+
+def fence_source(session: Session, inst: Instance, source: HostNode, source_online: bool,
+                 target_node_id: str) -> str:
+    """The instance moved off ``source`` (its generation already advanced): the jobs that
+    host was still to do for it are cancelled, and it is told to drop its copy; the
+    cleanup job's id."""
+    cuuid, generation = inst.canonical_uuid, inst.placement_generation
+    job_states.cancel_on_node(session, cuuid, source.node_id,
+                              f"{cuuid} moved to {target_node_id} (generation {generation})")
+    # Now when it answers, else when it comes back.
+    return outbox.jobs.submit(
+        session, wire.node_queue(wire.HVA_HANDLE, source.node_id), wire.HvaJob.CLEANUP,
+        cuuid, resource_id=cuuid, generation=generation - 1, held=not source_online)
 
 
 def _after(session: Session, cleanup: str | None) -> dict[str, Any]:

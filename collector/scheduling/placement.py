@@ -39,7 +39,7 @@ from collector.models import (
     NfsVolume,
     Volume,
 )
-from collector.scheduling import capacity, refusals
+from collector.scheduling import capacity, groups, refusals
 from collector.scheduling.candidates import HostCandidate, HostRequest, StorageCandidate
 from collector.scheduling.placement_config import scheduler_config
 from collector.scheduling.strategies.host_node import specified_host
@@ -59,7 +59,7 @@ def host_request(instance: Instance, disk_bytes: int) -> HostRequest:
         arch=instance.image.arch, cpu_cores=instance.cpu_cores,
         memory_size=instance.memory_size, disk_bytes=disk_bytes,
         account_id=instance.account_id, request_params=instance.request_params or {},
-        current_host=current)
+        current_host=current, group=groups.rule_of(instance))
 
 
 def place_host(session: Session, instance: Instance, request: HostRequest,
@@ -83,7 +83,8 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
     current = instance.host_node_id if strategy.exclude_current else None
     tried: tuple[int, ...] = () if current is None else (current,)
     postgres = dialect_name(session) == "postgresql"
-    if postgres and strategy.sql_ranked and not specific and current is None:
+    soft = request.group is not None and not request.group.hard  # ranked here, not in SQL
+    if postgres and strategy.sql_ranked and not specific and current is None and not soft:
         best = capacity.claim_best(session, request, instance, strategy.order)
         if best is not None:
             return best
@@ -97,9 +98,9 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
                     from None
             candidates = capacity.host_snapshot(session, uuids=[raw])
         else:
-            candidates = capacity.host_candidates(session, request, order=strategy.order,
-                                                  limit=strategy.candidate_limit,
-                                                  exclude_ids=tried)
+            candidates = capacity.host_candidates(
+                session, request, order=strategy.order, exclude_ids=tried,
+                limit=groups.read_all(request.group, strategy.candidate_limit))
         candidates = strategy.enrich(session, candidates, request)
         if not candidates:
             break
@@ -109,6 +110,7 @@ def place_host(session: Session, instance: Instance, request: HostRequest,
             # The strategy's verdict, explained by the whole fleet's count.
             raise type(exc)(refusals.explained(session, request,
                                                strategy.exclusions(request))[1]) from None
+        ranked = groups.prefer(session, request.group, ranked)
         if postgres:  # first pass: the best-ranked host nobody holds, in one statement
             claimed = capacity.claim_first_unlocked(session, [c.id for c in ranked],
                                                     instance, request.disk_bytes)
@@ -138,6 +140,33 @@ def _over_commit(session: Session, instance: Instance, request: HostRequest,
                                              request.disk_bytes, over_commit=True):
         return None  # none, or it left placement since it was read
     return ranked[0]
+
+
+def place_migration(session: Session, instance: Instance, strategy: HostStrategy,
+                    job_id: str | None = None) -> HostCandidate:
+    """A live migration's destination: the strategy's ranking of the hosts that fit, the
+    instance's own host never among them (as ExcludeSame), the first that still takes it
+    claimed as its migration allocation (``capacity.claim_migration``: the same WHERE as
+    every claim). A strategy naming a host (SpecifyNode) would name the source: the
+    candidates' order stands instead. No host: NoMatchingHostNode or InsufficientCapacity,
+    explained as placement's refusals."""
+    disk = capacity.local_disk_bytes(session, instance)
+    request = host_request(instance, disk)
+    tried: tuple[int, ...] = (instance.host_node_id,) if instance.host_node_id else ()
+    for _ in range(MAX_ROUNDS):
+        candidates = capacity.host_candidates(session, request, order=strategy.order,
+                                              limit=strategy.candidate_limit,
+                                              exclude_ids=tried)
+        candidates = strategy.enrich(session, candidates, request)
+        if not candidates:
+            break
+        ranked = candidates if strategy.specific else strategy.rank(candidates, request)
+        for candidate in ranked:
+            if capacity.claim_migration(session, candidate.id, instance, disk, job_id):
+                return candidate
+        tried += tuple(c.id for c in candidates)
+    unmatched, why = refusals.explained(session, request, strategy.exclusions(request))
+    raise (NoMatchingHostNode if unmatched else InsufficientCapacity)(why)
 
 
 def assign_explicit_host(session: Session, instance: Instance, host_cuuid: object) -> HostNode:

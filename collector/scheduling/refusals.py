@@ -9,7 +9,9 @@ host once, under the first of these that holds for it:
 2. ``offline``: its node is not online (timeout, offline, or never heard of);
 3. ``disabled``: ``scheduling_enabled`` is false (drained, or left out after an evacuation);
 4. each of the strategy's exclusions in turn (``HostStrategy.exclusions``: ExcludeSame's
-   current host, SpecifyNode's other hosts, PipedRules' group rules);
+   current host, SpecifyNode's other hosts, PipedRules' group rules), then the hard policy
+   of the instance's placement group (``excluded by anti-affinity of group web``, ``not the
+   host of affinity group db``);
 5. ``short of cpu``, ``short of memory``, ``short of local disk``: what it offers (physical x
    allocation ratio for cpu and memory) minus what is used is less than the request;
 6. otherwise it had room when counted: the strategy's own rules passed it over (a custom
@@ -27,6 +29,7 @@ from sqlalchemy import case, false, func, literal, not_, or_, select
 from sqlalchemy.orm import Session
 
 from collector.models import HostNode, HostNodeGroup, NodeState, Tag, TagMapping
+from collector.scheduling import groups
 from collector.scheduling.candidates import MB, HostExclusion, HostRequest
 from collector.scheduling.capacity import HOST_DISK, offered_cpu_cores, offered_memory_size
 
@@ -60,13 +63,17 @@ def _excluded(exclusion: HostExclusion) -> Any:
 def count_refusals(session: Session, request: HostRequest,
                    exclusions: Sequence[HostExclusion] = ()) -> tuple[int, dict[str, int]]:
     """(every host, {reason: hosts}) for ``request``: the reasons above, each host once."""
-    reasons = [OTHER, OFFLINE, DISABLED, *(e.reason for e in exclusions), *SHORT]
+    grouped = groups.allows(request.group)  # a hard placement group's condition
+    reasons = [OTHER, OFFLINE, DISABLED, *(e.reason for e in exclusions),
+               *([groups.refusal_reason(request.group)] if grouped is not None else []), *SHORT]
     whens = [
         (or_(HostNode.hypervisor != request.hypervisor, HostNode.arch != request.arch), 0),
         (func.coalesce(NodeState.state, "offline") != "online", 1),
         (HostNode.scheduling_enabled.is_not(True), 2),
         *((_excluded(e), 3 + n) for n, e in enumerate(exclusions)),
     ]
+    if grouped is not None:
+        whens.append((not_(grouped), len(whens)))
     shortfalls = (HostNode.used_cpu_cores + request.cpu_cores > offered_cpu_cores(),
                   HostNode.used_memory_size + request.memory_size > offered_memory_size(),
                   HostNode.used_disk_bytes + request.disk_bytes > HOST_DISK)

@@ -28,6 +28,7 @@ from collector.models import (
     TagMapping,
     Volume,
 )
+from collector.models.placement import release_migration_allocation
 from collector.scheduling import capacity
 from collector.timeutil import utcnow
 
@@ -52,6 +53,8 @@ def finalize_instance(session: Session, inst: Instance,
         job = _delete_volume_job(session, inst, vol)
         if job:
             jobs.append(job)
+    # Terminated while migrating: the destination's claim goes too.
+    release_migration_allocation(session, inst.id)
     if inst.state != "terminated":
         destroy_instance(session, inst, terminated_at)
     return jobs

@@ -3,6 +3,7 @@
 - ``placement_cluster(db_url, broker, hosts, ...)``: a placement world served by a real
   worker (role all) and a reference agent per node, as a context manager.
 - ``cli(c, *args)``: ``collector`` (``workers.cli``) run against that cluster.
+- ``instance_states(c, ids)``: each instance's state and host, as committed.
 - ``run_at_once(targets)``: functions in spawned processes, let go together (races).
 - ``evacuating_env(directory)``: a worker environment that evacuates hosts gone offline.
 """
@@ -19,9 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from sqlalchemy import select
 
 from collector import wire
 from collector.db import unit_of_work
+from collector.models import Instance
 from tests.support.servers import start_agent, start_beat, start_worker
 from workers.agent.client import Collector
 from workers.demo.world import placement
@@ -94,6 +97,15 @@ def evacuating_env(directory: Path, **settings: str) -> dict[str, str]:
     return {"COLLECTOR_SCHEDULER_CONFIG": str(conf),
             "COLLECTOR_NODE_TIMEOUT_SEC": str(NODE_TIMEOUT_SEC),
             "COLLECTOR_NODE_OFFLINE_SEC": str(NODE_OFFLINE_SEC), **settings}
+
+
+def instance_states(c: dict[str, Any], ids: list[str]) -> dict[str, tuple[str, str | None]]:
+    """Each instance's state and host (hn-..., None when on none), as committed now."""
+    with unit_of_work(c["db_url"], readonly=True) as session:
+        rows = session.scalars(select(Instance).where(Instance.uuid.in_(
+            [i.split("-", 1)[1] for i in ids])))
+        return {r.canonical_uuid: (r.state, r.host_node.canonical_uuid if r.host_node else None)
+                for r in rows}
 
 
 def cli(c: dict[str, Any], *args: str, timeout: float = 90) -> subprocess.CompletedProcess:

@@ -4,12 +4,17 @@
     collector host disable hn-abc12345           # no new instances placed there
     collector host enable hn-abc12345            # placements again (after an evacuation)
     collector host ratios hn-abc12345 --cpu 2.0 --ram 1.5   # offer 2x its cores, 1.5x its memory
+    collector host drain hn-abc12345            # disabled, its running instances live-migrated
 """
 
 from __future__ import annotations
 
+import time
+from typing import Any
+
 import click
 
+from collector import wire
 from workers.cli.api_client import api_client, api_options, call_api, print_json
 from workers.tables import ratio_cell
 
@@ -105,3 +110,64 @@ def ratios(host_node_id: str, cpu: str | None, ram: str | None, as_json: bool,
     click.echo(f"{row['id']} ({row['node_id']}): cpu {ratio_cell(row, 'cpu')} = "
                f"{cpu['total']} offered, {cpu['used']} used; memory MB "
                f"{ratio_cell(row, 'ram')} = {memory['total']} offered, {memory['used']} used")
+
+
+def _on_host(client: Any, host_node_id: str) -> list[dict[str, Any]]:
+    """The live instances the host runs (or is migrating away)."""
+    docs = call_api(client, "list_instances", None, None, False, 1000)
+    return [d for d in docs if d["host_node"] == host_node_id]
+
+
+def _start_migrations(client: Any, docs: list[dict[str, Any]]) -> dict[str, str]:
+    """``api.migrate_instance`` for each running one; the refusals, by instance."""
+    from workers.agent.client import RpcError
+
+    refused = {}
+    for doc in docs:
+        if doc["state"] != "running":
+            continue
+        try:
+            client.call(wire.API, "migrate_instance", doc["id"])
+        except RpcError as exc:
+            refused[doc["id"]] = f"{exc.error_type}: {exc.message}"
+    return refused
+
+
+@host.command("drain")
+@click.argument("host_node_id")
+@click.option("--wait", "wait_sec", type=float, default=600.0, show_default=True,
+              help="seconds to wait for the migrations")
+@api_options
+def drain(host_node_id: str, wait_sec: float, as_json: bool, timeout: float | None) -> None:
+    """Disable the host and live-migrate every running instance off it, following them with
+    a progress bar until none is migrating; what could not move is listed (exit 1)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with api_client(timeout) as client:
+        call_api(client, "set_host_scheduling", host_node_id, False, as_json=as_json)
+        docs = _on_host(client, host_node_id)
+        wanted = {d["id"] for d in docs if d["state"] in ("running", "migrating")}
+        failed = _start_migrations(client, docs)
+        deadline = time.monotonic() + wait_sec
+        with Progress(TextColumn(f"draining {host_node_id}"), BarColumn(), MofNCompleteColumn(),
+                      disable=as_json) as bar:
+            task = bar.add_task("drain", total=len(wanted))
+            while True:
+                left = {d["id"]: d for d in _on_host(client, host_node_id) if d["id"] in wanted}
+                bar.update(task, completed=len(wanted) - len(left))
+                if not any(d["state"] == "migrating" for d in left.values()) \
+                        or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+        for instance_id, doc in left.items():
+            failed.setdefault(instance_id, doc["placement_error"] or f"still {doc['state']}")
+    result = {"host_node_id": host_node_id, "migrated": sorted(wanted - set(left)),
+              "failed": failed, "left": len(left)}
+    if as_json:
+        print_json(result)
+    else:
+        for instance_id, why in failed.items():
+            click.echo(f"{instance_id} not migrated: {why}")
+        click.echo(f"{host_node_id}: {len(result['migrated'])} migrated, {len(failed)} failed")
+    if failed:
+        raise SystemExit(1)

@@ -184,6 +184,8 @@ def _waiting(fn: Callable) -> Callable:
 @click.option("--volume", "volumes", multiple=True, metavar="local:SIZE|shared:SIZE",
               help="an extra volume, e.g. local:10G (repeatable)")
 @click.option("--host", "host_node_id", default=None, help="place on this host (hn-...)")
+@click.option("--group", "placement_group", default=None,
+              help="a member of this placement group (pg-...)")
 @click.option("--ha", "ha_enabled", is_flag=True, default=None, help="evacuate on host failure")
 @click.option("--hostname", default=None)
 @click.option("--name", "display_name", default=None)

@@ -254,6 +254,7 @@ def docs_reference(check: bool, path: Path | None) -> None:
 
 def _attach_subcommands() -> None:
     from workers.cli.dead_letters import dead_letters
+    from workers.cli.groups import group
     from workers.cli.hosts import host
     from workers.cli.instances import instance, volume
     from workers.cli.jobs import jobs
@@ -267,6 +268,7 @@ def _attach_subcommands() -> None:
     main.add_command(volume)
     main.add_command(host)
     main.add_command(dead_letters)
+    main.add_command(group)
 
 
 _attach_subcommands()

@@ -1,6 +1,6 @@
 """Reference agents for the demo and the tests: ``python -m workers.demo.reference_agents NODE``.
 
-A node id ``hva.*`` serves ``hva-handle``, ``local-store-handle`` and
+A node id ``hva.*`` serves ``hva-handle``, ``local-store-handle``, ``migration-handle`` and
 ``log-alarm-registry``; ``sta.*`` serves ``sta-handle``. Every job is recorded in the Redis
 list ``agent-log:<node_id>`` (JSON: job id, name, args, phase ``started``/``finished``), so
 tests and the demo can see exactly what ran where. Test jobs: ``sleep(seconds)`` (stops
@@ -19,6 +19,9 @@ hypervisor or a disk (``lifecycle_jobs``):
   ``shuttingdown -> terminated`` (the Collector finalizes it); both publish
   ``hva/instance_terminated`` as the original hva does;
 - ``cleanup(inst)``: the node drops its copy of an instance that was placed elsewhere;
+- ``run_migration(inst, generation)`` (on the destination): the copy boots here, then
+  ``hva-collector.switch_instance_host_node`` with that generation moves the instance here
+  (the source then gets ``cleanup``); a migration already over (StalePlacement) drops it;
 - ``delete_volume(...)``: the volume is reported ``deleted``.
 
 Fencing, as the protocol asks of every agent: a job reads the instance document first and
@@ -49,7 +52,7 @@ def build_agent(node_id: str) -> Agent:
     settings = load_settings()
     endpoints = ((wire.STA_HANDLE,) if node_id.startswith("sta.") else
                  (wire.HVA_HANDLE, wire.LOCAL_STORE_HANDLE, wire.LOG_ALARM_REGISTRY,
-                  wire.RESOURCE_ALARM_REGISTRY))
+                  wire.RESOURCE_ALARM_REGISTRY, wire.MIGRATION_HANDLE))
     agent = Agent(node_id, settings.broker_url, settings.result_backend, endpoints=endpoints,
                   heartbeat_interval=float(load_settings().node_timeout_sec) / 2)
     log_conn = redis.Redis.from_url(settings.broker_url)
@@ -204,6 +207,15 @@ def lifecycle_jobs(agent: Agent, store: redis.Redis) -> dict[str, Callable[..., 
         agent.publish(wire.HvaEvent.INSTANCE_TERMINATED, [inst_id])
         return {"terminated": inst_id}
 
+    @fenced
+    def run_migration(inst_id: str, generation: int) -> dict:
+        doc = hva.get_instance(inst_id)
+        if doc["state"] != "migrating" or doc["placement_generation"] != generation:
+            return {"skipped": doc["state"]}  # over already: the Collector frees the claim
+        store.sadd(copies, inst_id)  # the copy runs here before the switch is reported
+        hva.switch_instance_host_node(inst_id, agent.node_id, generation)
+        return {"migrated": inst_id}
+
     def cleanup(inst_id: str) -> dict:
         store.srem(copies, inst_id)  # the copy's disk and processes would go here
         return {"cleaned": inst_id}
@@ -218,6 +230,7 @@ def lifecycle_jobs(agent: Agent, store: redis.Redis) -> dict[str, Callable[..., 
             wire.StaJob.CREATE_VOLUME_AND_RUN_INSTANCE: create_volume_and_run_instance,
             wire.HvaJob.WAIT_VOLUMES_AVAILABLE: wait_volumes_available, wire.HvaJob.STOP: stop,
             wire.HvaJob.TERMINATE: terminate, wire.HvaJob.CLEANUP: cleanup,
+            wire.MigrationJob.RUN_MIGRATION: run_migration,
             wire.StaJob.DELETE_VOLUME: delete_volume}
 
 

@@ -226,6 +226,8 @@ def play(demo: Demo) -> bool:
     vol = _wait(lambda: _available(demo, vol["id"]), 30, "the volume")
     console.print(f"  {vol['id']} {vol['state']} on {vol.get('node_id') or '-'}")
 
+    ok &= drain(demo)
+
     ha = next(i for i in ids if demo.names[i] == "ha-web")
     docs = demo.instances()
     node = _host_of(docs[ha])
@@ -249,6 +251,35 @@ def play(demo: Demo) -> bool:
         return False
     console.print(f"  ha-web re-placed: {node} -> {_host_of(moved)} ({moved['state']})")
     return ok
+
+
+def drain(demo: Demo) -> bool:
+    """``collector host drain`` as the demo shows it: the host with the fewest running
+    instances disabled, each live-migrated (the destination claimed first), then enabled
+    again. What found no room elsewhere runs on where it was."""
+    docs = demo.instances()
+    on: dict[str, list[str]] = {}
+    for i, doc in docs.items():
+        if doc["state"] == "running":
+            on.setdefault(doc["host_node"], []).append(i)
+    host, ids = min(on.items(), key=lambda item: len(item[1]))
+    _step(f"drain {docs[ids[0]]['node_id']}: disabled, its {len(ids)} running instance(s) "
+          "live-migrated (api.migrate_instance)")
+    demo.api("set_host_scheduling", host, False)
+    refused = {}
+    for i in ids:
+        try:
+            demo.api("migrate_instance", i)
+        except RpcError as exc:
+            refused[i] = exc
+    docs = demo.follow(ids, ("running",), "live-migrating")
+    for i in ids:
+        note = f"[red]not moved[/]: {refused[i]}" if i in refused else \
+            f"{docs[i]['state']} on {_host_of(docs[i])}"
+        console.print(f"  {demo.names.get(i, i):8} {note}", overflow="ellipsis", no_wrap=True)
+    demo.api("set_host_scheduling", host, True)
+    return all(docs[i]["state"] == "running" and (i in refused) == (docs[i]["host_node"] == host)
+               for i in ids)
 
 
 def _available(demo: Demo, vol_id: str) -> dict | None:

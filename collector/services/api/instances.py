@@ -8,6 +8,11 @@ stop_instance(instance_id) -> document; only from ``running``: ``hva-handle.<nod
 terminate_instance(instance_id) -> document; an instance an agent runs gets ``terminate`` on
     ``hva-handle.<node>``; one no agent holds (``scheduling``: its placement is cancelled,
     ``stopped``) is terminated at once; a repeat changes nothing
+migrate_instance(instance_id, host_node_id=None) -> document in ``migrating``; only from
+    ``running``: the destination (the named host, else the host strategy's best other host)
+    claimed now, ``run_migration`` sent to ``migration-handle.<dest>``; the instance runs on
+    the source until the destination's agent reports the switch
+    (``collector.scheduling.migration``)
 list_instances / show_instance -> documents (``documents.api_views``)
 
 Every function runs in the caller's transaction. ``create_instance`` checks the request
@@ -44,11 +49,13 @@ from collector.models import (
     InstanceMonitorAttr,
     Network,
     NetworkGroup,
+    PlacementGroup,
     SecurityGroup,
     SshKeyPair,
 )
-from collector.scheduling import capacity, placement, placement_config, teardown
+from collector.scheduling import capacity, migration, placement, placement_config, teardown
 from collector.scheduling.vifs import check_manual_addresses, create_vifs
+from collector.services.api.placement_groups import live_group
 from collector.services.api.requests import InstanceRequest, VolumeParams
 from collector.services.api.rows import (
     VolumeSpec,
@@ -73,6 +80,7 @@ class NewInstance:
     service_type: str
     volumes: list[VolumeSpec]
     ssh_key_pair: SshKeyPair | None
+    placement_group: PlacementGroup | None = None
 
 
 def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +97,9 @@ def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     if request.hostname is not None:
         _check_hostname_free(session, request.account_id, request.hostname)
     ssh_key = _live_ssh_key(session, request.ssh_key_id) if request.ssh_key_id else None
-    new = NewInstance(request, image, service_type, volumes, ssh_key)
+    group = (live_group(session, request.placement_group, request.account_id)
+             if request.placement_group else None)
+    new = NewInstance(request, image, service_type, volumes, ssh_key, group)
     with session.begin_nested():
         inst = _write_instance(session, new)
     return _instance_document(session, inst)
@@ -164,6 +174,7 @@ def _write_instance(session: Session, new: NewInstance) -> Instance:
         user_data=request.user_data, ha_enabled=int(request.ha_enabled),
         display_name=request.display_name, service_type=new.service_type,
         ssh_key_pair_id=new.ssh_key_pair.id if new.ssh_key_pair else None,
+        placement_group_id=new.placement_group.id if new.placement_group else None,
         request_params=request.request_params(new.service_type,
                                               [asdict(v) for v in new.volumes]))
     session.add(inst)
@@ -238,6 +249,19 @@ def stop_instance(session: Session, instance_id: str) -> dict[str, Any]:
     queue = _hva_queue(inst, "stop")
     outbox.jobs.submit(session, queue, wire.HvaJob.STOP, inst.canonical_uuid,
                        resource_id=inst.canonical_uuid, generation=inst.placement_generation)
+    return _instance_document(session, inst)
+
+
+def migrate_instance(session: Session, instance_id: str,
+                     host_node_id: str | None = None) -> dict[str, Any]:
+    """Live-migrate a running instance: InvalidInstanceState unless ``running``; a named
+    destination that is the source or disabled -> InvalidMigrationTarget, not online ->
+    InvalidHostNodeID, another hypervisor or arch -> IncompatibleHostNode, too small ->
+    OutOfHostCapacity; no other host takes it -> InsufficientCapacity or
+    NoMatchingHostNode. A refusal writes nothing."""
+    inst = _locked_instance(session, instance_id)
+    _require_state(inst, "running", "migrate")
+    migration.start(session, inst, host_node_id)
     return _instance_document(session, inst)
 
 

@@ -44,7 +44,7 @@ from collector.errors import (
     UnknownServiceType,
 )
 from collector.fields import check_fits
-from collector.models import Instance, Volume
+from collector.models import Instance, PlacementGroup, Volume
 from collector.scheduling import placement_config
 from collector.scheduling.strategies.ip_address import parse_ipv4
 from collector.scheduling.strategies.mac_address import parse_mac
@@ -122,6 +122,7 @@ class InstanceRequest(Request):
     quota_weight: QuotaWeight = 0.0
     service_type: ServiceTypeName | None = None  # default: the image's, else the configured
     network_scheduler: str | None = None  # a PerInstance network strategy's choice
+    placement_group: PlacementGroupId | None = None  # a member of that group (alive)
 
     @property
     def explicit_host(self) -> str | None:
@@ -223,6 +224,24 @@ class VolumeRequest(Request):
         low, high = cfg.create_volume_min_size, cfg.create_volume_max_size
         if not low <= self.volume_size <= high:
             raise _whole(f"volume_size must be within {low}..{high}, got {self.volume_size}")
+        return self
+
+
+class PlacementGroupRequest(Request):
+    """``api.create_placement_group(params)``: a name and a policy; ``max_per_host`` (default
+    1) only for the anti-affinity policies."""
+
+    kind: ClassVar[str] = "placement group"
+
+    name: GroupName
+    policy: Literal["affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity"]
+    max_per_host: Annotated[int, _within(1, 1000)] | None = None
+    account_id: AccountId = DEFAULT_ACCOUNT
+
+    @model_validator(mode="after")
+    def _spread(self) -> Self:
+        if self.max_per_host is not None and "anti-affinity" not in self.policy:
+            raise _whole(f"max_per_host is for the anti-affinity policies, not {self.policy}")
         return self
 
 
@@ -412,6 +431,9 @@ QuotaWeight = Annotated[float, AfterValidator(_finite_non_negative)]
 DeviceIndex = Annotated[int | str, _json_types(int, str)]  # a number, or its digits
 InstanceDisplayName = Annotated[str, _fits("instance", Instance, "display_name")]
 VolumeDisplayName = Annotated[str, _fits("volume", Volume, "display_name")]
+PlacementGroupId = Annotated[str, _canonical_id("pg")]
+GroupName = Annotated[str, AfterValidator(_not_blank),
+                      _fits("placement group", PlacementGroup, "name")]
 Vifs = Annotated[dict[str, VifParams], BeforeValidator(_vif_map), AfterValidator(_plannable)]
 
 

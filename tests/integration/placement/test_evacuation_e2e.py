@@ -21,7 +21,12 @@ from collector.ids import new_uuid
 from collector.models import HostNode, Instance, NodeState, OutboxMessage, QueuedJob
 from collector.scheduling import capacity
 from tests.support.checks import wait_for
-from tests.support.placement_cluster import cli, evacuating_env, placement_cluster
+from tests.support.placement_cluster import (
+    cli,
+    evacuating_env,
+    instance_states,
+    placement_cluster,
+)
 from tests.support.rpc import rpc_error
 
 pytestmark = pytest.mark.integration
@@ -41,12 +46,7 @@ def cluster(postgres_server, redis_server, tmp_path_factory):
         yield c
 
 
-def states(c: dict, ids: list[str]) -> dict[str, tuple[str, str | None]]:
-    with unit_of_work(c["db_url"], readonly=True) as session:
-        rows = session.scalars(select(Instance).where(Instance.uuid.in_(
-            [i.split("-", 1)[1] for i in ids])))
-        return {r.canonical_uuid: (r.state, r.host_node.canonical_uuid if r.host_node else None)
-                for r in rows}
+states = instance_states
 
 
 def boot_jobs(c: dict, instance_id: str) -> list[tuple[str, str, str | None]]:
