@@ -426,3 +426,38 @@ def test_allocation_ratios_through_the_cli_and_a_refusal_that_explains_itself(cl
     finally:
         back = cli(c, "host", "ratios", first, "--cpu", "default", "--ram", "default")
         assert back.returncode == 0, back.stderr
+
+
+def test_placement_groups_through_the_cli(cluster):
+    c = cluster
+    made = cli(c, "group", "create", f"spread-{new_uuid()}", "--policy", "anti-affinity",
+               "--json")
+    assert made.returncode == 0, made.stderr
+    group = json.loads(made.stdout)
+    assert (group["policy"], group["max_per_host"], group["members"]) == ("anti-affinity", 1, [])
+    members = []
+    for _ in range(2):  # two hosts: one member on each
+        ran = cli(c, "instance", "run", "--image", c["image"], "--hypervisor", "kvm", "--cpu",
+                  "1", "--memory", "512", "--vif", f"eth0={c['network']}", "--group",
+                  group["id"], "--wait", "--json")
+        assert ran.returncode == 0, ran.stderr
+        members.append(json.loads(ran.stdout))
+    assert {m["host_node"] for m in members} == set(c["hosts"])
+    third = wait_state(c, c["api"].create_instance(
+        request(c, placement_group=group["id"]))["id"], "terminated")
+    assert "2 excluded by anti-affinity of group spread-" in third["placement_error"]
+    shown = cli(c, "group", "show", group["id"])
+    assert shown.returncode == 0, shown.stderr
+    assert all(f"{m['id']} on {m['host_node']}" in shown.stdout for m in members)
+    listed = cli(c, "group", "list", "--json")
+    assert group["id"] in {g["id"] for g in json.loads(listed.stdout)}
+    refused = cli(c, "group", "delete", group["id"])  # members alive
+    assert refused.returncode == 1 and refused.stderr.startswith("DestroyRefused: ")
+    for member in members:
+        c["api"].terminate_instance(member["id"])
+        wait_state(c, member["id"], "terminated")
+    deleted = cli(c, "group", "delete", group["id"], "--json")
+    assert deleted.returncode == 0, deleted.stderr
+    assert json.loads(deleted.stdout)["deleted_at"] is not None
+    assert group["id"] not in {g["id"] for g in json.loads(cli(c, "group", "list",
+                                                                "--json").stdout)}
