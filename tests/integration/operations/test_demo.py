@@ -59,4 +59,6 @@ def test_nodes_and_stats_describe_the_installation_the_demo_left(demo_run):
     assert stats["jobs"]["scheduler"]["failed"] >= 1 or \
         "refused by the API: OutOfHostCapacity" in out.stdout
     assert stats["jobs"]["scheduler"]["succeeded"] >= 12
-    assert stats["instances"]["running"] >= 9
+    # 12 launched, 3 terminated; the non-HA ones on the host whose agent was killed are
+    # halted there (how many depends on where placement and the drain put them).
+    assert stats["instances"]["running"] + stats["instances"].get("halted", 0) >= 9

@@ -329,15 +329,23 @@ def test_a_failed_start_leaves_the_instance_stopped_with_the_reason(cluster):
     hog = wait_state(c, c["api"].create_instance(request(c, cpu_cores=6))["id"], "running")
     other = wait_state(c, c["api"].create_instance(request(c, cpu_cores=6))["id"], "running")
     c["api"].start_instance(doc["id"])  # 6 cores: no host has them any more
-    doc = wait_state(c, doc["id"], "stopped")
-    assert doc["placement_error"].startswith("InsufficientCapacity: ")
-    [job] = [j for j in jobs_of(c, doc["id"]) if j.job_name == "schedule_start_instance"]
-    assert (job.finish_status, job.finish_message["error_type"]) == (
-        "fail", "InsufficientCapacity")
-    for inst in (doc["id"], hog["id"], other["id"]):
-        c["api"].terminate_instance(inst)
-    for inst in (doc["id"], hog["id"], other["id"]):
-        wait_state(c, inst, "terminated")
+    try:
+        doc = wait_state(c, doc["id"], "stopped")
+        assert doc["placement_error"].startswith("InsufficientCapacity: ")
+
+        def start_job_finished() -> QueuedJob | None:
+            # The ledger hears the outcome after the commit (the job's link_error callback).
+            [job] = [j for j in jobs_of(c, doc["id"]) if j.job_name == "schedule_start_instance"]
+            return job if job.state == "finished" else None
+
+        job = wait_for(start_job_finished, "the start job finished in the ledger")
+        assert (job.finish_status, job.finish_message["error_type"]) == (
+            "fail", "InsufficientCapacity")
+    finally:  # the hosts free again for the next tests, whatever happened here
+        for inst in (doc["id"], hog["id"], other["id"]):
+            c["api"].terminate_instance(inst)
+        for inst in (doc["id"], hog["id"], other["id"]):
+            wait_state(c, inst, "terminated")
 
 
 def test_volumes_are_placed_or_created_on_the_named_storage_node(cluster):
@@ -461,3 +469,77 @@ def test_placement_groups_through_the_cli(cluster):
     assert json.loads(deleted.stdout)["deleted_at"] is not None
     assert group["id"] not in {g["id"] for g in json.loads(cli(c, "group", "list",
                                                                 "--json").stdout)}
+
+
+# --- bulk launch -----------------------------------------------------------------------------
+
+def launch_jobs(c: dict, first_id: str) -> list[QueuedJob]:
+    return [j for j in jobs_of(c, first_id) if j.job_name == "schedule_launch"]
+
+
+def test_a_bulk_launch_runs_every_instance_booted_once(cluster):
+    c = cluster
+    docs = c["api"].create_instances(request(c), 4, 3)
+    assert [d["state"] for d in docs] == ["scheduling"] * 4 and len({d["id"] for d in docs}) == 4
+    ran = [wait_state(c, d["id"], "running") for d in docs]
+    assert {d["host_node"] for d in ran} <= set(c["hosts"])
+    [job] = wait_for(lambda: (js := launch_jobs(c, docs[0]["id"])) and js[0].state == "finished"
+                     and js, "the launch job finished", WAIT_SEC)
+    assert (job.finish_status, job.params["args"]) == ("success", [[d["id"] for d in docs], 3])
+    boots = [e["result"]["booted"] for node in c["hosts"].values()
+             for e in agent_log(c, node) if "booted" in (e.get("result") or {})]
+    for doc in ran:  # each booted once
+        assert boots.count(doc["id"]) == 1
+    for doc in ran:
+        c["api"].terminate_instance(doc["id"])
+    for doc in ran:
+        wait_state(c, doc["id"], "terminated")
+
+
+def test_a_bulk_launch_that_cannot_reach_min_count_places_none(cluster):
+    c = cluster
+    used = host_used(c)
+    # 8 cores each: two hosts take at most two, and min_count is three.
+    docs = c["api"].create_instances(request(c, cpu_cores=8), 3)
+    ended = [wait_state(c, d["id"], "terminated") for d in docs]
+    for doc in ended:
+        assert doc["placement_error"].startswith(
+            "InsufficientCapacity: only ") and "of min_count 3 could be placed" in \
+            doc["placement_error"]
+        assert doc["host_node"] is None and doc["vif"] == []
+    [job] = wait_for(lambda: (js := launch_jobs(c, docs[0]["id"])) and js[0].state == "finished"
+                     and js, "the launch job finished", WAIT_SEC)
+    assert (job.finish_status, job.finish_message["error_type"]) == ("fail",
+                                                                     "InsufficientCapacity")
+    assert host_used(c) == used
+    for doc in docs:
+        assert not any(e["args"][:1] == [doc["id"]] for node in c["hosts"].values()
+                       for e in agent_log(c, node))
+
+
+def test_bad_bulk_launches_are_typed_and_write_nothing(cluster):
+    c = cluster
+    for args, error_type in (([request(c), 0], "InvalidParameter"),
+                             ([request(c), 3, 4], "InvalidParameter"),
+                             ([request(c), "3"], "InvalidArgument"),  # the task's types
+                             ([request(c, hostname="web"), 2], "InvalidParameter"),
+                             ([request(c, image_id="wmi-nothere0"), 2], "UnknownImageID"),
+                             ([request(c)], "InvalidArgument")):
+        before = counts(c)
+        assert rpc_error(c["client"], "api", "create_instances", *args).error_type == error_type
+        assert counts(c) == before
+
+
+def test_the_cli_launches_several_instances(cluster):
+    c = cluster
+    ran = cli(c, "instance", "run", "--image", c["image"], "--hypervisor", "kvm", "--cpu", "1",
+              "--memory", "256", "--vif", f"eth0={c['network']}", "--count", "2",
+              "--min-count", "1", "--wait", "--json")
+    assert ran.returncode == 0, ran.stderr
+    docs = json.loads(ran.stdout)
+    assert [d["state"] for d in docs] == ["running", "running"]
+    for doc in docs:
+        c["api"].terminate_instance(doc["id"])
+    refused = cli(c, "instance", "run", "--image", c["image"], "--hypervisor", "kvm", "--cpu",
+                  "1", "--memory", "256", "--count", "2", "--min-count", "3")
+    assert refused.returncode == 1 and refused.stderr.startswith("InvalidParameter: ")
