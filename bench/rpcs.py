@@ -52,13 +52,13 @@ from typing import Any
 
 from sqlalchemy import event
 
+from bench.report import load, write_report
 from collector.db import dispose_engines, get_engine, unit_of_work
 from collector.db.migrate import upgrade
 from tests.support.servers import PostgresServer, RedisServer, WorkerProcess
 from workers.demo.world.hot import HotWorld, seed_hot, seed_node
 from workers.roles import pool_for
 
-RESULTS = Path(__file__).parent / "results"
 NOOP, PK_READ, ANSWER = "bare no-op", "bare primary-key read", "same answer, no SQL"
 # (table name, endpoint, method, arguments from the world)
 HOT_CALLS = [
@@ -114,7 +114,7 @@ def main() -> None:
 
     report["settings"]["sqlite_synchronous"] = load_settings().sqlite_synchronous
     print(f"collector bench {report['started']}  {os.cpu_count()} cpus  python "
-          f"{platform.python_version()}  load {_load()}  SQLite synchronous="
+          f"{platform.python_version()}  load {load()}  SQLite synchronous="
           f"{report['settings']['sqlite_synchronous']} (COLLECTOR_SQLITE_SYNCHRONOUS)")
     with ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
@@ -124,22 +124,13 @@ def main() -> None:
                 postgres = stack.enter_context(PostgresServer())
             run = Run(backend, args, redis.url + f"/{n + 1}", postgres, stack)
             report["runs"] += run.all(pools)
-    report["machine"]["load_at_end"] = os.getloadavg()
-    print(f"\nload at the end {_load()}")
-    path = Path(args.json) if args.json else \
-        RESULTS / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(report, indent=1))
-    print(f"figures written to {path}")
+    write_report(report, args.json, "")
 
 
 def _pool(text: str) -> tuple[str, int]:
     name, _, concurrency = text.partition(":")
     return name, int(concurrency or 1)
 
-
-def _load() -> str:
-    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 class Run:
@@ -170,7 +161,7 @@ class Run:
         return [self.one(pool, concurrency) for pool, concurrency in pools]
 
     def one(self, pool: str, concurrency: int) -> dict[str, Any]:
-        print(f"\n== {self.backend}, pool {pool} x{concurrency} ==   load {_load()}")
+        print(f"\n== {self.backend}, pool {pool} x{concurrency} ==   load {load()}")
         # As deployed: a worker per role, each consuming its own queue (a worker of several
         # queues pays a wait on each switch between them: see docs/reference.md).
         def start(role: str) -> WorkerProcess:

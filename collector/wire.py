@@ -88,6 +88,9 @@ class SchedulerJob:
 
     SCHEDULE_INSTANCE = "schedule_instance"
     SCHEDULE_INSTANCES = "schedule_instances"
+    # A bulk launch (``api.create_instances``): its instances placed in batches, at least
+    # ``min_count`` of them or none.
+    SCHEDULE_LAUNCH = "schedule_launch"
     SCHEDULE_START_INSTANCE = "schedule_start_instance"
     SCHEDULE_VOLUME = "schedule_volume"
     EVACUATE_FROM = "evacuate_from"

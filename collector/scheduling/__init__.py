@@ -40,7 +40,8 @@ teardown.py      what placement claimed, given back (instances, vifs, leases, vo
 handlers.py      the job steps schedule_instance, schedule_start_instance, schedule_volume
 batch.py         schedule_instances: a list of new instances placed in one transaction
                  (each in its own savepoint, vifs last); batch_memo.py holds what a batch
-                 locks and reads once (network rows, DHCP ranges, MAC ranges)
+                 locks and reads once (network rows, DHCP ranges, MAC ranges);
+                 schedule_launch: a bulk launch in batches, min_count placed or none
 evacuation.py    evacuate_from (HA re-placement) and the node-offline event handler
 migration.py     live migration: the destination claimed beside the source (start), the
                  switch the destination's agent reports (switch); a failure is undone by the
@@ -129,6 +130,10 @@ batch.schedule_instances(session, instance_ids) -> [dict]
     schedule_instance's answer for each id, in order (a repeated id: noop); one
     transaction, so placements pay BEGIN/COMMIT, the instance reads and the network and
     MAC range locks once per batch. An unknown id raises before anything is written.
+batch.schedule_launch(session, instance_ids, min_count) -> dict
+    {"outcome": "placed", "placed": n, "instances": [schedule_instances' answers]}, or
+    "failed" (fewer than min_count: none placed, each waiting one refused, the typed error
+    and message), or "noop" (none was waiting).
 evacuation.evacuate_from(session, host_node_id, keep_offline=False)
     -> {"scheduled": [...], "failed": [...], "halted": [...]}  (see evacuation.py)
 """

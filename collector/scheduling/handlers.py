@@ -217,16 +217,23 @@ def schedule_loaded(session: Session, inst: Instance,
                                                      with_vifs=vifs_later is None)
     except PLACEMENT_FAILURES as exc:
         batch_memo.forget(session)  # locks taken in the savepoint went with it
-        inst.placement_error = _reason(exc)
-        teardown.finalize_instance(session, inst)
-        session.flush()
-        return _failed("instance", inst.canonical_uuid, exc, inst.state)
+        return refuse_new_instance(session, inst, exc)
     if vifs_later is not None and needs_vifs(inst):
         vifs_later.append(inst)
     return {"outcome": "placed", "instance_id": inst.canonical_uuid,
             "host_node_id": host.uuid, "jobs": jobs,
             "storage_node_ids": {v.canonical_uuid: placed[v.id]
                                  for v in inst.volumes if v.id in placed}}
+
+
+def refuse_new_instance(session: Session, inst: Instance,
+                        exc: PlacementError | AddressRefused) -> dict[str, Any]:
+    """Apply a new instance's placement failure (``terminated``, the reason kept, what it
+    held freed) and answer it."""
+    inst.placement_error = _reason(exc)
+    teardown.finalize_instance(session, inst)
+    session.flush()
+    return _failed("instance", inst.canonical_uuid, exc, inst.state)
 
 
 def _lease_missing_addresses(session: Session, inst: Instance, st: ServiceTypeConfig) -> None:

@@ -15,6 +15,13 @@ alive in the ledger (finished, or missing), for longer than a grace period:
   ``stopped``, a volume ``deleted``, the reason (``PlacementError: ...``) in
   ``placement_error``.
 
+A bulk launch (``api.create_instances``) has one job, ``schedule_launch``, whose resource
+id is its first instance's; each instance names that id (``request_params["launch"]``), so
+its jobs are the launch's and its own. The launch's job is submitted again as it was (every
+instance, ``min_count``): its placements commit together, so an instance of it still
+waiting means none of them was placed, and the instances it placed meanwhile are skipped
+(noop). After ``max_jobs``, each instance is refused as any new instance is.
+
 Safe to run twice, and at once: each request is locked (``SKIP LOCKED`` on PostgreSQL; a
 placement running now holds it too) and its jobs read again under the lock, so a second pass
 sees the job the first submitted, alive, and leaves the request alone.
@@ -25,19 +32,20 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import literal, select
+from sqlalchemy import literal, null, or_, select
 from sqlalchemy.orm import Session
 
 from collector import ids, wire
 from collector.db import db_now, outbox, skip_locked
 from collector.models import Instance, QueuedJob, Volume
 from collector.scheduling import teardown
+from collector.scheduling.batch import LAUNCH_KEY
 from collector.timeutil import utcnow
 
 WAITING = "scheduling"
 ALIVE = frozenset({"pending", "running", "held"})  # a job that may still decide
 PLACEMENT_JOBS = (wire.SchedulerJob.SCHEDULE_INSTANCE, wire.SchedulerJob.SCHEDULE_START_INSTANCE,
-                  wire.SchedulerJob.SCHEDULE_VOLUME)
+                  wire.SchedulerJob.SCHEDULE_VOLUME, wire.SchedulerJob.SCHEDULE_LAUNCH)
 REFUSAL = "PlacementError"  # the error type a refused request records
 
 
@@ -49,13 +57,13 @@ def redrive(session: Session, after_sec: float, max_jobs: int,
     now = db_now(session)
     for model in (Instance, Volume):
         for row in _stuck(session, model, now, after_sec, limit):
-            jobs = _placement_jobs(session, [row.canonical_uuid]).get(row.canonical_uuid, [])
+            moved_by = _moved_by(row)
+            jobs = _jobs_of(_placement_jobs(session, [r for r in moved_by if r]), moved_by)
             if not _dead(jobs, now, after_sec):
                 continue  # read again under the lock: another pass or a placement got there
             reason = _refusal(jobs, max_jobs)
             if reason is None:
-                outbox.jobs.submit(session, wire.SCHEDULER, _job_name(row, jobs),
-                                   row.canonical_uuid, resource_id=row.canonical_uuid)
+                _submit_again(session, row, jobs)
                 done["redriven"].append(row.canonical_uuid)
             else:
                 _refuse(session, row, _job_name(row, jobs), reason)
@@ -69,18 +77,23 @@ def _stuck(session: Session, model: type[Instance] | type[Volume], now: datetime
     transaction holds). Candidates are found without locks first, so the requests whose
     placement runs or waits in the queue, usually all of them, are never locked here; nor
     do they count against ``limit``."""
+    resource = QueuedJob.resource_id == literal(f"{model.prefix}-") + model.uuid
+    launch: Any = null()
+    if model is Instance:  # a bulk launch's instances wait for its job too
+        launch = Instance.request_params[LAUNCH_KEY].as_string()
+        resource = or_(resource, QueuedJob.resource_id == launch)
     alive = select(QueuedJob.id).where(
-        QueuedJob.queue_name == wire.SCHEDULER, QueuedJob.state.in_(ALIVE),
-        QueuedJob.resource_id == literal(f"{model.prefix}-") + model.uuid)
-    stmt = select(model.id, model.uuid).where(
+        QueuedJob.queue_name == wire.SCHEDULER, QueuedJob.state.in_(ALIVE), resource)
+    stmt = select(model.id, model.uuid, launch).where(
         model.state == WAITING, model.updated_at < utcnow() - timedelta(seconds=after_sec),
         ~alive.exists())
     if model is Volume:  # an instance's volumes are placed with it
         stmt = stmt.where(Volume.instance_id.is_(None), Volume.deleted_at.is_(None))
-    candidates = {ids.canonical(model.prefix, uuid): pk
-                  for pk, uuid in session.execute(stmt.order_by(model.id).limit(limit))}
-    jobs = _placement_jobs(session, list(candidates))
-    stuck = [pk for cuuid, pk in candidates.items() if _dead(jobs.get(cuuid, []), now, after_sec)]
+    candidates = {pk: (ids.canonical(model.prefix, uuid), first) for pk, uuid, first
+                  in session.execute(stmt.order_by(model.id).limit(limit))}
+    jobs = _placement_jobs(session, [r for moved in candidates.values() for r in moved if r])
+    stuck = [pk for pk, moved in candidates.items()
+             if _dead(_jobs_of(jobs, moved), now, after_sec)]
     if not stuck:
         return []
     return list(session.scalars(skip_locked(session, select(model).where(
@@ -97,6 +110,32 @@ def _placement_jobs(session: Session, resource_ids: list[str]) -> dict[str, list
             QueuedJob.job_name.in_(PLACEMENT_JOBS)).order_by(QueuedJob.id.desc())):
         found.setdefault(job.resource_id or "", []).append(job)
     return found
+
+
+def _moved_by(row: Instance | Volume) -> tuple[str, str | None]:
+    """The resource ids whose placement jobs move the row: its own, and for an instance
+    of a bulk launch the launch's (its first instance's)."""
+    launch = (row.request_params or {}).get(LAUNCH_KEY) if isinstance(row, Instance) else None
+    return row.canonical_uuid, launch
+
+
+def _jobs_of(jobs: dict[str, list[QueuedJob]], moved_by: tuple[str, str | None]
+             ) -> list[QueuedJob]:
+    """The placement jobs of those resource ids, newest first, each once."""
+    found = {job.id: job for resource in moved_by if resource for job in jobs.get(resource, [])}
+    return sorted(found.values(), key=lambda job: job.id, reverse=True)
+
+
+def _submit_again(session: Session, row: Instance | Volume, jobs: list[QueuedJob]) -> None:
+    """The newest placement job again, with its arguments: a launch's job places every
+    instance of the launch still waiting (none of them was placed: the job's placements
+    commit together), with its ``min_count``. Without any, the request's own job."""
+    if jobs and jobs[0].params:
+        outbox.jobs.submit(session, wire.SCHEDULER, jobs[0].job_name or "",
+                           *jobs[0].params["args"], resource_id=jobs[0].resource_id)
+    else:
+        outbox.jobs.submit(session, wire.SCHEDULER, _job_name(row, jobs), row.canonical_uuid,
+                           resource_id=row.canonical_uuid)
 
 
 def _dead(jobs: list[QueuedJob], now: datetime, after_sec: float) -> bool:

@@ -16,6 +16,7 @@ endpoint = Endpoint(wire.API).reads(
     placement_groups.list_placement_groups,
 ).writes(
     instances.create_instance,
+    instances.create_instances,
     instances.start_instance,
     instances.stop_instance,
     instances.terminate_instance,

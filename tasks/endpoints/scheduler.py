@@ -1,7 +1,8 @@
 """``scheduler.*`` tasks: the placement jobs (``schedule_instance``, ``schedule_start_instance``,
 ``schedule_volume``, ``evacuate_from``; ``schedule_instances`` places a list of new
 instances in one transaction and answers their outcomes, failed ones included, without
-failing), each one transaction around a handler of
+failing; ``schedule_launch`` places a bulk launch, at least its ``min_count`` or none, and
+fails when none), each one transaction around a handler of
 ``collector.scheduling.handlers`` / ``collector.scheduling.evacuation``; and the scheduler
 role's event handler: ``node_collector/offline`` evacuates the host once per outage when
 the configuration says ``evacuate_on_node_offline = true`` (queue ``events.scheduler``).
@@ -61,6 +62,7 @@ endpoint = Endpoint(wire.SCHEDULER, on_committed=fail_on_failed_outcome,
     wire.SchedulerJob.SCHEDULE_START_INSTANCE: handlers.schedule_start_instance,
     wire.SchedulerJob.SCHEDULE_VOLUME: handlers.schedule_volume,
     wire.SchedulerJob.SCHEDULE_INSTANCES: batch.schedule_instances,
+    wire.SchedulerJob.SCHEDULE_LAUNCH: batch.schedule_launch,
     wire.SchedulerJob.EVACUATE_FROM: evacuation.evacuate_from,
 })
 

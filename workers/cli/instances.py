@@ -6,6 +6,7 @@ request prints ``<ErrorType>: <message>`` and exits 1.
 
     collector instance run --image wmi-demo1 --hypervisor kvm --cpu 1 --memory 512 \\
         --vif eth0=nw-demo1 --wait
+    collector instance run --image wmi-demo1 ... --count 10 --min-count 8 --wait
     collector instance stop i-abc12345 --wait
     collector volume create --size 100
 """
@@ -195,12 +196,18 @@ def _waiting(fn: Callable) -> Callable:
 @click.option("--service-type", default=None)
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="any other request parameter (VALUE as JSON or text)")
+@click.option("--count", type=int, default=None,
+              help="launch this many instances of the request at once (1..1000)")
+@click.option("--min-count", type=int, default=None,
+              help="with --count: the fewest placed for any to be (default: all of them)")
 @_waiting
 @api_options
 def run(vifs: tuple[str, ...], security_groups: tuple[str, ...], volumes: tuple[str, ...],
-        params: tuple[str, ...], wait: bool, wait_timeout: float, as_json: bool,
-        timeout: float | None, **options: Any) -> None:
-    """Create an instance: it is placed by the scheduler and booted by its host's agent."""
+        params: tuple[str, ...], count: int | None, min_count: int | None, wait: bool,
+        wait_timeout: float, as_json: bool, timeout: float | None, **options: Any) -> None:
+    """Create an instance: it is placed by the scheduler and booted by its host's agent.
+    With --count, a bulk launch (api.create_instances): at least --min-count placed or
+    none; --wait exits 1 unless that many end running."""
     request = {k: v for k, v in options.items() if v is not None}
     if vifs:
         request["vifs"] = dict(parse_vif(v) for v in vifs)
@@ -209,8 +216,31 @@ def run(vifs: tuple[str, ...], security_groups: tuple[str, ...], volumes: tuple[
     if volumes:
         request["volumes"] = [parse_volume(v) for v in volumes]
     request.update(parse_params(params))
-    _request("create_instance", request, "show_instance", RUN_ENDS, "running", wait,
-             wait_timeout, as_json, timeout)
+    if count is None and min_count is None:
+        _request("create_instance", request, "show_instance", RUN_ENDS, "running", wait,
+                 wait_timeout, as_json, timeout)
+    else:
+        _launch(request, count or 1, min_count, wait, wait_timeout, as_json, timeout)
+
+
+def _launch(request: dict[str, Any], count: int, min_count: int | None, wait: bool,
+            wait_timeout: float, as_json: bool, timeout: float | None) -> None:
+    """``api.create_instances``, each instance printed; with ``wait``, each followed to
+    running or terminated (exit 1 when fewer than ``min_count`` run)."""
+    with api_client(timeout) as client:
+        docs = call_api(client, "create_instances", request, count, min_count, as_json=as_json)
+        if not as_json:
+            for doc in docs:
+                click.echo(f"{doc['id']} {doc['state']}")
+        if wait:
+            deadline = time.monotonic() + wait_timeout  # one timeout for the whole launch
+            docs = [_wait(client, "show_instance", doc["id"], RUN_ENDS,
+                          max(deadline - time.monotonic(), 0), as_json, doc) for doc in docs]
+    if as_json or wait:
+        print_listing(docs, as_json, INSTANCE_HEADER, _instance_row)
+    running = sum(doc["state"] == "running" for doc in docs)
+    if wait and running < (min_count or count):
+        sys.exit(1)
 
 
 def _instance_action(method: str, ends: tuple[str, ...], wanted: str) -> Callable:

@@ -1,6 +1,8 @@
 """``api``: the original REST API's side of instances (scheduler spec 1.8).
 
 create_instance(params) -> instance document in ``scheduling``; job ``scheduler.schedule_instance``
+create_instances(params, count, min_count=None) -> [instance document] in ``scheduling``; one
+    job ``scheduler.schedule_launch``: at least ``min_count`` placed, or none
 start_instance(instance_id) -> document; only from ``stopped``: ``scheduling`` and job
     ``scheduler.schedule_start_instance``
 stop_instance(instance_id) -> document; only from ``running``: ``hva-handle.<node>`` gets
@@ -54,13 +56,15 @@ from collector.models import (
     SshKeyPair,
 )
 from collector.scheduling import capacity, migration, placement, placement_config, teardown
+from collector.scheduling.batch import LAUNCH_KEY
 from collector.scheduling.vifs import check_manual_addresses, create_vifs
 from collector.services.api.placement_groups import live_group
-from collector.services.api.requests import InstanceRequest, VolumeParams
+from collector.services.api.requests import InstanceRequest, LaunchRequest, VolumeParams
 from collector.services.api.rows import (
     VolumeSpec,
     add_volume,
     fresh_document,
+    fresh_documents,
     listed_documents,
     live_backup_object,
     shown_document,
@@ -85,7 +89,44 @@ class NewInstance:
 
 def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     """A new instance and its volumes in ``scheduling``, its placement job queued."""
+    new = _checked(session, InstanceRequest.from_params(params))
+    with session.begin_nested():
+        inst = _write_instance(session, new)
+        outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_INSTANCE,
+                           inst.canonical_uuid, resource_id=inst.canonical_uuid)
+    return _instance_document(session, inst)
+
+
+def create_instances(session: Session, params: dict[str, Any], count: int,
+                     min_count: int | None = None) -> list[dict[str, Any]]:
+    """A bulk launch: ``count`` (1..1000) instances of one request in ``scheduling``, one
+    ``schedule_launch`` job placing them in batches, at least ``min_count`` (1..count,
+    default ``count``) or none (each then ``terminated`` with the typed reason). Answers
+    their documents, in order. The request is checked as ``create_instance`` checks it,
+    once; a hostname or manual addresses need ``count`` 1. A refusal writes nothing."""
     request = InstanceRequest.from_params(params)
+    launch = LaunchRequest.from_params({"count": count, "min_count": min_count})
+    if launch.count > 1 and (request.hostname is not None or _manual_addresses(request)):
+        raise InvalidParameter("hostname and manual addresses (mac_addr, ipv4_addr, "
+                               "nat_ipv4_addr) name one instance: they need count 1")
+    new = _checked(session, request)
+    with session.begin_nested():
+        insts = [_write_instance(session, new) for _ in range(launch.count)]
+        first = insts[0].canonical_uuid
+        for inst in insts:  # the re-drive pass finds the launch's job through it
+            inst.request_params = {**inst.request_params, LAUNCH_KEY: first}
+        outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_LAUNCH,
+                           [inst.canonical_uuid for inst in insts], launch.fewest,
+                           resource_id=first)
+    return fresh_documents(session, insts, instances_query(), instance_api_document)
+
+
+def _manual_addresses(request: InstanceRequest) -> bool:
+    return any(key in vif for vif in request.vif_params.values() for key in MANUAL_ADDRESS_KEYS)
+
+
+def _checked(session: Session, request: InstanceRequest) -> NewInstance:
+    """What the request names, looked up and checked; nothing written."""
     image = _available_image(session, request.image_id)
     _check_hosts_can_run(session, request)
     service_type = placement_config.scheduler_config().service_type(
@@ -99,10 +140,7 @@ def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     ssh_key = _live_ssh_key(session, request.ssh_key_id) if request.ssh_key_id else None
     group = (live_group(session, request.placement_group, request.account_id)
              if request.placement_group else None)
-    new = NewInstance(request, image, service_type, volumes, ssh_key, group)
-    with session.begin_nested():
-        inst = _write_instance(session, new)
-    return _instance_document(session, inst)
+    return NewInstance(request, image, service_type, volumes, ssh_key, group)
 
 
 def _available_image(session: Session, image_id: str) -> Image:
@@ -191,10 +229,8 @@ def _write_instance(session: Session, new: NewInstance) -> Instance:
     session.flush()
     if request.explicit_host is not None:
         placement.assign_explicit_host(session, inst, request.explicit_host)
-    if any(key in vif for vif in request.vif_params.values() for key in MANUAL_ADDRESS_KEYS):
+    if _manual_addresses(request):
         create_vifs(session, inst, new.service_type)  # hold them from now on
-    outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_INSTANCE,
-                       inst.canonical_uuid, resource_id=inst.canonical_uuid)
     return inst
 
 

@@ -46,6 +46,7 @@ from collector.errors import (
 from collector.fields import check_fits
 from collector.models import Instance, PlacementGroup, Volume
 from collector.scheduling import placement_config
+from collector.scheduling.batch import MAX_LAUNCH
 from collector.scheduling.strategies.ip_address import parse_ipv4
 from collector.scheduling.strategies.mac_address import parse_mac
 from collector.scheduling.vifs import parse_vifs, plan_request_vifs
@@ -150,6 +151,29 @@ class InstanceRequest(Request):
         if "volumes" in kept:
             kept["volumes"] = volumes
         return kept
+
+
+class LaunchRequest(Request):
+    """``api.create_instances(params, count, min_count)``: how many instances of one
+    request; ``min_count`` (default ``count``: all or none) is the fewest placed for any to
+    be. The request itself is an ``InstanceRequest``."""
+
+    kind: ClassVar[str] = "launch"
+
+    count: Annotated[int, _within(1, MAX_LAUNCH)]
+    min_count: Annotated[int, _within(1, MAX_LAUNCH)] | None = None
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Self:
+        if self.min_count is not None and self.min_count > self.count:
+            raise _whole(f"min_count must be within 1..count ({self.count}), "
+                         f"got {self.min_count}")
+        return self
+
+    @property
+    def fewest(self) -> int:
+        """The fewest instances placed for any to be."""
+        return self.count if self.min_count is None else self.min_count
 
 
 class VifParams(_Checked):
@@ -501,6 +525,6 @@ def refusal(exc: ValidationError, kind: str, within: tuple[str, ...] = ()) -> Co
 
 # --- the models built, now that every type they name is defined ----------------------------------
 
-for _model in (VifParams, VolumeParams, InstanceRequest, VolumeRequest):
+for _model in (VifParams, VolumeParams, InstanceRequest, VolumeRequest, LaunchRequest):
     _model.model_rebuild()
 _VIFS = TypeAdapter(Vifs)

@@ -53,12 +53,21 @@ def live_backup_object(session: Session, backup_object_id: str) -> BackupObject:
 def fresh_document(session: Session, row: Any, query: Select,
                    build: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """The document of a row just written, read back with everything it shows."""
+    return fresh_documents(session, [row], query, build)[0]
+
+
+def fresh_documents(session: Session, rows: list[Any], query: Select,
+                    build: Callable[[Any], dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents of rows of one model just written, in their order, read back in one
+    query."""
     session.flush()
-    session.expire(row)
-    model = type(row)
-    loaded = session.scalars(query.where(model.id == row.id)
-                             .execution_options(populate_existing=True)).one()
-    return build(loaded)
+    model = type(rows[0])
+    for row in rows:
+        session.expire(row)
+    loaded = {found.id: found for found in session.scalars(
+        query.where(model.id.in_([row.id for row in rows]))
+        .execution_options(populate_existing=True)).unique()}
+    return [build(loaded[row.id]) for row in rows]
 
 
 def shown_document(session: Session, model: Any, cuuid: str, query: Select,

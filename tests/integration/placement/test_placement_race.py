@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from collector.db import unit_of_work
 from collector.models import (
@@ -59,20 +62,25 @@ def _place_all(url: str, batch_size: int, instance_ids: list[str], start: object
     outcomes, retries = [], 0
     for n in range(0, len(instance_ids), batch_size):
         chunk = instance_ids[n:n + batch_size]
-        for attempt in range(1, 11):
-            try:
-                with unit_of_work(url) as session:
-                    answers = [handlers.schedule_instance(session, chunk[0])] \
-                        if batch_size == 1 else batch.schedule_instances(session, chunk)
-                outcomes.extend((r["instance_id"], r["outcome"], r.get("error_type"))
-                                for r in answers)
-                break
-            except OperationalError:  # a deadlock between batches: again after a pause
-                retries += 1
-                time.sleep(random.uniform(0.01, 0.05) * attempt)
-        else:
-            raise AssertionError(f"a chunk still failed after 10 tries: {chunk}")
+        answers, tries = retried(url, lambda session, chunk=chunk: [
+            handlers.schedule_instance(session, chunk[0])] if batch_size == 1
+            else batch.schedule_instances(session, chunk))
+        retries += tries
+        outcomes.extend((r["instance_id"], r["outcome"], r.get("error_type")) for r in answers)
     results.put((outcomes, retries))
+
+
+def retried(url: str, place: Callable[[Session], Any]) -> tuple[Any, int]:
+    """``place(session)`` in one transaction, again after a short random pause when it
+    meets a transient database error (two batches deadlocked on each other's hosts), as
+    the task layer does: its answer and the retries."""
+    for attempt in range(1, 11):
+        try:
+            with unit_of_work(url) as session:
+                return place(session), attempt - 1
+        except OperationalError:
+            time.sleep(random.uniform(0.01, 0.05) * attempt)
+    raise AssertionError("a placement still failed after 10 tries")
 
 
 def _check_world(url: str) -> dict[str, int]:
