@@ -11,7 +11,12 @@ from datetime import timedelta
 from kombu import Queue
 
 from collector import wire
-from collector.config import first_url, load_settings
+from collector.config import (
+    load_settings,
+    redbeat_settings,
+    redis_transport_options,
+    ssl_options_for,
+)
 from tasks.routing import ALL, ROLE_QUEUES, route_task
 from workers.agent.client import EVENTS_QUEUE as events_queue
 from workers.agent.client import broker_transport_for
@@ -20,7 +25,7 @@ _settings = load_settings()
 
 broker_url = _settings.broker_url or "redis://127.0.0.1:6379/0"
 result_backend = _settings.result_backend or broker_url
-# kombu's Redis transport with one fix: a worker survives a broker restart (workers.agent.client).
+# kombu's Redis transports with one fix: a worker survives a broker restart (workers.agent.transport).
 broker_transport = broker_transport_for(broker_url)
 
 task_serializer = "json"
@@ -57,8 +62,14 @@ broker_transport_options = {
     "unacked_restore_throttle": 1,
     "socket_keepalive": True,
     "health_check_interval": 25,
+    # A Sentinel list: the master's name (COLLECTOR_REDIS_MASTER_NAME), the sentinels' password.
+    **redis_transport_options(_settings, broker_url),
 }
-result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout}
+result_backend_transport_options = {"visibility_timeout": _settings.visibility_timeout,
+                                    **redis_transport_options(_settings, result_backend)}
+# TLS (rediss://): the server's certificate verified against COLLECTOR_REDIS_CA_FILE.
+broker_use_ssl = ssl_options_for(_settings, broker_url)
+redis_backend_use_ssl = ssl_options_for(_settings, result_backend)
 redis_socket_keepalive = True
 
 task_create_missing_queues = True
@@ -77,9 +88,14 @@ enable_utc = True
 
 # One beat per installation: the schedule and a lock live in Redis (celery-redbeat). A
 # second beat started by mistake waits on the lock; when the holder dies, it takes over
-# once the lock expires (the holder renews it every loop, at most every 5 s).
-beat_scheduler = "redbeat.RedBeatScheduler"
-redbeat_redis_url = first_url(broker_url)
+# once the lock expires (the holder renews it every loop, at most every 5 s). Ours survives
+# Redis restarts and failovers (tasks.beat_scheduler).
+beat_scheduler = "tasks.beat_scheduler:CollectorScheduler"
+# Its Redis is the broker's: a Sentinel list's master, or TLS as the broker's.
+_redbeat = redbeat_settings(_settings, broker_url)
+redbeat_redis_url = _redbeat["redbeat_redis_url"]
+redbeat_redis_options = _redbeat["redbeat_redis_options"]
+redbeat_redis_use_ssl = _redbeat["redbeat_redis_use_ssl"]
 redbeat_key_prefix = "collector:beat:"
 redbeat_lock_key = "collector:beat:lock"
 redbeat_lock_timeout = _settings.beat_lock_timeout
@@ -99,6 +115,13 @@ beat_schedule = {
     # Placement requests converge: lost ledger callbacks, requests no job will move.
     "placement-redrive": _every(wire.Maintenance.REDRIVE_PLACEMENTS,
                                 max(1.0, _settings.redrive_every)),
+    # A job no agent took is sent again within a tenth of its deadline after it.
+    "jobs-redelivery": _every(wire.Maintenance.REDELIVER_JOBS,
+                              max(1.0, min(15.0, _settings.job_take_deadline / 10))),
+    # An event or handler message lost after it was sent is sent again within about
+    # COLLECTOR_EVENT_RESEND_AFTER and a half.
+    "events-resend": _every(wire.Maintenance.RESEND_EVENTS,
+                            max(1.0, min(15.0, _settings.event_resend_after / 2))),
     # A held boot waits its fence timeout at most this much longer.
     "held-jobs-release": _every(wire.Maintenance.RELEASE_HELD_JOBS,
                                 max(1.0, min(10.0, _settings.fence_timeout_sec / 4))),

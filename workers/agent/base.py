@@ -118,7 +118,9 @@ class Agent:
         self.app.conf.update(
             task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
             worker_hijack_root_logger=False, task_default_queue=self.queues[0],
-            broker_transport_options=self.transport_options(),
+            # The node's own options over make_app's (a Sentinel list's master name...).
+            broker_transport_options={**self.app.conf.broker_transport_options,
+                                      **self.transport_options()},
         )
         self._stop = threading.Event()
         self._running: set[str] = set()
@@ -284,8 +286,11 @@ class Agent:
             except Exception as exc:  # a missed beat is retried next interval
                 log.warning("%s: job heartbeat of %s failed: %s", self.node_id, ctx.job_id, exc)
 
-    def publish(self, event: str, args: list | tuple = ()) -> str:
-        return self.collector.events.publish(event, list(args), sender=self.node_id)
+    def publish(self, event: str, args: list | tuple = (), event_id: str | None = None) -> str:
+        """Publish an event from this node; returns its event id. Published again under that
+        id until the Collector has dispatched it (``workers.agent.client._Events``)."""
+        return self.collector.events.publish(event, list(args), sender=self.node_id,
+                                             event_id=event_id)
 
     def heartbeat(self) -> None:
         """One node heartbeat (``node-collector.notify``), fire-and-forget."""

@@ -18,10 +18,17 @@ Flower and the logs show of the arguments has sensitive values masked
 from __future__ import annotations
 
 import logging
+import threading
+import time
+import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+import redis
 import redis.exceptions
+import redis.sentinel
 from celery import Celery
 from celery.exceptions import TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -30,8 +37,24 @@ from kombu.exceptions import EncodeError
 from kombu.exceptions import OperationalError as KombuOperationalError
 
 from collector import wire
-from collector.config import authenticated_beyond_localhost, first_url, load_settings, single_url
+from collector.config import (
+    Settings,
+    authenticated_beyond_localhost,
+    first_url,
+    is_sentinel,
+    is_tls,
+    load_settings,
+    redis_db,
+    redis_password,
+    redis_ssl_options,
+    redis_transport_options,
+    sentinel_hosts,
+    sentinel_kwargs,
+    single_url,
+    ssl_options_for,
+)
 from collector.redaction import masked_repr
+from workers.agent.transport import TRANSPORTS
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +137,9 @@ def error_from_exception(exc: BaseException) -> RpcError:
 
 
 def broker_transport_for(url: str) -> str | None:
-    """The transport class for a broker URL: ours for ``redis://``, else kombu's choice."""
-    return "workers.agent.transport:RedisTransport" if url.startswith("redis://") else None
+    """The transport class for a broker URL (``redis``, ``rediss``, ``sentinel``: kombu's,
+    with the fix of ``workers.agent.transport``); None for any other scheme (kombu's)."""
+    return TRANSPORTS.get(url.split("://", 1)[0].lower()) if "://" in url else None
 
 
 def run_celery(app: Celery, argv: list[str]) -> int:
@@ -146,21 +170,50 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
     configured_backend = settings.result_backend \
         if settings.result_backend != settings.broker_url else None
     backend = single_url("result_backend", authenticated_beyond_localhost(
-        "result_backend", result_backend or configured_backend or first_url(broker)))
+        "result_backend", result_backend or configured_backend
+        or (broker if is_sentinel(broker) else first_url(broker))))
     app = Celery("collector-client", set_as_current=False)
     app.conf.update(
         broker_url=broker,
         broker_transport=broker_transport_for(broker),
         result_backend=backend,
+        # Sentinel (the master's name, the sentinels' password) and TLS (rediss://), from
+        # the environment (collector.config).
+        broker_transport_options=redis_transport_options(settings, broker),
+        broker_use_ssl=ssl_options_for(settings, broker),
+        redis_backend_use_ssl=ssl_options_for(settings, backend),
         task_serializer="json", result_serializer="json", accept_content=["json"],
         result_accept_content=["json"], broker_connection_retry_on_startup=True,
         task_create_missing_queues=True,
         # A result backend out of reach is BrokerUnavailable within about two seconds, not
         # after Celery's twenty reconnection attempts, one a second.
         result_backend_transport_options={"retry_policy": {
-            "max_retries": 4, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5}},
+            "max_retries": 4, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
+            **redis_transport_options(settings, backend)},
     )
     return app
+
+
+def redis_client(url: str | None = None, settings: Settings | None = None,
+                 **options: Any) -> redis.Redis:
+    """A redis-py client of a broker URL (COLLECTOR_BROKER_URL when None), as every
+    Collector process reaches it: ``redis://``; ``rediss://`` with TLS, the server's
+    certificate verified (COLLECTOR_REDIS_CA_FILE, COLLECTOR_REDIS_CERT_FILE/KEY_FILE); a
+    ``sentinel://`` list: the master COLLECTOR_REDIS_MASTER_NAME, found through the
+    sentinels again after a failover. ``options`` go to redis-py (``decode_responses``...)."""
+    settings = settings or load_settings()
+    url = url or settings.broker_url or "redis://127.0.0.1:6379/0"
+    if is_sentinel(url):
+        master = redis_transport_options(settings, url)["master_name"]
+        username = urlsplit(first_url(url) or "").username
+        sentinels = redis.sentinel.Sentinel(
+            sentinel_hosts(url), sentinel_kwargs=sentinel_kwargs(settings),
+            password=redis_password(url), db=redis_db(url),
+            **({"username": unquote(username)} if username else {}), **options)
+        return sentinels.master_for(master)
+    if is_tls(url):
+        options = {**redis_ssl_options(settings), **options}
+    return redis.Redis.from_url(first_url(url), **options)
 
 
 class _MethodProxy:
@@ -272,18 +325,137 @@ class _Jobs:
                                  timeout=timeout)
 
 
-class _Events:
-    def __init__(self, client: Collector) -> None:
-        self._client = client
+@dataclass
+class _Unconfirmed:
+    """An event published and not yet confirmed dispatched."""
 
-    def publish(self, event: str, args: list | tuple = (), sender: str | None = None) -> str:
-        """Publish an event as an agent: every subscribing role receives it once."""
+    message: list
+    routing_key: str
+    first_sent: float
+    last_sent: float
+    wait: float = 1.0  # until the next check: 1, 2, 4 ... s, until resend_after
+    next_check: float = 0.0
+
+
+class _Events:
+    """Events published end to end: each under a fixed event id (its Celery task id),
+    published again under that id until the Collector's dispatcher has run it.
+
+    The protocol, for any publisher (plain Celery too): publish ``events.deliver(event,
+    args, sender, published_at)`` to the topic exchange ``collector.events``, routing key
+    ``<event>.<sender>``, with a unique task id and a result expected (``ignore_result``
+    false); until the task's result is SUCCESS (or FAILURE: parked as a dead letter) in the
+    Collector's result backend, publish it again with the same task id. The dispatcher does
+    an event once however many copies arrive (its ``dispatch`` receipt), and stores its
+    result under the event id.
+
+    Here the unconfirmed events are kept in memory; a background thread, running while some
+    are, reads the result of each one 1, 2, 4 ... s after it was sent and publishes it again
+    when still unconfirmed ``resend_after`` seconds (COLLECTOR_EVENT_RESEND_AFTER, 30) after
+    it was last sent, until ``max_age`` (COLLECTOR_RESULT_EXPIRES, 1 h), then gives up with
+    an error in the log. A process that exits forgets its unconfirmed events:
+    ``wait_confirmed`` before exiting.
+    """
+
+    def __init__(self, client: Collector) -> None:
+        settings = load_settings()
+        self._client = client
+        self.resend_after = settings.event_resend_after
+        self.max_age = float(settings.result_expires)
+        self._unconfirmed: dict[str, _Unconfirmed] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+
+    def publish(self, event: str, args: list | tuple = (), sender: str | None = None,
+                event_id: str | None = None) -> str:
+        """Publish an event as an agent: every subscribing role receives it once. Returns
+        its event id (``event_id``, or a new one); re-published until dispatched."""
         from datetime import UTC, datetime
 
         sender = sender or self._client.sender or "agent"
+        event_id = event_id or str(uuid.uuid4())
         message = [event, list(args), sender,
                    datetime.now(UTC).isoformat().replace("+00:00", "Z")]
-        return sent(f"event {event}: not published", lambda: self._client.app.send_task(
-            wire.EVENT_DELIVER, args=message, exchange=EVENTS_EXCHANGE,
-            routing_key=f"{event}.{sender}", ignore_result=True,
-            declare=[EVENTS_EXCHANGE, EVENTS_QUEUE], **shown_args(message)))
+        routing_key = f"{event}.{sender}"
+        self._send(event_id, message, routing_key)
+        now = time.monotonic()
+        with self._lock:
+            self._unconfirmed[event_id] = _Unconfirmed(
+                message, routing_key, now, now, next_check=now + min(1.0, self.resend_after))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._confirm_loop, daemon=True,
+                                                name="collector-events-confirm")
+                self._thread.start()
+        return event_id
+
+    def _send(self, event_id: str, message: list, routing_key: str) -> str:
+        return sent(f"event {message[0]}: not published", lambda: self._client.app.send_task(
+            wire.EVENT_DELIVER, args=message, task_id=event_id, exchange=EVENTS_EXCHANGE,
+            routing_key=routing_key, declare=[EVENTS_EXCHANGE, EVENTS_QUEUE],
+            **shown_args(message)))
+
+    def unconfirmed(self) -> list[str]:
+        """The ids of the events not confirmed dispatched yet."""
+        with self._lock:
+            return list(self._unconfirmed)
+
+    def wait_confirmed(self, timeout: float) -> bool:
+        """Wait until every event published so far is confirmed (or given up); whether so."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._unconfirmed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(min(left, 1.0))
+        return True
+
+    def _confirmed(self, event_id: str) -> bool:
+        state = self._client.app.backend.get_task_meta(event_id).get("status")
+        return state in ("SUCCESS", "FAILURE")
+
+    def _confirm_loop(self) -> None:
+        """Each event is checked 1, 2, 4 ... s after it was sent, and published again once
+        ``resend_after`` has passed unconfirmed; the thread ends when none is left."""
+        while True:
+            time.sleep(min(0.25, self.resend_after / 4))
+            now = time.monotonic()
+            with self._lock:
+                if not self._unconfirmed:
+                    self._thread = None
+                    return
+                due = [(event_id, entry) for event_id, entry in self._unconfirmed.items()
+                       if now >= entry.next_check]
+            for event_id, entry in due:
+                self._check(event_id, entry, now)
+
+    def _check(self, event_id: str, entry: _Unconfirmed, now: float) -> None:
+        try:
+            if self._confirmed(event_id):
+                self._forget(event_id)
+                return
+            if now - entry.first_sent >= self.max_age:
+                log.error("event %s %s not confirmed dispatched after %gs: given up",
+                          entry.message[0], event_id, self.max_age)
+                self._forget(event_id)
+                return
+            if now - entry.last_sent >= self.resend_after:
+                log.warning("event %s %s not confirmed dispatched after %gs: published again",
+                            entry.message[0], event_id, now - entry.last_sent)
+                self._send(event_id, entry.message, entry.routing_key)
+                entry.last_sent, entry.wait = now, 1.0
+            else:
+                entry.wait *= 2
+        except Exception as exc:  # noqa: BLE001 - the broker or backend out of reach: later
+            log.warning("event %s: confirmation or re-publish failed (%s); tried again",
+                        event_id, exc)
+            entry.wait *= 2
+        entry.next_check = min(now + entry.wait, entry.last_sent + self.resend_after)
+        if entry.next_check <= now:  # a re-publish that failed: next in resend_after
+            entry.next_check = now + self.resend_after
+
+    def _forget(self, event_id: str) -> None:
+        with self._lock:
+            self._unconfirmed.pop(event_id, None)
+            self._changed.notify_all()

@@ -45,7 +45,7 @@ import redis
 from collector import wire
 from collector.config import load_settings
 from workers.agent.base import Agent, JobContext
-from workers.agent.client import RpcError
+from workers.agent.client import RpcError, redis_client
 
 
 def build_agent(node_id: str) -> Agent:
@@ -55,7 +55,7 @@ def build_agent(node_id: str) -> Agent:
                   wire.RESOURCE_ALARM_REGISTRY, wire.MIGRATION_HANDLE))
     agent = Agent(node_id, settings.broker_url, settings.result_backend, endpoints=endpoints,
                   heartbeat_interval=float(load_settings().node_timeout_sec) / 2)
-    log_conn = redis.Redis.from_url(settings.broker_url)
+    log_conn = redis_client(settings.broker_url, settings)  # Sentinel and TLS too
 
     def record(ctx: JobContext, phase: str, **extra: object) -> None:
         log_conn.rpush(f"agent-log:{node_id}", json.dumps(
