@@ -1,11 +1,16 @@
 """``python -m bench``: the hot RPCs against bare Celery, on SQLite and PostgreSQL (see
 ``bench.rpcs``); ``python -m bench placement``: placement end to end (see
-``bench.placement``)."""
+``bench.placement``); ``python -m bench idle``: what idle agents cost Redis (see
+``bench.idle_consumers``)."""
 
 import sys
 
 if sys.argv[1:2] == ["placement"]:
     from bench.placement import main
+
+    main(sys.argv[2:])
+elif sys.argv[1:2] == ["idle"]:
+    from bench.idle_consumers import main
 
     main(sys.argv[2:])
 else:

@@ -81,6 +81,10 @@ class Maintenance:
     # Placement requests converge: lost ledger callbacks finished, stuck requests re-driven.
     REDRIVE_PLACEMENTS = task(MAINTENANCE, "redrive_placements")
     RELEASE_HELD_JOBS = task(MAINTENANCE, "release_held_jobs")
+    # Events not dispatched, handler messages not handled: sent again (same task id).
+    RESEND_EVENTS = task(MAINTENANCE, "resend_events")
+    # Jobs no agent took in time sent again (end-to-end delivery through the ledger).
+    REDELIVER_JOBS = task(MAINTENANCE, "redeliver_jobs")
 
 
 class SchedulerJob:

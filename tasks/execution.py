@@ -150,7 +150,7 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                         kwargs: dict | None = None, readonly: bool = False) -> Any:
     """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are mapped."""
     for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
-        uow = UnitOfWork(readonly=readonly, settings=worker_settings())
+        uow = UnitOfWork(readonly=readonly, settings=worker_settings(), relayed=True)
         try:
             with uow:
                 result = fn(uow.session, *args, **(kwargs or {}))

@@ -6,19 +6,29 @@ them, and a periodic sweep publishes whatever a crash left behind. If the transa
 rolls back, the rows vanish and nothing is sent.
 
 Every job has its ledger row (``queued_jobs``) written here, beside its message, and its
-message is built in one place (``job_message``), for the first push and every re-push.
+message is built in one place (``job_message``), for the first push and every re-push. A
+job for a node is delivered when its agent takes it (``jobqueue-proxy.running``), not when
+Redis accepts its message: each message sets when it is sent again if no agent took the job
+by then (``redeliver_at``: the job's take deadline, doubled at each redelivery;
+``collector.services.jobs.redelivery``).
+
+Rows written by a unit of work whose caller relays them after the commit
+(``RELAYED_BY_CALLER``) are claimed by that caller for COLLECTOR_OUTBOX_CLAIM_SEC: the sweep
+leaves them alone meanwhile, so a row is not published by both at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from collector import ids, wire
-from collector.db import record_outbox_row
+from collector.config import Settings
+from collector.db import record_outbox_row, settings_of
+from collector.db.transactions import RELAYED_BY_CALLER
 from collector.jobcontext import current_job
 from collector.models.jobs import QueuedJob
 from collector.models.outbox import OutboxMessage
@@ -26,6 +36,18 @@ from collector.timeutil import to_iso, utcnow
 
 # Queues of the Collector's own job endpoints (no node id): their jobs have ledger rows too.
 COLLECTOR_JOB_QUEUES = frozenset({wire.SCHEDULER})
+# A job sent again and again waits at most this many times its take deadline.
+LONGEST_BACKOFF = 64
+
+
+def take_deadline(settings: Settings, queue: str, job_name: str | None) -> float:
+    """Seconds an agent has to take a job of ``queue`` (``<endpoint>.<node_id>``) after its
+    message was sent: COLLECTOR_JOB_TAKE_DEADLINES for ``<endpoint>.<job_name>``, else for
+    ``<endpoint>``, else COLLECTOR_JOB_TAKE_DEADLINE."""
+    endpoint = wire.endpoint_of(queue)
+    per_kind = settings.job_take_deadlines
+    return per_kind.get(f"{endpoint}.{job_name}", per_kind.get(endpoint,
+                                                                settings.job_take_deadline))
 
 
 def write(
@@ -37,6 +59,8 @@ def write(
         kind=kind, name=name, payload=payload, queue=queue, routing_key=routing_key,
         task_id=task_id or f"msg-{ids.new_uuid()}{ids.new_uuid()}",
     )
+    if session.info.get(RELAYED_BY_CALLER):
+        row.claimed_until = utcnow() + timedelta(seconds=settings_of(session).outbox_claim_sec)
     session.add(row)  # flushed with the caller's other rows (one multi-row INSERT)
     record_outbox_row(session, row)
     return row
@@ -45,6 +69,10 @@ def write(
 def job_message(session: Session, job: QueuedJob, expires: int | None = None) -> OutboxMessage:
     """The outbox row that (re)sends a pushed job under its fixed id."""
     options: dict[str, Any] = {"expires": expires} if expires else {}
+    if job.queue_name not in COLLECTOR_JOB_QUEUES:  # the Collector's own: redrive's
+        deadline = take_deadline(settings_of(session), job.queue_name, job.job_name)
+        backoff = min(2 ** (job.redeliveries or 0), LONGEST_BACKOFF)
+        job.redeliver_at = utcnow() + timedelta(seconds=deadline * backoff)
     return write(session, kind="job", name=wire.task(wire.endpoint_of(job.queue_name), job.job_name or ""),
                  queue=job.queue_name, task_id=job.task_id,
                  payload={"args": list((job.params or {}).get("args", [])), "kwargs": {},
@@ -106,8 +134,10 @@ class Events:
 class Tasks:
     """A plain Celery task to a named queue, sent after commit."""
 
-    def send(self, session: Session, queue: str, name: str, *args: Any, **kwargs: Any) -> str:
-        row = write(session, kind="task", name=name, queue=queue,
+    def send(self, session: Session, queue: str, name: str, *args: Any,
+             task_id: str | None = None, **kwargs: Any) -> str:
+        """``task_id``: a fixed message id (receivers recognise a repeat), else a new one."""
+        row = write(session, kind="task", name=name, queue=queue, task_id=task_id,
                     payload={"args": list(args), "kwargs": kwargs, "options": {}})
         return row.task_id
 

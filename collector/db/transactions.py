@@ -21,6 +21,8 @@ from collector.config import Settings, load_settings
 from collector.db.engine import session_factory
 
 OUTBOX_ROWS = "outbox_rows"  # session.info key: outbox rows written in this transaction
+# session.info key: True when the caller publishes this transaction's rows after its commit.
+RELAYED_BY_CALLER = "outbox_relayed_by_caller"
 
 
 class UnitOfWork:
@@ -32,13 +34,17 @@ class UnitOfWork:
     ``readonly``: for readers. The session reads through the read-only engine (statements
     run on their own, no transaction to begin or commit; a write is refused). After a
     successful commit ``outbox_rows`` lists the outbox rows to relay.
+
+    ``relayed``: the caller publishes ``outbox_rows`` after the commit (the task layer), so
+    the rows are written claimed by it and the sweep leaves them to it.
     """
 
     def __init__(self, url: str | None = None, readonly: bool = False,
-                 settings: Settings | None = None) -> None:
+                 settings: Settings | None = None, relayed: bool = False) -> None:
         self.settings = settings or load_settings()
         self.url = url or self.settings.database_url
         self.readonly = readonly
+        self.relayed = relayed
         self.outbox_rows: list[Any] = []
         # True when COMMIT itself failed: the transaction may or may not be committed.
         self.commit_outcome_unknown = False
@@ -47,6 +53,7 @@ class UnitOfWork:
     def __enter__(self) -> UnitOfWork:
         self.session = session_factory(self.url, self.readonly)()
         self.session.info["settings"] = self.settings
+        self.session.info[RELAYED_BY_CALLER] = self.relayed
         self.session.begin()
         return self
 

@@ -26,6 +26,7 @@ class QueuedJob(Taggable, Timestamps, Base):
         Index("ix_queued_jobs_resource_started", "resource_id", "started_at"),
         Index("ix_queued_jobs_state_heartbeat", "state", "heartbeat_at"),
         Index("ix_queued_jobs_state_finished", "state", "finished_at"),
+        Index("ix_queued_jobs_state_redeliver", "state", "redeliver_at"),
     )
     prefix = "job"
     not_found = UnknownJob
@@ -49,5 +50,10 @@ class QueuedJob(Taggable, Timestamps, Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     generation: Mapped[int | None] = mapped_column(Integer)
     held_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # End-to-end delivery: when the job's message is sent again if no agent took it by then,
+    # and how many times it was (collector.services.jobs.redelivery).
+    redeliver_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    redeliveries: Mapped[int] = mapped_column(Integer, nullable=False, default=0,
+                                              server_default="0")
     after_job_id: Mapped[int | None] = mapped_column(
         ForeignKey("queued_jobs.id", name="fk_queued_jobs_after_job_id"), index=True)

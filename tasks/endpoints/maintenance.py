@@ -7,12 +7,13 @@ from collector import wire
 from collector.config import load_settings
 from collector.db import job_states
 from collector.scheduling import redrive
-from collector.services import maintenance, node_states, resource
-from collector.services.jobs import ledger, reconcile
-from tasks import relay
+from collector.services import event_receipts, maintenance, node_states, resource
+from collector.services.jobs import ledger, reconcile, redelivery
+from tasks import event_bus, relay
 from tasks.app import app
 from tasks.endpoints.jobqueue_proxy import final_outcome
 from tasks.execution import run_in_unit_of_work
+from tasks.worker_sweeper import register_pass
 
 
 def periodic(name: str):  # noqa: ANN201 - Celery's task decorator
@@ -31,6 +32,28 @@ def sweep_outbox() -> int:
 def reap_jobs() -> dict:
     """Jobs whose worker died: pushed again or failed."""
     return run_in_unit_of_work(ledger.reap)
+
+
+@periodic(wire.Maintenance.REDELIVER_JOBS)
+def redeliver_jobs() -> list[str]:
+    """Send again the jobs no agent took within their deadline; their ids."""
+    return run_in_unit_of_work(redelivery.redeliver_untaken)
+
+
+@register_pass
+def redeliver_due_jobs() -> list[str]:
+    """Every worker's pass of ``redeliver_jobs``: it writes only when a job is due."""
+    if not run_in_unit_of_work(redelivery.any_due, readonly=True):
+        return []
+    return run_in_unit_of_work(redelivery.redeliver_untaken)
+
+
+@periodic(wire.Maintenance.RESEND_EVENTS)
+def resend_events() -> int:
+    """Send again, under the same task id, events with no ``dispatch`` receipt and handler
+    messages with no receipt COLLECTOR_EVENT_RESEND_AFTER seconds (30) after they were sent
+    (not parked as dead letters, within COLLECTOR_OUTBOX_RETENTION); how many."""
+    return event_bus.resend_unconfirmed()
 
 
 @periodic(wire.Maintenance.RELEASE_HELD_JOBS)
@@ -59,9 +82,11 @@ def delete_expired_windows_passwords() -> list[str]:
 
 @periodic(wire.Maintenance.PURGE_SENT_OUTBOX)
 def purge_sent_outbox() -> int:
-    """Drop outbox rows sent more than COLLECTOR_OUTBOX_RETENTION seconds ago (1 day)."""
-    return run_in_unit_of_work(maintenance.purge_sent_outbox,
-                               (load_settings().outbox_retention,))
+    """Drop outbox rows sent more than COLLECTOR_OUTBOX_RETENTION seconds ago (1 day), and
+    event receipts older than twice that (no copy of their message can come any more)."""
+    retention = load_settings().outbox_retention
+    run_in_unit_of_work(event_receipts.purge_receipts, (2 * retention,))
+    return run_in_unit_of_work(maintenance.purge_sent_outbox, (retention,))
 
 
 @periodic(wire.Maintenance.PURGE_FINISHED_JOBS)

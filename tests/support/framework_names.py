@@ -11,6 +11,7 @@ import reprlib
 import sqlite3
 
 from celery.events.receiver import EventReceiver
+from redis.lock import Lock
 
 import celeryconfig
 from collector import wire
@@ -41,7 +42,8 @@ from collector.models import (
 from collector.services.api.requests import InstanceRequest, VifParams
 from tasks.app import app
 from tasks.base import CollectorTask, MaskedRequest, queue_checked_strategy
-from workers.agent.transport import RedisTransport, _RedisChannel
+from tasks.beat_scheduler import CollectorScheduler
+from workers.agent.transport import RedisTransport, SentinelTransport
 
 # --- Celery reads its settings from celeryconfig by name (app.config_from_object) ----------
 celeryconfig.broker_transport
@@ -60,6 +62,8 @@ celeryconfig.broker_connection_retry_on_startup
 celeryconfig.broker_connection_max_retries
 celeryconfig.result_backend_transport_options
 celeryconfig.redis_socket_keepalive
+celeryconfig.broker_use_ssl
+celeryconfig.redis_backend_use_ssl
 celeryconfig.task_create_missing_queues
 celeryconfig.task_default_queue
 celeryconfig.task_routes
@@ -71,10 +75,17 @@ celeryconfig.enable_utc
 # celery-redbeat reads its settings from the same configuration.
 celeryconfig.beat_scheduler
 celeryconfig.redbeat_redis_url
+celeryconfig.redbeat_redis_options
+celeryconfig.redbeat_redis_use_ssl
 celeryconfig.redbeat_key_prefix
 celeryconfig.redbeat_lock_key
 celeryconfig.redbeat_lock_timeout
 celeryconfig.beat_max_loop_interval
+# beat builds the scheduler named in beat_scheduler and calls its tick(); a redis-py Lock
+# renews itself with its lua_extend script (redbeat's sets the TTL instead of adding to it).
+CollectorScheduler
+CollectorScheduler.tick
+Lock.lua_extend
 
 # --- Celery: the worker imports the task modules of ``include``; the task class, its request
 # and strategy are named by string (task_cls="tasks.base:CollectorTask", Request, Strategy);
@@ -89,11 +100,9 @@ queue_checked_strategy
 # An event receiver's capture loop stops when should_stop is set (tests/integration).
 EventReceiver.should_stop
 
-# --- kombu: the transport is named by string (workers.agent.client.broker_transport_for);
-# kombu's Redis poller reads a channel's _in_poll and _brpop_sent_at ------------------------
-RedisTransport
-_RedisChannel._in_poll
-_RedisChannel._brpop_sent_at
+# --- kombu: the transports are named by string (workers.agent.transport.TRANSPORTS) -------
+RedisTransport.Channel
+SentinelTransport.Channel
 
 # --- SQLAlchemy: the schema. Every column is compared with the migrations
 # (tests/unit/db/test_schema.py) and read by documents through the mapper (column_values) ---

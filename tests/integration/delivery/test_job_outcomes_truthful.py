@@ -19,12 +19,13 @@ import time
 
 import pytest
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from collector import wire
 from collector.db import outbox, unit_of_work
 from collector.ids import new_uuid
 from collector.models import OutboxMessage, QueuedJob
+from collector.timeutil import utcnow
 from tasks import relay
 from tests.support.checks import wait_for
 from tests.support.servers import WorkerProcess, start_agent, start_worker
@@ -112,13 +113,17 @@ def test_a_second_copy_of_a_running_job_leaves_the_ledger_running_until_it_finis
 def test_outcomes_whose_callbacks_were_lost_are_finished_by_the_maintenance_pass(cluster):
     c = cluster
     node = f"hva.plain{new_uuid()}"
-    plain = WorkerProcess("", c["broker"], role=f"plain-{node}", env=c["worker"].env,
+    plain = WorkerProcess("", c["broker"], role=f"plain-{node}",  # one that never reports
+                          env={**c["worker"].env, "PLAIN_AGENT_LEDGER": "0"},
                           argv=["-m", "tests.support.plain_agent", node]).wait_ready()
     try:
         queue = wire.node_queue(wire.HVA_HANDLE, node)
         with unit_of_work(c["db_url"]) as session:  # ledger rows; their messages: below
             ok = outbox.jobs.submit(session, queue, wire.HvaJob.REBOOT, "i-abc12345")
             bad = outbox.jobs.submit(session, queue, wire.HvaJob.POWEROFF, "i-abc12345")
+            session.flush()  # their outbox rows count as sent: no sweep sends them
+            session.execute(update(OutboxMessage).where(OutboxMessage.task_id.in_([ok, bad]))
+                            .values(sent_at=utcnow()))
         for job_id, name in ((ok, wire.HvaJob.REBOOT), (bad, wire.HvaJob.POWEROFF)):
             # Sent without the link / link_error callbacks: as if they were lost.
             c["client"].app.send_task(wire.task(wire.HVA_HANDLE, name), args=["i-abc12345"],

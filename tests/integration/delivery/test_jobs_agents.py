@@ -219,11 +219,15 @@ def test_worker_killed_mid_job_is_reaped_and_the_job_completes_exactly_once(clus
     assert phases == ["started", "started", "finished"]  # killed once, completed once
 
 
-def test_plain_celery_agent_jobs_are_recorded_by_the_link_callbacks(cluster):
+@pytest.mark.parametrize("reports", ["protocol", "never"])
+def test_plain_celery_agent_jobs_reach_the_ledger(cluster, reports):
+    """A plain Celery agent that follows the protocol reports its jobs itself; one that never
+    reports has them recorded by the link callbacks."""
     from tests.support.servers import WorkerProcess
 
     node = f"hva.plain{new_uuid()}"
-    agent = WorkerProcess("", cluster["broker"], role=f"plain-{node}", env=FAST,
+    env = {**FAST, "PLAIN_AGENT_LEDGER": "1" if reports == "protocol" else "0"}
+    agent = WorkerProcess("", cluster["broker"], role=f"plain-{node}", env=env,
                           argv=["-m", "tests.support.plain_agent", node]).wait_ready()
     try:
         ok = cluster["client"].jobs.submit(f"hva-handle.{node}", "reboot", "i-abc12345")

@@ -1,0 +1,110 @@
+"""Event receipts: each event dispatched once, each handler run once, what was lost re-sent.
+
+record(session, event_id, handler) -> bool: write the receipt in the caller's transaction;
+    False when it exists (the message is a repeat: do nothing). Two copies at once on
+    PostgreSQL: the second waits for the first's transaction (the unique index) and sees
+    its receipt once it commits, or writes its own if it rolled back.
+handler_message_id(event_id, handler) -> the fixed task id of a handler's message, so a
+    dispatcher that runs twice writes the same message.
+any_to_resend(session, older_than, retention) -> whether a pass has work (a read).
+resend_events(session, older_than, retention, limit) -> outbox row ids handed back to the
+    relay: messages sent more than ``older_than`` seconds ago whose receipt is missing
+    (an event with no ``dispatch`` receipt, a handler message with no receipt for its
+    handler), not parked as dead letters, created within ``retention``.
+purge_receipts(session, older_than, limit) -> how many receipts older than that were
+    deleted.
+
+A re-sent row keeps its task id: it is unstamped (``sent_at`` NULL) and published again by
+the relay like any unsent row. One row per message, the relay's claims, attempts and dead
+letters apply as they do to a first send, and ``sent_at`` is the time of the last send: the
+next pass re-sends it only ``older_than`` seconds later. A row is re-sent while it is
+younger than ``retention`` (afterwards it stays sent, and the retention purge drops it).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, delete, exists, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from collector import wire
+from collector.db import dialect_name, skip_locked
+from collector.models import DISPATCH, DeadLetter, EventReceipt, OutboxMessage
+from collector.timeutil import utcnow
+
+# The queues of every subscriber's handler messages (``events.<role>``).
+HANDLER_QUEUES = tuple(wire.event_queue(role) for role in wire.EVENT_SUBSCRIBERS)
+
+
+def handler_message_id(event_id: str, handler: str) -> str:
+    """The fixed task id of ``handler``'s message for ``event_id`` (fits the outbox's 64)."""
+    digest = hashlib.sha256(f"{event_id}\n{handler}".encode()).hexdigest()
+    return f"evh-{digest[:40]}"
+
+
+def record(session: Session, event_id: str, handler: str) -> bool:
+    """Write the receipt of ``handler`` for ``event_id``; False when it was there already."""
+    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    return session.execute(
+        insert(EventReceipt).values(event_id=event_id, handler=handler, processed_at=utcnow())
+        .on_conflict_do_nothing(index_elements=["event_id", "handler"])
+        .returning(EventReceipt.id)).first() is not None
+
+
+def _event_id_of_kwargs() -> Any:
+    """The ``event_id`` keyword argument of an outbox row's message (NULL when none)."""
+    return OutboxMessage.payload[("kwargs", "event_id")].as_string()
+
+
+def any_to_resend(session: Session, older_than: float, retention: float) -> bool:
+    """Whether ``resend_events`` would take a row (a read: no lock, no write)."""
+    return session.scalar(_unconfirmed(older_than, retention).with_only_columns(
+        OutboxMessage.id).limit(1)) is not None
+
+
+def resend_events(session: Session, older_than: float, retention: float,
+                  limit: int = 200) -> list[int]:
+    stmt = _unconfirmed(older_than, retention).order_by(OutboxMessage.sent_at, OutboxMessage.id) \
+        .limit(limit)
+    rows = list(session.scalars(skip_locked(session, stmt)))
+    for row in rows:
+        row.sent_at = row.claimed_until = None
+    return [row.id for row in rows]
+
+
+def _unconfirmed(older_than: float, retention: float) -> Select:
+    """Outbox rows of event messages sent more than ``older_than`` seconds ago, created
+    within ``retention``, whose receipt is missing and that are not dead letters."""
+    now = utcnow()
+    # Dispatcher messages: events (the task id is the event id) and replayed dispatches
+    # (the event id travels as a keyword argument).
+    event_id = func.coalesce(_event_id_of_kwargs(), OutboxMessage.task_id)
+    undispatched = and_(
+        or_(OutboxMessage.kind == "event",
+            and_(OutboxMessage.kind == "task", OutboxMessage.name == wire.EVENT_DELIVER)),
+        ~exists().where(EventReceipt.event_id == event_id, EventReceipt.handler == DISPATCH))
+    unhandled = and_(
+        OutboxMessage.kind == "task", OutboxMessage.queue.in_(HANDLER_QUEUES),
+        _event_id_of_kwargs().is_not(None),
+        ~exists().where(EventReceipt.event_id == _event_id_of_kwargs(),
+                        EventReceipt.handler == OutboxMessage.name))
+    return select(OutboxMessage).where(
+        OutboxMessage.sent_at.is_not(None),
+        OutboxMessage.sent_at <= now - timedelta(seconds=older_than),
+        OutboxMessage.created_at >= now - timedelta(seconds=retention),
+        OutboxMessage.failed_at.is_(None),
+        or_(undispatched, unhandled),
+        ~exists().where(DeadLetter.task_id == OutboxMessage.task_id))
+
+
+def purge_receipts(session: Session, older_than: float, limit: int = 10_000) -> int:
+    cutoff = utcnow() - timedelta(seconds=older_than)
+    ids = select(EventReceipt.id).where(EventReceipt.processed_at < cutoff) \
+        .order_by(EventReceipt.id).limit(limit)
+    result: Any = session.execute(delete(EventReceipt).where(EventReceipt.id.in_(ids)))
+    return int(result.rowcount or 0)

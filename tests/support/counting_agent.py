@@ -1,0 +1,45 @@
+"""A storage agent built on the agent library (``workers.agent.base.Agent``) that counts its
+real runs: ``python -m tests.support.counting_agent NODE [CONCURRENCY]``.
+
+It consumes ``sta-handle.NODE``; ``delete_volume(volume_id)`` appends the job id to the
+Redis list ``count:NODE`` on the broker (after ``PLAIN_AGENT_JOB_SECONDS`` (0) of work),
+so a test can tell how many times each job really ran. The library takes each job through
+the ledger (``jobqueue-proxy.running``) and drops a copy it must not run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+
+import redis
+
+from collector import wire
+from workers.agent.base import Agent, JobContext
+
+
+def build_agent(node_id: str) -> Agent:
+    broker = os.environ["COLLECTOR_BROKER_URL"]
+    agent = Agent(node_id, broker, endpoints=(wire.STA_HANDLE,))
+    counts = redis.Redis.from_url(broker)
+    seconds = float(os.environ.get("PLAIN_AGENT_JOB_SECONDS", "0"))
+
+    @agent.job(wire.STA_HANDLE, wire.StaJob.DELETE_VOLUME)
+    def delete_volume(ctx: JobContext, volume_id: str) -> dict:
+        time.sleep(seconds)
+        counts.rpush(f"count:{node_id}", ctx.job_id)
+        return {"deleted": volume_id}
+
+    return agent
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO)
+    node_id = sys.argv[1]
+    sys.exit(build_agent(node_id).run(concurrency=int(sys.argv[2]) if len(sys.argv) > 2 else 2))
+
+
+if __name__ == "__main__":
+    main()

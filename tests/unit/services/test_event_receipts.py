@@ -1,0 +1,129 @@
+"""Event receipts: a repeat is recognised, a message with no receipt is re-sent (a session
+alone; the delivery end to end is tests/integration/delivery/test_events_exactly_once.py)."""
+
+from datetime import timedelta
+
+from collector.models import DISPATCH, EventReceipt, OutboxMessage
+from collector.services import dead_letters, event_receipts
+from collector.timeutil import utcnow
+
+HANDLER = "events.alarm-collector.on_instance_terminated"
+TERMINATED = ["hva/instance_terminated", ["i-abc12345"], "hva.demo1"]
+
+
+def test_a_receipt_is_written_once_per_event_and_handler(session):
+    assert event_receipts.record(session, "ev-1", DISPATCH)
+    assert not event_receipts.record(session, "ev-1", DISPATCH)
+    assert event_receipts.record(session, "ev-1", HANDLER)
+    assert event_receipts.record(session, "ev-2", HANDLER)
+    assert not event_receipts.record(session, "ev-2", HANDLER)
+    assert session.query(EventReceipt).count() == 3
+
+
+def test_a_handler_message_id_is_fixed_by_event_and_handler_and_fits_the_outbox():
+    long_id = "x" * 200
+    one = event_receipts.handler_message_id(long_id, HANDLER)
+    assert one == event_receipts.handler_message_id(long_id, HANDLER) and len(one) <= 64
+    assert one != event_receipts.handler_message_id(long_id, "events.event-hook.x")
+    assert one != event_receipts.handler_message_id("y", HANDLER)
+
+
+def _row(session, kind, *, sent_ago, name="events.deliver", queue=None, task_id=None,
+         kwargs=None, created_ago=None, failed=False):
+    now = utcnow()
+    row = OutboxMessage(
+        kind=kind, name=name, queue=queue, routing_key="hva/instance_terminated.hva.demo1"
+        if kind == "event" else None, task_id=task_id or f"t-{kind}-{sent_ago}-{id(kwargs)}",
+        payload={"args": TERMINATED, "kwargs": kwargs or {}, "options": {}},
+        created_at=now - timedelta(seconds=created_ago or sent_ago or 0),
+        sent_at=None if sent_ago is None else now - timedelta(seconds=sent_ago),
+        failed_at=now if failed else None)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def test_the_resend_pass_takes_what_has_no_receipt_once_its_deadline_passed(session):
+    lost_event = _row(session, "event", sent_ago=60, task_id="ev-lost")
+    dispatched = _row(session, "event", sent_ago=60, task_id="ev-done")
+    event_receipts.record(session, "ev-done", DISPATCH)
+    _row(session, "event", sent_ago=5, task_id="ev-young")  # within its deadline
+    _row(session, "event", sent_ago=60, created_ago=90_000, task_id="ev-old")  # past retention
+    _row(session, "event", sent_ago=None, task_id="ev-unsent")  # the sweep's
+    _row(session, "event", sent_ago=60, task_id="ev-failed", failed=True)  # a dead letter's
+
+    def handler_row(event_id, task_id):
+        return _row(session, "task", sent_ago=60, name=HANDLER, queue="events.alarm-collector",
+                    task_id=task_id, kwargs={"event_id": event_id})
+
+    lost_handler = handler_row("ev-a", "h-lost")
+    handler_row("ev-b", "h-done")
+    event_receipts.record(session, "ev-b", HANDLER)
+    handler_row("ev-c", "h-parked")
+    dead_letters.park(session, source="task", task_name=HANDLER, queue="events.alarm-collector",
+                      task_id="h-parked", args=TERMINATED, kwargs={"event_id": "ev-c"},
+                      error_type="ValueError", error="x")
+    # Sent before receipts existed: no event id, not followed.
+    _row(session, "task", sent_ago=60, name=HANDLER, queue="events.alarm-collector",
+         task_id="h-legacy")
+    # A replayed dispatcher letter carries its event's id.
+    replayed = _row(session, "task", sent_ago=60, queue="events", task_id="replay-1",
+                    kwargs={"event_id": "ev-replayed"})
+    _row(session, "task", sent_ago=60, queue="events", task_id="replay-2",
+         kwargs={"event_id": "ev-done"})
+    _row(session, "task", sent_ago=60, name="vnet-collector.schedule_vifs",
+         queue="vnet-collector", task_id="other")  # not an event's
+
+    resent = event_receipts.resend_events(session, older_than=30, retention=86_400)
+
+    assert sorted(resent) == sorted([lost_event.id, lost_handler.id, replayed.id])
+    assert lost_event.sent_at is None and lost_handler.sent_at is None  # for the relay
+    assert dispatched.sent_at is not None
+    # Unsent now: not taken again until the relay has sent it and the deadline passed again.
+    assert event_receipts.resend_events(session, older_than=30, retention=86_400) == []
+
+
+def test_the_resend_pass_is_bounded(session):
+    for n in range(5):
+        _row(session, "event", sent_ago=60 + n, task_id=f"ev-{n}")
+    first = event_receipts.resend_events(session, older_than=30, retention=86_400, limit=3)
+    second = event_receipts.resend_events(session, older_than=30, retention=86_400, limit=3)
+    assert len(first) == 3 and len(second) == 2 and not set(first) & set(second)
+
+
+def test_old_receipts_are_purged(session):
+    event_receipts.record(session, "ev-new", DISPATCH)
+    session.add(EventReceipt(event_id="ev-old", handler=DISPATCH,
+                             processed_at=utcnow() - timedelta(days=3)))
+    session.flush()
+    assert event_receipts.purge_receipts(session, older_than=2 * 86_400) == 1
+    assert [r.event_id for r in session.query(EventReceipt)] == ["ev-new"]
+
+
+def test_the_dispatcher_fans_an_event_out_once_under_fixed_handler_ids(session):
+    import tasks.endpoints.alarm_collector  # noqa: F401 - registers the subscriptions
+    import tasks.endpoints.event_hook  # noqa: F401
+    from tasks.event_bus import dispatch_once
+
+    event, args, sender = TERMINATED
+    sent = dispatch_once(session, "ev-x", event, args, sender)
+    assert HANDLER in sent
+    assert dispatch_once(session, "ev-x", event, args, sender) == {"duplicate": True}
+    rows = session.query(OutboxMessage).filter(OutboxMessage.name.in_(sent)).all()
+    assert sorted(r.name for r in rows) == sorted(sent)  # one row per handler, once
+    assert {r.task_id for r in rows} == {event_receipts.handler_message_id("ev-x", r.name)
+                                         for r in rows}
+    assert all(r.payload["kwargs"] == {"event_id": "ev-x"} for r in rows)
+
+
+def test_a_handler_runs_once_per_event_id(session):
+    from tasks.event_bus import Subscription, handle_once
+
+    ran = []
+    sub = Subscription("alarm-collector", "hva/instance_terminated", "#", "on_x",
+                       lambda _session, args, sender: ran.append((args, sender)) or "done")
+    assert handle_once(session, sub, "ev-y", ["i-1"], "hva.demo1") == "done"
+    assert handle_once(session, sub, "ev-y", ["i-1"], "hva.demo1") == {"duplicate": True}
+    assert handle_once(session, sub, "ev-z", ["i-1"], "hva.demo1") == "done"
+    assert handle_once(session, sub, None, ["i-1"], "hva.demo1") == "done"  # no id: runs
+    assert len(ran) == 3
