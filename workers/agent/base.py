@@ -32,7 +32,12 @@ A copy of a job this agent does not run (a second copy sent by the outbox sweep,
 redelivery; the ledger says finished, cancelled or running elsewhere, or the copy arrived
 while this process runs the job) is dropped with Celery's ``Ignore``: no result is stored
 and no ``link`` callback is sent, so neither the ledger nor the result backend can take a
-skipped copy for the job's success.
+skipped copy for the job's success. A copy of a job this process already ran with success
+is not run again either, even when the ledger lets it: when the Collector could not be
+reached for longer than the job heartbeat timeout (a broker failover), the reaper sends the
+job again before its success is reported; the copy reports that success again instead
+(the last ``DONE_REMEMBERED`` successes are remembered; a failed job may run again, as a
+retry would).
 
 An agent's unacknowledged messages are kept in its node's own Redis hash, with a
 visibility timeout of twice its longest job (``longest_job``, COLLECTOR_AGENT_LONGEST_JOB,
@@ -47,6 +52,7 @@ import os
 import secrets
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -68,6 +74,8 @@ log = logging.getLogger(__name__)
 RETRYABLE_REPORT_ERRORS = frozenset({"RpcTimeout", "TransientError", "OperationalError",
                                      "ConnectionError", "TimeoutError"})
 RUNNING_REPORT_RETRY_FOR = 60.0
+# Successful jobs a process remembers, so that a copy the reaper sent meanwhile is not run.
+DONE_REMEMBERED = 10_000
 # A handler's failures after which running it again may succeed: the same, and a call or a
 # publish that could not reach the broker.
 RETRYABLE_JOB_ERRORS = RETRYABLE_REPORT_ERRORS | {"BrokerUnavailable"}
@@ -124,6 +132,7 @@ class Agent:
         )
         self._stop = threading.Event()
         self._running: set[str] = set()
+        self._succeeded: OrderedDict[str, Any] = OrderedDict()  # job id -> its result
         self._running_lock = threading.Lock()
 
     def transport_options(self) -> dict[str, Any]:
@@ -195,6 +204,13 @@ class Agent:
             # Not run here: whatever the job's outcome is, this copy must not be taken for it
             # (a stored SUCCESS would be the job's in the result backend and its link's).
             raise Ignore()
+        with self._running_lock:
+            done, result = job_id in self._succeeded, self._succeeded.get(job_id)
+        if done:  # sent again before its success reached the ledger (the reaper)
+            log.info("%s: job %s (%s) already ran here with success: not run again, its "
+                     "success reported again", self.node_id, job_id, name)
+            self._finish(job_id, "finish_success", result)
+            raise Ignore()
         ctx = JobContext(job_id, decision["job"]["session_id"] or job_id, name, self.node_id,
                          self.worker_id, args)
         beating = threading.Thread(target=self._beat_job, args=(ctx,), daemon=True)
@@ -214,7 +230,12 @@ class Agent:
                              {"message": str(exc), "error_type": type(exc).__name__})
                 raise
             self._ran(job_id)
-            self._finish(job_id, "finish_success", _jsonable(result))
+            reported = _jsonable(result)
+            with self._running_lock:
+                self._succeeded[job_id] = reported
+                while len(self._succeeded) > DONE_REMEMBERED:
+                    self._succeeded.popitem(last=False)
+            self._finish(job_id, "finish_success", reported)
             return result
         finally:
             ctx._done.set()  # the job heartbeats until its finish is reported

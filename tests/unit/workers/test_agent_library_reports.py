@@ -60,3 +60,20 @@ def test_a_refused_job_fails_its_task_instead_of_coming_back(monkeypatch):
     with pytest.raises(RpcError) as info:
         _run(agent)
     assert info.value.error_type == "UnknownJob" and calls == ["running"]
+
+
+def test_a_job_sent_again_before_its_success_was_reported_is_not_run_again(monkeypatch):
+    """The reaper sent the job again while the Collector could not be reached (its success
+    report was late): the ledger lets the copy run; the process reports the success again."""
+    from celery.exceptions import Ignore
+
+    running = {"run": True, "reason": "", "job": {"session_id": None}}
+    agent, calls = _agent(monkeypatch, [running, {"state": "finished"},
+                                        running, {"state": "finished"}])
+    runs = []
+    handler = lambda ctx: runs.append(ctx.job_id) or {"ok": 1}  # noqa: E731
+    assert agent._run_job("job-unit0002", "reboot", handler, None, ()) == {"ok": 1}
+    with pytest.raises(Ignore):
+        agent._run_job("job-unit0002", "reboot", handler, None, ())
+    assert runs == ["job-unit0002"]
+    assert calls == ["running", "finish_success", "running", "finish_success"]
