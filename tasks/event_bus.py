@@ -109,7 +109,7 @@ def subscribe(role: str, event: str, sender_pattern: str = "#") -> Callable[[Han
                                       f"list, sender and event_id strings, got {args!r:.60} / "
                                       f"{sender!r:.40} / {event_id!r:.40}")
             return deliver_reliably(task, sub.queue, lambda: run_in_unit_of_work(
-                handle_once, (sub, event_id, list(args), sender)))
+                handle_once, (sub, event_id, list(args), sender, task.request.id)))
 
         return handler
 
@@ -121,10 +121,12 @@ def matching(event: str, sender: str) -> list[Subscription]:
 
 
 def handle_once(session: Session, sub: Subscription, event_id: str | None, args: list,
-                sender: str) -> Any:
+                sender: str, message_id: str | None = None) -> Any:
     """The handler, unless its receipt for ``event_id`` exists (then nothing runs). A
-    message with no event id (sent before receipts existed) runs as it is."""
-    if event_id is not None and not event_receipts.record(session, event_id, sub.task_name):
+    message with no event id (sent before receipts existed) runs as it is. ``message_id``:
+    the message's task id (its outbox row stops waiting for a receipt)."""
+    if event_id is not None and not event_receipts.record(session, event_id, sub.task_name,
+                                                          message_id):
         log.info("%s: event %s already handled; repeat ignored", sub.task_name, event_id)
         return {"duplicate": True}
     return sub.handler(session, args, sender)
@@ -140,16 +142,17 @@ def dispatch(session: Session, event: str, args: list, sender: str,
         else:
             outbox.tasks.send(session, sub.queue, sub.task_name, event, list(args), sender,
                               task_id=event_receipts.handler_message_id(event_id, sub.task_name),
-                              event_id=event_id)
+                              awaiting_receipt=True, event_id=event_id)
         sent.append(sub.task_name)
     return sent
 
 
 def dispatch_once(session: Session, event_id: str | None, event: str, args: list,
-                  sender: str) -> list[str] | dict[str, bool]:
+                  sender: str, message_id: str | None = None) -> list[str] | dict[str, bool]:
     """``dispatch`` with its ``dispatch`` receipt, in one transaction; a repeat of the event
-    (same id) writes nothing."""
-    if event_id is not None and not event_receipts.record(session, event_id, DISPATCH):
+    (same id) writes nothing. ``message_id``: as for ``handle_once``."""
+    if event_id is not None and not event_receipts.record(session, event_id, DISPATCH,
+                                                          message_id):
         log.info("event %s already dispatched; repeat ignored", event_id)
         return {"duplicate": True}
     return dispatch(session, event, args, sender, event_id)
@@ -172,7 +175,8 @@ def deliver(task: Task, event: str, args: list, sender: str,
                 not isinstance(sender, str) or not isinstance(event_id, str | None):
             raise MalformedEvent(f"malformed event: {event!r} {args!r} {sender!r} published "
                                  f"{published_at!r} id {event_id!r}"[:1000])
-        return run_in_unit_of_work(dispatch_once, (event_id, event, args, sender))
+        return run_in_unit_of_work(dispatch_once,
+                                   (event_id, event, args, sender, task.request.id))
 
     # A replayed dead letter keeps the event's id.
     return deliver_reliably(task, wire.EVENTS, run,

@@ -172,9 +172,17 @@ def db_url(request, tmp_path_factory):
     if request.param == "sqlite":  # a copy of the session's migrated template
         template = request.getfixturevalue("migrated_sqlite_template")
         return fast_db.copy_of(template, tmp_path_factory.mktemp("db") / "collector.sqlite3")
-    url = request.getfixturevalue("postgres_server").create_database("collector_test")
-    upgrade(url)
-    return url
+    server = request.getfixturevalue("postgres_server")
+    # pytest may set this session fixture up again for the same parameter when the tests
+    # of one process interleave (pytest-xdist): the database is made and migrated once.
+    if server.port not in _MIGRATED_PG:
+        url = server.create_database("collector_test")
+        upgrade(url)
+        _MIGRATED_PG[server.port] = url
+    return _MIGRATED_PG[server.port]
+
+
+_MIGRATED_PG: dict[int, str] = {}
 
 
 @pytest.fixture()

@@ -52,12 +52,14 @@ def take_deadline(settings: Settings, queue: str, job_name: str | None) -> float
 
 def write(
     session: Session, *, kind: str, name: str, payload: dict[str, Any], queue: str | None = None,
-    routing_key: str | None = None, task_id: str | None = None,
+    routing_key: str | None = None, task_id: str | None = None, awaiting_receipt: bool = False,
 ) -> OutboxMessage:
-    """Add one outbox row to the session; it is relayed after the commit."""
+    """Add one outbox row to the session; it is relayed after the commit.
+    ``awaiting_receipt``: sent again until its receiver writes its receipt (events)."""
     row = OutboxMessage(
         kind=kind, name=name, payload=payload, queue=queue, routing_key=routing_key,
         task_id=task_id or f"msg-{ids.new_uuid()}{ids.new_uuid()}",
+        awaiting_receipt=awaiting_receipt,
     )
     if session.info.get(RELAYED_BY_CALLER):
         row.claimed_until = utcnow() + timedelta(seconds=settings_of(session).outbox_claim_sec)
@@ -127,6 +129,7 @@ class Events:
         row = write(
             session, kind="event", name=wire.EVENT_DELIVER, routing_key=f"{event}.{sender}",
             payload={"args": [event, list(args), sender, to_iso(utcnow())], "kwargs": {}},
+            awaiting_receipt=True,
         )
         return row.task_id
 
@@ -135,10 +138,12 @@ class Tasks:
     """A plain Celery task to a named queue, sent after commit."""
 
     def send(self, session: Session, queue: str, name: str, *args: Any,
-             task_id: str | None = None, **kwargs: Any) -> str:
-        """``task_id``: a fixed message id (receivers recognise a repeat), else a new one."""
+             task_id: str | None = None, awaiting_receipt: bool = False, **kwargs: Any) -> str:
+        """``task_id``: a fixed message id (receivers recognise a repeat), else a new one;
+        ``awaiting_receipt``: sent again until its receiver writes its receipt."""
         row = write(session, kind="task", name=name, queue=queue, task_id=task_id,
-                    payload={"args": list(args), "kwargs": kwargs, "options": {}})
+                    payload={"args": list(args), "kwargs": kwargs, "options": {}},
+                    awaiting_receipt=awaiting_receipt)
         return row.task_id
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Integer, String
+from sqlalchemy import Boolean, Index, Integer, String, false, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from collector.models.base import Base, UTCDateTime
@@ -28,7 +28,12 @@ from collector.timeutil import utcnow
 
 class OutboxMessage(Base):
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_unsent", "sent_at", "created_at"),)
+    __table_args__ = (
+        Index("ix_outbox_unsent", "sent_at", "created_at"),
+        # The event re-send pass reads only the rows still waiting for their receipt.
+        Index("ix_outbox_awaiting_receipt", "sent_at", postgresql_where=text("awaiting_receipt"),
+              sqlite_where=text("awaiting_receipt")),
+    )
 
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     queue: Mapped[str | None] = mapped_column(String(255), nullable=True)
@@ -42,3 +47,8 @@ class OutboxMessage(Base):
     last_error: Mapped[str | None] = mapped_column(String(1000), nullable=True)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     failed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # An event's or an event handler's message, not processed yet by its receiver (cleared
+    # in the transaction that writes the receipt): re-sent while set
+    # (``collector.services.event_receipts``).
+    awaiting_receipt: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False,
+                                                   server_default=false())

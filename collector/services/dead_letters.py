@@ -62,9 +62,11 @@ def replay(session: Session, dead_letter_id: int) -> dict[str, Any]:
     if row.source == "outbox":
         _hand_back_outbox_row(session, row)
     else:
+        # An event's letter (its id travels along) is re-sent until it is handled.
         outbox.write(session, kind="task", name=row.task_name, queue=row.queue,
-                        payload={"args": list(row.args), "kwargs": dict(row.kwargs),
-                                 "options": {}})
+                     payload={"args": list(row.args), "kwargs": dict(row.kwargs),
+                              "options": {}},
+                     awaiting_receipt="event_id" in (row.kwargs or {}))
     row.replayed_at = utcnow()
     row.replay_count += 1
     return document(row)

@@ -1,16 +1,19 @@
 """Event receipts: each event dispatched once, each handler run once, what was lost re-sent.
 
-record(session, event_id, handler) -> bool: write the receipt in the caller's transaction;
-    False when it exists (the message is a repeat: do nothing). Two copies at once on
-    PostgreSQL: the second waits for the first's transaction (the unique index) and sees
-    its receipt once it commits, or writes its own if it rolled back.
+record(session, event_id, handler, message_id) -> bool: write the receipt in the caller's
+    transaction; False when it exists (the message is a repeat: do nothing). Two copies at
+    once on PostgreSQL: the second waits for the first's transaction (the unique index) and
+    sees its receipt once it commits, or writes its own if it rolled back. The message's
+    outbox row (``message_id``) stops waiting for a receipt (``awaiting_receipt``), in the
+    same transaction.
 handler_message_id(event_id, handler) -> the fixed task id of a handler's message, so a
     dispatcher that runs twice writes the same message.
 any_to_resend(session, older_than, retention) -> whether a pass has work (a read).
 resend_events(session, older_than, retention, limit) -> outbox row ids handed back to the
-    relay: messages sent more than ``older_than`` seconds ago whose receipt is missing
-    (an event with no ``dispatch`` receipt, a handler message with no receipt for its
-    handler), not parked as dead letters, created within ``retention``.
+    relay: messages sent more than ``older_than`` seconds ago still waiting for their
+    receipt (an event not dispatched, a handler message not handled), not parked as dead
+    letters, created within ``retention``. It reads the waiting rows only (a partial
+    index), however many events the outbox keeps.
 purge_receipts(session, older_than, limit) -> how many receipts older than that were
     deleted.
 
@@ -27,18 +30,14 @@ import hashlib
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, delete, exists, func, or_, select
+from sqlalchemy import Select, delete, exists, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from collector import wire
 from collector.db import dialect_name, skip_locked
-from collector.models import DISPATCH, DeadLetter, EventReceipt, OutboxMessage
+from collector.models import DeadLetter, EventReceipt, OutboxMessage
 from collector.timeutil import utcnow
-
-# The queues of every subscriber's handler messages (``events.<role>``).
-HANDLER_QUEUES = tuple(wire.event_queue(role) for role in wire.EVENT_SUBSCRIBERS)
 
 
 def handler_message_id(event_id: str, handler: str) -> str:
@@ -47,18 +46,21 @@ def handler_message_id(event_id: str, handler: str) -> str:
     return f"evh-{digest[:40]}"
 
 
-def record(session: Session, event_id: str, handler: str) -> bool:
-    """Write the receipt of ``handler`` for ``event_id``; False when it was there already."""
+def record(session: Session, event_id: str, handler: str,
+           message_id: str | None = None) -> bool:
+    """Write the receipt of ``handler`` for ``event_id``; False when it was there already.
+    The outbox row of the message being processed (``message_id``, its task id) stops
+    waiting for a receipt, in the same transaction."""
     insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
-    return session.execute(
+    written = session.execute(
         insert(EventReceipt).values(event_id=event_id, handler=handler, processed_at=utcnow())
         .on_conflict_do_nothing(index_elements=["event_id", "handler"])
         .returning(EventReceipt.id)).first() is not None
-
-
-def _event_id_of_kwargs() -> Any:
-    """The ``event_id`` keyword argument of an outbox row's message (NULL when none)."""
-    return OutboxMessage.payload[("kwargs", "event_id")].as_string()
+    if message_id is not None:
+        session.execute(update(OutboxMessage).where(
+            OutboxMessage.task_id == message_id, OutboxMessage.awaiting_receipt.is_(True))
+            .values(awaiting_receipt=False))
+    return written
 
 
 def any_to_resend(session: Session, older_than: float, retention: float) -> bool:
@@ -79,26 +81,15 @@ def resend_events(session: Session, older_than: float, retention: float,
 
 def _unconfirmed(older_than: float, retention: float) -> Select:
     """Outbox rows of event messages sent more than ``older_than`` seconds ago, created
-    within ``retention``, whose receipt is missing and that are not dead letters."""
+    within ``retention``, still waiting for their receipt and not dead letters (the partial
+    index ``ix_outbox_awaiting_receipt`` holds only the rows still waiting)."""
     now = utcnow()
-    # Dispatcher messages: events (the task id is the event id) and replayed dispatches
-    # (the event id travels as a keyword argument).
-    event_id = func.coalesce(_event_id_of_kwargs(), OutboxMessage.task_id)
-    undispatched = and_(
-        or_(OutboxMessage.kind == "event",
-            and_(OutboxMessage.kind == "task", OutboxMessage.name == wire.EVENT_DELIVER)),
-        ~exists().where(EventReceipt.event_id == event_id, EventReceipt.handler == DISPATCH))
-    unhandled = and_(
-        OutboxMessage.kind == "task", OutboxMessage.queue.in_(HANDLER_QUEUES),
-        _event_id_of_kwargs().is_not(None),
-        ~exists().where(EventReceipt.event_id == _event_id_of_kwargs(),
-                        EventReceipt.handler == OutboxMessage.name))
     return select(OutboxMessage).where(
+        OutboxMessage.awaiting_receipt.is_(True),
         OutboxMessage.sent_at.is_not(None),
         OutboxMessage.sent_at <= now - timedelta(seconds=older_than),
         OutboxMessage.created_at >= now - timedelta(seconds=retention),
         OutboxMessage.failed_at.is_(None),
-        or_(undispatched, unhandled),
         ~exists().where(DeadLetter.task_id == OutboxMessage.task_id))
 
 

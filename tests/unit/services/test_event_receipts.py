@@ -29,9 +29,9 @@ def test_a_handler_message_id_is_fixed_by_event_and_handler_and_fits_the_outbox(
 
 
 def _row(session, kind, *, sent_ago, name="events.deliver", queue=None, task_id=None,
-         kwargs=None, created_ago=None, failed=False):
+         kwargs=None, created_ago=None, failed=False, awaiting=True):
     now = utcnow()
-    row = OutboxMessage(
+    row = OutboxMessage(awaiting_receipt=awaiting,
         kind=kind, name=name, queue=queue, routing_key="hva/instance_terminated.hva.demo1"
         if kind == "event" else None, task_id=task_id or f"t-{kind}-{sent_ago}-{id(kwargs)}",
         payload={"args": TERMINATED, "kwargs": kwargs or {}, "options": {}},
@@ -46,7 +46,7 @@ def _row(session, kind, *, sent_ago, name="events.deliver", queue=None, task_id=
 def test_the_resend_pass_takes_what_has_no_receipt_once_its_deadline_passed(session):
     lost_event = _row(session, "event", sent_ago=60, task_id="ev-lost")
     dispatched = _row(session, "event", sent_ago=60, task_id="ev-done")
-    event_receipts.record(session, "ev-done", DISPATCH)
+    event_receipts.record(session, "ev-done", DISPATCH, "ev-done")
     _row(session, "event", sent_ago=5, task_id="ev-young")  # within its deadline
     _row(session, "event", sent_ago=60, created_ago=90_000, task_id="ev-old")  # past retention
     _row(session, "event", sent_ago=None, task_id="ev-unsent")  # the sweep's
@@ -58,21 +58,23 @@ def test_the_resend_pass_takes_what_has_no_receipt_once_its_deadline_passed(sess
 
     lost_handler = handler_row("ev-a", "h-lost")
     handler_row("ev-b", "h-done")
-    event_receipts.record(session, "ev-b", HANDLER)
+    event_receipts.record(session, "ev-b", HANDLER, "h-done")
     handler_row("ev-c", "h-parked")
     dead_letters.park(session, source="task", task_name=HANDLER, queue="events.alarm-collector",
                       task_id="h-parked", args=TERMINATED, kwargs={"event_id": "ev-c"},
                       error_type="ValueError", error="x")
     # Sent before receipts existed: no event id, not followed.
     _row(session, "task", sent_ago=60, name=HANDLER, queue="events.alarm-collector",
-         task_id="h-legacy")
-    # A replayed dispatcher letter carries its event's id.
+         task_id="h-legacy", awaiting=False)
+    # A replayed dispatcher letter carries its event's id; a repeat of one dispatched
+    # already stops waiting too.
     replayed = _row(session, "task", sent_ago=60, queue="events", task_id="replay-1",
                     kwargs={"event_id": "ev-replayed"})
     _row(session, "task", sent_ago=60, queue="events", task_id="replay-2",
          kwargs={"event_id": "ev-done"})
+    assert not event_receipts.record(session, "ev-done", DISPATCH, "replay-2")
     _row(session, "task", sent_ago=60, name="vnet-collector.schedule_vifs",
-         queue="vnet-collector", task_id="other")  # not an event's
+         queue="vnet-collector", task_id="other", awaiting=False)  # not an event's
 
     resent = event_receipts.resend_events(session, older_than=30, retention=86_400)
 
@@ -111,6 +113,7 @@ def test_the_dispatcher_fans_an_event_out_once_under_fixed_handler_ids(session):
     assert dispatch_once(session, "ev-x", event, args, sender) == {"duplicate": True}
     rows = session.query(OutboxMessage).filter(OutboxMessage.name.in_(sent)).all()
     assert sorted(r.name for r in rows) == sorted(sent)  # one row per handler, once
+    assert all(r.awaiting_receipt for r in rows)  # re-sent until handled
     assert {r.task_id for r in rows} == {event_receipts.handler_message_id("ev-x", r.name)
                                          for r in rows}
     assert all(r.payload["kwargs"] == {"event_id": "ev-x"} for r in rows)
@@ -122,7 +125,11 @@ def test_a_handler_runs_once_per_event_id(session):
     ran = []
     sub = Subscription("alarm-collector", "hva/instance_terminated", "#", "on_x",
                        lambda _session, args, sender: ran.append((args, sender)) or "done")
-    assert handle_once(session, sub, "ev-y", ["i-1"], "hva.demo1") == "done"
+    message = _row(session, "task", sent_ago=60, name="events.alarm-collector.on_x",
+                   queue="events.alarm-collector", task_id="h-y", kwargs={"event_id": "ev-y"})
+    assert handle_once(session, sub, "ev-y", ["i-1"], "hva.demo1", "h-y") == "done"
+    session.refresh(message)
+    assert not message.awaiting_receipt  # handled: never re-sent
     assert handle_once(session, sub, "ev-y", ["i-1"], "hva.demo1") == {"duplicate": True}
     assert handle_once(session, sub, "ev-z", ["i-1"], "hva.demo1") == "done"
     assert handle_once(session, sub, None, ["i-1"], "hva.demo1") == "done"  # no id: runs
