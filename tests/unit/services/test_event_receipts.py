@@ -3,6 +3,7 @@ alone; the delivery end to end is tests/integration/delivery/test_events_exactly
 
 from datetime import timedelta
 
+from collector.ids import new_uuid
 from collector.models import DISPATCH, EventReceipt, OutboxMessage
 from collector.services import dead_letters, event_receipts
 from collector.timeutil import utcnow
@@ -12,12 +13,14 @@ TERMINATED = ["hva/instance_terminated", ["i-abc12345"], "hva.demo1"]
 
 
 def test_a_receipt_is_written_once_per_event_and_handler(session):
-    assert event_receipts.record(session, "ev-1", DISPATCH)
-    assert not event_receipts.record(session, "ev-1", DISPATCH)
-    assert event_receipts.record(session, "ev-1", HANDLER)
-    assert event_receipts.record(session, "ev-2", HANDLER)
-    assert not event_receipts.record(session, "ev-2", HANDLER)
-    assert session.query(EventReceipt).count() == 3
+    # The database may be shared with other tests: only this test's events are counted.
+    one, two = f"ev-1-{new_uuid()}", f"ev-2-{new_uuid()}"
+    assert event_receipts.record(session, one, DISPATCH)
+    assert not event_receipts.record(session, one, DISPATCH)
+    assert event_receipts.record(session, one, HANDLER)
+    assert event_receipts.record(session, two, HANDLER)
+    assert not event_receipts.record(session, two, HANDLER)
+    assert session.query(EventReceipt).filter(EventReceipt.event_id.in_([one, two])).count() == 3
 
 
 def test_a_handler_message_id_is_fixed_by_event_and_handler_and_fits_the_outbox():
@@ -43,17 +46,22 @@ def _row(session, kind, *, sent_ago, name="events.deliver", queue=None, task_id=
     return row
 
 
+# Rows sent SENT seconds ago, past a deadline of DEADLINE: in a database shared with other
+# tests (PostgreSQL), every row of theirs was sent more recently and is left out.
+SENT, DEADLINE, YOUNG = 50_000, 40_000, 30_000
+
+
 def test_the_resend_pass_takes_what_has_no_receipt_once_its_deadline_passed(session):
-    lost_event = _row(session, "event", sent_ago=60, task_id="ev-lost")
-    dispatched = _row(session, "event", sent_ago=60, task_id="ev-done")
+    lost_event = _row(session, "event", sent_ago=SENT, task_id="ev-lost")
+    dispatched = _row(session, "event", sent_ago=SENT, task_id="ev-done")
     event_receipts.record(session, "ev-done", DISPATCH, "ev-done")
-    _row(session, "event", sent_ago=5, task_id="ev-young")  # within its deadline
-    _row(session, "event", sent_ago=60, created_ago=90_000, task_id="ev-old")  # past retention
+    _row(session, "event", sent_ago=YOUNG, task_id="ev-young")  # within its deadline
+    _row(session, "event", sent_ago=SENT, created_ago=90_000, task_id="ev-old")  # past retention
     _row(session, "event", sent_ago=None, task_id="ev-unsent")  # the sweep's
-    _row(session, "event", sent_ago=60, task_id="ev-failed", failed=True)  # a dead letter's
+    _row(session, "event", sent_ago=SENT, task_id="ev-failed", failed=True)  # a dead letter's
 
     def handler_row(event_id, task_id):
-        return _row(session, "task", sent_ago=60, name=HANDLER, queue="events.alarm-collector",
+        return _row(session, "task", sent_ago=SENT, name=HANDLER, queue="events.alarm-collector",
                     task_id=task_id, kwargs={"event_id": event_id})
 
     lost_handler = handler_row("ev-a", "h-lost")
@@ -64,42 +72,44 @@ def test_the_resend_pass_takes_what_has_no_receipt_once_its_deadline_passed(sess
                       task_id="h-parked", args=TERMINATED, kwargs={"event_id": "ev-c"},
                       error_type="ValueError", error="x")
     # Sent before receipts existed: no event id, not followed.
-    _row(session, "task", sent_ago=60, name=HANDLER, queue="events.alarm-collector",
+    _row(session, "task", sent_ago=SENT, name=HANDLER, queue="events.alarm-collector",
          task_id="h-legacy", awaiting=False)
     # A replayed dispatcher letter carries its event's id; a repeat of one dispatched
     # already stops waiting too.
-    replayed = _row(session, "task", sent_ago=60, queue="events", task_id="replay-1",
+    replayed = _row(session, "task", sent_ago=SENT, queue="events", task_id="replay-1",
                     kwargs={"event_id": "ev-replayed"})
-    _row(session, "task", sent_ago=60, queue="events", task_id="replay-2",
+    _row(session, "task", sent_ago=SENT, queue="events", task_id="replay-2",
          kwargs={"event_id": "ev-done"})
     assert not event_receipts.record(session, "ev-done", DISPATCH, "replay-2")
-    _row(session, "task", sent_ago=60, name="vnet-collector.schedule_vifs",
+    _row(session, "task", sent_ago=SENT, name="vnet-collector.schedule_vifs",
          queue="vnet-collector", task_id="other", awaiting=False)  # not an event's
 
-    resent = event_receipts.resend_events(session, older_than=30, retention=86_400)
+    resent = event_receipts.resend_events(session, older_than=DEADLINE, retention=86_400)
 
     assert sorted(resent) == sorted([lost_event.id, lost_handler.id, replayed.id])
     assert lost_event.sent_at is None and lost_handler.sent_at is None  # for the relay
     assert dispatched.sent_at is not None
     # Unsent now: not taken again until the relay has sent it and the deadline passed again.
-    assert event_receipts.resend_events(session, older_than=30, retention=86_400) == []
+    assert event_receipts.resend_events(session, older_than=DEADLINE, retention=86_400) == []
 
 
 def test_the_resend_pass_is_bounded(session):
     for n in range(5):
-        _row(session, "event", sent_ago=60 + n, task_id=f"ev-{n}")
-    first = event_receipts.resend_events(session, older_than=30, retention=86_400, limit=3)
-    second = event_receipts.resend_events(session, older_than=30, retention=86_400, limit=3)
+        _row(session, "event", sent_ago=SENT + n, task_id=f"ev-{n}")
+    first = event_receipts.resend_events(session, older_than=DEADLINE, retention=86_400, limit=3)
+    second = event_receipts.resend_events(session, older_than=DEADLINE, retention=86_400, limit=3)
     assert len(first) == 3 and len(second) == 2 and not set(first) & set(second)
 
 
 def test_old_receipts_are_purged(session):
-    event_receipts.record(session, "ev-new", DISPATCH)
-    session.add(EventReceipt(event_id="ev-old", handler=DISPATCH,
+    new, old = f"ev-new-{new_uuid()}", f"ev-old-{new_uuid()}"
+    event_receipts.record(session, new, DISPATCH)
+    session.add(EventReceipt(event_id=old, handler=DISPATCH,
                              processed_at=utcnow() - timedelta(days=3)))
     session.flush()
-    assert event_receipts.purge_receipts(session, older_than=2 * 86_400) == 1
-    assert [r.event_id for r in session.query(EventReceipt)] == ["ev-new"]
+    assert event_receipts.purge_receipts(session, older_than=2 * 86_400) >= 1
+    assert [r.event_id for r in session.query(EventReceipt).filter(
+        EventReceipt.event_id.in_([new, old]))] == [new]
 
 
 def test_the_dispatcher_fans_an_event_out_once_under_fixed_handler_ids(session):
@@ -108,15 +118,17 @@ def test_the_dispatcher_fans_an_event_out_once_under_fixed_handler_ids(session):
     from tasks.event_bus import dispatch_once
 
     event, args, sender = TERMINATED
-    sent = dispatch_once(session, "ev-x", event, args, sender)
+    event_id = f"ev-x-{new_uuid()}"
+    sent = dispatch_once(session, event_id, event, args, sender)
     assert HANDLER in sent
-    assert dispatch_once(session, "ev-x", event, args, sender) == {"duplicate": True}
-    rows = session.query(OutboxMessage).filter(OutboxMessage.name.in_(sent)).all()
+    assert dispatch_once(session, event_id, event, args, sender) == {"duplicate": True}
+    rows = session.query(OutboxMessage).filter(OutboxMessage.payload[
+        ("kwargs", "event_id")].as_string() == event_id).all()
     assert sorted(r.name for r in rows) == sorted(sent)  # one row per handler, once
     assert all(r.awaiting_receipt for r in rows)  # re-sent until handled
-    assert {r.task_id for r in rows} == {event_receipts.handler_message_id("ev-x", r.name)
+    assert {r.task_id for r in rows} == {event_receipts.handler_message_id(event_id, r.name)
                                          for r in rows}
-    assert all(r.payload["kwargs"] == {"event_id": "ev-x"} for r in rows)
+    assert all(r.payload["kwargs"] == {"event_id": event_id} for r in rows)
 
 
 def test_a_handler_runs_once_per_event_id(session):
