@@ -167,21 +167,27 @@ def _check_flower(env: dict, data_dir: str) -> None:
         flower.wait(10)
 
 
+def _installation(postgres_server, tmp_path_factory, kind: str, redis):  # noqa: ANN001
+    """A database, and a worker, beat and an agent on ``redis`` (its ``url()`` and
+    ``env()``): the fixture's value, ``redis`` under the key "cluster" or "server"."""
+    db_url = _database(postgres_server, kind)
+    node = f"hva.{kind[0]}{new_uuid()[:8]}"
+    data_dir = str(tmp_path_factory.mktemp(f"{kind}-beat"))
+    processes = _start_all(db_url, redis.url(), redis.env(), data_dir, node)
+    try:
+        yield {"cluster" if kind == "sentinel" else "server": redis, "db_url": db_url,
+               "node": node, "data_dir": data_dir, **processes}
+    finally:
+        _stop(processes)
+
+
 # --- Sentinel ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def sentinel(postgres_server, tmp_path_factory):
-    db_url = _database(postgres_server, "sentinel")
-    node = f"hva.s{new_uuid()[:8]}"
     with SentinelCluster() as cluster:
-        data_dir = str(tmp_path_factory.mktemp("sentinel-beat"))
-        processes = _start_all(db_url, cluster.url(), cluster.env(), data_dir, node)
-        try:
-            yield {"cluster": cluster, "db_url": db_url, "node": node, "data_dir": data_dir,
-                   **processes}
-        finally:
-            _stop(processes)
+        yield from _installation(postgres_server, tmp_path_factory, "sentinel", cluster)
 
 
 @pytest.fixture
@@ -242,16 +248,8 @@ def tls(postgres_server, tmp_path_factory):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message, pytrace=False)
         pytest.skip(message)
-    db_url = _database(postgres_server, "tls")
-    node = f"hva.t{new_uuid()[:8]}"
     with TlsRedis(binary, client_certs=True) as server:
-        data_dir = str(tmp_path_factory.mktemp("tls-beat"))
-        processes = _start_all(db_url, server.url(), server.env(), data_dir, node)
-        try:
-            yield {"server": server, "db_url": db_url, "node": node, "data_dir": data_dir,
-                   **processes}
-        finally:
-            _stop(processes)
+        yield from _installation(postgres_server, tmp_path_factory, "tls", server)
 
 
 @pytest.fixture
