@@ -262,12 +262,13 @@ class Run:
         last, progress = time.time(), 0
         sent = text("SELECT q.resource_id, o.sent_at FROM outbox o JOIN queued_jobs q "
                     "ON q.task_id = o.task_id WHERE o.id > :since AND o.sent_at IS NOT NULL "
-                    "AND q.queue_name LIKE :queue")
+                    "AND q.queue_name LIKE :queue ORDER BY o.id")
         while True:
             with unit_of_work(self.url, readonly=True) as session:
                 for resource_id, sent_at in session.execute(
                         sent, {"since": since_outbox, "queue": BOOT_QUEUE + "%"}):
-                    if resource_id in wanted:
+                    # The first send: a boot job no agent takes is sent again later.
+                    if resource_id in wanted and resource_id not in placed:
                         if sent_at.tzinfo is None:
                             sent_at = sent_at.replace(tzinfo=UTC)
                         placed[resource_id] = sent_at.timestamp()

@@ -32,12 +32,16 @@ receipt in it, rolled back, so a replay runs. If the database is too down to tak
 letter, the message stays in the broker, retried at the longest backoff until it can be
 handled or parked.
 
+An event no Collector handler subscribes to (agents may, on their own queues) is sent once
+and dispatched with no transaction: nothing waits for its receipt.
+
 The dispatcher runs only from messages published to the events exchange (or found on its
 own queue); a handler task only from its role's queue (``tasks.base``).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Callable
@@ -117,7 +121,31 @@ def subscribe(role: str, event: str, sender_pattern: str = "#") -> Callable[[Han
 
 
 def matching(event: str, sender: str) -> list[Subscription]:
+    _load_every_subscription()
     return [s for s in SUBSCRIPTIONS if s.matches(event, sender)]
+
+
+_every_module_loaded = False
+
+
+def _load_every_subscription() -> None:
+    """Subscriptions register on import: every task module is imported before the first
+    answer, so a process that serves one role knows the others' subscriptions too."""
+    global _every_module_loaded
+    if not _every_module_loaded:
+        from tasks.app import TASK_MODULES
+
+        for name in TASK_MODULES:
+            importlib.import_module(name)
+        _every_module_loaded = True
+
+
+def handled_by_collector(event: str, sender: str) -> bool:
+    """Whether some Collector handler subscribes to ``event`` from ``sender``."""
+    return bool(matching(event, sender))
+
+
+outbox.route_events_by(handled_by_collector)
 
 
 def handle_once(session: Session, sub: Subscription, event_id: str | None, args: list,
@@ -175,6 +203,8 @@ def deliver(task: Task, event: str, args: list, sender: str,
                 not isinstance(sender, str) or not isinstance(event_id, str | None):
             raise MalformedEvent(f"malformed event: {event!r} {args!r} {sender!r} published "
                                  f"{published_at!r} id {event_id!r}"[:1000])
+        if not matching(event, sender):
+            return []  # only agents may take it: no receipt to keep, nothing to write
         return run_in_unit_of_work(dispatch_once,
                                    (event_id, event, args, sender, task.request.id))
 

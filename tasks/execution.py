@@ -78,7 +78,8 @@ def relay_after_commit(outbox_rows: list[Any]) -> None:
     if not outbox_rows:
         return
     try:
-        relay.publish_committed(relay.publisher(app.conf.broker_url), outbox_rows)
+        relay.publish_committed(relay.publisher(app.conf.broker_url), outbox_rows,
+                                settings=worker_settings())
     except Exception:  # noqa: BLE001 - committed work stays committed; the sweep retries
         log.warning("relay after commit failed; the outbox sweep will send %d row(s)",
                     len(outbox_rows), exc_info=True)

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from collector import wire
 from collector.errors import TransientError
+from collector.services.jobs import own_jobs
 from tasks.app import app
 from tasks.arguments import ArgumentValidator
 from tasks.event_bus import backoff
@@ -86,6 +87,16 @@ class RetryTransient:
             else None
 
 
+def _finishing_job(fn: Callable[..., Any], job_id: str) -> Callable[..., Any]:
+    """``fn``, then its job's ledger row finished in the same transaction."""
+
+    def work(session: Session, *args: Any, **kwargs: Any) -> Any:
+        return own_jobs.run(session, job_id, fn, args, kwargs)
+
+    work.__qualname__ = fn.__qualname__
+    return work
+
+
 class Endpoint:
     """A named group of tasks served from the queue of the same name.
 
@@ -93,13 +104,18 @@ class Endpoint:
     returns what the task answers; it may raise, failing the task without undoing the
     commit (a job whose failure is itself state to keep, such as a failed placement).
     ``retry``, when given, is the retry policy of every task of the endpoint.
+    ``finishes_own_jobs``: a task run from a job of the ledger (its id ``job-...``) ends that
+    job in its own transaction (``own_jobs.run``, which also batches waiting placements); the
+    relay sends such jobs with no success callback (``tasks.relay``), only the failure one
+    for what never committed.
     """
 
     def __init__(self, name: str, on_committed: Callable[[Any], Any] | None = None,
-                 retry: RetryTransient | None = None) -> None:
+                 retry: RetryTransient | None = None, finishes_own_jobs: bool = False) -> None:
         self.name = name
         self.on_committed = on_committed
         self.retry = retry
+        self.finishes_own_jobs = finishes_own_jobs
         self.tasks: dict[str, Task] = {}
         _register_ping(name)
 
@@ -128,13 +144,18 @@ class Endpoint:
         task_name = wire.task(self.name, method)
         on_committed = self.on_committed
         policy = retry or self.retry
+        finishes_own_jobs = self.finishes_own_jobs
 
         def run(task: Task, *args: Any, **kwargs: Any) -> Any:
             # The task class checked the arguments with ``validator`` before this runs.
+            work = fn
+            job_id = str(task.request.id or "")
+            if finishes_own_jobs and job_id.startswith(JOB_ID_PREFIX):
+                work = _finishing_job(fn, job_id)
             try:
                 if guard is not None:
                     guard(*args, **kwargs)
-                answer = run_in_unit_of_work(fn, args, kwargs, readonly=readonly)
+                answer = run_in_unit_of_work(work, args, kwargs, readonly=readonly)
             except TransientError as exc:
                 countdown = policy.countdown(task) if policy is not None else None
                 if countdown is None:

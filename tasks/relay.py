@@ -36,8 +36,8 @@ from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from collector import wire
-from collector.config import load_settings, redis_transport_options, ssl_options_for
-from collector.db import db_now, skip_locked, unit_of_work
+from collector.config import Settings, load_settings, redis_transport_options, ssl_options_for
+from collector.db import db_now, get_engine, outbox, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.redaction import masked_repr
 from collector.services import dead_letters
@@ -103,8 +103,12 @@ def publish_one(app: Celery, row: OutboxMessage, job_expires: int) -> None:
         # fails the ledger row of a job that expired before any agent started it.
         options.setdefault("expires", job_expires)
         # The ledger hears the outcome even from agents that do not report (plain Celery).
-        options["link"] = app.signature(LEDGER_SUCCEEDED, args=[row.task_id], immutable=True,
-                                        queue=wire.JOBQUEUE_PROXY)
+        # The Collector's own jobs end their ledger row in the transaction of their work
+        # (``Endpoint(finishes_own_jobs=True)``): only a failure that committed nothing
+        # needs telling.
+        if row.queue not in outbox.COLLECTOR_JOB_QUEUES:
+            options["link"] = app.signature(LEDGER_SUCCEEDED, args=[row.task_id],
+                                            immutable=True, queue=wire.JOBQUEUE_PROXY)
         options["link_error"] = app.signature(LEDGER_FAILED, args=[row.task_id],
                                               immutable=True, queue=wire.JOBQUEUE_PROXY)
     app.send_task(
@@ -149,16 +153,24 @@ def _publish_all(app: Celery, rows: Sequence[OutboxMessage], job_expires: int) -
     return outcome
 
 
+def _stamp_sent(ids: list[int], now: Any) -> Any:
+    return update(OutboxMessage).where(
+        OutboxMessage.id.in_(ids), OutboxMessage.sent_at.is_(None)).values(
+        sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1)
+
+
 def _stamp(outcome: Outcome, db_url: str | None) -> None:
     """Record an outcome in one short transaction."""
     if not (outcome.sent or outcome.failed or outcome.untried):
         return
+    if not (outcome.failed or outcome.untried):  # the usual outcome: one UPDATE, no session
+        with get_engine(db_url).begin() as conn:
+            conn.execute(_stamp_sent(outcome.sent, utcnow()))
+        return
     with unit_of_work(db_url) as session:
         now = utcnow()
         if outcome.sent:
-            session.execute(update(OutboxMessage).where(
-                OutboxMessage.id.in_(outcome.sent), OutboxMessage.sent_at.is_(None)).values(
-                sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1))
+            session.execute(_stamp_sent(outcome.sent, now))
         if outcome.untried:
             session.execute(update(OutboxMessage).where(
                 OutboxMessage.id.in_(outcome.untried), OutboxMessage.sent_at.is_(None)).values(
@@ -189,13 +201,15 @@ def _count_failures(session: Session, failed: dict[int, str], now: Any) -> None:
                       row.id, row.kind, row.name, row.attempts, letter)
 
 
-def publish_committed(app: Celery, rows: Sequence[OutboxMessage],
-                      db_url: str | None = None) -> int:
-    """The after-commit path: publish rows just committed (in memory), then stamp them."""
+def publish_committed(app: Celery, rows: Sequence[OutboxMessage], db_url: str | None = None,
+                      settings: Settings | None = None) -> int:
+    """The after-commit path: publish rows just committed (in memory), then stamp them.
+    ``settings``: the caller's (a worker reads its own once), else read now."""
     if not rows:
         return 0
-    outcome = _publish_all(app, rows, load_settings().job_expires)
-    _stamp(outcome, db_url)
+    settings = settings or load_settings()
+    outcome = _publish_all(app, rows, settings.job_expires)
+    _stamp(outcome, db_url or settings.database_url)
     return len(outcome.sent)
 
 

@@ -19,7 +19,7 @@ leaves them alone meanwhile, so a row is not published by both at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -117,19 +117,34 @@ class Jobs:
         return job_id
 
 
+# Whether an event (name, sender) has a handler in the Collector: installed by the task
+# layer's event bus, which knows the subscriptions. Unknown (None): every event has one.
+_handled_by_collector: Callable[[str, str], bool] | None = None
+
+
+def route_events_by(handled_by_collector: Callable[[str, str], bool] | None) -> None:
+    """Install what says whether an event has a Collector handler (None: assume it has)."""
+    global _handled_by_collector
+    _handled_by_collector = handled_by_collector
+
+
 class Events:
-    """Events fan out to every subscribing role (see ``collector.services.event_bus``)."""
+    """Events fan out to every subscribing role (see ``tasks.event_bus``)."""
 
     def publish(
         self, session: Session, event: str, args: Iterable[Any] = (),
         sender: str = wire.COLLECTOR_SENDER,
     ) -> str:
+        """An event is sent again until the Collector's dispatcher has its receipt, when a
+        Collector handler takes it; one that only agents may subscribe to is sent once (its
+        dispatch writes nothing)."""
         if not isinstance(event, str) or not event:
             raise ValueError("event name must be a non-empty string")
+        handled = _handled_by_collector is None or _handled_by_collector(event, sender)
         row = write(
             session, kind="event", name=wire.EVENT_DELIVER, routing_key=f"{event}.{sender}",
             payload={"args": [event, list(args), sender, to_iso(utcnow())], "kwargs": {}},
-            awaiting_receipt=True,
+            awaiting_receipt=handled,
         )
         return row.task_id
 

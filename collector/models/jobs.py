@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from collector import wire
 from collector.errors import UnknownJob
 from collector.models.base import Base, Taggable, Timestamps, UTCDateTime, register_taggable
+
+WAITING_PLACEMENTS = f"queue_name = '{wire.SCHEDULER}' AND state = 'pending'"
 
 
 @register_taggable
@@ -27,6 +30,9 @@ class QueuedJob(Taggable, Timestamps, Base):
         Index("ix_queued_jobs_state_heartbeat", "state", "heartbeat_at"),
         Index("ix_queued_jobs_state_finished", "state", "finished_at"),
         Index("ix_queued_jobs_state_redeliver", "state", "redeliver_at"),
+        # The scheduler's waiting jobs only: the placements a job takes along (own_jobs).
+        Index("ix_queued_jobs_waiting_placements", "id",
+              postgresql_where=text(WAITING_PLACEMENTS), sqlite_where=text(WAITING_PLACEMENTS)),
     )
     prefix = "job"
     not_found = UnknownJob

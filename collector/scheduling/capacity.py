@@ -36,7 +36,9 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Integer,
+    String,
     and_,
+    bindparam,
     case,
     cast,
     delete,
@@ -211,6 +213,18 @@ def hypervisor_available(session: Session, hypervisor: str) -> bool:
     return matching_host_exists(session, hypervisor)
 
 
+def some_host_fits(session: Session, hypervisor: str, cpu_cores: int, memory_size: int) -> bool:
+    """Some online schedulable host of this hypervisor has this much cpu and memory left of
+    what it offers: then ``hypervisor_available`` and ``domain_host_capacity`` both hold.
+    It reads hosts until the first that fits, not the whole fleet (the common answer of a
+    request's checks, whatever the fleet's size)."""
+    return bool(session.scalar(select(exists().where(
+        HostNode.node_id == NodeState.node_id, _schedulable_hosts(),
+        HostNode.hypervisor == hypervisor,
+        offered_cpu_cores() - HostNode.used_cpu_cores >= cpu_cores,
+        offered_memory_size() - HostNode.used_memory_size >= memory_size))))
+
+
 def domain_host_capacity(session: Session, cpu_cores: int, memory_size: int) -> bool:
     """Online schedulable hosts together have this much cpu and memory left (spec 5.4), of
     what they offer (physical x allocation ratio); a host using more than it offers (its
@@ -310,40 +324,79 @@ def claim_best(session: Session, request: HostRequest, instance: Instance, order
     """PostgreSQL, for strategies whose ranking IS ``host_candidates``' order: claim the
     best fitting host that no other transaction holds, reading, ranking and claiming in
     one statement (a busy host is passed over wherever it ranks). None when there is no
-    such host right now: the caller then ranks and waits as usual."""
-    cpu, memory, disk = request.cpu_cores, request.memory_size, request.disk_bytes
+    such host right now: the caller then ranks and waits as usual.
+
+    Without a hard placement group the statement is built once per order and allocation
+    ratio defaults (``_claim_best_statement``), its values bound at each call: building it
+    cost more than running it."""
     group = groups.hold(session, instance)
-    best = (select(HostNode.id).join(NodeState, NodeState.node_id == HostNode.node_id)
-            .where(_schedulable_hosts(), HostNode.hypervisor == request.hypervisor,
-                   HostNode.arch == request.arch, _host_fits(cpu, memory, disk),
-                   *groups.conditions(group))
-            .order_by(*_host_order(order)).limit(1)
-            .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
-    claimed = (_add_usage(instance, disk).where(HostNode.id == best,
-                                                *_claimable(cpu, memory, disk, group=group))
-               .returning(*_host_columns()[:-1]).cte("claimed"))
-    now = utcnow()
-    allocated = (insert(HostAllocation).from_select(
-        ["instance_id", "host_node_id", "cpu_cores", "memory_size", "disk_bytes", "created_at",
-         "updated_at"],
-        select(literal(instance.id), claimed.c.id, literal(cpu), literal(memory),
-               literal(disk, BigInteger), literal(now, HostAllocation.created_at.type),
-               literal(now, HostAllocation.updated_at.type)))
-        .returning(HostAllocation.host_node_id).cte("allocated"))
-    row = session.execute(select(claimed, literal("online").label("state"))
-                          .join(allocated, allocated.c.host_node_id == claimed.c.id)).first()
+    values = {"claim_cpu": request.cpu_cores, "claim_memory": request.memory_size,
+              "claim_disk": request.disk_bytes, "claim_hypervisor": request.hypervisor,
+              "claim_arch": request.arch, "claim_instance_id": instance.id,
+              "claim_now": utcnow()}
+    if group is None:
+        config = scheduler_config()
+        stmt = _claim_best_statement(order, config.cpu_allocation_ratio_milli,
+                                     config.ram_allocation_ratio_milli)
+    else:
+        stmt = _build_claim_best(order, group)
+    row = session.execute(stmt, values).first()
     if row is None:
         return None
     _claimed(session, instance, row.id)
     return _host_candidate(row)
 
 
+_CLAIM_BEST: dict[tuple[str, int, int], Any] = {}
+
+
+def _claim_best_statement(order: str, cpu_milli: int, ram_milli: int) -> Any:
+    """``_build_claim_best`` without a group, kept per order and ratio defaults (the
+    defaults are written into the statement when it is built)."""
+    key = (order, cpu_milli, ram_milli)
+    if key not in _CLAIM_BEST:
+        _CLAIM_BEST[key] = _build_claim_best(order, None)
+    return _CLAIM_BEST[key]
+
+
+def _build_claim_best(order: str, group: GroupRule | None) -> Any:
+    """``claim_best``'s statement, the request bound at execution: ``claim_cpu``,
+    ``claim_memory``, ``claim_disk``, ``claim_hypervisor``, ``claim_arch``,
+    ``claim_instance_id``, ``claim_now`` (not column names: an UPDATE would take a
+    parameter named as one of its table's columns for a value to SET)."""
+    cpu, memory = bindparam("claim_cpu", type_=Integer), bindparam("claim_memory", type_=Integer)
+    disk = bindparam("claim_disk", type_=BigInteger)
+    now = bindparam("claim_now", type_=HostAllocation.created_at.type)
+    best = (select(HostNode.id).join(NodeState, NodeState.node_id == HostNode.node_id)
+            .where(_schedulable_hosts(),
+                   HostNode.hypervisor == bindparam("claim_hypervisor", type_=String),
+                   HostNode.arch == bindparam("claim_arch", type_=String),
+                   _host_fits(cpu, memory, disk), *groups.conditions(group))
+            .order_by(*_host_order(order)).limit(1)
+            .with_for_update(of=HostNode, skip_locked=True).scalar_subquery())
+    claimed = (_add_usage_of(cpu, memory, disk, now)
+               .where(HostNode.id == best, *_claimable(cpu, memory, disk, group=group))
+               .returning(*_host_columns()[:-1]).cte("claimed"))
+    allocated = (insert(HostAllocation).from_select(
+        ["instance_id", "host_node_id", "cpu_cores", "memory_size", "disk_bytes", "created_at",
+         "updated_at"],
+        select(bindparam("claim_instance_id", type_=Integer), claimed.c.id, cpu, memory, disk,
+               now, now))
+        .returning(HostAllocation.host_node_id).cte("allocated"))
+    return (select(claimed, literal("online").label("state"))
+            .join(allocated, allocated.c.host_node_id == claimed.c.id))
+
+
 def _add_usage(instance: Instance, disk_bytes: int) -> Any:
+    return _add_usage_of(instance.cpu_cores, instance.memory_size, disk_bytes, utcnow())
+
+
+def _add_usage_of(cpu_cores: Any, memory_size: Any, disk_bytes: Any, now: Any) -> Any:
     # updated_at given, not left to its onupdate: a statement nested in a CTE cannot
     # compute column defaults
     return update(HostNode).values(
-        updated_at=utcnow(), used_cpu_cores=HostNode.used_cpu_cores + instance.cpu_cores,
-        used_memory_size=HostNode.used_memory_size + instance.memory_size,
+        updated_at=now, used_cpu_cores=HostNode.used_cpu_cores + cpu_cores,
+        used_memory_size=HostNode.used_memory_size + memory_size,
         used_disk_bytes=HostNode.used_disk_bytes + disk_bytes)
 
 

@@ -87,7 +87,7 @@ class HeldHost:
     node_id: str
 
 
-def _load_instance(session: Session, instance_id: str) -> Instance:
+def load_instance(session: Session, instance_id: str) -> Instance:
     """The instance under a row lock (a concurrent duplicate job waits, then sees the new
     state), with what placement reads: image, volumes, vifs."""
     raw = ids.raw_part(instance_id, Instance.prefix)
@@ -198,7 +198,7 @@ def _dispatch_new(session: Session, inst: Instance, host: HeldHost, placed: dict
 
 def schedule_instance(session: Session, instance_id: str) -> dict[str, Any]:
     """Place a new instance (state ``scheduling``) and dispatch its boot."""
-    return schedule_loaded(session, _load_instance(session, instance_id))
+    return schedule_loaded(session, load_instance(session, instance_id))
 
 
 def schedule_loaded(session: Session, inst: Instance,
@@ -251,7 +251,7 @@ def _lease_missing_addresses(session: Session, inst: Instance, st: ServiceTypeCo
 
 def schedule_start_instance(session: Session, instance_id: str) -> dict[str, Any]:
     """Place a stopped instance again (state ``scheduling``) and dispatch its boot."""
-    inst = _load_instance(session, instance_id)
+    inst = load_instance(session, instance_id)
     if inst.state != EXPECTED_STATE:
         return _noop("instance", inst.canonical_uuid, inst.state)
     config = scheduler_config()

@@ -10,10 +10,11 @@ the configuration says ``evacuate_on_node_offline = true`` (queue ``events.sched
 A handler applies a failed placement itself (a new instance ``terminated``, a start back to
 ``stopped``, a volume ``deleted``, the reason recorded) and returns it, so that state is
 committed. Only then does the task fail, with the typed error of the outcome
-(``InsufficientCapacity``, ``NoMatchingHostNode``, ``OutOfIpRange``, ...): the job's ledger
-row ends ``finished/fail`` with that reason (``link_error`` ->
-``jobqueue-proxy.job_failed``), and a caller of the task sees the same error. Outcomes
-``placed`` and ``noop`` (a repeated or late job) answer the outcome document.
+(``InsufficientCapacity``, ``NoMatchingHostNode``, ``OutOfIpRange``, ...), and a caller of
+the task sees that error. A job of the ledger ends in the transaction of its work
+(``finishes_own_jobs``): ``finished/success``, or ``finished/fail`` with the outcome's
+reason, with no callback in between. Outcomes ``placed`` and ``noop`` (a repeated or late
+job) answer the outcome document.
 
 A job that meets ``TransientError`` (the database unreachable, a pool timeout, deadlocks
 beyond the in-place retries) changed nothing and is retried by Celery with backoff for
@@ -57,7 +58,7 @@ def fail_on_failed_outcome(outcome: Any) -> Any:
 
 # The jobs the API submits, by the names it submits them under.
 endpoint = Endpoint(wire.SCHEDULER, on_committed=fail_on_failed_outcome,
-                    retry=RetryTransient(jobs_only=True)).writes(**{
+                    retry=RetryTransient(jobs_only=True), finishes_own_jobs=True).writes(**{
     wire.SchedulerJob.SCHEDULE_INSTANCE: handlers.schedule_instance,
     wire.SchedulerJob.SCHEDULE_START_INSTANCE: handlers.schedule_start_instance,
     wire.SchedulerJob.SCHEDULE_VOLUME: handlers.schedule_volume,

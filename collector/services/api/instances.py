@@ -153,7 +153,12 @@ def _available_image(session: Session, image_id: str) -> Image:
 
 
 def _check_hosts_can_run(session: Session, request: InstanceRequest) -> None:
-    """Some online host accepting placements has the hypervisor; together they have room."""
+    """Some online host accepting placements has the hypervisor; together they have room.
+    One host with room for the request answers both (the common case, read until found);
+    only otherwise is the fleet summed."""
+    if capacity.some_host_fits(session, request.hypervisor, request.cpu_cores,
+                               request.memory_size):
+        return
     if not capacity.hypervisor_available(session, request.hypervisor):
         raise InvalidParameter(f"no online host accepting placements has hypervisor "
                                f"{request.hypervisor!r}")

@@ -180,3 +180,37 @@ def test_an_agent_event_lost_in_redis_is_published_again_by_the_library(cluster,
         # Not confirmed: the library publishes it again under its id, until dispatched.
         assert agent.events.wait_confirmed(10 * RESEND_AFTER)
         _handled_once(cluster, inst, event_id, timeout=10)
+
+
+def test_an_event_no_collector_handler_takes_is_sent_once_and_dispatched_without_a_write(
+        cluster):
+    """``instance.scheduled`` has no Collector handler (agents may bind their own queues to
+    the events exchange): nothing waits for its receipt, so it is sent once, its dispatch
+    writes no receipt, and the re-send pass leaves it alone."""
+    import tasks.event_bus  # noqa: F401 - as in a Collector process: the subscriptions known
+
+    db_url = cluster["db_url"]
+    with unit_of_work(db_url) as session:
+        event_id = outbox.events.publish(session, "instance.scheduled", ["i-noone000"])
+        handled = outbox.events.publish(session, "hva/instance_started", ["i-noone000"],
+                                        sender="hva.nowhere")
+        waiting = dict(session.execute(select(OutboxMessage.task_id,
+                                              OutboxMessage.awaiting_receipt).where(
+            OutboxMessage.task_id.in_([event_id, handled]))).all())
+    assert waiting == {event_id: False, handled: True}  # as written
+
+    def row(task_id: str) -> OutboxMessage:
+        with unit_of_work(db_url) as session:
+            return session.scalars(select(OutboxMessage).where(
+                OutboxMessage.task_id == task_id)).one()
+
+    first = wait_for(lambda: row(event_id).sent_at, "the event sent", 20, every=0.1)
+    # An agent's copy of such an event is confirmed by the dispatcher's answer all the same.
+    events = cluster["client"].events
+    copy = events.publish("instance.scheduled", ["i-noone000"], sender="hva.nowhere")
+    assert events.wait_confirmed(10) and copy not in events.unconfirmed()
+    wait_for(lambda: DISPATCH in _receipts(db_url, handled) or None,
+             "the handled event's dispatch receipt", 20, every=0.2)
+    time.sleep(3 * RESEND_AFTER)  # a re-send, if any, has come by now
+    assert row(event_id).sent_at == first and row(event_id).attempts == 1
+    assert _receipts(db_url, event_id) == [] and _receipts(db_url, copy) == []

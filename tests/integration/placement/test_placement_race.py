@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from collector.db import unit_of_work
+from collector.db import outbox, unit_of_work
 from collector.models import (
     HostNode,
     Instance,
@@ -31,8 +31,12 @@ from collector.models import (
     MacLease,
     NetworkVif,
     NetworkVifIpLease,
+    OutboxMessage,
+    QueuedJob,
 )
 from collector.scheduling import capacity
+from tasks import relay
+from tests.support.checks import wait_for
 from tests.support.placement_cluster import run_at_once
 from tests.support.servers import start_worker
 from workers.demo.world import placement
@@ -164,6 +168,56 @@ def test_four_scheduler_workers_never_over_commit(race_db, redis_server, tmp_pat
         counts = {kind: sum(1 for d in done if d == kind) for kind in set(done)}
         assert counts == {"placed": 150, "noop": 200, "InsufficientCapacity": 50}, counts
         _check_world(race_db)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def test_four_scheduler_workers_batch_ledger_jobs_and_finish_each_with_its_outcome(
+        race_db, redis_server, tmp_path):
+    """The API's way: each request a ``schedule_instance`` job of the ledger. A worker's job
+    takes the waiting ones along (``own_jobs``), so 4 workers place in batches while every
+    job is also sent a second time: still exactly 150 placed, and every job finished in
+    the transaction of its instance's outcome."""
+    ids = _seed(race_db)
+    broker = f"{redis_server.url}/13"
+    redis.Redis.from_url(broker).flushdb()
+    with unit_of_work(race_db) as session:
+        jobs = {i: outbox.jobs.submit(session, "scheduler", "schedule_instance", i, resource_id=i)
+                for i in ids}
+        rows = list(session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.task_id.in_(jobs.values()))))
+    workers = []
+    try:
+        for _ in range(PROCESSES):
+            workers.append(start_worker(race_db, broker, role="scheduler",
+                                        extra_args=("--concurrency", "1"),
+                                        log_dir=str(tmp_path)))
+        # What the workers' own outbox sweep has not sent yet.
+        relay.publish_rows(relay.publisher(broker), rows, db_url=race_db)
+        client = Celery(broker=broker)
+        for instance_id, job_id in jobs.items():  # a second copy of every job
+            client.send_task("scheduler.schedule_instance", args=[instance_id],
+                             queue="scheduler", task_id=job_id)
+
+        def finished() -> list[QueuedJob] | None:
+            with unit_of_work(race_db) as session:
+                done = list(session.scalars(select(QueuedJob).where(
+                    QueuedJob.task_id.in_(jobs.values()), QueuedJob.state == "finished")))
+                return done if len(done) == INSTANCES else None
+
+        done = wait_for(finished, "every job finished", 300, every=0.5)
+        _check_world(race_db)
+        with unit_of_work(race_db) as session:
+            states = {f"i-{uuid}": state for uuid, state in session.execute(
+                select(Instance.uuid, Instance.state))}
+        for job in done:  # the ledger says what was committed for its instance
+            assert (job.finish_status, states[job.resource_id]) in {
+                ("success", "pending"), ("fail", "terminated")}, job.resource_id
+            if job.finish_status == "fail":
+                assert job.finish_message["error_type"] == "InsufficientCapacity"
+        # Placed in batches: several jobs ended in one transaction (one timestamp).
+        assert len({job.finished_at for job in done}) < INSTANCES / 2
     finally:
         for worker in workers:
             worker.stop()

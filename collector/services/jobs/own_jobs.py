@@ -1,0 +1,109 @@
+"""The Collector's own jobs (``outbox.COLLECTOR_JOB_QUEUES``: the scheduler's), run in the
+transaction of their work.
+
+``run(session, job_id, work, args, kwargs)``: ``work(session, *args, **kwargs)``, then the
+job's ledger row ends in the same transaction (``success``, or ``fail`` with the reason of a
+failed outcome): the ledger says what was committed, with no callback in between. A job
+already finished (a repeated message, a job cancelled, a job a batch took along) answers
+``noop`` after one read and does nothing else.
+
+A ``schedule_instance`` job takes along the other ``schedule_instance`` jobs waiting in the
+ledger (``COMPANIONS`` at most, oldest first) and places them all in one transaction
+(``batch.schedule_instances``), each job finished with its own outcome. Single requests are
+then placed in batches whenever they queue up, and their own messages find their job
+finished. A waiting job is taken only when its instance is not locked by another
+transaction (``SKIP LOCKED``): a job that a worker is placing right now is left to it. Locks
+are taken in one order: the job's own instance (waited for while nothing else is held),
+the waiting instances (never waited for), then the job rows as they finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from collector import ids, wire
+from collector.db import db_now, dialect_name, job_states
+from collector.models import Instance, QueuedJob
+from collector.scheduling import batch, handlers
+
+COMPANIONS = 15  # waiting placements a schedule_instance job takes along (a batch of 16)
+
+
+def run(session: Session, job_id: str, work: Callable[..., Any], args: tuple | list = (),
+        kwargs: dict[str, Any] | None = None) -> Any:
+    """``work`` for the job ``job_id``, its ledger row finished with it (see the module)."""
+    job = _job(session, job_id)
+    if job is not None and job.state == "finished":
+        return {"outcome": "noop", "job_id": job_id, "state": "finished",
+                "finish_status": job.finish_status}
+    if job is not None and job.job_name == wire.SchedulerJob.SCHEDULE_INSTANCE and \
+            len(args) == 1 and not kwargs:
+        return _schedule_with_waiting(session, job, args[0])
+    answer = work(session, *args, **(kwargs or {}))
+    if job is not None:
+        _finish(session, job, answer)
+    return answer
+
+
+def _job(session: Session, job_id: str) -> QueuedJob | None:
+    return session.scalars(select(QueuedJob).where(
+        QueuedJob.uuid == ids.raw_part(job_id, QueuedJob.prefix))).first()
+
+
+def _finish(session: Session, job: QueuedJob, answer: Any) -> None:
+    """Finish ``job`` with ``answer``; nothing when it finished meanwhile (under its lock)."""
+    session.refresh(job, with_for_update=True)
+    if job.state == "finished":
+        return
+    failed = isinstance(answer, dict) and answer.get("outcome") == "failed"
+    message = {"error_type": answer.get("error_type"), "message": answer.get("message")} \
+        if failed else None
+    job.retry_count += 1
+    job_states.finish(session, job, db_now(session), "fail" if failed else "success", message)
+
+
+def waiting_placements(session: Session, but: QueuedJob, limit: int) -> list[QueuedJob]:
+    """Pending ``schedule_instance`` jobs other than ``but`` whose instance waits for
+    placement, oldest first, their instances locked; an instance another transaction holds
+    is skipped. A partial index holds the scheduler's pending jobs only, so this reads
+    them, not the ledger."""
+    prefix = len(Instance.prefix) + 2  # the raw uuid after "i-", 1-based
+    stmt = (select(QueuedJob)
+            .join(Instance, Instance.uuid == func.substr(QueuedJob.resource_id, prefix))
+            .where(QueuedJob.queue_name == wire.SCHEDULER, QueuedJob.state == "pending",
+                   QueuedJob.job_name == wire.SchedulerJob.SCHEDULE_INSTANCE,
+                   QueuedJob.id != but.id, Instance.state == "scheduling")
+            .order_by(QueuedJob.id).limit(limit))  # ix_queued_jobs_waiting_placements
+    if dialect_name(session) == "postgresql":
+        # The instances only: their job rows are locked when finished, after them, in the
+        # order every writer follows (instance, then job); a job row locked here while its
+        # instance is skipped would be held to the commit for nothing.
+        stmt = stmt.with_for_update(of=Instance, skip_locked=True)
+    return list(session.scalars(stmt))
+
+
+def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -> Any:
+    """The job's placement and those of the jobs waiting with it, in one batch.
+
+    The job's own instance is locked first, waiting for it while holding nothing (another
+    batch may be placing it); only then are the waiting ones taken, without waiting for
+    any of them. Two batches thus never wait on each other's instances."""
+    inst = handlers.load_instance(session, instance_id)
+    along = [] if inst.state != handlers.EXPECTED_STATE else [
+        j for j in waiting_placements(session, job, COMPANIONS)
+        if _instance_of(j) not in (None, instance_id)]
+    answers = batch.schedule_instances(session, [instance_id, *map(_instance_of, along)])
+    for other, answer in zip(along, answers[1:], strict=True):
+        _finish(session, other, answer)
+    _finish(session, job, answers[0])
+    return answers[0]
+
+
+def _instance_of(job: QueuedJob) -> Any:
+    """The instance id a ``schedule_instance`` job names (its only argument)."""
+    args = (job.params or {}).get("args") or []
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
