@@ -8,6 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import load_settings
@@ -130,6 +132,16 @@ def db_now(session: Session) -> datetime:
 # of 500 keys per query would make a node's document cost more queries as the node grows.
 # One query per relationship for up to this many parents keeps the count constant.
 EAGER_CHUNK = 10_000
+
+
+def insert_if_absent(session: Session, model: Any, unique: list[str], **values: Any) -> Any:
+    """Insert one row of ``model`` unless a row with the same ``unique`` columns exists
+    (``ON CONFLICT DO NOTHING``, SQLite and PostgreSQL): its id, or None when it existed.
+    On PostgreSQL a concurrent insert of the same key waits for the other's commit."""
+    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    return session.execute(insert(model).values(**values)
+                           .on_conflict_do_nothing(index_elements=unique)
+                           .returning(model.id)).scalar()
 
 
 def skip_locked(session: Session, stmt: Select) -> Select:

@@ -31,11 +31,9 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Select, delete, exists, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from collector.db import dialect_name, skip_locked
+from collector.db import insert_if_absent, skip_locked
 from collector.models import DeadLetter, EventReceipt, OutboxMessage
 from collector.timeutil import utcnow
 
@@ -51,11 +49,9 @@ def record(session: Session, event_id: str, handler: str,
     """Write the receipt of ``handler`` for ``event_id``; False when it was there already.
     The outbox row of the message being processed (``message_id``, its task id) stops
     waiting for a receipt, in the same transaction."""
-    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
-    written = session.execute(
-        insert(EventReceipt).values(event_id=event_id, handler=handler, processed_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["event_id", "handler"])
-        .returning(EventReceipt.id)).first() is not None
+    written = insert_if_absent(session, EventReceipt, ["event_id", "handler"],
+                               event_id=event_id, handler=handler,
+                               processed_at=utcnow()) is not None
     if message_id is not None:
         session.execute(update(OutboxMessage).where(
             OutboxMessage.task_id == message_id, OutboxMessage.awaiting_receipt.is_(True))

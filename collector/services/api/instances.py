@@ -30,11 +30,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from collector import wire
-from collector.db import outbox
+from collector import ids, wire
+from collector.db import insert_if_absent, outbox
 from collector.documents.api_views import instance_api_document, instances_query
 from collector.errors import (
     InvalidInstanceState,
@@ -210,7 +209,11 @@ def _write_instance(session: Session, new: NewInstance) -> Instance:
     request, image = new.request, new.image
     bo = (BackupObject.find_cuuid(session, image.backup_object_id)
           if image.backup_object_id else None)
+    uuid = ids.new_uuid()
+    hostname = request.hostname or uuid
+    _lease_hostname(session, request.account_id or "", hostname)
     inst = Instance(
+        uuid=uuid, hostname=hostname,
         account_id=request.account_id, image_id=image.id, state="scheduling", status="init",
         hypervisor=request.hypervisor, cpu_cores=request.cpu_cores,
         memory_size=request.memory_size, quota_weight=float(request.quota_weight),
@@ -221,9 +224,7 @@ def _write_instance(session: Session, new: NewInstance) -> Instance:
         request_params=request.request_params(new.service_type,
                                               [asdict(v) for v in new.volumes]))
     session.add(inst)
-    session.flush()
-    inst.hostname = request.hostname or inst.uuid
-    _lease_hostname(session, inst)
+    session.flush()  # its id, for the rows below (written together at the next flush)
     boot = add_volume(session, inst, VolumeSpec(
         size=bo.size if bo is not None else 0, local=image.is_local_boot,
         backup_object_id=image.backup_object_id))
@@ -239,14 +240,13 @@ def _write_instance(session: Session, new: NewInstance) -> Instance:
     return inst
 
 
-def _lease_hostname(session: Session, inst: Instance) -> None:
-    try:
-        with session.begin_nested():  # a concurrent request may have taken it meanwhile
-            session.add(HostnameLease(account_id=inst.account_id or "", hostname=inst.hostname))
-            session.flush()
-    except IntegrityError:
-        raise InvalidParameter(f"hostname {inst.hostname!r} is already used in account "
-                               f"{inst.account_id}") from None
+def _lease_hostname(session: Session, account_id: str, hostname: str) -> None:
+    """One INSERT that takes the hostname or finds it taken (a concurrent request may have
+    taken it since the check): no savepoint to undo a refused row."""
+    if insert_if_absent(session, HostnameLease, ["account_id", "hostname"],
+                        account_id=account_id, hostname=hostname) is None:
+        raise InvalidParameter(f"hostname {hostname!r} is already used in account "
+                               f"{account_id}")
 
 
 # --- start, stop, terminate -----------------------------------------------------------------

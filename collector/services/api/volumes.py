@@ -55,6 +55,7 @@ def create_volume(session: Session, params: dict[str, Any]) -> dict[str, Any]:
             display_name=request.display_name),
             account_id=request.account_id, service_type=service_type)
         vol.request_params = request.given
+        session.flush()
         if node is None:
             outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_VOLUME,
                                vol.canonical_uuid, resource_id=vol.canonical_uuid)
