@@ -30,12 +30,14 @@ from collector.models.placement import release_migration_allocation
 
 
 def finish(session: Session, job: QueuedJob, now: datetime, status: str,
-           message: Any = None) -> None:
-    """``job`` finished with ``status`` (success, fail, cancel); what waited for it goes."""
+           message: Any = None, release: bool = True) -> None:
+    """``job`` finished with ``status`` (success, fail, cancel); what waited for it goes
+    (``release`` False: the caller releases it, ``release_after_all`` for several jobs)."""
     job.state, job.finish_status, job.finished_at = "finished", status, now
     if message is not None:
         job.finish_message = message
-    release_after(session, job)
+    if release:
+        release_after(session, job)
     if wire.endpoint_of(job.queue_name or "") == wire.MIGRATION_HANDLE:
         _migration_ended(session, job)
 
@@ -104,6 +106,13 @@ def release_after(session: Session, job: QueuedJob) -> list[str]:
     """``job`` finished: release the jobs that waited for it; their ids."""
     return _released(session, select(QueuedJob).where(
         QueuedJob.state == "held", QueuedJob.after_job_id == job.id).order_by(QueuedJob.id))
+
+
+def release_after_all(session: Session, jobs: list[QueuedJob]) -> list[str]:
+    """``release_after`` for several finished jobs, in one statement."""
+    return _released(session, select(QueuedJob).where(
+        QueuedJob.state == "held", QueuedJob.after_job_id.in_([job.id for job in jobs]))
+        .order_by(QueuedJob.id)) if jobs else []
 
 
 def release_due(session: Session) -> list[str]:

@@ -45,7 +45,7 @@ def run(session: Session, job_id: str, work: Callable[..., Any], args: tuple | l
         return _schedule_with_waiting(session, job, args[0])
     answer = work(session, *args, **(kwargs or {}))
     if job is not None:
-        _finish(session, job, answer)
+        _finish(session, [(job, answer)])
     return answer
 
 
@@ -54,16 +54,26 @@ def _job(session: Session, job_id: str) -> QueuedJob | None:
         QueuedJob.uuid == ids.raw_part(job_id, QueuedJob.prefix))).first()
 
 
-def _finish(session: Session, job: QueuedJob, answer: Any) -> None:
-    """Finish ``job`` with ``answer``; nothing when it finished meanwhile (under its lock)."""
-    session.refresh(job, with_for_update=True)
-    if job.state == "finished":
-        return
-    failed = isinstance(answer, dict) and answer.get("outcome") == "failed"
-    message = {"error_type": answer.get("error_type"), "message": answer.get("message")} \
-        if failed else None
-    job.retry_count += 1
-    job_states.finish(session, job, db_now(session), "fail" if failed else "success", message)
+def _finish(session: Session, outcomes: list[tuple[QueuedJob, Any]]) -> None:
+    """Finish each job with its answer, the rows read again under their locks in one
+    statement (in id order); a job that finished meanwhile stays as it is."""
+    locked = {job.id: job for job in session.scalars(
+        select(QueuedJob).where(QueuedJob.id.in_([job.id for job, _ in outcomes]))
+        .order_by(QueuedJob.id).with_for_update()
+        .execution_options(populate_existing=True))}
+    now, ended = db_now(session), []
+    for job, answer in outcomes:
+        current = locked.get(job.id)
+        if current is None or current.state == "finished":
+            continue
+        failed = isinstance(answer, dict) and answer.get("outcome") == "failed"
+        message = {"error_type": answer.get("error_type"), "message": answer.get("message")} \
+            if failed else None
+        current.retry_count += 1
+        job_states.finish(session, current, now, "fail" if failed else "success", message,
+                          release=False)
+        ended.append(current)
+    job_states.release_after_all(session, ended)  # what waited for any of them, at once
 
 
 def waiting_placements(session: Session, but: QueuedJob, limit: int) -> list[QueuedJob]:
@@ -97,9 +107,7 @@ def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -
         j for j in waiting_placements(session, job, COMPANIONS)
         if _instance_of(j) not in (None, instance_id)]
     answers = batch.schedule_instances(session, [instance_id, *map(_instance_of, along)])
-    for other, answer in zip(along, answers[1:], strict=True):
-        _finish(session, other, answer)
-    _finish(session, job, answers[0])
+    _finish(session, list(zip([job, *along], answers, strict=True)))
     return answers[0]
 
 
