@@ -218,11 +218,21 @@ def some_host_fits(session: Session, hypervisor: str, cpu_cores: int, memory_siz
     what it offers: then ``hypervisor_available`` and ``domain_host_capacity`` both hold.
     It reads hosts until the first that fits, not the whole fleet (the common answer of a
     request's checks, whatever the fleet's size)."""
-    return bool(session.scalar(select(exists().where(
-        HostNode.node_id == NodeState.node_id, _schedulable_hosts(),
-        HostNode.hypervisor == hypervisor,
-        offered_cpu_cores() - HostNode.used_cpu_cores >= cpu_cores,
-        offered_memory_size() - HostNode.used_memory_size >= memory_size))))
+    config = scheduler_config()
+    key = (config.cpu_allocation_ratio_milli, config.ram_allocation_ratio_milli)
+    if key not in _SOME_HOST_FITS:  # built once per ratio defaults, its values bound
+        _SOME_HOST_FITS[key] = select(exists().where(
+            HostNode.node_id == NodeState.node_id, _schedulable_hosts(),
+            HostNode.hypervisor == bindparam("fits_hypervisor", type_=String),
+            offered_cpu_cores() - HostNode.used_cpu_cores
+            >= bindparam("fits_cpu", type_=Integer),
+            offered_memory_size() - HostNode.used_memory_size
+            >= bindparam("fits_memory", type_=Integer)))
+    return bool(session.scalar(_SOME_HOST_FITS[key], {
+        "fits_hypervisor": hypervisor, "fits_cpu": cpu_cores, "fits_memory": memory_size}))
+
+
+_SOME_HOST_FITS: dict[tuple[int, int], Any] = {}
 
 
 def domain_host_capacity(session: Session, cpu_cores: int, memory_size: int) -> bool:
