@@ -437,7 +437,8 @@ def targets(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[s
                                    f"placements/s >= {SINGLE_TARGET:.0f}",
                            "value": single["placements_per_s"],
                            "met": single["placements_per_s"] >= SINGLE_TARGET,
-                           "at_issue_size": at_size})
+                           "at_issue_size": at_size,
+                           "in_the_way": in_the_way(single, SINGLE_TARGET)})
         if bulk:
             at_size = run["hosts"] == 1000 and bulk["requested"] == BULK_TARGET_COUNT
             rate = BULK_TARGET_COUNT / BULK_TARGET_S
@@ -446,7 +447,8 @@ def targets(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[s
                                    f"(10,000 in <= {BULK_TARGET_S:.0f} s)",
                            "value": bulk["placements_per_s"],
                            "met": bulk["placements_per_s"] >= rate
-                           and bulk["placed"] == bulk["requested"], "at_issue_size": at_size})
+                           and bulk["placed"] == bulk["requested"], "at_issue_size": at_size,
+                           "in_the_way": in_the_way(bulk, rate)})
         checks.append({"what": f"over-commits at {run['hosts']} hosts == 0",
                        "value": run["over_commits"]["total"],
                        "met": run["over_commits"]["total"] == 0, "at_issue_size": True})
@@ -465,9 +467,22 @@ def targets(runs: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[s
             (f"{value:.1f}" if isinstance(value, float) else str(value))
         print(f"  {'met   ' if check['met'] else 'MISSED'} {check['what']}: {shown}"
               f"{'' if check['at_issue_size'] else '  (not at the issue size)'}")
+        if not check["met"] and check.get("in_the_way"):
+            print(f"         in the way: {check['in_the_way']}")
     if not any("within" in c["what"] for c in checks):
         print("  (not measured) 5,000 hosts within 20% of 1,000: run with --hosts 1000,5000")
     return checks
+
+
+def in_the_way(phase: dict[str, Any], rate: float) -> str:
+    """What stands between a phase and ``rate`` placements/s: the CPU per placement the
+    machine's cores allow at that rate, against what each role spent (largest first)."""
+    spent = phase.get("cpu_ms_per_placement") or {}
+    allowed = (os.cpu_count() or 1) * 1000 / rate
+    roles = ", ".join(f"{role} {ms:.1f}" for role, ms in
+                      sorted(spent.items(), key=lambda item: -item[1]) if ms >= 0.5)
+    return (f"{rate:.0f}/s allows {allowed:.1f} ms of CPU per placement in all on "
+            f"{os.cpu_count()} cores; spent {sum(spent.values()):.1f}: {roles}")
 
 
 # -- CPU time from /proc -------------------------------------------------------------------

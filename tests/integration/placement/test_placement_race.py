@@ -145,16 +145,21 @@ def _finished_jobs(workers: list) -> list[str]:
     return out
 
 
+def _start_schedulers(workers: list, url: str, broker: str, log_dir: str) -> None:
+    """``PROCESSES`` scheduler worker processes of one thread each, added to ``workers`` as
+    each starts (the caller stops them all, however far this got)."""
+    for _ in range(PROCESSES):
+        workers.append(start_worker(url, broker, role="scheduler",
+                                    extra_args=("--concurrency", "1"), log_dir=log_dir))
+
+
 def test_four_scheduler_workers_never_over_commit(race_db, redis_server, tmp_path):
     ids = _seed(race_db)
     broker = f"{redis_server.url}/12"
     redis.Redis.from_url(broker).flushdb()
     workers = []
     try:
-        for _ in range(PROCESSES):
-            workers.append(start_worker(race_db, broker, role="scheduler",
-                                        extra_args=("--concurrency", "1"),
-                                        log_dir=str(tmp_path)))
+        _start_schedulers(workers, race_db, broker, str(tmp_path))
         client = Celery(broker=broker)
         for instance_id in ids * 2:  # every job twice: a duplicate must change nothing
             client.send_task("scheduler.schedule_instance", args=[instance_id],
@@ -189,10 +194,7 @@ def test_four_scheduler_workers_batch_ledger_jobs_and_finish_each_with_its_outco
             OutboxMessage.task_id.in_(jobs.values()))))
     workers = []
     try:
-        for _ in range(PROCESSES):
-            workers.append(start_worker(race_db, broker, role="scheduler",
-                                        extra_args=("--concurrency", "1"),
-                                        log_dir=str(tmp_path)))
+        _start_schedulers(workers, race_db, broker, str(tmp_path))
         # What the workers' own outbox sweep has not sent yet.
         relay.publish_rows(relay.publisher(broker), rows, db_url=race_db)
         client = Celery(broker=broker)

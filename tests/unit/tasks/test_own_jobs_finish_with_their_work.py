@@ -13,7 +13,7 @@ from collector import wire
 from collector.db import outbox, unit_of_work
 from collector.errors import InsufficientCapacity, UnknownInstanceID
 from collector.models import Instance, OutboxMessage, QueuedJob
-from tasks import execution, relay
+from tasks import relay
 from tasks.endpoints import scheduler
 from tests.support.scheduling import make_world, scheduling_instance
 
@@ -21,14 +21,8 @@ pytestmark = pytest.mark.filterwarnings(r"ignore:\s*The 'queue' task attribute")
 
 
 @pytest.fixture()
-def db(migrated_sqlite, monkeypatch):
-    from collector.db import dispose_engines
-
-    url = migrated_sqlite("own-jobs.sqlite3")
-    monkeypatch.setenv("COLLECTOR_DATABASE_URL", url)
-    monkeypatch.setattr(execution, "relay_after_commit", lambda rows: None)  # no broker here
-    yield url
-    dispose_engines()
+def db(committed_db):
+    return committed_db
 
 
 def submitted(url: str, cpu: int = 1, instance_id: str | None = None) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from collector.db import outbox, unit_of_work
 from collector.errors import InsufficientCapacity, TransientError
 from collector.ids import new_uuid
 from collector.models import Instance, QueuedJob
-from tasks import execution, registry
+from tasks import registry
 from tasks.endpoints import jobqueue_proxy, scheduler
 from tasks.registry import RetryTransient
 from tests.support.scheduling import make_world, scheduling_instance
@@ -30,14 +30,8 @@ def schedule_instance() -> Task:
 
 
 @pytest.fixture()
-def db(migrated_sqlite, monkeypatch):
-    from collector.db import dispose_engines
-
-    url = migrated_sqlite("retries.sqlite3")
-    monkeypatch.setenv("COLLECTOR_DATABASE_URL", url)
-    monkeypatch.setattr(execution, "relay_after_commit", lambda rows: None)  # no broker here
-    yield url
-    dispose_engines()
+def db(committed_db):
+    return committed_db
 
 
 @pytest.fixture()
