@@ -27,6 +27,7 @@ from celery import Task
 from sqlalchemy.orm import Session
 
 from collector import wire
+from collector.db import outbox
 from collector.errors import TransientError
 from collector.services.jobs import own_jobs
 from tasks.app import app
@@ -104,18 +105,18 @@ class Endpoint:
     returns what the task answers; it may raise, failing the task without undoing the
     commit (a job whose failure is itself state to keep, such as a failed placement).
     ``retry``, when given, is the retry policy of every task of the endpoint.
-    ``finishes_own_jobs``: a task run from a job of the ledger (its id ``job-...``) ends that
-    job in its own transaction (``own_jobs.run``, which also batches waiting placements); the
+    An endpoint whose queue is one of the Collector's own job queues
+    (``outbox.COLLECTOR_JOB_QUEUES``) ends a job of the ledger (a task id ``job-...``) in the
+    task's own transaction (``own_jobs.run``, which also batches waiting placements); the
     relay sends such jobs with no success callback (``tasks.relay``), only the failure one
     for what never committed.
     """
 
     def __init__(self, name: str, on_committed: Callable[[Any], Any] | None = None,
-                 retry: RetryTransient | None = None, finishes_own_jobs: bool = False) -> None:
+                 retry: RetryTransient | None = None) -> None:
         self.name = name
         self.on_committed = on_committed
         self.retry = retry
-        self.finishes_own_jobs = finishes_own_jobs
         self.tasks: dict[str, Task] = {}
         _register_ping(name)
 
@@ -144,7 +145,7 @@ class Endpoint:
         task_name = wire.task(self.name, method)
         on_committed = self.on_committed
         policy = retry or self.retry
-        finishes_own_jobs = self.finishes_own_jobs
+        finishes_own_jobs = self.name in outbox.COLLECTOR_JOB_QUEUES
 
         def run(task: Task, *args: Any, **kwargs: Any) -> Any:
             # The task class checked the arguments with ``validator`` before this runs.

@@ -104,7 +104,7 @@ def publish_one(app: Celery, row: OutboxMessage, job_expires: int) -> None:
         options.setdefault("expires", job_expires)
         # The ledger hears the outcome even from agents that do not report (plain Celery).
         # The Collector's own jobs end their ledger row in the transaction of their work
-        # (``Endpoint(finishes_own_jobs=True)``): only a failure that committed nothing
+        # (``tasks.registry.Endpoint``): only a failure that committed nothing
         # needs telling.
         if row.queue not in outbox.COLLECTOR_JOB_QUEUES:
             options["link"] = app.signature(LEDGER_SUCCEEDED, args=[row.task_id],

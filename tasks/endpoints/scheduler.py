@@ -11,8 +11,8 @@ A handler applies a failed placement itself (a new instance ``terminated``, a st
 ``stopped``, a volume ``deleted``, the reason recorded) and returns it, so that state is
 committed. Only then does the task fail, with the typed error of the outcome
 (``InsufficientCapacity``, ``NoMatchingHostNode``, ``OutOfIpRange``, ...), and a caller of
-the task sees that error. A job of the ledger ends in the transaction of its work
-(``finishes_own_jobs``): ``finished/success``, or ``finished/fail`` with the outcome's
+the task sees that error. A job of the ledger ends in the transaction of its work (the
+scheduler's queue is one of ``outbox.COLLECTOR_JOB_QUEUES``): ``finished/success``, or ``finished/fail`` with the outcome's
 reason, with no callback in between. Outcomes ``placed`` and ``noop`` (a repeated or late
 job) answer the outcome document.
 
@@ -58,7 +58,7 @@ def fail_on_failed_outcome(outcome: Any) -> Any:
 
 # The jobs the API submits, by the names it submits them under.
 endpoint = Endpoint(wire.SCHEDULER, on_committed=fail_on_failed_outcome,
-                    retry=RetryTransient(jobs_only=True), finishes_own_jobs=True).writes(**{
+                    retry=RetryTransient(jobs_only=True)).writes(**{
     wire.SchedulerJob.SCHEDULE_INSTANCE: handlers.schedule_instance,
     wire.SchedulerJob.SCHEDULE_START_INSTANCE: handlers.schedule_start_instance,
     wire.SchedulerJob.SCHEDULE_VOLUME: handlers.schedule_volume,

@@ -76,13 +76,14 @@ def _finish(session: Session, outcomes: list[tuple[QueuedJob, Any]]) -> None:
     job_states.release_after_all(session, ended)  # what waited for any of them, at once
 
 
-def waiting_placements(session: Session, but: QueuedJob, limit: int) -> list[QueuedJob]:
+def waiting_placements(session: Session, but: QueuedJob, limit: int
+                       ) -> list[tuple[QueuedJob, str]]:
     """Pending ``schedule_instance`` jobs other than ``but`` whose instance waits for
-    placement, oldest first, their instances locked; an instance another transaction holds
-    is skipped. A partial index holds the scheduler's pending jobs only, so this reads
-    them, not the ledger."""
+    placement, each with the id of that instance (locked), oldest first; an instance
+    another transaction holds is skipped. A partial index holds the scheduler's pending
+    jobs only, so this reads them, not the ledger."""
     prefix = len(Instance.prefix) + 2  # the raw uuid after "i-", 1-based
-    stmt = (select(QueuedJob)
+    stmt = (select(QueuedJob, Instance.uuid)
             .join(Instance, Instance.uuid == func.substr(QueuedJob.resource_id, prefix))
             .where(QueuedJob.queue_name == wire.SCHEDULER, QueuedJob.state == "pending",
                    QueuedJob.job_name == wire.SchedulerJob.SCHEDULE_INSTANCE,
@@ -93,7 +94,7 @@ def waiting_placements(session: Session, but: QueuedJob, limit: int) -> list[Que
         # order every writer follows (instance, then job); a job row locked here while its
         # instance is skipped would be held to the commit for nothing.
         stmt = stmt.with_for_update(of=Instance, skip_locked=True)
-    return list(session.scalars(stmt))
+    return [(job, ids.canonical(Instance.prefix, uuid)) for job, uuid in session.execute(stmt)]
 
 
 def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -> Any:
@@ -103,15 +104,17 @@ def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -
     batch may be placing it); only then are the waiting ones taken, without waiting for
     any of them. Two batches thus never wait on each other's instances."""
     inst = handlers.load_instance(session, instance_id)
+    # Only a job whose argument names the instance locked for it (the one its own
+    # message would place), and not the instance already placed here.
     along = [] if inst.state != handlers.EXPECTED_STATE else [
-        j for j in waiting_placements(session, job, COMPANIONS)
-        if _instance_of(j) not in (None, instance_id)]
-    answers = batch.schedule_instances(session, [instance_id, *map(_instance_of, along)])
-    _finish(session, list(zip([job, *along], answers, strict=True)))
+        (other, locked) for other, locked in waiting_placements(session, job, COMPANIONS)
+        if locked != inst.canonical_uuid and _instance_of(other) == locked]
+    answers = batch.schedule_instances(session, [instance_id, *(i for _, i in along)])
+    _finish(session, list(zip([job, *(other for other, _ in along)], answers, strict=True)))
     return answers[0]
 
 
-def _instance_of(job: QueuedJob) -> Any:
+def _instance_of(job: QueuedJob) -> str | None:
     """The instance id a ``schedule_instance`` job names (its only argument)."""
     args = (job.params or {}).get("args") or []
     return args[0] if len(args) == 1 and isinstance(args[0], str) else None
