@@ -127,6 +127,24 @@ def open_jobs(db_url: str) -> int:
             QueuedJob.state.in_(NON_FINAL_JOBS)))
 
 
+def unsettled_jobs(c: dict[str, Any]) -> dict[str, list[tuple]]:
+    """What the ledger and the agents say of each instance not settled (a failure's why)."""
+    stuck = [i for i, (s, _e, _h) in instance_states(c["db_url"]).items() if s in UNSETTLED]
+    with unit_of_work(c["db_url"], readonly=True) as session:
+        jobs = {i: [(j.job_name, j.state, j.finish_status, j.finish_message, j.generation,
+                     j.delivery_count) for j in session.scalars(
+            select(QueuedJob).where(QueuedJob.resource_id == i).order_by(QueuedJob.id))]
+            for i in stuck}
+    for node in c["hosts"].values():
+        for raw in c["redis"].lrange(f"agent-log:{node}", 0, -1):
+            entry = json.loads(raw)
+            if any(i in raw.decode() for i in stuck):
+                jobs.setdefault("agent-log", []).append((node, entry.get("phase"),
+                                                         entry.get("name"),
+                                                         entry.get("result")))
+    return jobs
+
+
 def settled(db_url: str, created: int) -> bool:
     states = instance_states(db_url)
     return len(states) == created and \
@@ -174,7 +192,7 @@ def test_every_request_leaves_scheduling_after_postgresql_was_down(cluster, plac
         assert time.monotonic() < deadline, (
             f"not settled {CONVERGE_SEC:g}s after the outage: "
             f"{[v for v in instance_states(c['db_url']).items() if v[1][0] in UNSETTLED]}; "
-            f"{open_jobs(c['db_url'])} ledger jobs open")
+            f"{open_jobs(c['db_url'])} ledger jobs open; their jobs: {unsettled_jobs(c)}")
         time.sleep(1)
     took = time.monotonic() - back_at
 
