@@ -278,3 +278,13 @@ class TransientError(InternalError):
 
 
 ALL_ERRORS["TransientError"] = TransientError
+
+
+class CommitOutcomeUnknown(InternalError):
+    """The connection failed during COMMIT: the call may or may not have been committed.
+    Not transient (a client must not take it for "nothing happened"), but a call the
+    Collector answers as it did the first when repeated (an agent's report, a state it
+    reports) may be sent again to learn the outcome."""
+
+
+ALL_ERRORS["CommitOutcomeUnknown"] = CommitOutcomeUnknown

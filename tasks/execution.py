@@ -13,8 +13,9 @@ driver's text go to the log only (``database_error``):
 - the database unreachable, a deadlock, a serialization failure or an exhausted pool is
   ``TransientError``: nothing was committed and the same call may be retried. Deadlocks,
   serialization failures and connections found dead are first retried here, a few times;
-- COMMIT failing on a lost connection is ``InternalError`` saying the outcome is unknown
-  (it may have committed), never ``TransientError``, so no client retries committed work;
+- COMMIT failing on a lost connection is ``CommitOutcomeUnknown`` (an ``InternalError``)
+  saying the outcome is unknown (it may have committed), never ``TransientError``, so no
+  client retries committed work blindly; an agent repeats only its idempotent reports;
 - anything else is ``InternalError`` with a reference to the logged traceback.
 """
 
@@ -35,6 +36,7 @@ from collector.config import Settings, load_settings
 from collector.db import UnitOfWork
 from collector.errors import (
     CollectorError,
+    CommitOutcomeUnknown,
     InternalError,
     InvalidArgument,
     TransientError,
@@ -163,8 +165,9 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                 reference = secrets.token_hex(4)
                 log.error("COMMIT of %s failed [%s]; it may have been committed: %s",
                           fn.__qualname__, reference, _describe(exc))
-                raise InternalError("the connection failed during COMMIT: the call may have "
-                                    f"been committed (logged as [{reference}])") from None
+                raise CommitOutcomeUnknown("the connection failed during COMMIT: the call may "
+                                           f"have been committed (logged as [{reference}])"
+                                           ) from None
             if attempt < IN_PLACE_ATTEMPTS and is_transient(exc) and _retry_in_place(exc):
                 log.info("%s: %s; running the transaction again", fn.__qualname__,
                          _describe(exc))

@@ -18,12 +18,12 @@ remain). The failure hook runs before ``finish_fail``. Jobs submitted from a han
 the running job's session. The node itself heartbeats ``node-collector.notify``.
 
 Reports survive transient failures (no answer in time, ``TransientError``, the broker
-unreachable): each is retried with backoff, ``running`` for up to a minute (then the
+unreachable, a COMMIT cut: ``CommitOutcomeUnknown``): each is retried with backoff, ``running`` for up to a minute (then the
 message goes back to the queue, the job not run), a finish for up to
 ``report_retry_for`` seconds (5 min) while the job keeps heartbeating, so the reaper does
 not send it again meanwhile. The Collector answers a repeated report as it did the first.
-A handler that fails the same way (a Collector call meets ``TransientError``, no answer,
-the broker unreachable) is run again with backoff (1, 2, 4 ... s, at most 30) for up to
+A handler that fails the same way (a Collector call meets ``TransientError`` or
+``CommitOutcomeUnknown``, no answer, the broker unreachable) is run again with backoff (1, 2, 4 ... s, at most 30) for up to
 ``job_retry_for`` seconds (COLLECTOR_JOB_RETRY_FOR, 10 min), the job still running and
 heartbeating; only what still fails then, or fails otherwise, finishes it as failed.
 Handlers are run again from the start: they must tolerate a repeat, as any redelivery.
@@ -70,9 +70,11 @@ from workers.agent.client import Collector, RpcError, is_transport_failure, make
 log = logging.getLogger(__name__)
 
 # Answers after which the same report may succeed: nothing in time, the database busy or
-# down, the broker gone (as rebuilt from the result backend).
+# down, the broker gone (as rebuilt from the result backend), a COMMIT cut (the Collector
+# answers a repeated report as it did the first, so repeating it tells the outcome).
 RETRYABLE_REPORT_ERRORS = frozenset({"RpcTimeout", "TransientError", "OperationalError",
-                                     "ConnectionError", "TimeoutError"})
+                                     "ConnectionError", "TimeoutError",
+                                     "CommitOutcomeUnknown"})
 RUNNING_REPORT_RETRY_FOR = 60.0
 # Successful jobs a process remembers, so that a copy the reaper sent meanwhile is not run.
 DONE_REMEMBERED = 10_000

@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from collector.errors import InternalError, TransientError
+from collector.errors import CommitOutcomeUnknown, InternalError, TransientError
 from tasks import execution as uow_module
 from tasks.execution import run_in_unit_of_work
 
@@ -68,9 +68,9 @@ def test_a_commit_cut_by_a_lost_connection_is_not_called_transient(on_test_db, m
         raise _db_error(None, "server closed the connection unexpectedly")
 
     monkeypatch.setattr(Session, "commit", lost)
-    with pytest.raises(InternalError) as info:
+    with pytest.raises(CommitOutcomeUnknown) as info:
         run_in_unit_of_work(lambda session: None)
-    assert not isinstance(info.value, TransientError)
+    assert isinstance(info.value, InternalError) and not isinstance(info.value, TransientError)
     assert "may have been committed" in str(info.value)
 
 

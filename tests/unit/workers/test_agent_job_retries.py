@@ -66,6 +66,15 @@ def test_a_handler_meeting_transient_failures_runs_again_and_the_job_succeeds(mo
     assert [c[0] for c in calls] == ["running", "finish_success"]  # no finish_fail
 
 
+def test_a_handler_whose_report_met_a_cut_commit_runs_again_and_the_job_succeeds(monkeypatch):
+    """The Collector could not tell whether the report committed (PostgreSQL stopped during
+    its COMMIT): a report is answered as it was the first time, so the handler runs again."""
+    agent, calls = agent_answering(monkeypatch, {"running": [RUN], "finish_success": [{}]})
+    handler, runs = failing(RpcError("CommitOutcomeUnknown", "may have been committed"))
+    assert run(agent, handler) == "booted" and len(runs) == 2
+    assert [c[0] for c in calls] == ["running", "finish_success"]
+
+
 def test_a_refusal_fails_the_job_at_once(monkeypatch):
     agent, calls = agent_answering(monkeypatch, {"running": [RUN], "finish_fail": [{}]})
     hooked = []
@@ -104,7 +113,7 @@ def test_a_job_cancelled_while_it_waits_to_run_again_fails_as_it_stands(monkeypa
 def test_which_failures_are_worth_running_again():
     assert all(retryable_job_error(exc) for exc in (
         RpcError("TransientError", "x"), RpcTimeout("x"), BrokerUnavailable("x"),
-        ConnectionRefusedError("x")))
+        ConnectionRefusedError("x"), RpcError("CommitOutcomeUnknown", "may have committed")))
     assert not any(retryable_job_error(exc) for exc in (
         RpcError("InternalError", "may have committed"), RpcError("UnknownInstanceID", "x"),
         RuntimeError("x"), ValueError("x")))
