@@ -17,7 +17,15 @@ measures, for each backend and worker pool:
 - get_netfilter_data / get_dhcp_conf at 1,000 and 5,000 vnics: latency, cost per vnic
   through the worker ((p50 - no-op p50) / vnics) and in-process (best of 5), and the SQL
   statements of one call;
-- the worker's resident memory (main process and pool children).
+- the worker's resident memory (main process and pool children);
+- signing: get_instance signed by the node that hosts the instance (credentials issued to
+  it, ``collector credentials issue``) to the worker, which checks the signature and that
+  the node owns the instance, as deployed; and unsigned, to a second worker of the role
+  started with COLLECTOR_REQUIRE_SIGNATURES=0 on a Redis database of its own: p50 / p99 of
+  each, the calls interleaved as above, and signed over unsigned (the median of the
+  blocks' ratios); beside them, signed by the operator (the signature checked, no right to
+  check), to tell the two costs apart. The other calls are signed as the operator, with a
+  signing secret made for the run (COLLECTOR_SIGNING_SECRET).
 
 It prints the figures, checks the targets, prints an in-process profile of every call that
 misses one (where its time goes), and writes everything as JSON to
@@ -40,11 +48,13 @@ import os
 import platform
 import pstats
 import random
+import secrets
 import statistics
 import tempfile
 import time
 from collections import defaultdict
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -85,6 +95,9 @@ TARGETS = {  # (call, measure) -> {backend: limit}; "min" targets are lower boun
     ("update_instance", "x no-op"): {"sqlite": 1.4},
 }
 THROUGHPUT_TARGET = ("get_instance", 0.6)
+SIGNED, UNSIGNED = "signing on", "signing off"
+BY_OPERATOR = "signing on, by the operator"
+SIGNING_TARGET = 1.20  # get_instance signed, at most this times its unsigned latency
 PER_VNIC_SPREAD = 0.20
 
 
@@ -116,13 +129,18 @@ def main() -> None:
     print(f"collector bench {report['started']}  {os.cpu_count()} cpus  python "
           f"{platform.python_version()}  load {load()}  SQLite synchronous="
           f"{report['settings']['sqlite_synchronous']} (COLLECTOR_SQLITE_SYNCHRONOUS)")
+    # The bench's own installation: the workers check every message against this secret,
+    # and the clients sign as the operator with it (the nodes with keys issued from it).
+    os.environ["COLLECTOR_SIGNING_SECRET"] = secrets.token_hex(32)
     with ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         postgres = None
         for n, backend in enumerate(args.backends.split(",")):
             if backend == "postgresql" and postgres is None:
                 postgres = stack.enter_context(PostgresServer())
-            run = Run(backend, args, redis.url + f"/{n + 1}", postgres, stack)
+            # Databases 1.. for the brokers, 9.. for the unsigned worker's (signing off).
+            run = Run(backend, args, redis.url + f"/{n + 1}", postgres, stack,
+                      unsigned_broker=redis.url + f"/{n + 9}")
             report["runs"] += run.all(pools)
     write_report(report, args.json, "")
 
@@ -137,8 +155,10 @@ class Run:
     """One backend: its database, seeded once, measured with each pool."""
 
     def __init__(self, backend: str, args: argparse.Namespace, broker: str,
-                 postgres: PostgresServer | None, stack: ExitStack) -> None:
+                 postgres: PostgresServer | None, stack: ExitStack,
+                 unsigned_broker: str) -> None:
         self.backend, self.args, self.broker = backend, args, broker
+        self.unsigned_broker = unsigned_broker
         if backend == "sqlite":
             tmp = stack.enter_context(tempfile.TemporaryDirectory())
             self.url = f"sqlite:///{tmp}/bench.sqlite3"
@@ -164,8 +184,10 @@ class Run:
         print(f"\n== {self.backend}, pool {pool} x{concurrency} ==   load {load()}")
         # As deployed: a worker per role, each consuming its own queue (a worker of several
         # queues pays a wait on each switch between them: see docs/reference.md).
-        def start(role: str) -> WorkerProcess:
-            return WorkerProcess(self.url, self.broker, role, argv=[
+        def start(role: str, broker: str | None = None,
+                  env: dict[str, str] | None = None) -> WorkerProcess:
+            return WorkerProcess(self.url, broker or self.broker, role, env={
+                "COLLECTOR_REQUIRE_SIGNATURES": "1", **(env or {})}, argv=[
                 "-m", "bench.worker", "--role", role, "--pool", pool,
                 "--concurrency", str(concurrency), "--loglevel", "INFO"]).wait_ready()
 
@@ -180,6 +202,7 @@ class Run:
             with Collector(self.broker, timeout=120) as client:
                 result["memory_after_start_mb"] = _rss_mb(worker.pid)
                 result["latency"] = self.latency(client)
+                result["signing"] = self.signing(client, start)
                 result["netfilter"] = self.netfilter(client)
                 result["throughput"] = self.throughput(worker)
                 result["memory_at_end_mb"] = _rss_mb(worker.pid)
@@ -225,6 +248,74 @@ class Run:
             out[name] = row
             print(f"{name:28} {row['answer_bytes']:9d} {row['p50_ms']:8.2f} "
                   f"{row['p99_ms']:8.2f} {row['x no-op']:8.2f} {row['x pk-read']:9.2f}")
+        return out
+
+    # -- signing --------------------------------------------------------------------------
+
+    def signing(self, operator: Any, start: Callable[..., WorkerProcess]) -> dict[str, Any]:
+        """get_instance signed by the instance's host node (its own credentials and broker
+        user) to the hva-collector worker, which checks the signature and the node's right
+        to the instance; against unsigned calls to a second hva-collector worker started
+        with COLLECTOR_REQUIRE_SIGNATURES=0, on a Redis database of its own (nothing
+        checked); and signed by the ``operator`` (no right to check) to the first worker.
+        Interleaved blocks, each of 4 x ``calls`` rounds."""
+        from collector.signing import Credential
+        from workers.agent.client import Collector, RpcError
+        from workers.cli.credentials import issue_node
+
+        with _environ(COLLECTOR_DATABASE_URL=self.url, COLLECTOR_BROKER_URL=self.broker,
+                      COLLECTOR_RESULT_BACKEND=self.broker):
+            node = issue_node(self.world.node_id)
+        dispose_engines()
+        unchecked = start("hva-collector", self.unsigned_broker,
+                          {"COLLECTOR_REQUIRE_SIGNATURES": "0"})
+        try:
+            with ExitStack() as stack:
+                clients = {SIGNED: stack.enter_context(Collector(
+                    node.broker_url, node.result_backend, timeout=120,
+                    credential=Credential.from_node_key(node.node_id, node.node_key)))}
+                clients[BY_OPERATOR] = operator
+                with _environ(COLLECTOR_SIGNING_SECRET=None, COLLECTOR_NODE_ID=None,
+                              COLLECTOR_NODE_KEY=None):  # no credential at all: unsigned
+                    clients[UNSIGNED] = stack.enter_context(Collector(
+                        self.unsigned_broker, self.unsigned_broker, timeout=120))
+                    stray = stack.enter_context(Collector(self.broker, self.broker,
+                                                          timeout=30))
+                if clients[UNSIGNED].app.conf.get("collector_signed_by") is not None:
+                    raise RuntimeError("the unsigned client signs its messages")
+                try:  # the first worker checks: an unsigned call is refused
+                    stray.call("hva-collector", "get_instance", self.world.instance)
+                    raise RuntimeError("the checking worker ran an unsigned call")
+                except RpcError as exc:
+                    if exc.error_type != "Unauthorized":
+                        raise
+
+                def call(name: str) -> float:
+                    began = time.perf_counter()
+                    clients[name].call("hva-collector", "get_instance", self.world.instance)
+                    return time.perf_counter() - began
+
+                for name in clients:  # warm each worker's pool children
+                    for _ in range(30):
+                        call(name)
+                samples, ratios = _blocks(list(clients), self.args.blocks,
+                                          self.args.calls * 4, call, baselines=(UNSIGNED,))
+        finally:
+            unchecked.stop()
+        out: dict[str, Any] = {"signer": node.node_id, "instance": self.world.instance}
+        print(f"{'get_instance, ' + self.world.node_id:28} {'p50 ms':>9} {'p99 ms':>8}")
+        for name in (SIGNED, BY_OPERATOR, UNSIGNED):
+            out[name] = {"p50_ms": _pct(samples[name], 0.5) * 1e3,
+                         "p99_ms": _pct(samples[name], 0.99) * 1e3, "calls": len(samples[name])}
+            if name != UNSIGNED:
+                out[name]["x off"] = statistics.median(ratios[name][UNSIGNED])
+            print(f"{name:28} {out[name]['p50_ms']:9.2f} {out[name]['p99_ms']:8.2f}"
+                  + (f"   x off {out[name]['x off']:.2f}" if name != UNSIGNED else ""))
+        out["on x off"] = out[SIGNED]["x off"]
+        out["target"] = SIGNING_TARGET
+        out["met"] = out["on x off"] <= SIGNING_TARGET
+        print(f"{'signing on x off':28} {out['on x off']:9.2f}   (target <= {SIGNING_TARGET}: "
+              f"{'met' if out['met'] else 'MISSED'})")
         return out
 
     # -- per-node documents ---------------------------------------------------------------
@@ -393,6 +484,11 @@ class Run:
                 checks.append({"what": f"{name} {measure}", "value": value,
                                "limit": limits[self.backend], "met": value <= limits[self.backend],
                                "call": name})
+        if "signing" in result:
+            value = result["signing"]["on x off"]
+            checks.append({"what": "get_instance signing on x off", "value": value,
+                           "limit": SIGNING_TARGET, "met": value <= SIGNING_TARGET,
+                           "call": "get_instance signed"})
         name, least = THROUGHPUT_TARGET
         value = result["throughput"][name]["x no-op"]
         checks.append({"what": f"{name} throughput x no-op", "value": value, "limit": least,
@@ -472,11 +568,12 @@ class Run:
                          if line.strip() and not line.startswith(("   Ordered", "   List")))
 
 
-def _blocks(names: list[str], blocks: int, calls: int,
-            call: Any) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+def _blocks(names: list[str], blocks: int, calls: int, call: Any,
+            baselines: tuple[str, ...] = (NOOP, PK_READ),
+            ) -> tuple[dict[str, list[float]], dict[str, dict[str, list[float]]]]:
     """Interleaved blocks: in each block every name is called once per round (in a shuffled
     order), ``calls`` rounds. Returns every sample, and per name the per-block ratios of its
-    median to each baseline's."""
+    median to each baseline's (those of ``baselines`` among ``names``)."""
     samples: dict[str, list[float]] = defaultdict(list)
     ratios: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     shuffle = random.Random(0).shuffle
@@ -490,10 +587,29 @@ def _blocks(names: list[str], blocks: int, calls: int,
         medians = {name: statistics.median(values) for name, values in these.items()}
         for name in names:
             samples[name] += these[name]
-            for baseline in (NOOP, PK_READ):
+            for baseline in baselines:
                 if baseline in medians:
                     ratios[name][baseline].append(medians[name] / medians[baseline])
     return samples, ratios
+
+
+@contextmanager
+def _environ(**values: str | None) -> Iterator[None]:
+    """This process's environment with ``values`` set (None: unset), then as it was."""
+    before = {name: os.environ.get(name) for name in values}
+
+    def apply(these: dict[str, str | None]) -> None:
+        for name, value in these.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    apply(values)
+    try:
+        yield
+    finally:
+        apply(before)
 
 
 def _pct(values: list[float], q: float) -> float:

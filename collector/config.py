@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from collector.signing import Credential
+
 # Hosts a broker may be reached on without a password: this machine only (the name
 # ``localhost`` and loopback addresses, 127.0.0.0/8 and ::1; never a DNS name that merely
 # starts with "127.").
@@ -285,6 +287,12 @@ class Settings:
     job_take_deadline: float = 30.0
     job_take_deadlines: dict = field(default_factory=dict)
     outbox_claim_sec: float = 30.0
+    # Signed messages (collector.signing): the Collector's secret, a node's own key, and
+    # whether Collector workers refuse unsigned messages (off only to measure the cost).
+    signing_secret: str | None = None
+    node_id: str | None = None
+    node_key: str | None = None
+    require_signatures: bool = True
     extra: dict = field(default_factory=dict)
 
     @property
@@ -305,6 +313,33 @@ def _deadlines(name: str) -> dict[str, float]:
             raise SettingsError(f"{name}: {item!r} is not NAME=SECONDS with SECONDS > 0")
         out[key.strip()] = seconds
     return out
+
+
+SIGNING_SECRET_FILE = "signing-secret"
+
+
+def _secret_file(data_dir: Path) -> str | None:
+    """The installation's signing secret kept in the data directory (``collector up``
+    writes it on first start), when COLLECTOR_SIGNING_SECRET is not set."""
+    path = data_dir / SIGNING_SECRET_FILE
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def signing_credential(settings: Settings, principal: str) -> Credential | None:
+    """What this process signs its messages with: the node's own key when COLLECTOR_NODE_ID
+    and COLLECTOR_NODE_KEY are set (an agent), else ``principal``'s key derived from the
+    signing secret (a Collector role, the operator); None when neither is set."""
+    if settings.node_id and settings.node_key:
+        try:
+            return Credential.from_node_key(settings.node_id, settings.node_key)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+    if settings.signing_secret:
+        return Credential.from_secret(settings.signing_secret, principal)
+    return None
 
 
 def load_settings() -> Settings:
@@ -386,7 +421,14 @@ def load_settings() -> Settings:
         job_take_deadlines=_deadlines("COLLECTOR_JOB_TAKE_DEADLINES"),
         # The after-commit relay owns the rows it wrote this long; then the sweep takes them.
         outbox_claim_sec=_number("COLLECTOR_OUTBOX_CLAIM_SEC", 30, float),
+        signing_secret=_env("COLLECTOR_SIGNING_SECRET") or _secret_file(data_dir),
+        node_id=_env("COLLECTOR_NODE_ID"),
+        node_key=_env("COLLECTOR_NODE_KEY"),
+        require_signatures=_env("COLLECTOR_REQUIRE_SIGNATURES", "1") != "0",
     )
+    if bool(settings.node_id) != bool(settings.node_key):
+        raise SettingsError("COLLECTOR_NODE_ID and COLLECTOR_NODE_KEY go together (what "
+                            "`collector credentials issue NODE_ID` printed)")
     if settings.event_retry_backoff_max * 2 > settings.visibility_timeout:
         # A retry waits in its worker, unacknowledged, for its countdown: longer than the
         # visibility timeout and it is redelivered while it waits, again and again.

@@ -258,6 +258,12 @@ class WrongQueue(CollectorError):
     did not run. Call ``<endpoint>.<method>`` on the queue ``<endpoint>``."""
 
 
+class Unauthorized(CollectorError):
+    """The message's sender is not proven (unsigned, badly signed, a revoked or superseded
+    key), or the proven sender may not make this call (another node's instance, volume,
+    job or heartbeat; a task reserved to the Collector). Nothing ran."""
+
+
 ALL_ERRORS: dict[str, type[CollectorError]] = {
     cls.__name__: cls
     for cls in list(globals().values())

@@ -13,9 +13,12 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 
+from collector.config import load_settings, signing_credential
 from collector.db import dispose_engines
+from collector.signing import COLLECTOR
 from tasks import endpoints
 from tasks.base import serve_only
+from workers.agent.signing import sign_messages
 
 # The event dispatcher, and every module of tasks/endpoints/ (one per wire endpoint).
 TASK_MODULES = ["tasks.event_bus", *(f"{endpoints.__name__}.{module.name}"
@@ -24,6 +27,8 @@ TASK_MODULES = ["tasks.event_bus", *(f"{endpoints.__name__}.{module.name}"
 app = Celery("collector", task_cls="tasks.base:CollectorTask")
 app.config_from_object("celeryconfig")
 app.conf.include = TASK_MODULES
+# Everything the Collector publishes (retries, callbacks, beat's tasks) is signed as itself.
+sign_messages(app, signing_credential(load_settings(), COLLECTOR))
 
 
 @worker_process_init.connect

@@ -4,6 +4,9 @@
   signature, type hints and wire rules (``tasks.arguments``); a wrong call answers
   InvalidArgument, never a raw ``TypeError``. A task may bring its own validator
   (``arguments=``, the registry's for domain functions).
+- A task runs only from a message whose sender is proven (its ``collector_auth`` signature,
+  ``tasks.authentication``) and may call it (``collector.services.authorization``): any
+  other is refused with Unauthorized, acknowledged and never run.
 - A task runs only from the queue it is served from (its ``queue``): a message that arrived
   with another routing key (``maintenance.*`` sent to ``hva-collector``, a forged
   ``events.deliver``) is refused with WrongQueue, acknowledged and never run. A task with a
@@ -84,15 +87,20 @@ def served_here(task: Task, delivery_info: dict[str, Any]) -> bool:
     return bool(queue) and delivery_info.get("routing_key") == queue
 
 
-def _refuse(task: Task, consumer: Any, message: Any) -> None:
-    """Answer WrongQueue for ``message`` without running it, and drop the message."""
-    headers = message.headers or {}
-    task_id = headers.get("id")
+def _wrong_queue(task: Task, message: Any) -> WrongQueue:
     delivery_info = message.delivery_info or {}
     arrived = delivery_info.get("routing_key") or delivery_info.get("exchange") or "?"
-    exc = WrongQueue(f"{task.name} is served from queue {task.queue!r}, "
-                     f"not from {arrived!r}: refused, not run")
-    log.warning("refused %s[%s]: %s", task.name, task_id, exc)
+    return WrongQueue(f"{task.name} is served from queue {task.queue!r}, "
+                      f"not from {arrived!r}: refused, not run")
+
+
+def _refuse(task: Task, consumer: Any, message: Any, exc: CollectorError,
+            sender: str = "") -> None:
+    """Answer ``exc`` for ``message`` without running it, and drop the message."""
+    headers = message.headers or {}
+    task_id = headers.get("id")
+    log.warning("refused %s[%s]%s: %s", task.name, task_id,
+                f" from {sender}" if sender else "", exc)
     message.reject_log_error(log, consumer.connection_errors)
     if not task_id:
         return
@@ -106,18 +114,32 @@ def _refuse(task: Task, consumer: Any, message: Any) -> None:
         task.backend.mark_as_failure(task_id, exc, request=request, call_errbacks=False)
     dispatcher = consumer.event_dispatcher
     if dispatcher and dispatcher.enabled:
-        dispatcher.send("task-failed", uuid=task_id, exception=f"WrongQueue({str(exc)!r})")
+        dispatcher.send("task-failed", uuid=task_id,
+                        exception=f"{type(exc).__name__}({str(exc)!r})")
 
 
 def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
                            **kwargs: Any) -> Callable[..., Any]:
-    """Celery's default strategy, behind the check that the message came the task's way."""
+    """Celery's default strategy, behind the checks that the message came the task's way
+    and that its sender is proven and may call the task (``tasks.authentication``)."""
+    from collector.services.authorization import may_call, refuse
+    from tasks.authentication import claimed_sender, sender_of
+    from tasks.process_settings import worker_settings
+
     handle = default_strategy(task, app, consumer, **kwargs)
+    check_sender = worker_settings().require_signatures
 
     def task_message_handler(message: Any, body: Any, ack: Any, reject: Any,
                              callbacks: Any, **options: Any) -> Any:
         if not served_here(task, message.delivery_info or {}):
-            return _refuse(task, consumer, message)
+            return _refuse(task, consumer, message, _wrong_queue(task, message))
+        if check_sender:
+            try:
+                caller = sender_of(message)
+                if not may_call(caller, task.name):
+                    raise refuse(caller, f"call {task.name}")
+            except CollectorError as exc:  # Unauthorized; TransientError: cannot check now
+                return _refuse(task, consumer, message, exc, claimed_sender(message))
         return handle(message, body, ack, reject, callbacks, **options)
 
     return task_message_handler

@@ -57,9 +57,11 @@ from collector.db import outbox
 from collector.errors import CollectorError, InvalidArgument, TransientError
 from collector.models import DISPATCH
 from collector.services import dead_letters, event_receipts
+from collector.services.authorization import may_publish
 from collector.topics import topic_matches
 from tasks import relay
 from tasks.app import app
+from tasks.authentication import caller_of
 from tasks.execution import run_in_unit_of_work
 from tasks.worker_sweeper import register_pass
 
@@ -197,6 +199,9 @@ def deliver(task: Task, event: str, args: list, sender: str,
     """The dispatcher: runs once per event (its task id, or ``event_id``) on the ``events``
     queue; a repeat of an event already dispatched does nothing."""
     event_id = event_id or task.request.id
+    # Before anything is written (not even a dead letter): an agent publishes only its own
+    # kind's events, as itself.
+    may_publish(caller_of(task.request), event, sender)
 
     def run() -> list[str] | dict[str, bool]:
         if not isinstance(event, str) or not isinstance(args, list) or \

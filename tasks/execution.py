@@ -32,7 +32,6 @@ from typing import Any
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from collector.config import Settings, load_settings
 from collector.db import UnitOfWork
 from collector.errors import (
     CollectorError,
@@ -45,8 +44,11 @@ from collector.errors import (
 from collector.models import Base
 from tasks import relay
 from tasks.app import app
+from tasks.process_settings import forget_settings, worker_settings
 
 log = logging.getLogger(__name__)
+
+__all__ = ["forget_settings", "run_in_unit_of_work", "worker_settings"]
 
 # SQLSTATEs after which the whole transaction may simply run again.
 RETRY_IN_PLACE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock
@@ -130,23 +132,6 @@ def database_error(exc: BaseException, where: str) -> CollectorError:
     log.error("unexpected error [%s] in %s", reference, where, exc_info=exc)
     return InternalError(f"unexpected {type(exc).__name__} in the Collector (logged as "
                          f"[{reference}]); nothing was committed")
-
-
-_settings: Settings | None = None
-
-
-def worker_settings() -> Settings:
-    """The settings of this worker process, read once (a worker's environment is fixed)."""
-    global _settings
-    if _settings is None:
-        _settings = load_settings()
-    return _settings
-
-
-def forget_settings() -> None:
-    """Read the settings again at the next call (after a fork, or in tests)."""
-    global _settings
-    _settings = None
 
 
 def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),

@@ -22,6 +22,7 @@ from typing import Any
 from celery import Task
 
 from collector.errors import ALL_ERRORS
+from collector.services.authorization import RIGHTS, rights_table
 from tasks.app import TASK_MODULES, app
 from tasks.event_bus import SUBSCRIPTIONS, Subscription
 from tasks.registry import EXPOSED
@@ -139,9 +140,18 @@ def errors_markdown() -> str:
     return "\n".join(out)
 
 
+def rights_markdown() -> str:
+    """Which tasks a node may call, and what must be its own (``authorization.RIGHTS``)."""
+    out = [NOTICE, "", "| task | who of the nodes | on what |", "|---|---|---|"]
+    out += [f"| `{task}` | {who} | {_cell(what)} |"
+            for task, who, what in rights_table(RIGHTS)]
+    return "\n".join(out)
+
+
 def generated_sections() -> dict[str, str]:
     """The markdown of every generated region of the reference, by marker name."""
-    return {"endpoints": endpoints_markdown(), "errors": errors_markdown()}
+    return {"endpoints": endpoints_markdown(), "errors": errors_markdown(),
+            "rights": rights_markdown()}
 
 
 def _markers(name: str) -> tuple[str, str]:

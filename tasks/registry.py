@@ -29,9 +29,12 @@ from sqlalchemy.orm import Session
 from collector import wire
 from collector.db import outbox
 from collector.errors import TransientError
+from collector.services import authorization
+from collector.services.authorization import Caller
 from collector.services.jobs import own_jobs
 from tasks.app import app
 from tasks.arguments import ArgumentValidator
+from tasks.authentication import caller_of
 from tasks.event_bus import backoff
 from tasks.execution import run_in_unit_of_work, worker_settings
 
@@ -98,6 +101,19 @@ def _finishing_job(fn: Callable[..., Any], job_id: str) -> Callable[..., Any]:
     return work
 
 
+def _authorized(work: Callable[..., Any], caller: Caller, task_name: str,
+                fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``work``, after the check that ``caller`` may call ``task_name`` on these arguments,
+    in the same transaction (``collector.services.authorization``)."""
+
+    def checked(session: Session, *args: Any, **kwargs: Any) -> Any:
+        authorization.check(session, caller, task_name, fn, args, kwargs)
+        return work(session, *args, **kwargs)
+
+    checked.__qualname__ = fn.__qualname__
+    return checked
+
+
 class Endpoint:
     """A named group of tasks served from the queue of the same name.
 
@@ -153,6 +169,9 @@ class Endpoint:
             job_id = str(task.request.id or "")
             if finishes_own_jobs and job_id.startswith(JOB_ID_PREFIX):
                 work = _finishing_job(fn, job_id)
+            caller = caller_of(task.request)
+            if caller is not None and not caller.trusted:
+                work = _authorized(work, caller, task_name, fn)
             try:
                 if guard is not None:
                     guard(*args, **kwargs)

@@ -36,15 +36,23 @@ from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
 from collector import wire
-from collector.config import Settings, load_settings, redis_transport_options, ssl_options_for
+from collector.config import (
+    Settings,
+    load_settings,
+    redis_transport_options,
+    signing_credential,
+    ssl_options_for,
+)
 from collector.db import db_now, get_engine, outbox, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.redaction import masked_repr
 from collector.services import dead_letters
+from collector.signing import COLLECTOR
 from collector.timeutil import utcnow
 from workers.agent.client import EVENTS_EXCHANGE as events_exchange
 from workers.agent.client import EVENTS_QUEUE as events_queue
 from workers.agent.client import broker_transport_for
+from workers.agent.signing import sign_messages
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +84,7 @@ def publisher(broker_url: str) -> Celery:
             broker_use_ssl=ssl_options_for(settings, broker_url),
             broker_transport=broker_transport_for(broker_url),
         )
-        _publishers[broker_url] = app
+        _publishers[broker_url] = sign_messages(app, signing_credential(settings, COLLECTOR))
     return _publishers[broker_url]
 
 

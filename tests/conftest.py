@@ -20,8 +20,15 @@ deselected anyway).
 from __future__ import annotations
 
 import itertools
+import os
 import re
+import secrets
 import sys
+
+# Every message is signed (collector.signing): this run's secret, before anything reads the
+# settings. Workers and agents started by the tests inherit it; the tests' own clients sign
+# as the operator, agents started with node credentials as their node.
+os.environ.setdefault("COLLECTOR_SIGNING_SECRET", secrets.token_hex(32))
 from contextlib import contextmanager
 from pathlib import Path
 

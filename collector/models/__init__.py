@@ -3,6 +3,7 @@
 from collector.models.accounts import Account
 from collector.models.alarms import ALARM_STATES, LOG_METRICS, RESOURCE_METRICS, Alarm
 from collector.models.base import TAGGABLE_CLASSES, Base, find_taggable
+from collector.models.credentials import NodeCredential
 from collector.models.dead_letters import DEAD_LETTER_SOURCES, DeadLetter
 from collector.models.event_receipts import DISPATCH, EventReceipt
 from collector.models.images import BOOT_DEV_LOCAL, BOOT_DEV_SAN, BackupObject, BackupStorage, Image

@@ -57,13 +57,21 @@ class RedisServer:
     def __init__(self, port: int | None = None, appendonly: bool = False) -> None:
         self.port = port or free_port()
         self.appendonly = appendonly
+        # The default user (the Collector's and the operator's, in tests) has a password, as
+        # in every installation: only a node's own user (``collector credentials issue``)
+        # reaches this Redis otherwise, under its ACL rules.
+        self.password = secrets.token_hex(12)
         self.dir = tempfile.mkdtemp(prefix="collector-redis-")
         self.log_path = os.path.join(self.dir, "redis.log")
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}"
+
+    def client(self, **options: object) -> redis.Redis:
+        """A redis-py client of this server as its default (full) user."""
+        return redis.Redis(port=self.port, password=self.password, **options)
 
     def start(self, timeout: float = 20) -> RedisServer:
         binary = redis_server_binary()
@@ -71,10 +79,10 @@ class RedisServer:
             self.process = subprocess.Popen(
                 [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
                  "--appendonly", "yes" if self.appendonly else "no", "--daemonize", "no",
-                 "--dir", self.dir, "--hz", "100"],
+                 "--dir", self.dir, "--hz", "100", "--requirepass", self.password],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)
+        client = self.client(socket_connect_timeout=0.5, socket_timeout=1)
         try:
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

@@ -127,6 +127,9 @@ class Agent:
         self.app: Celery = make_app(broker_url, result_backend)
         self.app.conf.update(
             task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
+            # No remote control, no task events: a node's broker user reaches neither the
+            # pidbox nor the event channels (workers.broker_acl).
+            worker_enable_remote_control=False, worker_send_task_events=False,
             worker_hijack_root_logger=False, task_default_queue=self.queues[0],
             # The node's own options over make_app's (a Sentinel list's master name...).
             broker_transport_options={**self.app.conf.broker_transport_options,
@@ -337,6 +340,7 @@ class Agent:
                 "worker", "-Q", ",".join(self.queues), "--pool", "threads",
                 "--concurrency", str(concurrency), "--loglevel", loglevel,
                 "--hostname", f"{self.node_id}@%h", "--without-gossip", "--without-mingle",
+                "--without-heartbeat",
             ])
         finally:
             self._stop.set()

@@ -50,10 +50,13 @@ from collector.config import (
     redis_transport_options,
     sentinel_hosts,
     sentinel_kwargs,
+    signing_credential,
     single_url,
     ssl_options_for,
 )
 from collector.redaction import masked_repr
+from collector.signing import OPERATOR, Credential
+from workers.agent.signing import sign_messages
 from workers.agent.transport import TRANSPORTS
 
 log = logging.getLogger(__name__)
@@ -99,6 +102,31 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+class BrokerRefused(RpcError):
+    """The broker refused this client (its ACL user may not reach that queue, key or
+    channel, or its user or password is no longer valid): ``error_type`` Unauthorized, as
+    the Collector's own refusals."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("Unauthorized", message)
+
+
+_REFUSALS = (redis.exceptions.NoPermissionError, redis.exceptions.AuthenticationError)
+_REFUSAL_WORDS = ("NOPERM", "no permissions", "WRONGPASS", "invalid username-password")
+
+
+def broker_refusal(exc: BaseException) -> str | None:
+    """What the broker said when it refused this client's user (ACL), found in ``exc`` or
+    what caused it; None when ``exc`` is no such refusal."""
+    seen, current = 0, exc
+    while current is not None and seen < 6:
+        text = str(current)
+        if isinstance(current, _REFUSALS) or any(word in text for word in _REFUSAL_WORDS):
+            return text[:300]
+        current, seen = current.__cause__ or current.__context__, seen + 1
+    return None
+
+
 def is_transport_failure(exc: BaseException) -> bool:
     """Whether ``exc`` (or what caused it: Celery wraps a result backend that stays out of
     reach in a RuntimeError) says the broker or the result backend cannot be reached."""
@@ -117,6 +145,9 @@ def sent(what: str, send: Callable[[], Any]) -> str:
     try:
         return send().id
     except Exception as exc:
+        refusal = broker_refusal(exc)
+        if refusal:
+            raise BrokerRefused(f"{what}, the broker refused: {refusal}") from None
         if not is_transport_failure(exc):
             raise
         raise BrokerUnavailable(f"{what}, the broker cannot be reached "
@@ -163,7 +194,8 @@ def run_celery(app: Celery, argv: list[str]) -> int:
     return status if isinstance(status, int) else 0
 
 
-def make_app(broker_url: str | None = None, result_backend: str | None = None) -> Celery:
+def make_app(broker_url: str | None = None, result_backend: str | None = None,
+             credential: Credential | None = None) -> Celery:
     settings = load_settings()
     broker = authenticated_beyond_localhost(
         "broker_url", broker_url or settings.broker_url or "redis://127.0.0.1:6379/0")
@@ -191,7 +223,9 @@ def make_app(broker_url: str | None = None, result_backend: str | None = None) -
             "max_retries": 4, "interval_start": 0.1, "interval_step": 0.2, "interval_max": 0.5},
             **redis_transport_options(settings, backend)},
     )
-    return app
+    # Every message signed: as the node (COLLECTOR_NODE_ID / COLLECTOR_NODE_KEY), else as
+    # the operator (a process holding the Collector's signing secret).
+    return sign_messages(app, credential or signing_credential(settings, OPERATOR))
 
 
 def redis_client(url: str | None = None, settings: Settings | None = None,
@@ -238,11 +272,14 @@ class Collector:
     """A connection to the Collector's endpoints, jobs and events."""
 
     def __init__(self, broker_url: str | None = None, result_backend: str | None = None,
-                 timeout: float = 30.0, sender: str | None = None) -> None:
-        self.app = make_app(broker_url, result_backend)
+                 timeout: float = 30.0, sender: str | None = None,
+                 credential: Credential | None = None) -> None:
+        self.app = make_app(broker_url, result_backend, credential)
         self.timeout = timeout
         self.visibility_timeout = load_settings().visibility_timeout
-        self.sender = sender
+        # Events go out as the node that signs them, unless told otherwise.
+        signer = self.app.conf.get("collector_signed_by")
+        self.sender = sender or (signer if signer not in (None, OPERATOR) else None)
         self.events = _Events(self)
         self.jobs = _Jobs(self)
 
@@ -268,6 +305,10 @@ class Collector:
             raise RpcError("InvalidArgument", f"{what}: the arguments are not JSON ({exc})") \
                 from None
         except Exception as exc:
+            refusal = broker_refusal(exc)
+            if refusal:
+                raise BrokerRefused(f"{what}: not sent, the broker refused: {refusal}") \
+                    from None
             if not is_transport_failure(exc):
                 raise
             raise BrokerUnavailable(f"{what}: not sent, the broker or the result backend "

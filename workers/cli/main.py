@@ -24,6 +24,23 @@ def _ensure_broker(data_dir: Path):  # noqa: ANN202 - EmbeddedRedis | None
     return redis
 
 
+def ensure_signing_secret(data_dir: Path) -> None:
+    """The installation's signing secret: COLLECTOR_SIGNING_SECRET, else the one kept in
+    ``<data dir>/signing-secret`` (generated on first start, mode 0600), exported for the
+    processes started from here."""
+    if os.environ.get("COLLECTOR_SIGNING_SECRET"):
+        return
+    from collector.config import SIGNING_SECRET_FILE
+    from workers.embedded_redis import write_private
+
+    path = data_dir / SIGNING_SECRET_FILE
+    secret = path.read_text().strip() if path.is_file() else ""
+    if not secret:
+        secret = secrets.token_hex(32)
+        write_private(path, secret + "\n")
+    os.environ["COLLECTOR_SIGNING_SECRET"] = secret
+
+
 def _parse_arg(text: str):
     """A CLI argument is JSON when it parses as JSON, else a plain string."""
     try:
@@ -131,6 +148,9 @@ def flower(address: str, port: int) -> None:
     from tasks.app import app
     from workers.flower import run_flower
 
+    operator_url = os.environ.get("COLLECTOR_OPERATOR_BROKER_URL")
+    if operator_url:  # the operator's own broker user (the embedded Redis exports it)
+        app.conf.broker_url = operator_url
     auth = load_settings().flower_basic_auth
     if not auth:
         auth = f"admin:{secrets.token_urlsafe(12)}"
@@ -149,6 +169,7 @@ def up(procfile: str) -> None:
 
     settings = load_settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_signing_secret(settings.data_dir)
     redis = _ensure_broker(settings.data_dir)
     from collector.db.migrate import upgrade
 
@@ -253,6 +274,7 @@ def docs_reference(check: bool, path: Path | None) -> None:
 
 
 def _attach_subcommands() -> None:
+    from workers.cli.credentials import credentials_group
     from workers.cli.dead_letters import dead_letters
     from workers.cli.groups import group
     from workers.cli.hosts import host
@@ -269,6 +291,7 @@ def _attach_subcommands() -> None:
     main.add_command(host)
     main.add_command(dead_letters)
     main.add_command(group)
+    main.add_command(credentials_group)
 
 
 _attach_subcommands()

@@ -67,11 +67,12 @@ class Processes:
         self.log_dir, self.env = log_dir, env
         self.children: dict[str, subprocess.Popen] = {}
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
+        """Start ``python -m *args`` as ``name``; ``env``: its own environment instead."""
         log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed with the child
         self.children[name] = subprocess.Popen(
             [sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+            stdin=subprocess.DEVNULL, env=env or self.env, start_new_session=True)
 
     def kill(self, name: str) -> None:
         child = self.children[name]
@@ -343,14 +344,35 @@ def _environment(data_dir: Path) -> dict[str, str]:
         env.setdefault("COLLECTOR_SCHEDULER_CONFIG", str(config))
     env["COLLECTOR_DATA_DIR"] = str(data_dir)
     env.setdefault("COLLECTOR_DATABASE_URL", f"sqlite:///{data_dir / 'collector.sqlite3'}")
+    env.setdefault("COLLECTOR_SIGNING_SECRET", secrets.token_hex(32))
     return env
+
+
+def _agent_environment(env: dict[str, str], node_id: str) -> dict[str, str]:
+    """A node's agent environment: its own key and broker user (``collector credentials
+    issue``), none of the Collector's or the operator's secrets."""
+    from dataclasses import replace
+
+    from collector.config import load_settings
+    from workers.cli.credentials import issue_node
+
+    settings = replace(load_settings(), database_url=env["COLLECTOR_DATABASE_URL"],
+                       broker_url=env.get("COLLECTOR_OPERATOR_BROKER_URL",
+                                          env["COLLECTOR_BROKER_URL"]),
+                       result_backend=env.get("COLLECTOR_RESULT_BACKEND"),
+                       signing_secret=env["COLLECTOR_SIGNING_SECRET"])
+    own = issue_node(node_id, settings).environ()
+    shared = {key: value for key, value in env.items() if key not in (
+        "COLLECTOR_SIGNING_SECRET", "COLLECTOR_OPERATOR_BROKER_URL", "COLLECTOR_DATABASE_URL")}
+    return {**shared, **own}
 
 
 def run_demo(exit_at_end: bool = False, data_dir: Path | None = None) -> int:
     from collector.db import unit_of_work
     from collector.db.migrate import upgrade
+    from collector.signing import OPERATOR, Credential
     from workers.demo.world.datacenter import seed_datacenter
-    from workers.embedded_redis import EmbeddedRedis, free_port
+    from workers.embedded_redis import OPERATOR_USER, EmbeddedRedis, free_port
 
     started = time.monotonic()
     data_dir = Path(data_dir or os.environ.get("COLLECTOR_DEMO_DIR", "var/demo")).resolve()
@@ -362,6 +384,7 @@ def run_demo(exit_at_end: bool = False, data_dir: Path | None = None) -> int:
         redis = EmbeddedRedis(data_dir).start()
         env["COLLECTOR_BROKER_URL"] = redis.url
         env["COLLECTOR_RESULT_BACKEND"] = redis.result_backend_url
+        env["COLLECTOR_OPERATOR_BROKER_URL"] = redis.url_of(0, OPERATOR_USER)
     db_url = env["COLLECTOR_DATABASE_URL"]
     upgrade(db_url)
     with unit_of_work(db_url) as session:
@@ -379,12 +402,17 @@ def run_demo(exit_at_end: bool = False, data_dir: Path | None = None) -> int:
         procs.start("beat", "workers.cli", "beat")
         procs.start("flower", "workers.cli", "flower", "--port", str(flower_port))
         for node in (*world["host_node_ids"], *world["storage_node_ids"]):
-            procs.start(f"agent-{node}", "workers.demo.reference_agents", node)
-        with Collector(env["COLLECTOR_BROKER_URL"], env["COLLECTOR_RESULT_BACKEND"],
-                       timeout=30) as client:
+            procs.start(f"agent-{node}", "workers.demo.reference_agents", node,
+                        env=_agent_environment(env, node))
+        operator = Credential.from_secret(env["COLLECTOR_SIGNING_SECRET"], OPERATOR)
+        with Collector(env.get("COLLECTOR_OPERATOR_BROKER_URL", env["COLLECTOR_BROKER_URL"]),
+                       redis.url_of(1, OPERATOR_USER) if redis else
+                       env["COLLECTOR_RESULT_BACKEND"], timeout=30,
+                       credential=operator) as client:
             demo = Demo(client, world, procs)
             _step("starting a worker per role, a second scheduler, beat, Flower and "
-                  f"{len(procs.children) - 4} agents")
+                  f"{len(procs.children) - 4} agents, each with its own signing key and "
+                  "broker user (collector credentials issue)")
             nodes = (*world["host_node_ids"], *world["storage_node_ids"])
             with console.status("waiting for every agent's node to come online"):
                 _wait(lambda: all(_node_state(demo, n) == "online" for n in nodes), 60,

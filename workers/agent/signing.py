@@ -1,0 +1,57 @@
+"""Sign every task message an app publishes (``collector.signing``).
+
+``sign_messages(app, credential)`` wraps the app's message sender, so whatever publishes
+through the app carries the ``collector_auth`` header: calls, casts, events, a job's
+``link`` / ``link_error`` callbacks sent by a worker of the app, a task's retry. A plain
+Celery agent that does not use this library adds the same header itself:
+``credential.sign(task_name, task_id, args, kwargs)`` (``headers={"collector_auth": ...}``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any
+
+from celery import Celery
+from kombu.exceptions import EncodeError
+
+from collector.signing import HEADER, Credential, node_kind
+
+
+def signed(send: Callable[..., Any], credential: Credential) -> Callable[..., Any]:
+    """Celery's ``send_task_message`` ``send``, adding the signature of each message. A
+    node declares nothing (its broker user may not write the Collector's bindings, which
+    the Collector and the operator declare)."""
+    declares = node_kind(credential.principal) is None
+
+    def send_signed(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
+        headers, _properties, body, _sent_event = message
+        try:
+            headers[HEADER] = credential.sign(name, headers["id"], body[0], body[1])
+        except (TypeError, ValueError) as exc:  # not JSON: kombu would refuse it as well
+            raise EncodeError(exc) from exc
+        if not declares:
+            kwargs["declare"] = []
+        return send(producer, name, message, *args, **kwargs)
+
+    return send_signed
+
+
+def sign_messages(app: Celery, credential: Credential | None) -> Celery:
+    """Make every task message ``app`` publishes signed by ``credential`` (None: unsigned).
+    The sender is built at its first use, from the app's configuration as it is then."""
+    if credential is None:
+        return app
+    amqp = app.amqp
+    plain = type(amqp)
+
+    class SignedAMQP(plain):  # type: ignore[valid-type, misc]
+        @cached_property
+        def send_task_message(self) -> Callable[..., Any]:
+            return signed(self._create_task_sender(), credential)
+
+    amqp.__dict__.pop("send_task_message", None)
+    amqp.__class__ = SignedAMQP
+    app.conf.collector_signed_by = credential.principal
+    return app

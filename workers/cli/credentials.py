@@ -1,0 +1,131 @@
+"""``collector credentials ...``: a node's own identity (signing key and broker user).
+
+    collector credentials issue hva.demo1     # prints the agent's environment, KEY=VALUE
+    collector credentials revoke hva.demo1    # its messages refused, its connections closed
+    collector credentials list
+
+Run by the operator, with the Collector's database and signing secret
+(COLLECTOR_SIGNING_SECRET) and a broker user that may manage ACLs (the operator's).
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import click
+
+from collector.config import Settings, load_settings
+from collector.db import unit_of_work
+from collector.errors import CollectorError
+from collector.services import credentials
+from workers import broker_acl
+from workers.agent.client import redis_client
+
+
+@dataclass(frozen=True)
+class NodeEnvironment:
+    """What a node's agent is started with (``collector credentials issue`` prints it)."""
+
+    node_id: str
+    node_key: str
+    broker_url: str
+    result_backend: str
+
+    def lines(self) -> list[str]:
+        return [f"COLLECTOR_NODE_ID={self.node_id}", f"COLLECTOR_NODE_KEY={self.node_key}",
+                f"COLLECTOR_BROKER_URL={self.broker_url}",
+                f"COLLECTOR_RESULT_BACKEND={self.result_backend}"]
+
+    def environ(self) -> dict[str, str]:
+        return dict(line.split("=", 1) for line in self.lines())
+
+
+def _servers(settings: Settings) -> list[str]:
+    """The broker, and the result backend when it is another server."""
+    urls = [settings.broker_url or ""]
+    backend = settings.result_backend or ""
+    if backend and _server(backend) != _server(urls[0]):
+        urls.append(backend)
+    return urls
+
+
+def _server(url: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url.split(";")[0])
+    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
+
+
+def issue_node(node_id: str, settings: Settings | None = None) -> NodeEnvironment:
+    """A new signing key and broker user for ``node_id`` (the previous ones end)."""
+    settings = settings or load_settings()
+    if not settings.signing_secret:
+        raise click.ClickException("no signing secret: set COLLECTOR_SIGNING_SECRET (or run "
+                                   "where `collector up` keeps it)")
+    if not settings.broker_url:
+        raise click.ClickException("no broker: set COLLECTOR_BROKER_URL")
+    user, password = credentials.broker_user(node_id), secrets.token_urlsafe(24)
+    with unit_of_work(settings.database_url) as session:  # node id checked before any user
+        issued = credentials.issue(session, settings.signing_secret, node_id)
+        for url in _servers(settings):
+            client = redis_client(url, settings)
+            broker_acl.set_user(client, user, broker_acl.node_rules(
+                node_id, password, broker_acl.has_selectors(client)))
+            broker_acl.declare_events_binding(client)
+    return NodeEnvironment(
+        node_id, issued.credential.node_key(),
+        broker_acl.node_user_url(settings.broker_url, user, password),
+        broker_acl.node_user_url(settings.result_backend or settings.broker_url, user,
+                                 password))
+
+
+def revoke_node(node_id: str, settings: Settings | None = None) -> None:
+    """End ``node_id``'s key (its next message is refused) and delete its broker user
+    (its open connections are closed)."""
+    settings = settings or load_settings()
+    with unit_of_work(settings.database_url) as session:
+        user = credentials.revoke(session, node_id)
+    for url in _servers(settings):
+        broker_acl.delete_user(redis_client(url, settings), user)
+
+
+@click.group("credentials")
+def credentials_group() -> None:
+    """Node identities: a signing key and a broker user of its own for each node."""
+
+
+@credentials_group.command("issue")
+@click.argument("node_id")
+def issue(node_id: str) -> None:
+    """Give NODE_ID (hva.<name>, sta.<name>, natbox.<name>) a new key and broker user, and
+    print its agent's environment as KEY=VALUE lines (the previous key stops working)."""
+    try:
+        env = issue_node(node_id)
+    except CollectorError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    for line in env.lines():
+        click.echo(line)
+
+
+@credentials_group.command("revoke")
+@click.argument("node_id")
+def revoke(node_id: str) -> None:
+    """End NODE_ID's key and broker user: its next message is refused, its connections
+    are closed."""
+    try:
+        revoke_node(node_id)
+    except CollectorError as exc:
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
+    click.echo(f"{node_id}: revoked")
+
+
+@credentials_group.command("list")
+def list_() -> None:
+    """Every node credential: node, key generation, broker user, issued, revoked."""
+    with unit_of_work(readonly=True) as session:
+        rows = credentials.list_credentials(session)
+    for row in rows:
+        click.echo(f"{row['node_id']}\tkey {row['generation']}\t{row['broker_user']}\t"
+                   f"issued {row['issued_at']}\t"
+                   f"{'revoked ' + str(row['revoked_at']) if row['revoked_at'] else 'valid'}")
