@@ -110,13 +110,6 @@ def _save(client: redis.Redis) -> None:
         pass  # no ACL file (users set in redis.conf or at run time): nothing to keep
 
 
-def declare_events_binding(client: redis.Redis) -> None:
-    """The events queue's binding, made by the operator: a node may not write bindings, so
-    an event it publishes before any Collector worker started still lands in the queue."""
-    client.sadd(f"_kombu.binding.{wire.EVENTS_EXCHANGE}",
-                "\x06\x16".join(("#", "", wire.EVENTS)))
-
-
 def node_user_url(url: str, user: str, password: str) -> str:
     """``url`` (a broker URL, or a ``;`` list) with ``user:password`` instead of its own
     credentials."""

@@ -38,6 +38,11 @@ import redis
 from celery import Celery, Task
 from celery.exceptions import Ignore, Reject, TaskRevokedError
 from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.signals import before_task_publish
+from kombu import Exchange
+
+from collector.signing import HEADER as SIGNATURE
+from collector.signing import Credential
 
 PROXY = "jobqueue-proxy"
 CALL_TIMEOUT = float(os.environ.get("COLLECTOR_RPC_TIMEOUT", "30"))
@@ -50,9 +55,25 @@ LEDGER = os.environ.get("PLAIN_AGENT_LEDGER", "1") != "0"
 RETRYABLE = {"TransientError", "OperationalError"}
 
 broker = os.environ["COLLECTOR_BROKER_URL"]
-app = Celery("plain-agent", broker=broker, backend=broker)
+backend = os.environ.get("COLLECTOR_RESULT_BACKEND") or broker
+app = Celery("plain-agent", broker=broker, backend=backend)
 app.conf.update(accept_content=["json"], task_serializer="json", result_accept_content=["json"],
-                task_acks_late=True, worker_prefetch_multiplier=1)
+                task_acks_late=True, worker_prefetch_multiplier=1,
+                worker_enable_remote_control=False)
+
+# The node's identity, as docs/reference.md ("Node identity") tells a plain Celery agent: every
+# message it publishes (its calls, and the link callbacks Celery sends for it) signed with
+# the node's key, and no queue declared (a node's broker user may not write bindings).
+if os.environ.get("COLLECTOR_NODE_KEY"):
+    credential = Credential.from_node_key(os.environ["COLLECTOR_NODE_ID"],
+                                          os.environ["COLLECTOR_NODE_KEY"])
+
+    @before_task_publish.connect
+    def _signed(sender: str, body: Any, headers: dict, declare: list | None = None,
+                **_kw: Any) -> None:
+        headers[SIGNATURE] = credential.sign(sender, headers["id"], body[0], body[1])
+        if declare:  # exchanges only (kombu keeps them in memory)
+            declare[:] = [entity for entity in declare if isinstance(entity, Exchange)]
 
 
 class NoAnswer(Exception):
@@ -162,7 +183,11 @@ def queues(node: str, names: list[str]) -> list[str]:
 node_id = sys.argv[1] if __name__ == "__main__" else os.environ.get("PLAIN_AGENT_NODE", "")
 
 if __name__ == "__main__":
+    # A node's broker user reaches only its own unacknowledged-message keys.
+    app.conf.broker_transport_options = {
+        "unacked_key": f"unacked.{node_id}", "unacked_index_key": f"unacked.{node_id}.index",
+        "unacked_mutex_key": f"unacked.{node_id}.mutex"}
     app.worker_main(["worker", "-Q", ",".join(queues(node_id, sys.argv[2:])), "--pool",
                      "threads", "--concurrency", os.environ.get("PLAIN_AGENT_CONCURRENCY", "2"),
                      "--hostname", f"{node_id}@%h", "--loglevel", "INFO", "--without-gossip",
-                     "--without-mingle"])
+                     "--without-mingle", "--without-heartbeat"])

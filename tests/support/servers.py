@@ -334,9 +334,22 @@ def start_worker(db_url: str, broker_url: str, role: str = "all",
                          argv).wait_ready(timeout)
 
 
+def node_env(node_id: str, env: dict | None = None) -> dict[str, str]:
+    """The environment of ``node_id``'s agent over a Collector worker's ``env``: its own key
+    and broker user, issued now (``collector credentials issue``), so it runs under the
+    rules of every node (docs/reference.md, "Node identity")."""
+    from workers.cli.credentials import agent_environment
+
+    return {**(env or {}), **agent_environment(node_id, {**os.environ, **(env or {})})}
+
+
 def start_agent(node_id: str, broker_url: str, env: dict | None = None,
                 concurrency: int = 2) -> WorkerProcess:
-    """A reference agent (``workers.demo.reference_agents``) consuming ``node_id``'s queues."""
+    """A reference agent (``workers.demo.reference_agents``) consuming ``node_id``'s queues,
+    with its own credentials (``node_env``) when ``env`` names the Collector's database."""
+    if (env or {}).get("COLLECTOR_DATABASE_URL"):
+        env = node_env(node_id, {"COLLECTOR_BROKER_URL": broker_url,
+                                 "COLLECTOR_RESULT_BACKEND": broker_url, **env})
     return WorkerProcess("", broker_url, role=f"agent-{node_id}", env=env, argv=[
         "-m", "workers.demo.reference_agents", node_id, str(concurrency)]).wait_ready()
 

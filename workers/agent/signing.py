@@ -14,6 +14,7 @@ from functools import cached_property
 from typing import Any
 
 from celery import Celery
+from kombu import Exchange
 from kombu.exceptions import EncodeError
 
 from collector.signing import HEADER, Credential, node_kind
@@ -31,8 +32,9 @@ def signed(send: Callable[..., Any], credential: Credential) -> Callable[..., An
             headers[HEADER] = credential.sign(name, headers["id"], body[0], body[1])
         except (TypeError, ValueError) as exc:  # not JSON: kombu would refuse it as well
             raise EncodeError(exc) from exc
-        if not declares:
-            kwargs["declare"] = []
+        if not declares:  # exchanges only: their declaration writes nothing in Redis
+            kwargs["declare"] = [entity for entity in kwargs.get("declare") or ()
+                                 if isinstance(entity, Exchange)]
         return send(producer, name, message, *args, **kwargs)
 
     return send_signed

@@ -11,7 +11,8 @@ Run by the operator, with the Collector's database and signing secret
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import click
 
@@ -20,7 +21,7 @@ from collector.db import unit_of_work
 from collector.errors import CollectorError
 from collector.services import credentials
 from workers import broker_acl
-from workers.agent.client import redis_client
+from workers.agent.client import EVENTS_QUEUE, make_app, redis_client
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,39 @@ def issue_node(node_id: str, settings: Settings | None = None) -> NodeEnvironmen
             client = redis_client(url, settings)
             broker_acl.set_user(client, user, broker_acl.node_rules(
                 node_id, password, broker_acl.has_selectors(client)))
-            broker_acl.declare_events_binding(client)
+    declare_events_queue(settings)
     return NodeEnvironment(
         node_id, issued.credential.node_key(),
         broker_acl.node_user_url(settings.broker_url, user, password),
         broker_acl.node_user_url(settings.result_backend or settings.broker_url, user,
                                  password))
+
+
+def agent_environment(node_id: str, env: Mapping[str, str]) -> dict[str, str]:
+    """What changes in a Collector installation's environment ``env`` for the agent of
+    ``node_id``: its own key and broker user (issued now), and no signing secret (the empty
+    value unsets it). ``env`` names the database, the broker (the operator's user, when
+    COLLECTOR_OPERATOR_BROKER_URL is set) and the signing secret."""
+    settings = replace(load_settings(), database_url=env["COLLECTOR_DATABASE_URL"],
+                       broker_url=env.get("COLLECTOR_OPERATOR_BROKER_URL") or
+                       env["COLLECTOR_BROKER_URL"],
+                       result_backend=env.get("COLLECTOR_RESULT_BACKEND") or
+                       env["COLLECTOR_BROKER_URL"],
+                       signing_secret=env["COLLECTOR_SIGNING_SECRET"])
+    return {**issue_node(node_id, settings).environ(), "COLLECTOR_SIGNING_SECRET": "",
+            "COLLECTOR_OPERATOR_BROKER_URL": "", "COLLECTOR_DATABASE_URL": ""}
+
+
+def declare_events_queue(settings: Settings) -> None:
+    """The events queue and its binding, declared by the operator: a node may not write
+    bindings, so an event it publishes before any Collector worker started still lands in
+    the queue."""
+    app = make_app(settings.broker_url, settings.result_backend)
+    try:
+        with app.connection_for_write() as connection:
+            EVENTS_QUEUE.bind(connection.default_channel).declare()
+    finally:
+        app.close()
 
 
 def revoke_node(node_id: str, settings: Settings | None = None) -> None:

@@ -348,29 +348,11 @@ def _environment(data_dir: Path) -> dict[str, str]:
     return env
 
 
-def _agent_environment(env: dict[str, str], node_id: str) -> dict[str, str]:
-    """A node's agent environment: its own key and broker user (``collector credentials
-    issue``), none of the Collector's or the operator's secrets."""
-    from dataclasses import replace
-
-    from collector.config import load_settings
-    from workers.cli.credentials import issue_node
-
-    settings = replace(load_settings(), database_url=env["COLLECTOR_DATABASE_URL"],
-                       broker_url=env.get("COLLECTOR_OPERATOR_BROKER_URL",
-                                          env["COLLECTOR_BROKER_URL"]),
-                       result_backend=env.get("COLLECTOR_RESULT_BACKEND"),
-                       signing_secret=env["COLLECTOR_SIGNING_SECRET"])
-    own = issue_node(node_id, settings).environ()
-    shared = {key: value for key, value in env.items() if key not in (
-        "COLLECTOR_SIGNING_SECRET", "COLLECTOR_OPERATOR_BROKER_URL", "COLLECTOR_DATABASE_URL")}
-    return {**shared, **own}
-
-
 def run_demo(exit_at_end: bool = False, data_dir: Path | None = None) -> int:
     from collector.db import unit_of_work
     from collector.db.migrate import upgrade
     from collector.signing import OPERATOR, Credential
+    from workers.cli.credentials import agent_environment
     from workers.demo.world.datacenter import seed_datacenter
     from workers.embedded_redis import OPERATOR_USER, EmbeddedRedis, free_port
 
@@ -403,7 +385,7 @@ def run_demo(exit_at_end: bool = False, data_dir: Path | None = None) -> int:
         procs.start("flower", "workers.cli", "flower", "--port", str(flower_port))
         for node in (*world["host_node_ids"], *world["storage_node_ids"]):
             procs.start(f"agent-{node}", "workers.demo.reference_agents", node,
-                        env=_agent_environment(env, node))
+                        env={**env, **agent_environment(node, env)})
         operator = Credential.from_secret(env["COLLECTOR_SIGNING_SECRET"], OPERATOR)
         with Collector(env.get("COLLECTOR_OPERATOR_BROKER_URL", env["COLLECTOR_BROKER_URL"]),
                        redis.url_of(1, OPERATOR_USER) if redis else

@@ -28,7 +28,7 @@ from collector.models import OutboxMessage, QueuedJob
 from collector.timeutil import utcnow
 from tasks import relay
 from tests.support.checks import wait_for
-from tests.support.servers import WorkerProcess, start_agent, start_worker
+from tests.support.servers import WorkerProcess, node_env, start_agent, start_worker
 from workers.agent.client import Collector
 
 pytestmark = pytest.mark.integration
@@ -114,7 +114,7 @@ def test_outcomes_whose_callbacks_were_lost_are_finished_by_the_maintenance_pass
     c = cluster
     node = f"hva.plain{new_uuid()}"
     plain = WorkerProcess("", c["broker"], role=f"plain-{node}",  # one that never reports
-                          env={**c["worker"].env, "PLAIN_AGENT_LEDGER": "0"},
+                          env=node_env(node, {**c["worker"].env, "PLAIN_AGENT_LEDGER": "0"}),
                           argv=["-m", "tests.support.plain_agent", node]).wait_ready()
     try:
         queue = wire.node_queue(wire.HVA_HANDLE, node)

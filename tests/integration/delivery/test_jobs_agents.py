@@ -223,10 +223,11 @@ def test_worker_killed_mid_job_is_reaped_and_the_job_completes_exactly_once(clus
 def test_plain_celery_agent_jobs_reach_the_ledger(cluster, reports):
     """A plain Celery agent that follows the protocol reports its jobs itself; one that never
     reports has them recorded by the link callbacks."""
-    from tests.support.servers import WorkerProcess
+    from tests.support.servers import WorkerProcess, node_env
 
     node = f"hva.plain{new_uuid()}"
-    env = {**FAST, "PLAIN_AGENT_LEDGER": "1" if reports == "protocol" else "0"}
+    env = node_env(node, {**cluster["worker"].env, **FAST,
+                          "PLAIN_AGENT_LEDGER": "1" if reports == "protocol" else "0"})
     agent = WorkerProcess("", cluster["broker"], role=f"plain-{node}", env=env,
                           argv=["-m", "tests.support.plain_agent", node]).wait_ready()
     try:

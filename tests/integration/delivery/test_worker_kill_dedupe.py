@@ -34,7 +34,13 @@ from collector.db import unit_of_work
 from collector.ids import new_uuid
 from collector.models import QueuedJob
 from tests.support.checks import wait_for
-from tests.support.servers import RedisServer, WorkerProcess, slow_inserts, start_worker
+from tests.support.servers import (
+    RedisServer,
+    WorkerProcess,
+    node_env,
+    slow_inserts,
+    start_worker,
+)
 from workers.agent.client import Collector, RpcError
 from workers.demo.world import make
 
@@ -145,7 +151,9 @@ def test_each_volume_is_deleted_once_despite_a_killed_worker_and_copies(cluster,
     db_url, broker, conn = cluster["db_url"], cluster["broker"], cluster["redis"]
     node_id, instances, volumes = _world(db_url)
     queue = wire.node_queue(wire.STA_HANDLE, node_id)
-    agent = WorkerProcess("", broker, role=f"{kind}-agent", env=ENV,
+    agent = WorkerProcess("", broker, role=f"{kind}-agent", env=node_env(node_id, {
+                              **ENV, "COLLECTOR_DATABASE_URL": db_url,
+                              "COLLECTOR_BROKER_URL": broker}),
                           argv=[*AGENTS[kind], node_id, *(["sta-handle"] * (kind == "plain"))])
     agent.wait_ready()
     victim = start_worker(db_url, broker, extra_args=("--concurrency", "4"), env=ENV)
