@@ -261,7 +261,7 @@ class Run:
         Interleaved blocks, each of 4 x ``calls`` rounds."""
         from collector.signing import Credential
         from workers.agent.client import Collector, RpcError
-        from workers.cli.credentials import issue_node
+        from workers.node_credentials import issue_node
 
         with _environ(COLLECTOR_DATABASE_URL=self.url, COLLECTOR_BROKER_URL=self.broker,
                       COLLECTOR_RESULT_BACKEND=self.broker):

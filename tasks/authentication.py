@@ -37,11 +37,6 @@ def _key(secret: str, principal: str, generation: int) -> bytes:
     return derive_key(secret, principal, generation)
 
 
-def forget_generations() -> None:
-    """Read every node's key generation again at the next message (tests)."""
-    _generations.clear()
-
-
 def valid_generation(node_id: str) -> int | None:
     """The node's valid key generation (None: revoked or never issued), read again when
     older than GENERATION_TTL. The database out of reach: the last one read, if any."""

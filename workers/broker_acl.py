@@ -23,8 +23,6 @@ not replicated).
 
 from __future__ import annotations
 
-from typing import Any
-
 import redis
 
 from collector import wire
@@ -78,11 +76,6 @@ def node_rules(node_id: str, password: str, selectors: bool = True) -> list[str]
             f"&{RESULT_KEYS}"]
 
 
-def full_rules(password: str) -> list[str]:
-    """Every key, channel and command: the Collector's roles and the operator."""
-    return ["reset", "on", f">{password}", "~*", "&*", "+@all"]
-
-
 def has_selectors(client: redis.Redis) -> bool:
     """Whether the server takes read-only and write-only key permissions (Redis 7+)."""
     version = str(client.info("server").get("redis_version", "0"))
@@ -124,9 +117,3 @@ def node_user_url(url: str, user: str, password: str) -> str:
             (f":{parts.port}" if parts.port else "")
         out.append(urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)))
     return ";".join(out)
-
-
-def acl_users(client: redis.Redis) -> list[Any]:
-    """The server's ACL users (``ACL USERS``)."""
-    return [u.decode() if isinstance(u, bytes) else u
-            for u in client.execute_command("ACL", "USERS")]

@@ -2,7 +2,7 @@
 real runs: ``python -m tests.support.counting_agent NODE [CONCURRENCY]``.
 
 It consumes ``sta-handle.NODE``; ``delete_volume(volume_id)`` appends the job id to the
-Redis list ``count:NODE`` on the broker (after ``PLAIN_AGENT_JOB_SECONDS`` (0) of work),
+Redis list ``agent-count:NODE`` on the broker (after ``PLAIN_AGENT_JOB_SECONDS`` (0) of work),
 or, with ``COUNT_DIR`` set, a line to the file ``COUNT_DIR/NODE.runs`` (written through
 before the job reports: what a broker failover cannot take back), so a test can tell how
 many times each job really ran. The library takes each job through
@@ -30,7 +30,7 @@ def build_agent(node_id: str) -> Agent:
 
     def count(job_id: str) -> None:
         if counts is not None:
-            counts.rpush(f"count:{node_id}", job_id)
+            counts.rpush(f"agent-count:{node_id}", job_id)
             return
         fd = os.open(os.path.join(count_dir, f"{node_id}.runs"),
                      os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)

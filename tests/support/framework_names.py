@@ -43,6 +43,7 @@ from collector.services.api.requests import InstanceRequest, VifParams
 from tasks.app import app
 from tasks.base import CollectorTask, MaskedRequest, queue_checked_strategy
 from tasks.beat_scheduler import CollectorScheduler
+from workers.agent.signing import SignedSender
 from workers.agent.transport import RedisTransport, SentinelTransport
 
 # --- Celery reads its settings from celeryconfig by name (app.config_from_object) ----------
@@ -99,6 +100,8 @@ MaskedRequest._kwargsrepr
 queue_checked_strategy
 # An event receiver's capture loop stops when should_stop is set (tests/integration).
 EventReceiver.should_stop
+# Celery's send_task calls its AMQP's send_task_message: sign_messages mixes this one in.
+SignedSender.send_task_message
 
 # --- kombu: the transports are named by string (workers.agent.transport.TRANSPORTS) -------
 RedisTransport.Channel

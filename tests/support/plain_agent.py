@@ -21,7 +21,7 @@ up for lost ones), and that runs every copy it receives.
 
 Jobs: ``hva-handle.reboot`` (succeeds), ``hva-handle.poweroff`` (fails),
 ``sta-handle.delete_volume`` (records each real run: the job id appended to the Redis list
-``count:NODE`` on the broker, after ``PLAIN_AGENT_JOB_SECONDS`` (0) of work).
+``agent-count:NODE`` on the broker, after ``PLAIN_AGENT_JOB_SECONDS`` (0) of work).
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def poweroff(job_id: str, instance_id: str) -> None:
 @ledger_job
 def delete_volume(job_id: str, volume_id: str) -> dict:
     time.sleep(JOB_SECONDS)
-    redis.Redis.from_url(broker).rpush(f"count:{node_id}", job_id)
+    redis.Redis.from_url(broker).rpush(f"agent-count:{node_id}", job_id)
     return {"deleted": volume_id}
 
 

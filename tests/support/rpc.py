@@ -3,6 +3,9 @@
 - ``rpc_error(client, endpoint, method, *args)``: the RpcError the call must raise.
 - ``rpc_reader(client, endpoint)``: ``read(method, *args)`` for a happy-path check to read
   back what a call wrote (``"endpoint.method"`` reads from another endpoint).
+- ``signed_celery(broker, backend)``: a plain Celery app whose messages are signed as the
+  operator (every Collector task refuses an unsigned one), for tests that play the Collector
+  or the operator with plain Celery.
 - ``method_tests(endpoint, happy, unknown)``: the happy-path and unknown-id tests of every
   method of an endpoint, from its tables (``tests/integration/rpcs/test_*_rpcs.py``).
 """
@@ -13,8 +16,19 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from celery import Celery
 
+from collector.config import load_settings, signing_credential
+from collector.signing import OPERATOR
 from workers.agent.client import Collector, RpcError
+from workers.agent.signing import sign_messages
+
+
+def signed_celery(broker: str, backend: str | None = None, **conf: Any) -> Celery:
+    """A plain Celery app on ``broker`` whose messages carry the operator's signature."""
+    app = Celery(broker=broker, backend=backend, set_as_current=False)
+    app.conf.update(**conf)
+    return sign_messages(app, signing_credential(load_settings(), OPERATOR))
 
 
 def rpc_error(client: Collector, endpoint: str, method: str, *args: Any) -> RpcError:

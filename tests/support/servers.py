@@ -338,9 +338,13 @@ def node_env(node_id: str, env: dict | None = None) -> dict[str, str]:
     """The environment of ``node_id``'s agent over a Collector worker's ``env``: its own key
     and broker user, issued now (``collector credentials issue``), so it runs under the
     rules of every node (docs/reference.md, "Node identity")."""
-    from workers.cli.credentials import agent_environment
+    from workers.node_credentials import agent_environment
 
-    return {**(env or {}), **agent_environment(node_id, {**os.environ, **(env or {})})}
+    env = env or {}
+    # The broker of ``env`` (the worker's), never an operator URL another test exported.
+    collector = {**os.environ, **env, "COLLECTOR_OPERATOR_BROKER_URL":
+                 env.get("COLLECTOR_OPERATOR_BROKER_URL", "")}
+    return {**env, **agent_environment(node_id, collector)}
 
 
 def start_agent(node_id: str, broker_url: str, env: dict | None = None,

@@ -56,7 +56,7 @@ from collector.config import (
 )
 from collector.redaction import masked_repr
 from collector.signing import OPERATOR, Credential
-from workers.agent.signing import sign_messages
+from workers.agent.signing import sign_messages, signed_by
 from workers.agent.transport import TRANSPORTS
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ class Collector:
         self.timeout = timeout
         self.visibility_timeout = load_settings().visibility_timeout
         # Events go out as the node that signs them, unless told otherwise.
-        signer = self.app.conf.get("collector_signed_by")
+        signer = signed_by(self.app)
         self.sender = sender or (signer if signer not in (None, OPERATOR) else None)
         self.events = _Events(self)
         self.jobs = _Jobs(self)

@@ -40,20 +40,29 @@ def signed(send: Callable[..., Any], credential: Credential) -> Callable[..., An
     return send_signed
 
 
+class SignedSender:
+    """Mixed into an app's AMQP class by ``sign_messages``: Celery's message sender, built at
+    its first use from the app's configuration as it is then, signing each message."""
+
+    collector_credential: Credential
+
+    @cached_property
+    def send_task_message(self) -> Callable[..., Any]:
+        return signed(self._create_task_sender(), self.collector_credential)  # type: ignore[attr-defined]
+
+
 def sign_messages(app: Celery, credential: Credential | None) -> Celery:
-    """Make every task message ``app`` publishes signed by ``credential`` (None: unsigned).
-    The sender is built at its first use, from the app's configuration as it is then."""
+    """Make every task message ``app`` publishes signed by ``credential`` (None: unsigned)."""
     if credential is None:
         return app
     amqp = app.amqp
-    plain = type(amqp)
-
-    class SignedAMQP(plain):  # type: ignore[valid-type, misc]
-        @cached_property
-        def send_task_message(self) -> Callable[..., Any]:
-            return signed(self._create_task_sender(), credential)
-
     amqp.__dict__.pop("send_task_message", None)
-    amqp.__class__ = SignedAMQP
-    app.conf.collector_signed_by = credential.principal
+    amqp.__class__ = type("SignedAMQP", (SignedSender, type(amqp)), {})
+    amqp.collector_credential = credential
     return app
+
+
+def signed_by(app: Celery) -> str | None:
+    """The principal ``app``'s messages are signed as; None when they are not signed."""
+    credential = getattr(app.amqp, "collector_credential", None)
+    return credential.principal if credential else None

@@ -1,121 +1,19 @@
-"""``collector credentials ...``: a node's own identity (signing key and broker user).
+"""``collector credentials ...``: a node's own identity (``workers.node_credentials``).
 
     collector credentials issue hva.demo1     # prints the agent's environment, KEY=VALUE
     collector credentials revoke hva.demo1    # its messages refused, its connections closed
     collector credentials list
-
-Run by the operator, with the Collector's database and signing secret
-(COLLECTOR_SIGNING_SECRET) and a broker user that may manage ACLs (the operator's).
 """
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
-
 import click
 
-from collector.config import Settings, load_settings
+from collector.config import SettingsError
 from collector.db import unit_of_work
 from collector.errors import CollectorError
 from collector.services import credentials
-from workers import broker_acl
-from workers.agent.client import EVENTS_QUEUE, make_app, redis_client
-
-
-@dataclass(frozen=True)
-class NodeEnvironment:
-    """What a node's agent is started with (``collector credentials issue`` prints it)."""
-
-    node_id: str
-    node_key: str
-    broker_url: str
-    result_backend: str
-
-    def lines(self) -> list[str]:
-        return [f"COLLECTOR_NODE_ID={self.node_id}", f"COLLECTOR_NODE_KEY={self.node_key}",
-                f"COLLECTOR_BROKER_URL={self.broker_url}",
-                f"COLLECTOR_RESULT_BACKEND={self.result_backend}"]
-
-    def environ(self) -> dict[str, str]:
-        return dict(line.split("=", 1) for line in self.lines())
-
-
-def _servers(settings: Settings) -> list[str]:
-    """The broker, and the result backend when it is another server."""
-    urls = [settings.broker_url or ""]
-    backend = settings.result_backend or ""
-    if backend and _server(backend) != _server(urls[0]):
-        urls.append(backend)
-    return urls
-
-
-def _server(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url.split(";")[0])
-    return f"{parts.scheme}://{parts.hostname}:{parts.port}"
-
-
-def issue_node(node_id: str, settings: Settings | None = None) -> NodeEnvironment:
-    """A new signing key and broker user for ``node_id`` (the previous ones end)."""
-    settings = settings or load_settings()
-    if not settings.signing_secret:
-        raise click.ClickException("no signing secret: set COLLECTOR_SIGNING_SECRET (or run "
-                                   "where `collector up` keeps it)")
-    if not settings.broker_url:
-        raise click.ClickException("no broker: set COLLECTOR_BROKER_URL")
-    user, password = credentials.broker_user(node_id), secrets.token_urlsafe(24)
-    with unit_of_work(settings.database_url) as session:  # node id checked before any user
-        issued = credentials.issue(session, settings.signing_secret, node_id)
-        for url in _servers(settings):
-            client = redis_client(url, settings)
-            broker_acl.set_user(client, user, broker_acl.node_rules(
-                node_id, password, broker_acl.has_selectors(client)))
-    declare_events_queue(settings)
-    return NodeEnvironment(
-        node_id, issued.credential.node_key(),
-        broker_acl.node_user_url(settings.broker_url, user, password),
-        broker_acl.node_user_url(settings.result_backend or settings.broker_url, user,
-                                 password))
-
-
-def agent_environment(node_id: str, env: Mapping[str, str]) -> dict[str, str]:
-    """What changes in a Collector installation's environment ``env`` for the agent of
-    ``node_id``: its own key and broker user (issued now), and no signing secret (the empty
-    value unsets it). ``env`` names the database, the broker (the operator's user, when
-    COLLECTOR_OPERATOR_BROKER_URL is set) and the signing secret."""
-    settings = replace(load_settings(), database_url=env["COLLECTOR_DATABASE_URL"],
-                       broker_url=env.get("COLLECTOR_OPERATOR_BROKER_URL") or
-                       env["COLLECTOR_BROKER_URL"],
-                       result_backend=env.get("COLLECTOR_RESULT_BACKEND") or
-                       env["COLLECTOR_BROKER_URL"],
-                       signing_secret=env["COLLECTOR_SIGNING_SECRET"])
-    return {**issue_node(node_id, settings).environ(), "COLLECTOR_SIGNING_SECRET": "",
-            "COLLECTOR_OPERATOR_BROKER_URL": "", "COLLECTOR_DATABASE_URL": ""}
-
-
-def declare_events_queue(settings: Settings) -> None:
-    """The events queue and its binding, declared by the operator: a node may not write
-    bindings, so an event it publishes before any Collector worker started still lands in
-    the queue."""
-    app = make_app(settings.broker_url, settings.result_backend)
-    try:
-        with app.connection_for_write() as connection:
-            EVENTS_QUEUE.bind(connection.default_channel).declare()
-    finally:
-        app.close()
-
-
-def revoke_node(node_id: str, settings: Settings | None = None) -> None:
-    """End ``node_id``'s key (its next message is refused) and delete its broker user
-    (its open connections are closed)."""
-    settings = settings or load_settings()
-    with unit_of_work(settings.database_url) as session:
-        user = credentials.revoke(session, node_id)
-    for url in _servers(settings):
-        broker_acl.delete_user(redis_client(url, settings), user)
+from workers.node_credentials import issue_node, revoke_node
 
 
 @click.group("credentials")
@@ -125,12 +23,12 @@ def credentials_group() -> None:
 
 @credentials_group.command("issue")
 @click.argument("node_id")
-def issue(node_id: str) -> None:
+def issue_command(node_id: str) -> None:
     """Give NODE_ID (hva.<name>, sta.<name>, natbox.<name>) a new key and broker user, and
     print its agent's environment as KEY=VALUE lines (the previous key stops working)."""
     try:
         env = issue_node(node_id)
-    except CollectorError as exc:
+    except (CollectorError, SettingsError) as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     for line in env.lines():
         click.echo(line)
@@ -138,7 +36,7 @@ def issue(node_id: str) -> None:
 
 @credentials_group.command("revoke")
 @click.argument("node_id")
-def revoke(node_id: str) -> None:
+def revoke_command(node_id: str) -> None:
     """End NODE_ID's key and broker user: its next message is refused, its connections
     are closed."""
     try:

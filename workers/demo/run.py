@@ -352,9 +352,9 @@ def run_demo(exit_at_end: bool = False, data_dir: Path | None = None) -> int:
     from collector.db import unit_of_work
     from collector.db.migrate import upgrade
     from collector.signing import OPERATOR, Credential
-    from workers.cli.credentials import agent_environment
     from workers.demo.world.datacenter import seed_datacenter
     from workers.embedded_redis import OPERATOR_USER, EmbeddedRedis, free_port
+    from workers.node_credentials import agent_environment
 
     started = time.monotonic()
     data_dir = Path(data_dir or os.environ.get("COLLECTOR_DEMO_DIR", "var/demo")).resolve()

@@ -15,7 +15,7 @@ same queue). Then, for the agent library (``tests.support.counting_agent``) and 
 plain Celery agent following the documented protocol (``tests.support.plain_agent``):
 
 - every delete_volume job is finished ``success`` in the ledger, one job per volume;
-- the agent ran each exactly once (its runs are counted in Redis, ``count:<node>``);
+- the agent ran each exactly once (its runs are counted in Redis, ``agent-count:<node>``);
 - the injected copies were consumed from the queue, and not run.
 """
 
@@ -176,7 +176,7 @@ def test_each_volume_is_deleted_once_despite_a_killed_worker_and_copies(cluster,
                 "terminates answered and a job taken by the agent before the kill", 30)
             assert "succeeded" in victim.log_text(), "the victim served nothing before the kill"
             victim.kill()
-            at_kill = (len(callers.answered), conn.llen(f"count:{node_id}"))
+            at_kill = (len(callers.answered), conn.llen(f"agent-count:{node_id}"))
         assert not callers.errors, callers.errors
         assert sorted(callers.answered) == sorted(instances)
 
@@ -202,7 +202,7 @@ def test_each_volume_is_deleted_once_despite_a_killed_worker_and_copies(cluster,
     assert Counter(j.finish_status for j in jobs) == {"success": VOLUMES}, \
         [(j.canonical_uuid, j.finish_status, j.finish_message) for j in jobs]
     assert sorted(j.resource_id for j in jobs) == sorted(volumes)  # one job per volume
-    runs = Counter(x.decode() for x in conn.lrange(f"count:{node_id}", 0, -1))
+    runs = Counter(x.decode() for x in conn.lrange(f"agent-count:{node_id}", 0, -1))
     twice = {job: n for job, n in runs.items() if n != 1}
     ledger = {j.canonical_uuid: (j.state, j.finish_status, j.delivery_count, j.redeliveries)
               for j in jobs}

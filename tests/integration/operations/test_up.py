@@ -46,6 +46,8 @@ def test_a_killed_process_is_started_again_and_serves(redis_server, tmp_path):
     broker = f"{redis_server.url}/12"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("COLLECTOR_")},
            "COLLECTOR_BROKER_URL": broker, "COLLECTOR_DATA_DIR": str(tmp_path),
+           # The installation's signing secret, which this test's client signs with too.
+           "COLLECTOR_SIGNING_SECRET": os.environ["COLLECTOR_SIGNING_SECRET"],
            "COLLECTOR_DATABASE_URL": f"sqlite:///{tmp_path / 'up.sqlite3'}"}
     log = open(tmp_path / "up.log", "w")  # noqa: SIM115 - closed below
     up = subprocess.Popen([sys.executable, "-m", "workers.cli", "up", "--procfile",

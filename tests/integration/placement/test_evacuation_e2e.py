@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 
 import pytest
-from celery import Celery
 from sqlalchemy import func, select
 
 from collector.db import unit_of_work
@@ -27,7 +26,7 @@ from tests.support.placement_cluster import (
     instance_states,
     placement_cluster,
 )
-from tests.support.rpc import rpc_error
+from tests.support.rpc import rpc_error, signed_celery
 
 pytestmark = pytest.mark.integration
 
@@ -98,7 +97,7 @@ def test_bad_input_to_the_evacuation_tasks_is_typed_and_writes_nothing(cluster):
         error = rpc_error(c["client"], endpoint, method, *args)
         assert (method, args, error.error_type) == (method, args, error_type)
         assert counts(c) == before
-    events = Celery(broker=c["broker"], backend=c["broker"])
+    events = signed_celery(c["broker"], c["broker"])
     for args in (["node_collector/offline", "hva.x", "collector.master"],
                  ["node_collector/offline", [42], "collector.master"]):
         result = events.send_task("events.scheduler.on_node_offline", args=args,
@@ -127,7 +126,7 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
              "every instance running on the source")
 
     c["agents"][source_node].kill()  # SIGKILL: no goodbye, heartbeats stop
-    sweeper = Celery(broker=c["broker"])
+    sweeper = signed_celery(c["broker"])
 
     def swept_offline() -> bool:
         sweeper.send_task("maintenance.sweep_node_states", queue="maintenance")
@@ -174,7 +173,7 @@ def test_a_dead_host_agent_gets_its_ha_instances_running_elsewhere_once(cluster)
 
     # The same outage again (a repeated event, two scheduler workers at once): skipped.
     jobs_before = {i: boot_jobs(c, i) for i in ha}
-    events = Celery(broker=c["broker"], backend=c["broker"])
+    events = signed_celery(c["broker"], c["broker"])
     results = [events.send_task("events.scheduler.on_node_offline",
                                 args=["node_collector/offline", [source_node],
                                       "collector.master"], queue="events.scheduler")

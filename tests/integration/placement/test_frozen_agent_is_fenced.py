@@ -15,7 +15,6 @@ import json
 import signal
 
 import pytest
-from celery import Celery
 from sqlalchemy import select
 
 from collector.db import unit_of_work
@@ -24,7 +23,7 @@ from collector.models import HostNode, Instance, NodeState, QueuedJob
 from collector.scheduling import capacity
 from tests.support.checks import wait_for
 from tests.support.placement_cluster import evacuating_env, placement_cluster
-from tests.support.rpc import rpc_error
+from tests.support.rpc import rpc_error, signed_celery
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +92,7 @@ def test_a_frozen_agent_back_after_its_instances_moved_runs_nothing_stale(cluste
         api.set_host_scheduling(host_b, True)
         assert [j[:2] for j in ledger(c, running, node_a)][-1] == ("stop", "pending")
 
-        sweeper = Celery(broker=c["broker"])
+        sweeper = signed_celery(c["broker"])
 
         def swept_offline() -> bool:
             sweeper.send_task("maintenance.sweep_node_states", queue="maintenance")

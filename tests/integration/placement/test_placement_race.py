@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import redis
-from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -38,6 +37,7 @@ from collector.scheduling import capacity
 from tasks import relay
 from tests.support.checks import wait_for
 from tests.support.placement_cluster import run_at_once
+from tests.support.rpc import signed_celery
 from tests.support.servers import start_worker
 from workers.demo.world import placement
 
@@ -160,7 +160,7 @@ def test_four_scheduler_workers_never_over_commit(race_db, redis_server, tmp_pat
     workers = []
     try:
         _start_schedulers(workers, race_db, broker, str(tmp_path))
-        client = Celery(broker=broker)
+        client = signed_celery(broker)
         for instance_id in ids * 2:  # every job twice: a duplicate must change nothing
             client.send_task("scheduler.schedule_instance", args=[instance_id],
                              queue="scheduler")
@@ -197,7 +197,7 @@ def test_four_scheduler_workers_batch_ledger_jobs_and_finish_each_with_its_outco
         _start_schedulers(workers, race_db, broker, str(tmp_path))
         # What the workers' own outbox sweep has not sent yet.
         relay.publish_rows(relay.publisher(broker), rows, db_url=race_db)
-        client = Celery(broker=broker)
+        client = signed_celery(broker)
         for instance_id, job_id in jobs.items():  # a second copy of every job
             client.send_task("scheduler.schedule_instance", args=[instance_id],
                              queue="scheduler", task_id=job_id)

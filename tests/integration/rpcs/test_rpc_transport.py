@@ -11,6 +11,7 @@ import pytest
 from kombu import Connection
 
 import celeryconfig
+from tests.support.rpc import signed_celery
 from workers.agent.client import Collector, RpcError, RpcTimeout
 
 pytestmark = pytest.mark.integration
@@ -56,10 +57,9 @@ def test_a_call_nobody_serves_times_out(worker):
 
 
 def test_plain_celery_client_sees_the_error_type(worker):
-    from celery import Celery
 
-    app = Celery(broker=worker.broker_url, backend=worker.broker_url, set_as_current=False)
-    app.conf.update(accept_content=["json"], result_accept_content=["json"])
+    app = signed_celery(worker.broker_url, worker.broker_url, accept_content=["json"],
+                        result_accept_content=["json"])
     result = app.send_task("hva-collector.get_instance", ["i-nothere0"], queue="hva-collector")
     with pytest.raises(Exception) as info:
         result.get(timeout=20)
@@ -70,11 +70,12 @@ def test_plain_celery_client_sees_the_error_type(worker):
 def test_pickle_message_is_refused_and_never_runs(worker, collector_client):
     """A pickle-serialized task is rejected by the worker (JSON only): it never runs, never
     answers, and is dropped rather than left to be retried."""
-    from celery import Celery
 
-    app = Celery(broker=worker.broker_url, backend=worker.broker_url, set_as_current=False)
-    app.conf.update(task_serializer="pickle", accept_content=["json", "pickle"],
-                    result_accept_content=["json", "pickle"])
+    # Signed (every Collector task refuses an unsigned message first): what is refused here
+    # is the pickle content itself.
+    app = signed_celery(worker.broker_url, worker.broker_url, task_serializer="pickle",
+                        accept_content=["json", "pickle"],
+                        result_accept_content=["json", "pickle"])
     result = app.send_task("hva-collector.get_instance", ["i-nothere0"], queue="hva-collector",
                            serializer="pickle")
     # The worker is this queue's only consumer and takes messages in order, deciding about

@@ -26,8 +26,8 @@ from collector.models import EventReceipt, Instance, NodeState, OutboxMessage, Q
 from collector.signing import Credential
 from tests.support.servers import start_worker
 from workers.agent.client import Collector, RpcError
-from workers.cli.credentials import issue_node, revoke_node
 from workers.demo.world import make
+from workers.node_credentials import issue_node, revoke_node
 
 pytestmark = pytest.mark.integration
 

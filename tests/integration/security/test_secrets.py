@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -23,7 +24,9 @@ from celery import Celery
 from collector.db import unit_of_work
 from collector.redaction import MASK
 from collector.services.jobs import push as job_push
+from tests.support.rpc import signed_celery
 from tests.support.servers import RedisServer, start_worker
+from workers import broker_acl
 from workers.agent.client import Collector, RpcError, shown_args
 from workers.embedded_redis import EmbeddedRedis, ensure_broker, free_port
 
@@ -84,8 +87,8 @@ def test_the_client_sends_masked_argument_reprs(watched):
 
 
 def test_the_worker_masks_what_a_plain_celery_client_sent_in_clear(watched):
-    app = Celery(broker=watched["broker"], backend=watched["broker"], set_as_current=False)
-    app.conf.update(accept_content=["json"], result_accept_content=["json"])
+    app = signed_celery(watched["broker"], watched["broker"], accept_content=["json"],
+                        result_accept_content=["json"])
     result = app.send_task("hva-collector.update_instance", args=_report(),
                            queue="hva-collector", argsrepr=repr(_report()))  # in clear
     with pytest.raises(Exception):  # noqa: B017
@@ -146,8 +149,8 @@ def test_flower_never_shows_a_secret_argument(watched, tmp_path):
                 assert time.monotonic() < deadline, "flower did not start"
                 time.sleep(0.3)
         time.sleep(1)  # Flower's event consumer is connected
-        plain = Celery(broker=watched["broker"], backend=watched["broker"], set_as_current=False)
-        plain.conf.update(accept_content=["json"], result_accept_content=["json"])
+        plain = signed_celery(watched["broker"], watched["broker"], accept_content=["json"],
+                              result_accept_content=["json"])
         result = plain.send_task("hva-collector.update_instance", args=_report(),
                                  queue="hva-collector", argsrepr=repr(_report()))
         with pytest.raises(Exception):  # noqa: B017
@@ -168,16 +171,25 @@ def test_flower_never_shows_a_secret_argument(watched, tmp_path):
 
 
 def test_the_embedded_redis_requires_its_generated_password(tmp_path, monkeypatch):
-    for name in ("COLLECTOR_BROKER_URL", "COLLECTOR_RESULT_BACKEND"):
+    for name in ("COLLECTOR_BROKER_URL", "COLLECTOR_RESULT_BACKEND",
+                 "COLLECTOR_OPERATOR_BROKER_URL"):
         monkeypatch.setenv(name, "")  # recorded, so what ensure_broker exports is undone
         monkeypatch.delenv(name)
     embedded = ensure_broker(tmp_path)
     try:
         password = (tmp_path / "redis" / "password").read_text().strip()
         assert len(password) >= 24
-        for name in ("password", "redis.conf"):
+        for name in ("password", "operator-password", "redis.conf", "users.acl"):
             mode = stat.S_IMODE(os.stat(tmp_path / "redis" / name).st_mode)
             assert mode == 0o600, (name, oct(mode))
+        assert password not in (tmp_path / "redis" / "users.acl").read_text()  # hashed
+        assert "collector:" in os.environ["COLLECTOR_BROKER_URL"]
+        operator = redis.Redis.from_url(os.environ["COLLECTOR_OPERATOR_BROKER_URL"])
+        assert operator.acl_whoami() == "operator"
+        # A node's user made at run time is kept in the ACL file, across a restart.
+        node_password = secrets.token_urlsafe(16)
+        broker_acl.set_user(operator, "node.hva.kept", broker_acl.node_rules(
+            "hva.kept", node_password, broker_acl.has_selectors(operator)))
         assert f":{password}@" in os.environ["COLLECTOR_BROKER_URL"]
         assert f":{password}@" in os.environ["COLLECTOR_RESULT_BACKEND"]
         with open(f"/proc/{embedded.process.pid}/cmdline", "rb") as cmdline:
@@ -194,6 +206,10 @@ def test_the_embedded_redis_requires_its_generated_password(tmp_path, monkeypatc
         embedded = again
         assert again.password == password
         assert redis.Redis.from_url(again.url).ping()
+        node = redis.Redis(port=port, username="node.hva.kept", password=node_password)
+        node.lpush("hva-handle.hva.kept", "x")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            node.lpush("hva-handle.hva.other", "x")
     finally:
         embedded.stop()
 
