@@ -9,6 +9,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -29,8 +31,14 @@ class SettingsError(ValueError):
     """A setting in the environment cannot be used; the message names the variable."""
 
 
+# The environment ``load_settings`` reads: the process's, or one given to it (the settings of
+# another process: an agent's, a worker's being prepared).
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("collector_environ", default=None)
+
+
 def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
+    environ = _environ.get()
+    value = (os.environ if environ is None else environ).get(name)
     return value if value not in (None, "") else default
 
 
@@ -342,8 +350,18 @@ def signing_credential(settings: Settings, principal: str) -> Credential | None:
     return None
 
 
-def load_settings() -> Settings:
-    """Build the settings from the current environment (no caching: tests change it)."""
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from the current environment (no caching: tests change it), or
+    from ``environ``."""
+    token = _environ.set(environ) if environ is not None else None
+    try:
+        return _load_settings()
+    finally:
+        if token is not None:
+            _environ.reset(token)
+
+
+def _load_settings() -> Settings:
     data_dir = Path(_env("COLLECTOR_DATA_DIR", str(Path.cwd() / "var")))
     database_url = _env("COLLECTOR_DATABASE_URL", f"sqlite:///{data_dir / 'collector.sqlite3'}")
     broker_url = authenticated_beyond_localhost("COLLECTOR_BROKER_URL",

@@ -11,9 +11,22 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
-from collector.config import Settings, SettingsError, load_settings
+import redis
+import redis.sentinel
+
+from collector.config import (
+    Settings,
+    SettingsError,
+    first_url,
+    is_sentinel,
+    load_settings,
+    redis_password,
+    sentinel_hosts,
+    sentinel_kwargs,
+)
 from collector.db import unit_of_work
 from collector.services import credentials
 from workers import broker_acl
@@ -54,6 +67,23 @@ def _server(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}:{parts.port}"
 
 
+def acl_clients(url: str, settings: Settings) -> list[redis.Redis]:
+    """A client of every server whose users ``url`` reaches: the server itself, or, for a
+    Sentinel list, the master and each replica (ACL changes are not replicated, and a
+    replica promoted by a failover must know the node's user)."""
+    if not is_sentinel(url):
+        return [redis_client(url, settings)]
+    sentinels = redis.sentinel.Sentinel(sentinel_hosts(url),
+                                        sentinel_kwargs=sentinel_kwargs(settings))
+    master = settings.redis_master_name or ""
+    username = urlsplit(first_url(url) or "").username
+    return [redis.Redis(host=host, port=port, password=redis_password(url),
+                        username=unquote(username) if username else None,
+                        socket_timeout=5, socket_connect_timeout=5)
+            for host, port in [sentinels.discover_master(master),
+                               *sentinels.discover_slaves(master)]]
+
+
 def issue_node(node_id: str, settings: Settings | None = None) -> NodeEnvironment:
     """A new signing key and broker user for ``node_id`` (the previous ones end)."""
     settings = settings or load_settings()
@@ -66,9 +96,9 @@ def issue_node(node_id: str, settings: Settings | None = None) -> NodeEnvironmen
     with unit_of_work(settings.database_url) as session:  # node id checked before any user
         issued = credentials.issue(session, settings.signing_secret, node_id)
         for url in _servers(settings):
-            client = redis_client(url, settings)
-            broker_acl.set_user(client, user, broker_acl.node_rules(
-                node_id, password, broker_acl.has_selectors(client)))
+            for client in acl_clients(url, settings):
+                broker_acl.set_user(client, user, broker_acl.node_rules(
+                    node_id, password, broker_acl.has_selectors(client)))
     declare_events_queue(settings)
     return NodeEnvironment(
         node_id, issued.credential.node_key(),
@@ -82,12 +112,10 @@ def agent_environment(node_id: str, env: Mapping[str, str]) -> dict[str, str]:
     ``node_id``: its own key and broker user (issued now), and no signing secret (the empty
     value unsets it). ``env`` names the database, the broker (the operator's user, when
     COLLECTOR_OPERATOR_BROKER_URL is set) and the signing secret."""
-    settings = replace(load_settings(), database_url=env["COLLECTOR_DATABASE_URL"],
-                       broker_url=env.get("COLLECTOR_OPERATOR_BROKER_URL") or
-                       env["COLLECTOR_BROKER_URL"],
-                       result_backend=env.get("COLLECTOR_RESULT_BACKEND") or
-                       env["COLLECTOR_BROKER_URL"],
-                       signing_secret=env["COLLECTOR_SIGNING_SECRET"])
+    settings = load_settings({
+        **env, "COLLECTOR_BROKER_URL": env.get("COLLECTOR_OPERATOR_BROKER_URL") or
+        env["COLLECTOR_BROKER_URL"], "COLLECTOR_RESULT_BACKEND":
+        env.get("COLLECTOR_RESULT_BACKEND") or env["COLLECTOR_BROKER_URL"]})
     return {**issue_node(node_id, settings).environ(), "COLLECTOR_SIGNING_SECRET": "",
             "COLLECTOR_OPERATOR_BROKER_URL": "", "COLLECTOR_DATABASE_URL": ""}
 
@@ -111,4 +139,5 @@ def revoke_node(node_id: str, settings: Settings | None = None) -> None:
     with unit_of_work(settings.database_url) as session:
         user = credentials.revoke(session, node_id)
     for url in _servers(settings):
-        broker_acl.delete_user(redis_client(url, settings), user)
+        for client in acl_clients(url, settings):
+            broker_acl.delete_user(client, user)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from collector.config import SettingsError, load_settings
+from collector.config import SIGNING_SECRET_FILE, SettingsError, load_settings
 
 
 def _ensure_broker(data_dir: Path):  # noqa: ANN202 - EmbeddedRedis | None
@@ -30,7 +30,6 @@ def ensure_signing_secret(data_dir: Path) -> None:
     processes started from here."""
     if os.environ.get("COLLECTOR_SIGNING_SECRET"):
         return
-    from collector.config import SIGNING_SECRET_FILE
     from workers.embedded_redis import write_private
 
     path = data_dir / SIGNING_SECRET_FILE
@@ -39,6 +38,15 @@ def ensure_signing_secret(data_dir: Path) -> None:
         secret = secrets.token_hex(32)
         write_private(path, secret + "\n")
     os.environ["COLLECTOR_SIGNING_SECRET"] = secret
+
+
+def _require_signing_secret() -> None:
+    """A Collector process signs what it sends and checks what it runs: without the secret
+    every message would be refused, so it does not start."""
+    settings = load_settings()
+    if settings.require_signatures and not settings.signing_secret:
+        raise click.UsageError("set COLLECTOR_SIGNING_SECRET (or use `collector up`, which "
+                               f"keeps one in {settings.data_dir / SIGNING_SECRET_FILE})")
 
 
 def _parse_arg(text: str):
@@ -124,6 +132,7 @@ def worker(role: str, concurrency: int | None, pool: str | None, loglevel: str,
     settings = load_settings()
     if not settings.broker_url:
         raise click.UsageError("set COLLECTOR_BROKER_URL (or use `collector up`)")
+    _require_signing_secret()
     from workers.worker import run_worker, worker_argv
 
     sys.exit(run_worker(worker_argv(role, settings, concurrency, pool, loglevel, hostname)))
@@ -134,6 +143,7 @@ def worker(role: str, concurrency: int | None, pool: str | None, loglevel: str,
 def beat(loglevel: str) -> None:
     """Run the periodic scheduler. A second beat waits on the lock in Redis and takes over
     when the first dies (within COLLECTOR_BEAT_LOCK_TIMEOUT seconds)."""
+    _require_signing_secret()
     from workers.worker import run_beat
 
     sys.exit(run_beat(loglevel))

@@ -38,7 +38,7 @@ from collector.models import EventReceipt, OutboxMessage, QueuedJob
 from tasks.routing import ALL, ROLE_QUEUES
 from tests.support.checks import wait_for
 from tests.support.redis_cluster import SentinelCluster
-from tests.support.servers import WorkerProcess, start_beat
+from tests.support.servers import WorkerProcess, node_env, start_beat
 from workers.agent.client import Collector, RpcError, redis_client
 
 pytestmark = pytest.mark.integration
@@ -188,8 +188,12 @@ def test_the_master_killed_under_load_loses_nothing_and_runs_nothing_twice(
         for role in ROLES:
             processes[role] = WorkerProcess(db_url, broker, role, ("--concurrency", "2"), env)
         for node in nodes:
+            # Each agent as its node: its own key and broker user, made on the master and
+            # the replica alike, so it reconnects after the failover.
             processes[node] = WorkerProcess(
-                "", broker, role=f"agent-{node}", env={**env, "COUNT_DIR": count_dir},
+                "", broker, role=f"agent-{node}", env=node_env(node, {
+                    **env, "COUNT_DIR": count_dir, "COLLECTOR_DATABASE_URL": db_url,
+                    "COLLECTOR_BROKER_URL": broker}),
                 argv=["-m", "tests.support.counting_agent", node, "2"])
         for process in processes.values():
             process.wait_ready(90)

@@ -171,3 +171,20 @@ def test_sqlite_commits_are_durable_unless_told_otherwise(monkeypatch, migrated_
     monkeypatch.setenv("COLLECTOR_SQLITE_SYNCHRONOUS", "off")
     with pytest.raises(SettingsError, match="COLLECTOR_SQLITE_SYNCHRONOUS='off' is not one of"):
         load_settings()
+
+
+@pytest.mark.parametrize("argv", [["worker", "--role", "api"], ["beat"]])
+def test_a_collector_process_without_a_signing_secret_does_not_start(argv, monkeypatch,
+                                                                      tmp_path):
+    """Without the secret it could sign nothing and every message would be refused: it says
+    which variable to set, in one line, and starts nothing."""
+    monkeypatch.delenv("COLLECTOR_SIGNING_SECRET", raising=False)
+    monkeypatch.setenv("COLLECTOR_DATA_DIR", str(tmp_path))  # no secret kept there either
+    monkeypatch.setenv("COLLECTOR_BROKER_URL", "redis://127.0.0.1:1/0")
+    result = CliRunner().invoke(main, argv)
+    assert result.exit_code == 2
+    assert "set COLLECTOR_SIGNING_SECRET" in result.output
+    (tmp_path / "signing-secret").write_text("kept-by-collector-up\n")
+    from collector.config import load_settings
+
+    assert load_settings().signing_secret == "kept-by-collector-up"
