@@ -155,7 +155,11 @@ def test_node_a_cannot_act_as_node_b_nor_as_the_collector(world):
     forged = Credential(w["b"], 1, secrets.token_bytes(32))
     with Collector(w["env_a"].broker_url, w["env_a"].result_backend, timeout=20,
                    credential=forged) as as_b:
-        _refused_by_collector(lambda: as_b.call(wire.NODE_COLLECTOR, "notify", w["b"], "t"))
+        refused = _refused_by_collector(
+            lambda: as_b.call(wire.NODE_COLLECTOR, "notify", w["b"], "t"))
+    assert "does not match" in refused.message
+    # The refusal is logged with the sender the message claimed.
+    assert f"from {w['b']}: the signature of {w['b']} does not match" in w["worker"].log_text()
     unsigned = Celery(broker=w["env_a"].broker_url, backend=w["env_a"].result_backend,
                       set_as_current=False)
     with pytest.raises(Exception) as refused:  # noqa: PT011 - the rebuilt remote error
