@@ -273,6 +273,7 @@ class Settings:
     sqlite_synchronous: str = "full"
     flower_basic_auth: str | None = None
     agent_job_heartbeat: float = 5.0
+    agent_broker_check: float = 5.0  # an agent PINGs its broker (workers.agent.broker_watch)
     beat_lock_timeout: int = 30
     event_retries: int = 5
     outbox_max_attempts: int = 5
@@ -407,6 +408,7 @@ def _load_settings() -> Settings:
         sqlite_synchronous=_choice("COLLECTOR_SQLITE_SYNCHRONOUS", "full", ("full", "normal")),
         flower_basic_auth=_env("COLLECTOR_FLOWER_BASIC_AUTH"),
         agent_job_heartbeat=_number("COLLECTOR_AGENT_JOB_HEARTBEAT", 5, float),
+        agent_broker_check=_number("COLLECTOR_AGENT_BROKER_CHECK", 5, float),
         beat_lock_timeout=_number("COLLECTOR_BEAT_LOCK_TIMEOUT", 30),
         event_retries=_number("COLLECTOR_EVENT_RETRIES", 5),
         outbox_max_attempts=_number("COLLECTOR_OUTBOX_MAX_ATTEMPTS", 5),

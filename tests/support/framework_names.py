@@ -43,6 +43,7 @@ from collector.services.api.requests import InstanceRequest, VifParams
 from tasks.app import app
 from tasks.base import CollectorTask, MaskedRequest, queue_checked_strategy
 from tasks.beat_scheduler import CollectorScheduler
+from workers.agent.broker_watch import BrokerWatch
 from workers.agent.signing import SignedSender
 from workers.agent.transport import RedisTransport, SentinelTransport
 
@@ -102,6 +103,9 @@ queue_checked_strategy
 EventReceiver.should_stop
 # Celery's send_task calls its AMQP's send_task_message: sign_messages mixes this one in.
 SignedSender.send_task_message
+# A consumer step: Celery reads what it requires and calls shutdown.
+BrokerWatch.requires
+BrokerWatch.shutdown
 
 # --- kombu: the transports are named by string (workers.agent.transport.TRANSPORTS) -------
 RedisTransport.Channel

@@ -65,6 +65,7 @@ from redis.exceptions import RedisError
 from collector import wire
 from collector.config import load_settings
 from collector.jobcontext import CurrentJob, current_job
+from workers.agent.broker_watch import watch_broker
 from workers.agent.client import Collector, RpcError, is_transport_failure, make_app, run_celery
 
 log = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class Agent:
             broker_transport_options={**self.app.conf.broker_transport_options,
                                       **self.transport_options()},
         )
+        watch_broker(self.app, settings.agent_broker_check)
         self._stop = threading.Event()
         self._running: set[str] = set()
         self._succeeded: OrderedDict[str, Any] = OrderedDict()  # job id -> its result

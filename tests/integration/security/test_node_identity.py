@@ -142,6 +142,18 @@ def test_node_a_cannot_act_as_node_b_nor_as_the_collector(world):
         "events.event-hook.on_instance_terminated", queue=wire.event_queue(wire.EVENT_HOOK),
         args=[wire.HvaEvent.INSTANCE_TERMINATED, [w["inst_b"]], w["b"]], ignore_result=True))
     _refused_by_broker(lambda: a.app.control.revoke(str(uuid.uuid4()), terminate=True))
+    # Had the broker let them through (a Redis without ACLs), the Collector refuses them:
+    # A's key over the operator's connection.
+    with Collector(w["broker"], timeout=20, credential=w["cred_a"]) as keyed:
+        for task, queue, args in (
+                (wire.Maintenance.REAP_JOBS, wire.MAINTENANCE, []),
+                ("events.event-hook.on_instance_terminated", wire.event_queue(wire.EVENT_HOOK),
+                 [wire.HvaEvent.INSTANCE_TERMINATED, [w["inst_b"]], w["b"]]),
+                (f"{wire.API}.terminate_instance", wire.API, [w["inst_b"]])):
+            result = keyed.app.send_task(task, args=args, queue=queue)
+            with pytest.raises(Exception) as refused:  # noqa: PT011 - the rebuilt remote error
+                result.get(timeout=20)
+            assert type(refused.value).__name__ == "Unauthorized", (task, refused.value)
     raw = redis.Redis.from_url(w["env_a"].broker_url, socket_timeout=5)
     queue_b = wire.node_queue(wire.HVA_HANDLE, w["b"])
     for command in (lambda: raw.lrange(queue_b, 0, -1), lambda: raw.rpop(queue_b),
