@@ -44,6 +44,7 @@ import json
 import multiprocessing
 import os
 import platform
+import secrets
 import shutil
 import tempfile
 import time
@@ -86,6 +87,9 @@ def main(argv: list[str] | None = None) -> None:
                              "first when the api has it")
     parser.add_argument("--json", default=None, help="where to write the figures")
     args = parser.parse_args(argv)
+    # Every message signed and checked, as deployed: this run's signing secret, inherited by
+    # the workers and the callers (who sign as the operator).
+    os.environ["COLLECTOR_SIGNING_SECRET"] = secrets.token_hex(32)
     sizes = [int(h) for h in args.hosts.split(",") if h]
     report: dict[str, Any] = {
         "bench": "placement", "started": datetime.now(UTC).isoformat(timespec="seconds"),
