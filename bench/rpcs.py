@@ -261,6 +261,7 @@ class Run:
         Interleaved blocks, each of 4 x ``calls`` rounds."""
         from collector.signing import Credential
         from workers.agent.client import Collector, RpcError
+        from workers.agent.signing import signed_by
         from workers.node_credentials import issue_node
 
         with _environ(COLLECTOR_DATABASE_URL=self.url, COLLECTOR_BROKER_URL=self.broker,
@@ -275,13 +276,14 @@ class Run:
                     node.broker_url, node.result_backend, timeout=120,
                     credential=Credential.from_node_key(node.node_id, node.node_key)))}
                 clients[BY_OPERATOR] = operator
+                # No credential at all (not even a secret kept in a data directory): unsigned.
                 with _environ(COLLECTOR_SIGNING_SECRET=None, COLLECTOR_NODE_ID=None,
-                              COLLECTOR_NODE_KEY=None):  # no credential at all: unsigned
+                              COLLECTOR_NODE_KEY=None, COLLECTOR_DATA_DIR=tempfile.mkdtemp()):
                     clients[UNSIGNED] = stack.enter_context(Collector(
                         self.unsigned_broker, self.unsigned_broker, timeout=120))
                     stray = stack.enter_context(Collector(self.broker, self.broker,
                                                           timeout=30))
-                if clients[UNSIGNED].app.conf.get("collector_signed_by") is not None:
+                if signed_by(clients[UNSIGNED].app) is not None:
                     raise RuntimeError("the unsigned client signs its messages")
                 try:  # the first worker checks: an unsigned call is refused
                     stray.call("hva-collector", "get_instance", self.world.instance)

@@ -61,8 +61,6 @@ def _servers(settings: Settings) -> list[str]:
 
 
 def _server(url: str) -> str:
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url.split(";")[0])
     return f"{parts.scheme}://{parts.hostname}:{parts.port}"
 

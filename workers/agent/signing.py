@@ -3,8 +3,9 @@
 ``sign_messages(app, credential)`` wraps the app's message sender, so whatever publishes
 through the app carries the ``collector_auth`` header: calls, casts, events, a job's
 ``link`` / ``link_error`` callbacks sent by a worker of the app, a task's retry. A plain
-Celery agent that does not use this library adds the same header itself:
-``credential.sign(task_name, task_id, args, kwargs)`` (``headers={"collector_auth": ...}``).
+Celery agent that does not use this library adds the same header in a
+``before_task_publish`` handler (docs/reference.md, "Node identity";
+tests/support/plain_agent.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from collector.signing import HEADER, Credential, node_kind
 
 def signed(send: Callable[..., Any], credential: Credential) -> Callable[..., Any]:
     """Celery's ``send_task_message`` ``send``, adding the signature of each message. A
-    node declares nothing (its broker user may not write the Collector's bindings, which
-    the Collector and the operator declare)."""
+    node declares no queue (its broker user may not write the Collector's bindings, which
+    the Collector and the operator declare); an exchange, which kombu keeps in memory, it
+    does (a topic exchange unknown to the channel would route as a direct one)."""
     declares = node_kind(credential.principal) is None
 
     def send_signed(producer: Any, name: str, message: Any, *args: Any, **kwargs: Any) -> Any:
