@@ -38,7 +38,7 @@ HEADER = "collector_auth"
 VERSION = "v1"
 COLLECTOR = "collector"  # the Collector's own roles
 OPERATOR = "operator"  # the CLI, Flower, an API front end
-NODE_KINDS = ("hva", "sta", "natbox")  # a node id is ``<kind>.<name>``
+HVA, STA, NATBOX = NODE_KINDS = ("hva", "sta", "natbox")  # a node id is ``<kind>.<name>``
 # No ":" nor glob characters: a node's Redis key patterns end with its id (workers.broker_acl).
 _PRINCIPAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,79}")
 _DIGITS = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit takes "²", "١")
@@ -73,6 +73,13 @@ def canonical(task: str, task_id: str, principal: str, generation: int, signed_a
                       sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
+def mac(key: bytes, task: str, task_id: str, principal: str, generation: int,
+        signed_at: int, args: Any, kwargs: Any) -> str:
+    """The HMAC-SHA256, in hex, of ``canonical(...)`` under ``key``."""
+    return hmac.new(key, canonical(task, task_id, principal, generation, signed_at, args,
+                                   kwargs), hashlib.sha256).hexdigest()
+
+
 @dataclass(frozen=True)
 class Signature:
     """A parsed ``collector_auth`` header."""
@@ -83,9 +90,8 @@ class Signature:
     mac: str
 
     def matches(self, key: bytes, task: str, task_id: str, args: Any, kwargs: Any) -> bool:
-        expected = hmac.new(key, canonical(task, task_id, self.principal, self.generation,
-                                           self.signed_at, args, kwargs),
-                            hashlib.sha256).hexdigest()
+        expected = mac(key, task, task_id, self.principal, self.generation, self.signed_at,
+                       args, kwargs)
         return hmac.compare_digest(expected, self.mac)
 
 
@@ -115,9 +121,9 @@ class Credential:
     def sign(self, task: str, task_id: str, args: Any, kwargs: Any) -> str:
         """The ``collector_auth`` header for one message."""
         signed_at = int(time.time())
-        mac = hmac.new(self.key, canonical(task, task_id, self.principal, self.generation,
-                                           signed_at, args, kwargs), hashlib.sha256)
-        return f"{VERSION} {self.principal} {self.generation} {signed_at} {mac.hexdigest()}"
+        digest = mac(self.key, task, task_id, self.principal, self.generation, signed_at,
+                     args, kwargs)
+        return f"{VERSION} {self.principal} {self.generation} {signed_at} {digest}"
 
     @classmethod
     def from_secret(cls, secret: str, principal: str, generation: int = 0) -> Credential:

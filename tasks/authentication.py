@@ -13,7 +13,6 @@ message then runs as the operator's.
 
 from __future__ import annotations
 
-import logging
 import time
 from functools import lru_cache
 from typing import Any
@@ -25,8 +24,6 @@ from collector.services.authorization import Caller
 from collector.signing import HEADER as SIGNATURE_HEADER
 from collector.signing import BadSignature, derive_key, node_kind, parse
 from tasks.process_settings import worker_settings
-
-log = logging.getLogger(__name__)
 
 GENERATION_TTL = 0.5  # seconds a node's valid key generation is trusted without a read
 _generations: dict[str, tuple[int | None, float]] = {}
@@ -98,9 +95,7 @@ def caller_of(request: Any) -> Caller | None:
     if request is None or getattr(request, "called_directly", True) or \
             not worker_settings().require_signatures:
         return None
-    headers = getattr(request, "headers", None) or {}
-    header = headers.get(SIGNATURE_HEADER) or getattr(request, SIGNATURE_HEADER, None)
-    try:
-        return Caller(parse(header).principal)
+    try:  # Celery sets each header of the message as an attribute of the request
+        return Caller(parse(getattr(request, SIGNATURE_HEADER, None)).principal)
     except BadSignature:
         return None

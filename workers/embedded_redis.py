@@ -19,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -75,6 +76,18 @@ def write_private(path: Path, text: str) -> None:
     os.chmod(path, 0o600)
 
 
+def kept_secret(path: Path, make: Callable[[], str] = lambda: secrets.token_urlsafe(24)
+                ) -> str:
+    """The secret kept in ``path``; made by ``make`` and written there (mode 0600) when
+    there is none yet."""
+    secret = path.read_text().strip() if path.is_file() else ""
+    if not secret:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        secret = make()
+        write_private(path, secret + "\n")
+    return secret
+
+
 def _quoted(value: object) -> str:
     """A redis.conf string argument."""
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -95,26 +108,17 @@ class EmbeddedRedis:
     def operator_password_path(self) -> Path:
         return self.data_dir / "operator-password"
 
-    def _kept_secret(self, path: Path) -> str:
-        """A password kept in ``path``, generated on first use."""
-        secret = path.read_text().strip() if path.is_file() else ""
-        if not secret:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            secret = secrets.token_urlsafe(24)
-            write_private(path, secret + "\n")
-        return secret
-
     @property
     def password(self) -> str:
         """The Collector's Redis password (user ``collector``), generated once and kept."""
         if self._password is None:
-            self._password = self._kept_secret(self.password_path)
+            self._password = kept_secret(self.password_path)
         return self._password
 
     @property
     def operator_password(self) -> str:
         """The operator's Redis password (user ``operator``: CLI, Flower)."""
-        return self._kept_secret(self.operator_password_path)
+        return kept_secret(self.operator_password_path)
 
     def url_of(self, db: int, user: str = COLLECTOR_USER) -> str:
         password = self.password if user == COLLECTOR_USER else self.operator_password

@@ -34,12 +34,11 @@ from collector.services.ownership import (
     vnic_nodes,
     volume_nodes,
 )
-from collector.signing import COLLECTOR, OPERATOR, node_kind
+from collector.signing import COLLECTOR, HVA, NATBOX, NODE_KINDS, OPERATOR, STA, node_kind
 
 log = logging.getLogger(__name__)
 
-HVA, STA, NATBOX = "hva", "sta", "natbox"
-EVERY_NODE = (HVA, STA, NATBOX)
+EVERY_NODE = NODE_KINDS
 
 
 @dataclass(frozen=True)

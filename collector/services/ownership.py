@@ -28,9 +28,8 @@ from collector.models import (
     Volume,
     VolumeSnapshot,
 )
-from collector.signing import node_kind
+from collector.signing import STA, node_kind
 
-STA = "sta"
 _RAW = bindparam("raw")
 
 

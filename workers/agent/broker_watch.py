@@ -7,11 +7,12 @@ is gone, and it can wait for ever. A Collector worker also polls its remote-cont
 channel, whose error restarts the consumer; an agent has none (its broker user reaches no
 ``*.celery.pidbox`` channel: docs/reference.md, "Node identity").
 
-``BrokerWatch`` is a consumer step that PINGs the broker through the consumer's channel
-(a pooled connection, not the BRPOP one) every ``collector_broker_check`` seconds (COLLECTOR_AGENT_BROKER_CHECK, 5). A
-connection error raised in the event loop's timer is one the worker propagates: the consumer
-restarts and reconnects, through the sentinels after a failover, as it does for any lost
-connection.
+``BrokerWatch`` is a consumer step that, every COLLECTOR_AGENT_BROKER_CHECK seconds (5),
+looks whether the consumer's own connection (the BRPOP one) was closed, by kombu or by the
+server, and PINGs the broker on a pooled connection. A connection error raised in the event
+loop's timer is one the worker propagates: the consumer restarts, lets go of what it had
+prefetched (an ack that failed no longer holds its slot), and reconnects, through the
+sentinels after a failover.
 """
 
 from __future__ import annotations

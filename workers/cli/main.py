@@ -30,14 +30,10 @@ def ensure_signing_secret(data_dir: Path) -> None:
     processes started from here."""
     if os.environ.get("COLLECTOR_SIGNING_SECRET"):
         return
-    from workers.embedded_redis import write_private
+    from workers.embedded_redis import kept_secret
 
-    path = data_dir / SIGNING_SECRET_FILE
-    secret = path.read_text().strip() if path.is_file() else ""
-    if not secret:
-        secret = secrets.token_hex(32)
-        write_private(path, secret + "\n")
-    os.environ["COLLECTOR_SIGNING_SECRET"] = secret
+    os.environ["COLLECTOR_SIGNING_SECRET"] = kept_secret(data_dir / SIGNING_SECRET_FILE,
+                                                         lambda: secrets.token_hex(32))
 
 
 def _require_signing_secret() -> None:
