@@ -31,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from collector import ids, wire
 from collector.db import insert_if_absent, outbox
@@ -53,6 +54,7 @@ from collector.models import (
     PlacementGroup,
     SecurityGroup,
     SshKeyPair,
+    Volume,
 )
 from collector.scheduling import capacity, migration, placement, placement_config, teardown
 from collector.scheduling.batch import LAUNCH_KEY
@@ -93,7 +95,7 @@ def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
         inst = _write_instance(session, new)
         outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_INSTANCE,
                            inst.canonical_uuid, resource_id=inst.canonical_uuid)
-    return _instance_document(session, inst)
+    return _written_documents(session, [inst], new)[0]
 
 
 def create_instances(session: Session, params: dict[str, Any], count: int,
@@ -109,15 +111,15 @@ def create_instances(session: Session, params: dict[str, Any], count: int,
         raise InvalidParameter("hostname and manual addresses (mac_addr, ipv4_addr, "
                                "nat_ipv4_addr) name one instance: they need count 1")
     new = _checked(session, request)
+    uuids = [ids.new_uuid() for _ in range(launch.count)]
+    first = ids.canonical(Instance.prefix, uuids[0])
     with session.begin_nested():
-        insts = [_write_instance(session, new) for _ in range(launch.count)]
-        first = insts[0].canonical_uuid
-        for inst in insts:  # the re-drive pass finds the launch's job through it
-            inst.request_params = {**inst.request_params, LAUNCH_KEY: first}
+        # Each names the launch's first instance: the re-drive pass finds the job by it.
+        insts = [_write_instance(session, new, uuid, launch=first) for uuid in uuids]
         outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_LAUNCH,
                            [inst.canonical_uuid for inst in insts], launch.fewest,
                            resource_id=first)
-    return fresh_documents(session, insts, instances_query(), instance_api_document)
+    return _written_documents(session, insts, new)
 
 
 def _manual_addresses(request: InstanceRequest) -> bool:
@@ -205,11 +207,17 @@ def _live_ssh_key(session: Session, ssh_key_id: str) -> SshKeyPair:
     return key
 
 
-def _write_instance(session: Session, new: NewInstance) -> Instance:
+def _write_instance(session: Session, new: NewInstance, uuid: str | None = None,
+                    launch: str | None = None) -> Instance:
+    """The instance (of id ``uuid``, else a new one; of the bulk launch ``launch``), its
+    volumes and hostname, flushed."""
     request, image = new.request, new.image
     bo = (BackupObject.find_cuuid(session, image.backup_object_id)
           if image.backup_object_id else None)
-    uuid = ids.new_uuid()
+    uuid, boot_uuid = uuid or ids.new_uuid(), ids.new_uuid()
+    request_params = request.request_params(new.service_type, [asdict(v) for v in new.volumes])
+    if launch is not None:
+        request_params[LAUNCH_KEY] = launch
     hostname = request.hostname or uuid
     _lease_hostname(session, request.account_id or "", hostname)
     inst = Instance(
@@ -221,18 +229,20 @@ def _write_instance(session: Session, new: NewInstance) -> Instance:
         display_name=request.display_name, service_type=new.service_type,
         ssh_key_pair_id=new.ssh_key_pair.id if new.ssh_key_pair else None,
         placement_group_id=new.placement_group.id if new.placement_group else None,
-        request_params=request.request_params(new.service_type,
-                                              [asdict(v) for v in new.volumes]))
+        boot_volume_id=ids.canonical(Volume.prefix, boot_uuid),
+        request_params=request_params)
     session.add(inst)
     session.flush()  # its id, for the rows below (written together at the next flush)
-    boot = add_volume(session, inst, VolumeSpec(
+    volumes = [add_volume(session, inst, VolumeSpec(
         size=bo.size if bo is not None else 0, local=image.is_local_boot,
-        backup_object_id=image.backup_object_id))
-    inst.boot_volume_id = boot.canonical_uuid
-    for spec in new.volumes:
-        add_volume(session, inst, spec)
+        backup_object_id=image.backup_object_id), uuid=boot_uuid)]
+    volumes += [add_volume(session, inst, spec) for spec in new.volumes]
     session.add(InstanceMonitorAttr(instance_id=inst.id))
     session.flush()
+    # What its document shows, as written: no read back (``_written_documents``).
+    set_committed_value(inst, "volumes", volumes)
+    set_committed_value(inst, "image", image)
+    set_committed_value(inst, "ssh_key_pair", new.ssh_key_pair)
     if request.explicit_host is not None:
         placement.assign_explicit_host(session, inst, request.explicit_host)
     if _manual_addresses(request):
@@ -335,6 +345,20 @@ def terminate_instance(session: Session, instance_id: str) -> dict[str, Any]:
 
 
 # --- documents ------------------------------------------------------------------------------
+
+def _written_documents(session: Session, insts: list[Instance],
+                       new: NewInstance) -> list[dict[str, Any]]:
+    """The documents of instances ``_write_instance`` just wrote, from the rows it holds in
+    memory (their image, key and volumes set as written). Only a request that also wrote
+    vifs (manual addresses) or named a host has them read back: the common request costs no
+    read after its writes."""
+    if new.request.explicit_host is not None or _manual_addresses(new.request):
+        return fresh_documents(session, insts, instances_query(), instance_api_document)
+    for inst in insts:
+        set_committed_value(inst, "network_vifs", [])
+        set_committed_value(inst, "host_node", None)
+    return [instance_api_document(inst) for inst in insts]
+
 
 def _instance_document(session: Session, inst: Instance) -> dict[str, Any]:
     return fresh_document(session, inst, instances_query(), instance_api_document)

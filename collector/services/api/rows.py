@@ -29,11 +29,12 @@ class VolumeSpec:
 
 
 def add_volume(session: Session, inst: Instance | None, spec: VolumeSpec,
-               account_id: str | None = None, service_type: str | None = None) -> Volume:
+               account_id: str | None = None, service_type: str | None = None,
+               uuid: str | None = None) -> Volume:
     """A volume in ``scheduling``: the instance's (its account and service type), or a
-    standalone one of ``account_id`` and ``service_type``. Its id is given here; the row is
-    written at the caller's next flush (with the instance's other rows)."""
-    vol = Volume(uuid=ids.new_uuid(), account_id=inst.account_id if inst else account_id,
+    standalone one of ``account_id`` and ``service_type``. Its id is ``uuid`` or a new one;
+    the row is written at the caller's next flush (with the instance's other rows)."""
+    vol = Volume(uuid=uuid or ids.new_uuid(), account_id=inst.account_id if inst else account_id,
                  size=spec.size,
                  state="scheduling", instance_id=inst.id if inst else None,
                  volume_type=LOCAL if spec.local else None,

@@ -27,6 +27,7 @@ from collector.models import (
     NodeState,
     QueuedJob,
     SecurityGroup,
+    SshKeyPair,
     StorageAllocation,
     StorageNode,
     Volume,
@@ -334,6 +335,45 @@ def test_an_instance_is_created_in_scheduling_with_its_placement_job(s, w):
     after = snapshot(s)
     assert after["host_used"] == before["host_used"]  # no host is claimed by the API
     assert after["host_allocations"] == before["host_allocations"]
+
+
+def _ssh_key(s) -> str:
+    key = SshKeyPair(account_id="a-shpoolxx", finger_print="aa:bb", public_key="ssh-rsa AAAA",
+                     display_name="k")
+    s.add(key)
+    s.flush()
+    return key.canonical_uuid
+
+
+@pytest.mark.parametrize("shape", ["plain", "everything", "san boot", "named host",
+                                   "manual address", "launch"])
+def test_the_answer_is_the_document_the_database_then_shows(s, w, shape):
+    """create_instance answers from the rows it wrote, without reading them back: every
+    field must be what show_instance reads from the database afterwards."""
+    params = {
+        "plain": {},
+        "everything": {"ssh_key_id": _ssh_key(s), "hostname": "db1", "display_name": "db",
+                       "ha_enabled": "true", "quota_weight": 2.5, "user_data": "u",
+                       "volumes": {"data": {"volume_type": "local", "size": "20G"},
+                                   "logs": {"volume_type": "shared", "size": "5G",
+                                            "display_name": "logs"}},
+                       "vifs": {"eth0": {"network": w.net.canonical_uuid,
+                                         "security_groups": [w.sg.canonical_uuid]}}},
+        "san boot": {"image_id": make.image(s, local=False).canonical_uuid},
+        "named host": {"host_node_id": w.host.canonical_uuid},
+        "manual address": {"vifs": {"eth0": {"network": w.net.canonical_uuid,
+                                             "ipv4_addr": "10.0.0.60"}}},
+        "launch": {},
+    }[shape]
+    if shape == "launch":
+        docs = api.create_instances(s, request(w, **params), 3)
+    else:
+        docs = [api.create_instance(s, request(w, **params))]
+    s.flush()
+    s.expire_all()
+    for doc in docs:
+        assert doc == api.show_instance(s, doc["id"])
+    assert docs[0]["volume"] and docs[0]["volume"][0]["boot"] is True
 
 
 def test_san_boot_volume_is_left_for_storage_placement(s, w):
