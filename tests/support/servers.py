@@ -154,8 +154,9 @@ class PostgresServer:
     PostgreSQL refuses to run as root, so as root initdb/pg_ctl run as ``nobody`` through
     ``runuser`` in a fresh temp dir owned by nobody."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, settings: dict[str, str] | None = None) -> None:
         self.port = port or free_port()
+        self.settings = settings or {}  # more server settings (-c NAME=VALUE)
         self.as_root = os.geteuid() == 0
         # As root, keep the cluster under /tmp: $TMPDIR may sit below a dir nobody cannot enter.
         base = "/tmp" if self.as_root and os.path.isdir("/tmp") else None
@@ -209,7 +210,8 @@ class PostgresServer:
     def _options(self) -> str:
         return (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
                 "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                "-c max_connections=300")
+                "-c max_connections=300" +
+                "".join(f" -c {name}={value}" for name, value in self.settings.items()))
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{dbname}"

@@ -22,11 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collector import ids, wire
 from collector.db import db_now, dialect_name, job_states
+from collector.errors import InvalidArgument, UnknownInstanceID
 from collector.models import Instance, QueuedJob
 from collector.scheduling import batch, handlers
 
@@ -80,21 +81,39 @@ def waiting_placements(session: Session, but: QueuedJob, limit: int
                        ) -> list[tuple[QueuedJob, str]]:
     """Pending ``schedule_instance`` jobs other than ``but`` whose instance waits for
     placement, each with the id of that instance (locked), oldest first; an instance
-    another transaction holds is skipped. A partial index holds the scheduler's pending
-    jobs only, so this reads them, not the ledger."""
-    prefix = len(Instance.prefix) + 2  # the raw uuid after "i-", 1-based
-    stmt = (select(QueuedJob, Instance.uuid)
-            .join(Instance, Instance.uuid == func.substr(QueuedJob.resource_id, prefix))
-            .where(QueuedJob.queue_name == wire.SCHEDULER, QueuedJob.state == "pending",
-                   QueuedJob.job_name == wire.SchedulerJob.SCHEDULE_INSTANCE,
-                   QueuedJob.id != but.id, Instance.state == "scheduling")
-            .order_by(QueuedJob.id).limit(limit))  # ix_queued_jobs_waiting_placements
+    another transaction holds is skipped.
+
+    Two short reads, each on its own index whatever the planner believes of the tables:
+    the oldest waiting jobs (a partial index holds the scheduler's pending jobs only), then
+    their instances by id, locked in id order. One join on the instance id carved from the
+    job's resource id let a planner with stale statistics scan every waiting instance
+    once per job."""
+    jobs = list(session.scalars(
+        select(QueuedJob).where(QueuedJob.queue_name == wire.SCHEDULER,
+                                QueuedJob.state == "pending",
+                                QueuedJob.job_name == wire.SchedulerJob.SCHEDULE_INSTANCE,
+                                QueuedJob.id != but.id)
+        .order_by(QueuedJob.id).limit(limit)))  # ix_queued_jobs_waiting_placements
+    raws = {job: raw for job in jobs if (raw := _raw_instance_id(job.resource_id))}
+    if not raws:
+        return []
+    stmt = (select(Instance.uuid).where(Instance.uuid.in_(set(raws.values())),
+                                        Instance.state == "scheduling")
+            .order_by(Instance.id))
     if dialect_name(session) == "postgresql":
         # The instances only: their job rows are locked when finished, after them, in the
-        # order every writer follows (instance, then job); a job row locked here while its
-        # instance is skipped would be held to the commit for nothing.
-        stmt = stmt.with_for_update(of=Instance, skip_locked=True)
-    return [(job, ids.canonical(Instance.prefix, uuid)) for job, uuid in session.execute(stmt)]
+        # order every writer follows (instance, then job).
+        stmt = stmt.with_for_update(skip_locked=True)
+    locked = set(session.scalars(stmt))
+    return [(job, ids.canonical(Instance.prefix, raw)) for job, raw in raws.items()
+            if raw in locked]
+
+
+def _raw_instance_id(resource_id: str | None) -> str | None:
+    try:
+        return ids.raw_part(resource_id, Instance.prefix)
+    except InvalidArgument:
+        return None
 
 
 def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -> Any:
@@ -103,15 +122,25 @@ def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -
     The job's own instance is locked first, waiting for it while holding nothing (another
     batch may be placing it); only then are the waiting ones taken, without waiting for
     any of them. Two batches thus never wait on each other's instances."""
-    inst = handlers.load_instance(session, instance_id)
+    own = ids.canonical(Instance.prefix, ids.raw_part(instance_id, Instance.prefix))
+    state = _locked_state(session, own)  # its rows are read with the others', by the batch
     # Only a job whose argument names the instance locked for it (the one its own
     # message would place), and not the instance already placed here.
-    along = [] if inst.state != handlers.EXPECTED_STATE else [
+    along = [] if state != handlers.EXPECTED_STATE else [
         (other, locked) for other, locked in waiting_placements(session, job, COMPANIONS)
-        if locked != inst.canonical_uuid and _instance_of(other) == locked]
+        if locked != own and _instance_of(other) == locked]
     answers = batch.schedule_instances(session, [instance_id, *(i for _, i in along)])
     _finish(session, list(zip([job, *(other for other, _ in along)], answers, strict=True)))
     return answers[0]
+
+
+def _locked_state(session: Session, instance_id: str) -> str:
+    """The instance's state, its row locked (UnknownInstanceID when there is none)."""
+    state = session.scalar(select(Instance.state).where(
+        Instance.uuid == ids.raw_part(instance_id, Instance.prefix)).with_for_update())
+    if state is None:
+        raise UnknownInstanceID(f"unknown id '{instance_id}'")
+    return state
 
 
 def _instance_of(job: QueuedJob) -> str | None:
