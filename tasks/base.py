@@ -38,6 +38,7 @@ from celery.worker.strategy import default as default_strategy
 
 from collector.errors import CollectorError, InternalError, WrongQueue
 from collector.redaction import masked_repr
+from tasks import taken_along
 from tasks.arguments import ArgumentValidator
 
 log = logging.getLogger(__name__)
@@ -118,6 +119,15 @@ def _refuse(task: Task, consumer: Any, message: Any, exc: CollectorError,
                         exception=f"{type(exc).__name__}({str(exc)!r})")
 
 
+def _answer_at_receipt(task: Task, message: Any, answer: dict[str, Any]) -> None:
+    """A message whose job a committed batch of this process finished: acknowledged and
+    answered what it would answer if it ran (``tasks.taken_along``)."""
+    headers = message.headers or {}
+    message.ack()
+    if not headers.get("ignore_result"):
+        task.backend.mark_as_done(headers["id"], answer, request=None)
+
+
 def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
                            **kwargs: Any) -> Callable[..., Any]:
     """Celery's default strategy, behind the checks that the message came the task's way
@@ -140,6 +150,9 @@ def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
                     raise refuse(caller, f"call {task.name}")
             except CollectorError as exc:  # Unauthorized; TransientError: cannot check now
                 return _refuse(task, consumer, message, exc, claimed_sender(message))
+        answer = taken_along.take((message.headers or {}).get("id"))
+        if answer is not None:
+            return _answer_at_receipt(task, message, answer)
         return handle(message, body, ack, reject, callbacks, **options)
 
     return task_message_handler

@@ -42,7 +42,8 @@ from collector.errors import (
     ValidationFailed,
 )
 from collector.models import Base
-from tasks import relay
+from collector.services.jobs import own_jobs
+from tasks import relay, taken_along
 from tasks.app import app
 from tasks.process_settings import forget_settings, worker_settings
 
@@ -160,5 +161,6 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                 continue
             raise database_error(exc, fn.__qualname__) from None
         relay_after_commit(uow.outbox_rows)
+        taken_along.remember(uow.session.info.get(own_jobs.TAKEN_ALONG))
         return result
     raise AssertionError("unreachable")  # pragma: no cover

@@ -15,6 +15,10 @@ finished. A waiting job is taken only when its instance is not locked by another
 transaction (``SKIP LOCKED``): a job that a worker is placing right now is left to it. Locks
 are taken in one order: the job's own instance (waited for while nothing else is held),
 the waiting instances (never waited for), then the job rows as they finish.
+
+The jobs a batch took along are listed in ``session.info[TAKEN_ALONG]`` with the answer
+their own messages will get, so that the task layer, after the commit, can answer those
+messages without running them (``tasks.taken_along``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from collector.models import Instance, QueuedJob
 from collector.scheduling import batch, handlers
 
 COMPANIONS = 15  # waiting placements a schedule_instance job takes along (a batch of 16)
+# session.info: {message id: answer} of the jobs a batch took along and finished, for the
+# task layer to answer their own messages at receipt once the batch has committed.
+TAKEN_ALONG = "jobs_taken_along"
 
 
 def run(session: Session, job_id: str, work: Callable[..., Any], args: tuple | list = (),
@@ -39,8 +46,7 @@ def run(session: Session, job_id: str, work: Callable[..., Any], args: tuple | l
     """``work`` for the job ``job_id``, its ledger row finished with it (see the module)."""
     job = _job(session, job_id)
     if job is not None and job.state == "finished":
-        return {"outcome": "noop", "job_id": job_id, "state": "finished",
-                "finish_status": job.finish_status}
+        return finished_answer(job_id, job.finish_status)
     if job is not None and job.job_name == wire.SchedulerJob.SCHEDULE_INSTANCE and \
             len(args) == 1 and not kwargs:
         return _schedule_with_waiting(session, job, args[0])
@@ -48,6 +54,12 @@ def run(session: Session, job_id: str, work: Callable[..., Any], args: tuple | l
     if job is not None:
         _finish(session, [(job, answer)])
     return answer
+
+
+def finished_answer(job_id: str, finish_status: str | None) -> dict[str, Any]:
+    """What a message of a job already finished answers."""
+    return {"outcome": "noop", "job_id": job_id, "state": "finished",
+            "finish_status": finish_status}
 
 
 def _job(session: Session, job_id: str) -> QueuedJob | None:
@@ -131,6 +143,10 @@ def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -
         if locked != own and _instance_of(other) == locked]
     answers = batch.schedule_instances(session, [instance_id, *(i for _, i in along)])
     _finish(session, list(zip([job, *(other for other, _ in along)], answers, strict=True)))
+    taken = session.info.setdefault(TAKEN_ALONG, {})
+    for other, _ in along:
+        if other.state == "finished" and other.task_id:
+            taken[other.task_id] = finished_answer(other.task_id, other.finish_status)
     return answers[0]
 
 

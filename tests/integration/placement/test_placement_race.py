@@ -220,6 +220,21 @@ def test_four_scheduler_workers_batch_ledger_jobs_and_finish_each_with_its_outco
                 assert job.finish_message["error_type"] == "InsufficientCapacity"
         # Placed in batches: several jobs ended in one transaction (one timestamp).
         assert len({job.finished_at for job in done}) < INSTANCES / 2
+        # A job's result is its outcome, or the noop answer of a job already finished: a
+        # message whose job a batch of its worker took along is answered at receipt
+        # (``tasks.taken_along``), without a task run for it.
+        results = signed_celery(broker, backend=broker)
+        for job in done:
+            try:
+                answer = results.AsyncResult(job.task_id).get(timeout=30)
+            except Exception as exc:  # noqa: BLE001 - a refused placement's typed error
+                assert type(exc).__name__ == "InsufficientCapacity", job.task_id
+                continue
+            assert answer["outcome"] in {"placed", "noop"}, answer
+            if "finish_status" in answer:  # else a copy that found its instance placed
+                assert answer["finish_status"] == job.finish_status, answer
+        ran = sum(worker.log_text().count("] received") for worker in workers)
+        assert ran < 2 * INSTANCES, "every message ran a task: none answered at receipt"
     finally:
         for worker in workers:
             worker.stop()

@@ -13,7 +13,7 @@ from collector import wire
 from collector.db import outbox, unit_of_work
 from collector.errors import InsufficientCapacity, UnknownInstanceID
 from collector.models import Instance, OutboxMessage, QueuedJob
-from tasks import relay
+from tasks import relay, taken_along
 from tasks.endpoints import scheduler
 from tests.support.scheduling import make_world, scheduling_instance
 
@@ -109,7 +109,14 @@ def test_a_placement_job_places_the_placements_waiting_with_it_each_with_its_out
             assert Instance.by_cuuid(session, instance_id).state == "pending"
     state, status, message = ledger(db, jobs[too_big])
     assert (state, status, message["error_type"]) == ("finished", "fail", "InsufficientCapacity")
+    # Their own messages will be answered at receipt (a worker's strategy takes the answer
+    # kept after the commit): what each keeps is what running the message answers.
+    kept = {instance_id: taken_along.take(jobs[instance_id]) for instance_id in fits[1:]}
+    kept[too_big] = taken_along.take(jobs[too_big])
+    assert taken_along.take(jobs[first]) is None  # the job that ran answers for itself
     # Their own messages arrive later and find their jobs finished: nothing happens.
+    for instance_id, answer in kept.items():
+        assert run(instance_id, jobs[instance_id]).get() == answer
     before = ledger(db, jobs[fits[1]])
     answer = run(fits[1], jobs[fits[1]]).get()
     assert (answer["outcome"], answer["finish_status"]) == ("noop", "success")
