@@ -8,15 +8,17 @@ for its last phase:
 
 1. the instances are read and locked in one query, in id order (two batches never
    deadlock on them);
-2. each instance gets its host, volumes and dispatch in its own savepoint, exactly as in
-   ``schedule_instance``; a placement failure is applied and answered there;
+2. each instance gets its host (the claim is one statement, written at once), volumes and
+   dispatch, exactly as in ``schedule_instance`` but with no savepoint of its own;
 3. then the vifs of every placed instance, with their MAC and IP leases, the network and
-   MAC range rows locked once (``batch_memo``), right before the commit.
+   MAC range rows locked once (``batch_memo``); then one flush writes every row of the
+   batch, one statement per table and kind, right before the commit.
 
-If a vif cannot be made in step 3 (addresses exhausted, an unknown network, ...), the
-whole batch is undone to its savepoint and placed again one savepoint per instance with
-its vifs inside, as ``schedule_instance`` does: each instance still gets exactly its own
-outcome. That costs time only when a network or MAC range runs out.
+If any instance cannot be placed (no host, no storage) or a vif cannot be made in step 3
+(addresses exhausted, an unknown network, ...), the whole batch is undone to its savepoint
+and placed again one savepoint per instance with its vifs inside, as ``schedule_instance``
+does: each instance still gets exactly its own outcome, a failure applied and answered.
+That costs time only when hosts, storage, a network or a MAC range run out.
 
 ``schedule_launch`` places a bulk launch (``api.create_instances``): its instances in
 batches of ``schedule_instances``, all inside one savepoint of the job's transaction, so
@@ -51,6 +53,7 @@ from collector.scheduling.handlers import (
     PLACEMENT_FAILURES,
     create_missing_vifs,
     noop_answer,
+    place_unguarded,
     refuse_new_instance,
     schedule_loaded,
 )
@@ -86,12 +89,12 @@ def schedule_instances(session: Session, instance_ids: list[str]) -> list[dict[s
 
 def _place_then_vifs(session: Session, loaded: dict[str, Instance]) -> dict[str, Any]:
     later: list[Instance] = []
-    done = {raw: schedule_loaded(session, inst, vifs_later=later)
-            for raw, inst in loaded.items()}
-    with session.no_autoflush:  # address guards are written at once; vif rows wait
+    # Claims and address guards are written at once; every other row waits for the flush.
+    with session.no_autoflush:
+        done = {raw: place_unguarded(session, inst, later) for raw, inst in loaded.items()}
         for inst in later:  # the network and MAC range locks are taken here, to the commit
             create_missing_vifs(session, inst, flush=False)
-    session.flush()  # every vif and lease row of the batch: one INSERT per table
+    session.flush()  # every row of the batch: one statement per table and kind
     return done
 
 

@@ -120,10 +120,12 @@ def _hold_host(session: Session, inst: Instance, st: ServiceTypeConfig,
 
 
 def _place_new_instance(session: Session, inst: Instance, config: SchedulerConfig,
-                        with_vifs: bool = True) -> tuple[HeldHost, dict[int, str], list[str]]:
+                        with_vifs: bool = True, flush: bool = True
+                        ) -> tuple[HeldHost, dict[int, str], list[str]]:
     """Host, local and shared volumes, dispatch, vifs (unless ``with_vifs`` is False);
     returns the host, {volume id: sta node} and the job ids. Row changes are flushed
-    together (no autoflush in between)."""
+    together (no autoflush in between); ``flush`` False: left for the caller's flush
+    (a batch flushes all its instances' rows at once)."""
     st = config.service_type(inst.service_type)
     _check_boot_type(inst)
     volumes = [v for v in inst.volumes if v.is_alive]
@@ -142,6 +144,8 @@ def _place_new_instance(session: Session, inst: Instance, config: SchedulerConfi
     inst.state = "pending"
     inst.placement_error = None
     jobs = _dispatch_new(session, inst, host, storage, config)
+    if not flush:
+        return host, storage, jobs
     session.flush()  # the state changes and the dispatch rows together
     # Vifs last: they lock the network's IP cursor until the commit, so the less runs after
     # them, the less concurrent placements wait. The dispatch is written before them, in
@@ -220,6 +224,25 @@ def schedule_loaded(session: Session, inst: Instance,
         return refuse_new_instance(session, inst, exc)
     if vifs_later is not None and needs_vifs(inst):
         vifs_later.append(inst)
+    return _placed_answer(inst, host, placed, jobs)
+
+
+def place_unguarded(session: Session, inst: Instance, vifs_later: list[Instance]
+                    ) -> dict[str, Any]:
+    """``schedule_loaded`` for a batch that undoes itself whole on a failure: no savepoint
+    of its own, a placement failure raised (not applied), the rows left for the batch's
+    one flush (the caller holds autoflush off), the vifs to the caller (``vifs_later``)."""
+    if inst.state != EXPECTED_STATE:
+        return _noop("instance", inst.canonical_uuid, inst.state)
+    host, placed, jobs = _place_new_instance(session, inst, scheduler_config(),
+                                             with_vifs=False, flush=False)
+    if needs_vifs(inst):
+        vifs_later.append(inst)
+    return _placed_answer(inst, host, placed, jobs)
+
+
+def _placed_answer(inst: Instance, host: HeldHost, placed: dict[int, str],
+                   jobs: list[str]) -> dict[str, Any]:
     return {"outcome": "placed", "instance_id": inst.canonical_uuid,
             "host_node_id": host.uuid, "jobs": jobs,
             "storage_node_ids": {v.canonical_uuid: placed[v.id]
