@@ -69,6 +69,9 @@ class CollectorTask(Task):
     topic_exchange: str | None = None
     # Logged by Celery at INFO without a traceback when raised (the module docstring).
     throws = EXPECTED_ERRORS
+    # ``(message, caller) -> answer or None``: a message whose answer is known without
+    # running it (its sender already checked): acknowledged and answered at receipt.
+    answer_at_receipt: Callable[[Any, Any], Any] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         validator = type(self).arguments
@@ -119,13 +122,26 @@ def _refuse(task: Task, consumer: Any, message: Any, exc: CollectorError,
                         exception=f"{type(exc).__name__}({str(exc)!r})")
 
 
-def _answer_at_receipt(task: Task, message: Any, answer: dict[str, Any]) -> None:
-    """A message whose job a committed batch of this process finished: acknowledged and
-    answered what it would answer if it ran (``tasks.taken_along``)."""
+def _answer_at_receipt(task: Task, message: Any, answer: Any) -> None:
+    """A message whose answer is known without running it (a job a committed batch of this
+    process finished, ``tasks.taken_along``; an event no Collector handler takes):
+    acknowledged and answered what it would answer if it ran."""
     headers = message.headers or {}
     message.ack()
     if not headers.get("ignore_result"):
         task.backend.mark_as_done(headers["id"], answer, request=None)
+
+
+def _known_answer(at_receipt: Callable[[Any, Any], Any], task: Task, message: Any,
+                  caller: Any) -> Any:
+    """``at_receipt``'s answer; None (the task runs) if it fails: an error raised in a
+    strategy would stop the worker's consumer."""
+    try:
+        return at_receipt(message, caller)
+    except Exception:  # noqa: BLE001 - the task runs and meets the problem itself
+        log.warning("%s: no answer at receipt for %s", task.name,
+                    (message.headers or {}).get("id"), exc_info=True)
+        return None
 
 
 def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
@@ -138,11 +154,13 @@ def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
 
     handle = default_strategy(task, app, consumer, **kwargs)
     check_sender = worker_settings().require_signatures
+    at_receipt = getattr(task, "answer_at_receipt", None)
 
     def task_message_handler(message: Any, body: Any, ack: Any, reject: Any,
                              callbacks: Any, **options: Any) -> Any:
         if not served_here(task, message.delivery_info or {}):
             return _refuse(task, consumer, message, _wrong_queue(task, message))
+        caller = None
         if check_sender:
             try:
                 caller = sender_of(message)
@@ -151,6 +169,8 @@ def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
             except CollectorError as exc:  # Unauthorized; TransientError: cannot check now
                 return _refuse(task, consumer, message, exc, claimed_sender(message))
         answer = taken_along.take((message.headers or {}).get("id"))
+        if answer is None and at_receipt is not None:
+            answer = _known_answer(at_receipt, task, message, caller)
         if answer is not None:
             return _answer_at_receipt(task, message, answer)
         return handle(message, body, ack, reject, callbacks, **options)

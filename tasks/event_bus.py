@@ -57,7 +57,7 @@ from collector.db import outbox
 from collector.errors import CollectorError, InvalidArgument, TransientError
 from collector.models import DISPATCH
 from collector.services import dead_letters, event_receipts
-from collector.services.authorization import may_publish
+from collector.services.authorization import Caller, may_publish
 from collector.topics import topic_matches
 from tasks import relay
 from tasks.app import app
@@ -192,8 +192,28 @@ class MalformedEvent(Exception):
     """An event message whose arguments are not (name, list, sender)."""
 
 
+def _nothing_to_dispatch(message: Any, caller: Caller | None) -> list | None:
+    """The dispatcher's answer (``[]``) for an event no Collector handler subscribes to and
+    its sender may publish, known at receipt: such a message is acknowledged without a
+    task run (``tasks.base``). Anything else (malformed, refused, handled here) runs."""
+    try:
+        args, _kwargs, _embed = message.decode()
+        event, event_args, sender = args[0], args[1], args[2]
+    except Exception:  # noqa: BLE001 - malformed: the task runs and parks it
+        return None
+    if not isinstance(event, str) or not isinstance(event_args, list) or \
+            not isinstance(sender, str) or matching(event, sender):
+        return None
+    try:
+        may_publish(caller, event, sender)
+    except CollectorError:
+        return None  # the task refuses it, as for any other event
+    return []
+
+
 @app.task(name=wire.EVENT_DELIVER, queue=wire.EVENTS, typing=False, bind=True,
-          max_retries=None, topic_exchange=wire.EVENTS_EXCHANGE)
+          max_retries=None, topic_exchange=wire.EVENTS_EXCHANGE,
+          answer_at_receipt=staticmethod(_nothing_to_dispatch))
 def deliver(task: Task, event: str, args: list, sender: str,
             published_at: str | None = None, *, event_id: str | None = None) -> Any:
     """The dispatcher: runs once per event (its task id, or ``event_id``) on the ``events``

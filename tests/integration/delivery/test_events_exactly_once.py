@@ -186,7 +186,8 @@ def test_an_event_no_collector_handler_takes_is_sent_once_and_dispatched_without
         cluster):
     """``instance.scheduled`` has no Collector handler (agents may bind their own queues to
     the events exchange): nothing waits for its receipt, so it is sent once, its dispatch
-    writes no receipt, and the re-send pass leaves it alone."""
+    writes no receipt (its message is answered at receipt, no task run), and the re-send
+    pass leaves it alone."""
     import tasks.event_bus  # noqa: F401 - as in a Collector process: the subscriptions known
 
     db_url = cluster["db_url"]
@@ -209,6 +210,8 @@ def test_an_event_no_collector_handler_takes_is_sent_once_and_dispatched_without
     events = cluster["client"].events
     copy = events.publish("instance.scheduled", ["i-noone000"], sender="hva.nowhere")
     assert events.wait_confirmed(10) and copy not in events.unconfirmed()
+    # Answered at receipt: acknowledged and confirmed with no task run for it.
+    assert f"[{copy}] received" not in cluster["workers"]["dispatcher"].log_text()
     wait_for(lambda: DISPATCH in _receipts(db_url, handled) or None,
              "the handled event's dispatch receipt", 20, every=0.2)
     time.sleep(3 * RESEND_AFTER)  # a re-send, if any, has come by now
