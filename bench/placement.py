@@ -50,7 +50,7 @@ import shutil
 import tempfile
 import time
 from contextlib import ExitStack
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ SINGLE_TARGET = 100.0  # placements/s, 8 callers, 1,000 hosts
 BULK_TARGET_S, BULK_TARGET_COUNT = 30.0, 10_000  # onto 1,000 hosts
 SCALE_SPREAD = 0.20  # 5,000 hosts against 1,000
 STALL_S = 120.0  # no placement for this long: the phase ends unfinished
+POLL_MARGIN_S = 10.0  # a poll reads again what was stamped this long before the newest seen
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -262,7 +263,7 @@ class Run:
 
     def wait(self, ids: list[str], requested: dict[str, float], since_outbox: int,
              since_instance: int) -> tuple[dict[str, float], set[str]]:
-        """Poll (every 0.3 s) until each instance's boot job is sent or its placement
+        """Poll (every 0.5 s) until each instance's boot job is sent or its placement
         failed (``terminated``); returns when each was placed (epoch seconds), and the
         failed ones."""
         from collector.models import Instance
@@ -271,18 +272,23 @@ class Run:
         placed: dict[str, float] = {}
         failed: set[str] = set()
         last, progress = time.time(), 0
+        # Only what was stamped since the last poll (less a margin for stamps committed out
+        # of order): the bench's own reads must not grow with the rows already seen.
         sent = text("SELECT q.resource_id, o.sent_at FROM outbox o JOIN queued_jobs q "
-                    "ON q.task_id = o.task_id WHERE o.id > :since AND o.sent_at IS NOT NULL "
-                    "AND q.queue_name LIKE :queue ORDER BY o.id")
+                    "ON q.task_id = o.task_id WHERE o.id > :since AND o.sent_at >= :after "
+                    "AND q.queue_name LIKE :queue")
+        after = datetime(1970, 1, 1)
         while True:
             with unit_of_work(self.url, readonly=True) as session:
-                for resource_id, sent_at in session.execute(
-                        sent, {"since": since_outbox, "queue": BOOT_QUEUE + "%"}):
+                newest = after
+                for resource_id, sent_at in session.execute(sent, {
+                        "since": since_outbox, "after": after, "queue": BOOT_QUEUE + "%"}):
+                    newest = max(newest, sent_at)
                     # The first send: a boot job no agent takes is sent again later.
                     if resource_id in wanted and resource_id not in placed:
-                        if sent_at.tzinfo is None:
-                            sent_at = sent_at.replace(tzinfo=UTC)
-                        placed[resource_id] = sent_at.timestamp()
+                        stamped = sent_at if sent_at.tzinfo else sent_at.replace(tzinfo=UTC)
+                        placed[resource_id] = stamped.timestamp()
+                after = max(after, newest - timedelta(seconds=POLL_MARGIN_S))
                 failed = {f"{Instance.prefix}-{uuid}" for uuid in session.scalars(
                     select(Instance.uuid).where(Instance.id > since_instance,
                                                 Instance.state == "terminated"))} & wanted
@@ -294,7 +300,7 @@ class Run:
                 print(f"  stalled: {len(wanted) - progress} not placed after {STALL_S:.0f} s "
                       f"without progress")
                 return placed, failed
-            time.sleep(0.3)
+            time.sleep(0.5)
 
     # -- counters ---------------------------------------------------------------------------
 

@@ -86,6 +86,12 @@ class HostNode(Taggable, Timestamps, Base):
         return host
 
 
+# Two PostgreSQL indexes hold the hosts in claim order (most free memory, or cores, first,
+# at the default allocation ratio): migration 0018, ``FREE_CAPACITY_INDEXES``. Being
+# expressions, they are not declared here (autogenerate cannot compare them).
+FREE_CAPACITY_INDEXES = ("ix_host_nodes_free_memory", "ix_host_nodes_free_cpu")
+
+
 @register_taggable
 class StorageNode(Taggable, Timestamps, Base):
     """A storage node (``sta.<name>``); storage_type ``iscsi`` or ``nfs``."""

@@ -46,6 +46,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     union_all,
     update,
@@ -85,8 +86,11 @@ _STORAGE_DISK = cast(StorageNode.offering_disk_space_mb, BigInteger) * MB
 def _offered(physical: Any, host_ratio: Any, default_milli: int) -> Any:
     """SQL: ``physical`` x the host's ratio (else the default), floored (``ratios.offered``:
     integers only, so SQLite and PostgreSQL agree to the unit)."""
-    milli = func.coalesce(host_ratio, literal(default_milli, Integer))
-    return cast(physical, BigInteger) * milli // ratios.SCALE
+    # Constants written into the statement, not bound: at the default ratios the ranking
+    # is then the expression of the free-capacity indexes (``models.nodes``), which
+    # PostgreSQL reads in order instead of ranking every host.
+    milli = func.coalesce(host_ratio, literal_column(str(int(default_milli)), Integer))
+    return cast(physical, BigInteger) * milli // literal_column(str(ratios.SCALE), Integer)
 
 
 def offered_cpu_cores() -> Any:
