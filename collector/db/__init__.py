@@ -11,6 +11,7 @@ from collector.db.engine import (
     dialect_name,
     dispose_engines,
     get_engine,
+    insert_all_if_absent,
     insert_if_absent,
     make_engine,
     session_factory,

@@ -138,10 +138,20 @@ def insert_if_absent(session: Session, model: Any, unique: list[str], **values: 
     """Insert one row of ``model`` unless a row with the same ``unique`` columns exists
     (``ON CONFLICT DO NOTHING``, SQLite and PostgreSQL): its id, or None when it existed.
     On PostgreSQL a concurrent insert of the same key waits for the other's commit."""
-    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
-    return session.execute(insert(model).values(**values)
-                           .on_conflict_do_nothing(index_elements=unique)
+    return session.execute(_insert_ignoring(session, model, unique).values(**values)
                            .returning(model.id)).scalar()
+
+
+def insert_all_if_absent(session: Session, model: Any, unique: list[str],
+                         rows: list[dict[str, Any]]) -> int:
+    """``insert_if_absent`` of several rows in one statement: how many were inserted."""
+    return len(session.execute(_insert_ignoring(session, model, unique).values(rows)
+                               .returning(model.id)).all())
+
+
+def _insert_ignoring(session: Session, model: Any, unique: list[str]) -> Any:
+    insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
+    return insert(model).on_conflict_do_nothing(index_elements=unique)
 
 
 def skip_locked(session: Session, stmt: Select) -> Select:

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from collector import ids, wire
-from collector.db import insert_if_absent, outbox
+from collector.db import insert_all_if_absent, outbox
 from collector.documents.api_views import instance_api_document, instances_query
 from collector.errors import (
     InvalidInstanceState,
@@ -92,7 +92,7 @@ def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     """A new instance and its volumes in ``scheduling``, its placement job queued."""
     new = _checked(session, InstanceRequest.from_params(params))
     with session.begin_nested():
-        inst = _write_instance(session, new)
+        [inst] = _write_instances(session, new)
         outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_INSTANCE,
                            inst.canonical_uuid, resource_id=inst.canonical_uuid)
     return _written_documents(session, [inst], new)[0]
@@ -111,14 +111,11 @@ def create_instances(session: Session, params: dict[str, Any], count: int,
         raise InvalidParameter("hostname and manual addresses (mac_addr, ipv4_addr, "
                                "nat_ipv4_addr) name one instance: they need count 1")
     new = _checked(session, request)
-    uuids = [ids.new_uuid() for _ in range(launch.count)]
-    first = ids.canonical(Instance.prefix, uuids[0])
     with session.begin_nested():
-        # Each names the launch's first instance: the re-drive pass finds the job by it.
-        insts = [_write_instance(session, new, uuid, launch=first) for uuid in uuids]
+        insts = _write_instances(session, new, launch.count, launch=True)
         outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_LAUNCH,
                            [inst.canonical_uuid for inst in insts], launch.fewest,
-                           resource_id=first)
+                           resource_id=insts[0].canonical_uuid)
     return _written_documents(session, insts, new)
 
 
@@ -207,20 +204,22 @@ def _live_ssh_key(session: Session, ssh_key_id: str) -> SshKeyPair:
     return key
 
 
-def _write_instance(session: Session, new: NewInstance, uuid: str | None = None,
-                    launch: str | None = None) -> Instance:
-    """The instance (of id ``uuid``, else a new one; of the bulk launch ``launch``), its
-    volumes and hostname, flushed."""
+def _write_instances(session: Session, new: NewInstance, count: int = 1,
+                     launch: bool = False) -> list[Instance]:
+    """``count`` instances of the request (of one bulk launch when ``launch``: each names
+    the first), their volumes and hostnames: written together, one statement per table
+    (a launch of 1,000 costs a few statements, not thousands)."""
     request, image = new.request, new.image
     bo = (BackupObject.find_cuuid(session, image.backup_object_id)
           if image.backup_object_id else None)
-    uuid, boot_uuid = uuid or ids.new_uuid(), ids.new_uuid()
+    uuids = [ids.new_uuid() for _ in range(count)]
     request_params = request.request_params(new.service_type, [asdict(v) for v in new.volumes])
-    if launch is not None:
-        request_params[LAUNCH_KEY] = launch
-    hostname = request.hostname or uuid
-    _lease_hostname(session, request.account_id or "", hostname)
-    inst = Instance(
+    if launch:  # the re-drive pass finds the launch's job by its first instance
+        request_params[LAUNCH_KEY] = ids.canonical(Instance.prefix, uuids[0])
+    hostnames = [request.hostname or uuid for uuid in uuids]
+    _lease_hostnames(session, request.account_id or "", hostnames)
+    boot_uuids = [ids.new_uuid() for _ in uuids]
+    insts = [Instance(
         uuid=uuid, hostname=hostname,
         account_id=request.account_id, image_id=image.id, state="scheduling", status="init",
         hypervisor=request.hypervisor, cpu_cores=request.cpu_cores,
@@ -230,32 +229,36 @@ def _write_instance(session: Session, new: NewInstance, uuid: str | None = None,
         ssh_key_pair_id=new.ssh_key_pair.id if new.ssh_key_pair else None,
         placement_group_id=new.placement_group.id if new.placement_group else None,
         boot_volume_id=ids.canonical(Volume.prefix, boot_uuid),
-        request_params=request_params)
-    session.add(inst)
-    session.flush()  # its id, for the rows below (written together at the next flush)
-    volumes = [add_volume(session, inst, VolumeSpec(
-        size=bo.size if bo is not None else 0, local=image.is_local_boot,
-        backup_object_id=image.backup_object_id), uuid=boot_uuid)]
-    volumes += [add_volume(session, inst, spec) for spec in new.volumes]
-    session.add(InstanceMonitorAttr(instance_id=inst.id))
+        request_params=dict(request_params))
+        for uuid, hostname, boot_uuid in zip(uuids, hostnames, boot_uuids, strict=True)]
+    session.add_all(insts)
+    session.flush()  # their ids, for the rows below (written together at the next flush)
+    boot = VolumeSpec(size=bo.size if bo is not None else 0, local=image.is_local_boot,
+                      backup_object_id=image.backup_object_id)
+    for inst, boot_uuid in zip(insts, boot_uuids, strict=True):
+        volumes = [add_volume(session, inst, boot, uuid=boot_uuid)]
+        volumes += [add_volume(session, inst, spec) for spec in new.volumes]
+        session.add(InstanceMonitorAttr(instance_id=inst.id))
+        # What its document shows, as written: no read back (``_written_documents``).
+        set_committed_value(inst, "volumes", volumes)
+        set_committed_value(inst, "image", image)
+        set_committed_value(inst, "ssh_key_pair", new.ssh_key_pair)
     session.flush()
-    # What its document shows, as written: no read back (``_written_documents``).
-    set_committed_value(inst, "volumes", volumes)
-    set_committed_value(inst, "image", image)
-    set_committed_value(inst, "ssh_key_pair", new.ssh_key_pair)
-    if request.explicit_host is not None:
-        placement.assign_explicit_host(session, inst, request.explicit_host)
+    if request.explicit_host is not None:  # count 1: a named host or addresses are one's
+        placement.assign_explicit_host(session, insts[0], request.explicit_host)
     if _manual_addresses(request):
-        create_vifs(session, inst, new.service_type)  # hold them from now on
-    return inst
+        create_vifs(session, insts[0], new.service_type)  # hold them from now on
+    return insts
 
 
-def _lease_hostname(session: Session, account_id: str, hostname: str) -> None:
-    """One INSERT that takes the hostname or finds it taken (a concurrent request may have
-    taken it since the check): no savepoint to undo a refused row."""
-    if insert_if_absent(session, HostnameLease, ["account_id", "hostname"],
-                        account_id=account_id, hostname=hostname) is None:
-        raise InvalidParameter(f"hostname {hostname!r} is already used in account "
+def _lease_hostnames(session: Session, account_id: str, hostnames: list[str]) -> None:
+    """One INSERT that takes the hostnames or finds one taken (a concurrent request may
+    have taken it since the check): no savepoint to undo a refused row."""
+    if insert_all_if_absent(session, HostnameLease, ["account_id", "hostname"], [
+            {"account_id": account_id, "hostname": name} for name in hostnames]
+            ) < len(hostnames):
+        taken = hostnames[0] if len(hostnames) == 1 else "one of the launch's hostnames"
+        raise InvalidParameter(f"hostname {taken!r} is already used in account "
                                f"{account_id}")
 
 
