@@ -69,17 +69,22 @@ class CollectorTask(Task):
     topic_exchange: str | None = None
     # Logged by Celery at INFO without a traceback when raised (the module docstring).
     throws = EXPECTED_ERRORS
-    # ``(message, caller) -> answer or None``: a message whose answer is known without
-    # running it (its sender already checked): acknowledged and answered at receipt.
-    answer_at_receipt: Callable[[Any, Any], Any] | None = None
+    # ``(args, kwargs, caller) -> answer or None``: a call whose answer is known without
+    # running it (its sender and its arguments already checked, as for a run):
+    # acknowledged and answered at receipt.
+    answer_at_receipt: Callable[[tuple, dict, Any], Any] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        bound = self.checked_arguments(args, kwargs)
+        return super().__call__(*bound.args, **bound.kwargs)
+
+    def checked_arguments(self, args: tuple | list, kwargs: dict[str, Any]) -> Any:
+        """The call's arguments bound to ``run``'s signature; InvalidArgument if bad."""
         validator = type(self).arguments
         if validator is None:
             validator = ArgumentValidator(self.run, session_first=False)
             type(self).arguments = validator
-        bound = validator(args, kwargs)
-        return super().__call__(*bound.args, **bound.kwargs)
+        return validator(args, kwargs)
 
 
 def served_here(task: Task, delivery_info: dict[str, Any]) -> bool:
@@ -132,12 +137,18 @@ def _answer_at_receipt(task: Task, message: Any, answer: Any) -> None:
         task.backend.mark_as_done(headers["id"], answer, request=None)
 
 
-def _known_answer(at_receipt: Callable[[Any, Any], Any], task: Task, message: Any,
+def _known_answer(at_receipt: Callable[[tuple, dict, Any], Any], task: Task, message: Any,
                   caller: Any) -> Any:
-    """``at_receipt``'s answer; None (the task runs) if it fails: an error raised in a
-    strategy would stop the worker's consumer."""
+    """``at_receipt``'s answer for a call whose arguments pass the task's own checks; None
+    (the task runs, and answers bad arguments with their typed error) otherwise. Nothing
+    raised here: an error in a strategy would stop the worker's consumer."""
     try:
-        return at_receipt(message, caller)
+        args, kwargs, _embed = message.decode()
+        bound = task.checked_arguments(args, kwargs)
+    except Exception:  # noqa: BLE001 - malformed: the task runs and refuses it
+        return None
+    try:
+        return at_receipt(bound.args, bound.kwargs, caller)
     except Exception:  # noqa: BLE001 - the task runs and meets the problem itself
         log.warning("%s: no answer at receipt for %s", task.name,
                     (message.headers or {}).get("id"), exc_info=True)

@@ -10,7 +10,7 @@ from collector.models import Base, HostNode, Image, Instance
 from collector.models.nodes import FREE_CAPACITY_INDEXES
 
 
-def _declared(obj, name, type_, reflected, compare_to) -> bool:
+def _declared(_obj, name, type_, *_reflected_and_compared) -> bool:
     """Everything but the expression indexes only the migration makes (see the models)."""
     return not (type_ == "index" and name in FREE_CAPACITY_INDEXES)
 
