@@ -39,7 +39,8 @@ gaps.py          the first free address of a range (IP and MAC leases)
 teardown.py      what placement claimed, given back (instances, vifs, leases, volumes)
 handlers.py      the job steps schedule_instance, schedule_start_instance, schedule_volume
 batch.py         schedule_instances: a list of new instances placed in one transaction
-                 (each in its own savepoint, vifs last); batch_memo.py holds what a batch
+                 (vifs last, one flush; any failure: again one savepoint per instance);
+                 batch_memo.py holds what a batch
                  locks and reads once (network rows, DHCP ranges, MAC ranges);
                  schedule_launch: a bulk launch in batches, min_count placed or none
 evacuation.py    evacuate_from (HA re-placement) and the node-offline event handler

@@ -60,7 +60,7 @@ from collector.scheduling.handlers import (
 
 MAX_BATCH = 500  # instances per call
 MAX_LAUNCH = 1000  # instances of one bulk launch
-LAUNCH_BATCH = 100  # a launch's instances per batch: the IP cursor is held per batch
+LAUNCH_BATCH = 100  # a launch's instances per batch (its ORM rows held, then flushed, at once)
 LAUNCH_KEY = "launch"  # request_params: the launch's first instance, its job's resource id
 
 
