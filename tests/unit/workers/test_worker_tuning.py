@@ -50,7 +50,7 @@ def test_each_role_runs_its_own_pool_unless_told(monkeypatch):
     assert _worker_argv(monkeypatch, "--role", "hva-collector") == ("prefork", os.cpu_count())
     assert _worker_argv(monkeypatch, "--role", "sta-collector") == ("threads", 4)
     assert _worker_argv(monkeypatch, "--role", "all") == ("threads", 4)
-    assert _worker_argv(monkeypatch, "--role", "scheduler") == ("threads", 2)
+    assert _worker_argv(monkeypatch, "--role", "scheduler") == ("prefork", 2)
     assert _worker_argv(monkeypatch, "--role", "hva-collector", "--pool", "threads",
                         "-c", "8") == ("threads", 8)
     monkeypatch.setenv("COLLECTOR_WORKER_CONCURRENCY", "3")
