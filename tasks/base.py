@@ -73,6 +73,9 @@ class CollectorTask(Task):
     # running it (its sender and its arguments already checked, as for a run):
     # acknowledged and answered at receipt.
     answer_at_receipt: Callable[[tuple, dict, Any], Any] | None = None
+    # A job of the Collector's own job queues (``tasks.registry``): its message may have
+    # been answered already by a batch that took its job along (``tasks.taken_along``).
+    finishes_own_jobs: bool = False
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         bound = self.checked_arguments(args, kwargs)
@@ -166,6 +169,7 @@ def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
     handle = default_strategy(task, app, consumer, **kwargs)
     check_sender = worker_settings().require_signatures
     at_receipt = getattr(task, "answer_at_receipt", None)
+    taken_along_here = getattr(task, "finishes_own_jobs", False)
 
     def task_message_handler(message: Any, body: Any, ack: Any, reject: Any,
                              callbacks: Any, **options: Any) -> Any:
@@ -179,7 +183,8 @@ def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
                     raise refuse(caller, f"call {task.name}")
             except CollectorError as exc:  # Unauthorized; TransientError: cannot check now
                 return _refuse(task, consumer, message, exc, claimed_sender(message))
-        answer = taken_along.take((message.headers or {}).get("id"))
+        answer = taken_along.take((message.headers or {}).get("id")) \
+            if taken_along_here else None
         if answer is None and at_receipt is not None:
             answer = _known_answer(at_receipt, task, message, caller)
         if answer is not None:

@@ -194,7 +194,7 @@ class Endpoint:
         # start no subtasks: no trail of them to keep.
         task = app.task(name=task_name, queue=self.name, typing=False, arguments=validator,
                         resultrepr_maxsize=RESULT_REPR_CHARS, trail=False, bind=True,
-                        max_retries=None)(run)
+                        max_retries=None, finishes_own_jobs=finishes_own_jobs)(run)
         self.tasks[method] = task
         EXPOSED[task_name] = fn
         return task

@@ -351,7 +351,7 @@ def terminate_instance(session: Session, instance_id: str) -> dict[str, Any]:
 
 def _written_documents(session: Session, insts: list[Instance],
                        new: NewInstance) -> list[dict[str, Any]]:
-    """The documents of instances ``_write_instance`` just wrote, from the rows it holds in
+    """The documents of instances ``_write_instances`` just wrote, from the rows it holds in
     memory (their image, key and volumes set as written). Only a request that also wrote
     vifs (manual addresses) or named a host has them read back: the common request costs no
     read after its writes."""
