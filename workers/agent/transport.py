@@ -1,5 +1,6 @@
-"""kombu's own Redis transports (plain, TLS, Sentinel), with one fix: a closed connection is
-reported as the connection error it is.
+"""kombu's own Redis transports (plain, TLS, Sentinel), with one fix, a closed connection is
+reported as the connection error it is, and one saving, a channel's redis-py client is
+built once per connection pool instead of once per command.
 
 The hand-over from a queue to a consumer is kombu's (``BRPOP``, then the unacknowledged
 hash). A consumer killed between the two loses that message in Redis; the Collector does
@@ -9,7 +10,7 @@ not count on Redis for it: a job is delivered when its agent takes it through th
 receipt. See docs/reference.md, "The transport".
 
 The kombu internals touched, and tested (tests/integration/delivery/test_broker_restart.py,
-test_sentinel_and_tls.py): ``Channel._connparams`` (overridden, then called), and
+test_sentinel_and_tls.py): ``Channel._connparams`` and ``Channel._create_client`` (overridden, then called), and
 ``kombu.transport.TRANSPORT_ALIASES`` (the schemes ``redis``, ``rediss`` and ``sentinel``
 mapped to the classes here). The aliases matter: when kombu moves to a failover alternate
 it picks the transport again from that URL's scheme, so a class named only in Celery's
@@ -43,11 +44,32 @@ class _ClosedConnectionIsConnectionError:
         return super()._connparams(asynchronous=asynchronous)  # type: ignore[misc]
 
 
-class _RedisChannel(_ClosedConnectionIsConnectionError, kombu_redis.Channel):
+class _OneClientPerPool:
+    """kombu builds a new redis-py client for every command a channel sends outside its
+    consumer's poll (each publish, each binding lookup, each acknowledgement), and a client
+    costs about 0.2 ms of CPU to build (it copies its table of reply parsers): more than
+    the command. A redis-py client is safe to share between threads (each command borrows
+    a connection from the pool), so the channel keeps one per pool and builds a new one
+    only when its pool is replaced (a reconnection)."""
+
+    _client_of_pool: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        if asynchronous:
+            return super()._create_client(asynchronous=True)  # type: ignore[misc]
+        pool = self.pool  # type: ignore[attr-defined]
+        client = self._client_of_pool
+        if client is None or client.connection_pool is not pool:
+            client = self._client_of_pool = super()._create_client()  # type: ignore[misc]
+        return client
+
+
+class _RedisChannel(_ClosedConnectionIsConnectionError, _OneClientPerPool, kombu_redis.Channel):
     pass
 
 
-class _SentinelChannel(_ClosedConnectionIsConnectionError, kombu_redis.SentinelChannel):
+class _SentinelChannel(_ClosedConnectionIsConnectionError, _OneClientPerPool,
+                       kombu_redis.SentinelChannel):
     pass
 
 
