@@ -48,7 +48,7 @@ from collector.errors import (
     UnknownInstanceID,
 )
 from collector.models import Instance
-from collector.scheduling import batch_memo
+from collector.scheduling import batch_memo, reservations
 from collector.scheduling.handlers import (
     PLACEMENT_FAILURES,
     create_missing_vifs,
@@ -92,8 +92,12 @@ def _place_then_vifs(session: Session, loaded: dict[str, Instance]) -> dict[str,
     # Claims and address guards are written at once; every other row waits for the flush.
     with session.no_autoflush:
         done = {raw: place_unguarded(session, inst, later) for raw, inst in loaded.items()}
-        for inst in later:  # the network and MAC range locks are taken here, to the commit
-            create_missing_vifs(session, inst, flush=False)
+        # The network and MAC range locks are taken here, to the commit; the addresses
+        # are then reserved ahead, a statement for many (``reservations``).
+        with reservations.pooled(session):
+            for k, inst in enumerate(later):
+                reservations.expect(session, len(later) - k)
+                create_missing_vifs(session, inst, flush=False)
     session.flush()  # every row of the batch: one statement per table and kind
     return done
 

@@ -22,10 +22,11 @@ insert lost to a concurrent writer retries with the next address.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
-from sqlalchemy import exists, select, update
+from sqlalchemy import delete, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -42,7 +43,7 @@ from collector.errors import (
 )
 from collector.models import ALLOC_AUTO, DhcpRange, IpLease, Network, NetworkVif, NetworkVifIpLease
 from collector.models.networks import ipv4_to_s
-from collector.scheduling import batch_memo
+from collector.scheduling import batch_memo, reservations
 from collector.scheduling.gaps import first_free
 from collector.scheduling.strategies.catalog import register
 from collector.scheduling.strategies.protocols import IpStrategy
@@ -140,17 +141,50 @@ def _guard_and_move(session: Session, network_id: int, address: int) -> bool:
     return session.execute(moved).first() is not None
 
 
+def candidates(ranges: Sequence[Window], cursor: int | None, direction: str,
+               reserved: frozenset[int]) -> Iterator[int]:
+    """The addresses the search visits, in its order, that are in a range and not
+    reserved, taken or not (pure, lazy)."""
+    for window in search_windows(cursor, direction):
+        for lo, hi in ranges_in_window(ranges, window, direction):
+            span = range(hi, lo - 1, -1) if direction == "desc" else range(lo, hi + 1)
+            yield from (address for address in span if address not in reserved)
+
+
 def first_candidate(ranges: Sequence[Window], cursor: int | None, direction: str,
                     reserved: frozenset[int]) -> int | None:
     """The first address the search visits that is in a range and not reserved, taken
     or not (pure): when it is free, it is what ``next_address`` answers."""
-    for window in search_windows(cursor, direction):
-        for lo, hi in ranges_in_window(ranges, window, direction):
-            span = range(hi, lo - 1, -1) if direction == "desc" else range(lo, hi + 1)
-            for address in span:  # reserved addresses are few: this stops soon
-                if address not in reserved:
-                    return address
-    return None
+    return next(candidates(ranges, cursor, direction, reserved), None)
+
+
+def _reserve(session: Session, network: Network, ranges: Sequence[Window],
+             reserved: frozenset[int], wanted: int, after: int | None
+             ) -> tuple[list[int], int, int | None]:
+    """The guard rows of the next ``wanted`` candidates past ``after`` (else the cursor),
+    in one statement (``reservations.take``)."""
+    start = network.ip_cursor if after is None else after
+    tried = list(islice(candidates(ranges, start, network.ip_assignment, reserved), wanted))
+    if not tried:
+        return [], 0, after
+    now = utcnow()
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    stmt = dialect.insert(IpLease).values([
+        {"network_id": network.id, "ipv4": address, "description": ipv4_to_s(address),
+         "created_at": now, "updated_at": now} for address in tried])
+    inserted = set(session.scalars(stmt.on_conflict_do_nothing().returning(IpLease.ipv4)))
+    return [a for a in tried if a in inserted], len(tried), tried[-1]
+
+
+def _finish_reserved(network: Network) -> Callable[[Session, list[int]], None]:
+    def finish(session: Session, unused: list[int]) -> None:
+        if unused:
+            session.execute(delete(IpLease).where(IpLease.network_id == network.id,
+                                                  IpLease.ipv4.in_(unused)))
+        session.execute(update(Network).where(Network.id == network.id)
+                        .values(ip_cursor=network.ip_cursor)
+                        .execution_options(synchronize_session=False))
+    return finish
 
 
 def _lease_row(session: Session, network: Network, vif: NetworkVif | None,
@@ -214,6 +248,14 @@ def allocate_incremental(session: Session, network: Network, vif: NetworkVif | N
         cursor = lock_networks(session, [network.id])[0].ip_cursor
     ranges = dhcp_ranges(session, network.id)
     reserved = reserved_addresses(network)
+    if cursor_locked:  # in a batch's vif phase: its next address may be reserved already
+        address = reservations.take(
+            session, ("ip", network.id),
+            lambda wanted, after: _reserve(session, network, ranges, reserved, wanted, after),
+            _finish_reserved(network))
+        if address is not None:
+            set_committed_value(network, "ip_cursor", address)  # written by the finish
+            return _lease_row(session, network, vif, address)
     # Usually the address right after the cursor is free: try it before asking the
     # database for the first free one (it is the first free one when the guard holds).
     address = first_candidate(ranges, cursor, direction, reserved)

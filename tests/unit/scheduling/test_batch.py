@@ -5,10 +5,19 @@ the same ``world`` as the single placement tests (``conftest.py``)."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, event, func, select, update
 
 from collector.errors import InvalidArgument, UnknownInstanceID
-from collector.models import DhcpRange, HostAllocation, Instance, MacLease, NetworkVif, QueuedJob
+from collector.models import (
+    DhcpRange,
+    HostAllocation,
+    Instance,
+    IpLease,
+    MacLease,
+    Network,
+    NetworkVif,
+    QueuedJob,
+)
 from collector.scheduling import batch, handlers
 from tests.support.scheduling import (
     alive_addresses,
@@ -109,3 +118,81 @@ def test_unknown_or_malformed_ids_write_nothing(session, world):
     assert session.scalar(select(func.count()).select_from(Instance).where(
         Instance.id == inst.id, Instance.host_node_id.is_not(None))) == 0
     assert handlers.schedule_instance(session, inst.canonical_uuid)["outcome"] == "placed"
+
+
+def _network_guards(session, world) -> list[int]:
+    return sorted(session.scalars(select(IpLease.ipv4).where(
+        IpLease.network_id == world.net.id)))
+
+
+def _at_cursor(session, world, cursor: int) -> None:
+    session.execute(update(Network).where(Network.id == world.net.id).values(ip_cursor=cursor))
+    session.flush()
+    session.expire(world.net)
+
+
+def test_a_batch_takes_the_addresses_one_placement_after_another_would(session, world):
+    """The batch reserves its addresses ahead (one statement for many): it still skips an
+    address already taken, leaves the cursor at its last address and keeps no guard row it
+    did not use, as placing the instances one by one would have."""
+    cursor = int(world.net.ipv4.network_address) + 20
+    _at_cursor(session, world, cursor)
+    session.add(IpLease(network_id=world.net.id, ipv4=cursor + 2, description="manual"))
+    session.flush()
+    macs_before = set(session.scalars(select(MacLease.mac_addr)))
+    insts = [scheduling_instance(session, world) for _ in range(5)]
+    results = batch.schedule_instances(session, _ids(insts))
+    assert [r["outcome"] for r in results] == ["placed"] * 5
+    for inst in insts:
+        session.refresh(inst)
+    assert [alive_addresses(session, i) for i in insts] == \
+        [[cursor + 1], [cursor + 3], [cursor + 4], [cursor + 5], [cursor + 6]]
+    assert _network_guards(session, world) == [cursor + k for k in range(1, 7)]
+    session.refresh(world.net)
+    assert world.net.ip_cursor == cursor + 6
+    new_macs = sorted(set(session.scalars(select(MacLease.mac_addr))) - macs_before)
+    assert new_macs == sorted(int(i.network_vifs[0].mac_addr, 16) for i in insts)
+    assert new_macs == list(range(new_macs[0], new_macs[0] + 5))
+    assert counters_true(session)
+
+
+def test_a_crowded_network_is_searched_by_the_database_instead(session, world):
+    """The addresses after the cursor are nearly all taken: the reservation finds too few
+    free and the batch searches as one placement does, holes first."""
+    cursor = int(world.net.ipv4.network_address) + 20
+    _at_cursor(session, world, cursor)
+    holes = {cursor + 5, cursor + 30}
+    session.add_all(IpLease(network_id=world.net.id, ipv4=cursor + k, description="taken")
+                    for k in range(1, 41) if cursor + k not in holes)
+    session.flush()
+    insts = [scheduling_instance(session, world) for _ in range(3)]
+    results = batch.schedule_instances(session, _ids(insts))
+    assert [r["outcome"] for r in results] == ["placed"] * 3
+    for inst in insts:
+        session.refresh(inst)
+    assert [alive_addresses(session, i) for i in insts] == \
+        [[cursor + 5], [cursor + 30], [cursor + 41]]
+    assert _network_guards(session, world) == [cursor + k for k in range(1, 42)]
+    session.refresh(world.net)
+    assert world.net.ip_cursor == cursor + 41
+
+
+def test_a_batch_leases_its_addresses_in_a_few_statements(session, world):
+    """Six placements: one guarded insert for the first MAC (it locks and reads the
+    ranges), then one for the other five; one for all six IP addresses."""
+    insts = [scheduling_instance(session, world) for _ in range(6)]
+    inserts: list[str] = []
+
+    def seen(_conn, _cursor, statement, *_args) -> None:
+        if statement.lstrip().upper().startswith("INSERT INTO"):
+            inserts.append(statement.split()[2].strip('"'))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        results = batch.schedule_instances(session, _ids(insts))
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert [r["outcome"] for r in results] == ["placed"] * 6
+    assert (inserts.count("ip_leases"), inserts.count("mac_leases")) == (1, 2)
+    assert len({a for i in insts for a in alive_addresses(session, i)}) == 6
