@@ -82,8 +82,9 @@ Reserve = Callable[[int, Any], tuple[list[int], int, Any]]
 
 def take(session: Session, key: Any, reserve: Reserve,
          finish: Callable[[Session, list[int]], None]) -> int | None:
-    """The next address reserved under ``key``; None outside a pooled block or once the
-    pool ran dry (the caller then allocates as it does outside a batch).
+    """The next address reserved under ``key``; None outside a pooled block, when only one
+    more is expected, or once the pool ran dry (the caller then allocates as it does
+    outside a batch).
 
     ``reserve(n, after)`` inserts the guard rows of the next ``n`` candidates past
     ``after`` (None: from the strategy's own start) in one statement, and answers the
@@ -93,6 +94,8 @@ def take(session: Session, key: Any, reserve: Reserve,
     if current is None:
         return None
     pool = current.pools.get(key)
+    if not (pool and pool.free) and current.expected < 2:
+        return None  # one address: the caller's single guarded insert is as cheap
     if pool is None:
         pool = current.pools[key] = Pool(finish)
     if not pool.free and not pool.dry:

@@ -196,3 +196,23 @@ def test_a_batch_leases_its_addresses_in_a_few_statements(session, world):
     assert [r["outcome"] for r in results] == ["placed"] * 6
     assert (inserts.count("ip_leases"), inserts.count("mac_leases")) == (1, 2)
     assert len({a for i in insts for a in alive_addresses(session, i)}) == 6
+
+
+def test_addresses_reserved_and_not_used_are_given_back(session, world):
+    """Two of four instances have no vif: the batch reserved for four, so two guard rows
+    and two MAC leases are left over; they are deleted before the commit, and the cursor
+    stays at the last address handed out."""
+    cursor = int(world.net.ipv4.network_address) + 20
+    _at_cursor(session, world, cursor)
+    macs_before = session.scalar(select(func.count()).select_from(MacLease))
+    insts = [scheduling_instance(session, world, vifs=vifs)
+             for vifs in (None, None, {}, {})]
+    results = batch.schedule_instances(session, _ids(insts))
+    assert [r["outcome"] for r in results] == ["placed"] * 4
+    for inst in insts:
+        session.refresh(inst)
+    assert [alive_addresses(session, i) for i in insts] == [[cursor + 1], [cursor + 2], [], []]
+    assert _network_guards(session, world) == [cursor + 1, cursor + 2]
+    session.refresh(world.net)
+    assert world.net.ip_cursor == cursor + 2
+    assert session.scalar(select(func.count()).select_from(MacLease)) == macs_before + 2
