@@ -142,14 +142,20 @@ def insert_if_absent(session: Session, model: Any, unique: list[str], **values: 
                            .returning(model.id)).scalar()
 
 
-def insert_all_if_absent(session: Session, model: Any, unique: list[str],
-                         rows: list[dict[str, Any]]) -> int:
-    """``insert_if_absent`` of several rows in one statement: how many were inserted."""
-    return len(session.execute(_insert_ignoring(session, model, unique).values(rows)
-                               .returning(model.id)).all())
+def insert_all_if_absent(session: Session, model: Any, unique: list[str] | None,
+                         rows: list[dict[str, Any]], returning: Any = None) -> list[Any]:
+    """``insert_if_absent`` of several rows (``unique`` None: any unique key of the table)
+    in one statement: the ``returning`` column (the id unless told) of each row inserted.
+
+    The rows go as parameter sets, which SQLAlchemy folds into one ``INSERT ... VALUES``
+    ("insertmanyvalues") under a statement compiled once; rows written into the statement
+    itself (``values([...])``) would compile it anew at every call."""
+    stmt = _insert_ignoring(session, model, unique).returning(
+        model.id if returning is None else returning)
+    return list(session.connection().execute(stmt, rows).scalars())
 
 
-def _insert_ignoring(session: Session, model: Any, unique: list[str]) -> Any:
+def _insert_ignoring(session: Session, model: Any, unique: list[str] | None) -> Any:
     insert = pg_insert if dialect_name(session) == "postgresql" else sqlite_insert
     return insert(model).on_conflict_do_nothing(index_elements=unique)
 

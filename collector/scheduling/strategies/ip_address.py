@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from collector.db import dialect_name
+from collector.db import dialect_name, insert_all_if_absent
 from collector.errors import (
     DuplicateIPAddress,
     InvalidIPAddress,
@@ -168,11 +168,9 @@ def _reserve(session: Session, network: Network, ranges: Sequence[Window],
     if not tried:
         return [], 0, after
     now = utcnow()
-    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
-    stmt = dialect.insert(IpLease).values([
+    inserted = set(insert_all_if_absent(session, IpLease, None, [
         {"network_id": network.id, "ipv4": address, "description": ipv4_to_s(address),
-         "created_at": now, "updated_at": now} for address in tried])
-    inserted = set(session.scalars(stmt.on_conflict_do_nothing().returning(IpLease.ipv4)))
+         "created_at": now, "updated_at": now} for address in tried], IpLease.ipv4))
     return [a for a in tried if a in inserted], len(tried), tried[-1]
 
 

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.db import dialect_name
+from collector.db import dialect_name, insert_all_if_absent
 from collector.errors import (
     DuplicateMacAddress,
     InvalidMacAddress,
@@ -167,10 +167,9 @@ def _reserve(session: Session, held: dict[Any, Any], key: Any, wanted: int
         if after >= hi:
             continue
         tried = list(range(after + 1, min(hi, after + wanted) + 1))
-        table = postgresql if dialect_name(session) == "postgresql" else sqlite
-        stmt = table.insert(MacLease).values([{"mac_addr": mac} for mac in tried])
-        inserted = set(session.scalars(stmt.on_conflict_do_nothing()
-                                       .returning(MacLease.mac_addr)))
+        inserted = set(insert_all_if_absent(session, MacLease, None,
+                                            [{"mac_addr": mac} for mac in tried],
+                                            MacLease.mac_addr))
         ranges[n] = (lo, hi, tried[-1])
         return [mac for mac in tried if mac in inserted], len(tried), None
     return [], 0, None

@@ -254,8 +254,8 @@ def _write_instances(session: Session, new: NewInstance, count: int = 1,
 def _lease_hostnames(session: Session, account_id: str, hostnames: list[str]) -> None:
     """One INSERT that takes the hostnames or finds one taken (a concurrent request may
     have taken it since the check): no savepoint to undo a refused row."""
-    if insert_all_if_absent(session, HostnameLease, ["account_id", "hostname"], [
-            {"account_id": account_id, "hostname": name} for name in hostnames]
+    if len(insert_all_if_absent(session, HostnameLease, ["account_id", "hostname"], [
+            {"account_id": account_id, "hostname": name} for name in hostnames])
             ) < len(hostnames):
         taken = hostnames[0] if len(hostnames) == 1 else "one of the launch's hostnames"
         raise InvalidParameter(f"hostname {taken!r} is already used in account "
