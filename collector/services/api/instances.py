@@ -26,6 +26,7 @@ Jobs go to the ledger and the outbox in the same transaction and are sent after 
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -91,7 +92,7 @@ class NewInstance:
 def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     """A new instance and its volumes in ``scheduling``, its placement job queued."""
     new = _checked(session, InstanceRequest.from_params(params))
-    with session.begin_nested():
+    with _undone_if_refused(session, new.request):
         [inst] = _write_instances(session, new)
         outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_INSTANCE,
                            inst.canonical_uuid, resource_id=inst.canonical_uuid)
@@ -111,12 +112,22 @@ def create_instances(session: Session, params: dict[str, Any], count: int,
         raise InvalidParameter("hostname and manual addresses (mac_addr, ipv4_addr, "
                                "nat_ipv4_addr) name one instance: they need count 1")
     new = _checked(session, request)
-    with session.begin_nested():
+    with _undone_if_refused(session, request):
         insts = _write_instances(session, new, launch.count, launch=True)
         outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_LAUNCH,
                            [inst.canonical_uuid for inst in insts], launch.fewest,
                            resource_id=insts[0].canonical_uuid)
     return _written_documents(session, insts, new)
+
+
+def _undone_if_refused(session: Session, request: InstanceRequest) -> Any:
+    """A savepoint around the writes of a request that can still be refused once they
+    began (a named host without room, a manual address taken meanwhile), so that the
+    refusal leaves nothing behind; any other request is refused, if at all, by its
+    hostname's insert, which then wrote nothing, and pays no savepoint."""
+    if request.explicit_host is not None or _manual_addresses(request):
+        return session.begin_nested()
+    return nullcontext()
 
 
 def _manual_addresses(request: InstanceRequest) -> bool:
