@@ -36,9 +36,9 @@ def queues_for(role: str) -> tuple[str, ...]:
 # - solo: the least CPU per call, but one slow call stops everything (p99 357-681 ms).
 # hva-collector builds the per-node documents (hundreds of milliseconds of Python each):
 # a process per core. The scheduler places in batches (a bulk launch is seconds of Python):
-# two processes (``python -m bench placement --bulk 10000``: 228 placements/s against
-# 155-181 with threads x2, single requests unchanged). The other endpoints answer short
-# calls: threads.
+# two processes (``python -m bench placement --bulk 10000``: 368 placements/s against 282
+# with one process; 155-181 with threads x2 before the address reservations, against 228;
+# single requests unchanged). The other endpoints answer short calls: threads.
 _PROCESS_PER_CORE = ("prefork", 0)  # 0: as many processes as cores
 ROLE_POOLS: dict[str, tuple[str, int]] = {
     **dict.fromkeys(ROLE_QUEUES, ("threads", 4)),
