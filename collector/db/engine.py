@@ -134,9 +134,12 @@ def db_now(session: Session) -> datetime:
 EAGER_CHUNK = 10_000
 
 
-def insert_if_absent(session: Session, model: Any, unique: list[str], **values: Any) -> Any:
+def insert_if_absent(session: Session, model: Any, unique: list[str] | None,
+                     **values: Any) -> Any:
     """Insert one row of ``model`` unless a row with the same ``unique`` columns exists
-    (``ON CONFLICT DO NOTHING``, SQLite and PostgreSQL): its id, or None when it existed.
+    (None: any unique key of the table; ``ON CONFLICT DO NOTHING``, SQLite and
+    PostgreSQL): its id, or None when it existed (RETURNING, not rowcount: psycopg reports
+    -1 for a row not inserted).
     On PostgreSQL a concurrent insert of the same key waits for the other's commit."""
     return session.execute(_insert_ignoring(session, model, unique).values(**values)
                            .returning(model.id)).scalar()

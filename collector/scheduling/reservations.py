@@ -62,11 +62,9 @@ def pooled(session: Session) -> Iterator[Reservations]:
     current = held[KEY] = Reservations()
     try:
         yield current
-    except BaseException:
+    finally:
         held.pop(KEY, None)
-        raise
-    held.pop(KEY, None)
-    for pool in current.pools.values():
+    for pool in current.pools.values():  # only after a normal end: a failure rolls back
         pool.finish(session, list(pool.free))
 
 

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from itertools import islice
 
 from sqlalchemy import delete, exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from collector.db import dialect_name, insert_all_if_absent
+from collector.db import dialect_name, insert_all_if_absent, insert_if_absent
 from collector.errors import (
     DuplicateIPAddress,
     InvalidIPAddress,
@@ -112,12 +112,8 @@ def next_address(session: Session, network_id: int, ranges: Sequence[Window],
 
 def _guard(session: Session, network_id: int, address: int) -> bool:
     """Insert the ``ip_leases`` guard row; False when the address is already taken."""
-    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
-    stmt = dialect.insert(IpLease).values(network_id=network_id, ipv4=address,
-                                          description=ipv4_to_s(address))
-    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-    return session.execute(stmt.on_conflict_do_nothing().returning(IpLease.id)).first() \
-        is not None
+    return insert_if_absent(session, IpLease, None, network_id=network_id, ipv4=address,
+                            description=ipv4_to_s(address)) is not None
 
 
 def _guard_and_move(session: Session, network_id: int, address: int) -> bool:

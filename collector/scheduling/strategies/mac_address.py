@@ -18,11 +18,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import BigInteger, and_, cast, delete, exists, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from collector import ids
-from collector.db import dialect_name, insert_all_if_absent
+from collector.db import dialect_name, insert_all_if_absent, insert_if_absent
 from collector.errors import (
     DuplicateMacAddress,
     InvalidMacAddress,
@@ -76,10 +75,7 @@ def check_manual_mac(session: Session, text: object, vendor_id: str | None = Non
 
 def lease_mac(session: Session, mac: int) -> bool:
     """Insert the lease; False when the address is taken (by a committed or racing writer)."""
-    table = postgresql if dialect_name(session) == "postgresql" else sqlite
-    stmt = table.insert(MacLease).values(mac_addr=mac).on_conflict_do_nothing()
-    # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
-    return session.execute(stmt.returning(MacLease.id)).first() is not None
+    return insert_if_absent(session, MacLease, None, mac_addr=mac) is not None
 
 
 def lease_manual_mac(session: Session, text: object, vendor_id: str | None = None) -> int:

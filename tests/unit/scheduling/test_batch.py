@@ -125,6 +125,15 @@ def _network_guards(session, world) -> list[int]:
         IpLease.network_id == world.net.id)))
 
 
+def _addresses_placed(session, insts) -> list[list[int]]:
+    """Place ``insts`` in one batch, each of them placed: the addresses each holds."""
+    results = batch.schedule_instances(session, _ids(insts))
+    assert [r["outcome"] for r in results] == ["placed"] * len(insts)
+    for inst in insts:
+        session.refresh(inst)
+    return [alive_addresses(session, i) for i in insts]
+
+
 def _at_cursor(session, world, cursor: int) -> None:
     session.execute(update(Network).where(Network.id == world.net.id).values(ip_cursor=cursor))
     session.flush()
@@ -141,11 +150,7 @@ def test_a_batch_takes_the_addresses_one_placement_after_another_would(session, 
     session.flush()
     macs_before = set(session.scalars(select(MacLease.mac_addr)))
     insts = [scheduling_instance(session, world) for _ in range(5)]
-    results = batch.schedule_instances(session, _ids(insts))
-    assert [r["outcome"] for r in results] == ["placed"] * 5
-    for inst in insts:
-        session.refresh(inst)
-    assert [alive_addresses(session, i) for i in insts] == \
+    assert _addresses_placed(session, insts) == \
         [[cursor + 1], [cursor + 3], [cursor + 4], [cursor + 5], [cursor + 6]]
     assert _network_guards(session, world) == [cursor + k for k in range(1, 7)]
     session.refresh(world.net)
@@ -166,12 +171,7 @@ def test_a_crowded_network_is_searched_by_the_database_instead(session, world):
                     for k in range(1, 41) if cursor + k not in holes)
     session.flush()
     insts = [scheduling_instance(session, world) for _ in range(3)]
-    results = batch.schedule_instances(session, _ids(insts))
-    assert [r["outcome"] for r in results] == ["placed"] * 3
-    for inst in insts:
-        session.refresh(inst)
-    assert [alive_addresses(session, i) for i in insts] == \
-        [[cursor + 5], [cursor + 30], [cursor + 41]]
+    assert _addresses_placed(session, insts) == [[cursor + 5], [cursor + 30], [cursor + 41]]
     assert _network_guards(session, world) == [cursor + k for k in range(1, 42)]
     session.refresh(world.net)
     assert world.net.ip_cursor == cursor + 41
@@ -207,11 +207,7 @@ def test_addresses_reserved_and_not_used_are_given_back(session, world):
     macs_before = session.scalar(select(func.count()).select_from(MacLease))
     insts = [scheduling_instance(session, world, vifs=vifs)
              for vifs in (None, None, {}, {})]
-    results = batch.schedule_instances(session, _ids(insts))
-    assert [r["outcome"] for r in results] == ["placed"] * 4
-    for inst in insts:
-        session.refresh(inst)
-    assert [alive_addresses(session, i) for i in insts] == [[cursor + 1], [cursor + 2], [], []]
+    assert _addresses_placed(session, insts) == [[cursor + 1], [cursor + 2], [], []]
     assert _network_guards(session, world) == [cursor + 1, cursor + 2]
     session.refresh(world.net)
     assert world.net.ip_cursor == cursor + 2
