@@ -1,8 +1,10 @@
-"""Flower: every path asks for the credentials, Prometheus metrics included."""
+"""Flower: every path asks for the credentials, Prometheus metrics included; the workers,
+which send no task events while nobody watches, send them once Flower runs."""
 
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 import sys
 import time
@@ -63,3 +65,20 @@ def test_prometheus_metrics_answer_with_the_credentials(flower):
     status, body = _status(flower + "/metrics", CREDENTIALS)
     assert status == 200
     assert b"flower_events_total" in body or b"flower_worker_online" in body
+
+
+def test_flower_sees_the_tasks_although_workers_start_without_task_events(flower,
+                                                                          collector_client):
+    """Task events cost every task a few publishes: the workers start without them and
+    Flower turns them on (its ``enable_events``, every few seconds) while it runs."""
+    deadline = time.monotonic() + 40
+    seen: set[str] = set()
+    while time.monotonic() < deadline:
+        collector_client.call("api", "list_instances")
+        status, body = _status(flower + "/api/tasks?limit=50", CREDENTIALS)
+        assert status == 200
+        seen = {task.get("name") for task in json.loads(body or b"{}").values()}
+        if "api.list_instances" in seen:
+            break
+        time.sleep(1)
+    assert "api.list_instances" in seen, f"Flower saw only {seen}"

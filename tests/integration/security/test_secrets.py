@@ -49,6 +49,7 @@ def watched(db_url):
         thread = threading.Thread(target=receiver.capture, daemon=True,
                                   kwargs={"limit": None, "timeout": None, "wakeup": True})
         thread.start()
+        app.control.enable_events()  # as Flower does: the workers start without task events
         time.sleep(1)  # the receiver listens before the first task
         yield {"worker": worker, "broker": broker, "events": events, "db_url": db_url}
         receiver.should_stop = True
