@@ -4,8 +4,8 @@ It starts a Redis server and a PostgreSQL cluster, seeds a placement world (``--
 of 16 cores, 64 GB and 1 TB of local disk, a /16 network, a local-boot image; no agents:
 the boot jobs wait in their node queues), then the workers the path needs, one per role
 as deployed, each with its role's pool (``api``, ``scheduler`` (prefork x2),
-``jobqueue-proxy`` (the ledger callbacks), ``events`` (the dispatcher of the
-``instance_scheduled`` event); no beat: the relay publishes after each commit). The workers
+``jobqueue-proxy`` (the ledger callbacks), ``events`` (the dispatcher; ``instance.scheduled``
+is not sent while no agent subscribes to it, as here); no beat: the relay publishes after each commit). The workers
 are ``bench.placement_worker``: ``collector worker`` that also counts its SQL statements
 and the CPU time of its relay. The boot jobs' take deadline is a day: no agent takes them,
 and re-sending them (``collector.services.jobs.redelivery``) is no placement's cost.

@@ -18,7 +18,8 @@ A row that fails on its own (its publish raises) does not hold back the rows aft
 parked as a dead letter (``collector dead-letters replay`` hands it back). A broker that
 cannot be reached ends the batch at once and counts against no row. A crash between
 publish and stamp can republish a row: the task id is fixed at write time, so receivers
-recognise the repeat.
+recognise the repeat. An event nobody would act on (``unheard_events``: no Collector
+handler, no agent's queue bound for it) is stamped sent without a publish.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import redis.exceptions
 from celery import Celery
 from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as BrokerUnreachable
+from kombu.transport.virtual.exchange import TopicExchange
 from sqlalchemy import Select, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -145,15 +147,39 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
+def unheard_events(producer: Any, rows: Sequence[OutboxMessage]) -> set[int]:
+    """The ids of the event rows nobody would act on: no Collector handler takes the event
+    (``awaiting_receipt`` false: the dispatcher would answer it and do nothing) and no queue
+    but the dispatcher's is bound to the events exchange for its routing key. An agent that
+    subscribes (nsa to ``instance.scheduled``) binds a queue of its own, and then the event
+    is sent. One read of the exchange's bindings, which the transport would read anyway
+    for each event it routes; a transport that keeps them elsewhere sends every event."""
+    quiet = [row for row in rows if row.kind == "event" and not row.awaiting_receipt
+             and row.routing_key]
+    get_table = getattr(producer.channel, "get_table", None)
+    if not quiet or get_table is None:
+        return set()
+    table = get_table(events_exchange.name)
+    topic = TopicExchange(producer.channel)
+    return {row.id for row in quiet
+            if not topic.lookup(table, events_exchange.name, row.routing_key, None)
+            - {events_queue.name}}
+
+
 def _publish_all(app: Celery, rows: Sequence[OutboxMessage], job_expires: int) -> Outcome:
     """Publish the rows, outside any transaction, in one Redis pipeline (kombu's publish
     batch: one round trip, where a publish each cost one). A broker outage ends the batch,
     and then no row of it counts as sent: what the pipeline held is discarded, what an
-    earlier flush of a long batch sent may be sent again (receivers know the task id)."""
+    earlier flush of a long batch sent may be sent again (receivers know the task id).
+    An event nobody would act on (``unheard_events``) counts as sent without a publish."""
     outcome = Outcome()
     try:
         with app.producer_or_acquire() as producer, producer.batch():
+            unheard = unheard_events(producer, rows)
             for row in rows:
+                if row.id in unheard:
+                    outcome.sent.append(row.id)
+                    continue
                 try:
                     publish_one(app, row, job_expires, producer)
                 except BROKER_ERRORS:

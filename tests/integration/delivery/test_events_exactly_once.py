@@ -185,7 +185,8 @@ def test_an_agent_event_lost_in_redis_is_published_again_by_the_library(cluster,
 def test_an_event_no_collector_handler_takes_is_sent_once_and_dispatched_without_a_write(
         cluster):
     """``instance.scheduled`` has no Collector handler (agents may bind their own queues to
-    the events exchange): nothing waits for its receipt, so it is sent once, its dispatch
+    the events exchange): nothing waits for its receipt, so it is sent once (stamped sent
+    without a publish when no agent binds a queue for it: test_unheard_events), its dispatch
     writes no receipt (its message is answered at receipt, no task run), and the re-send
     pass leaves it alone."""
     import tasks.event_bus  # noqa: F401 - as in a Collector process: the subscriptions known
