@@ -210,8 +210,12 @@ def _stamp(outcome: Outcome, db_url: str | None) -> None:
     if not (outcome.sent or outcome.failed or outcome.untried):
         return
     if not (outcome.failed or outcome.untried):  # the usual outcome: one UPDATE, no session
-        with get_engine(db_url).begin() as conn:
+        engine = get_engine(db_url)
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":  # the UPDATE commits itself: one round
+                conn.execution_options(isolation_level="AUTOCOMMIT")  # trip, not three
             conn.execute(_stamp_sent(outcome.sent, utcnow()))
+            conn.commit()
         return
     with unit_of_work(db_url) as session:
         now = utcnow()
