@@ -35,7 +35,7 @@ from celery import Celery
 from kombu.exceptions import BatchPublishError
 from kombu.exceptions import OperationalError as BrokerUnreachable
 from kombu.transport.virtual.exchange import TopicExchange
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from collector import wire
@@ -46,7 +46,7 @@ from collector.config import (
     signing_credential,
     ssl_options_for,
 )
-from collector.db import db_now, get_engine, outbox, skip_locked, unit_of_work
+from collector.db import any_of, db_now, get_engine, outbox, skip_locked, unit_of_work
 from collector.models.outbox import OutboxMessage
 from collector.redaction import masked_repr
 from collector.services import dead_letters
@@ -205,6 +205,13 @@ def _stamp_sent(ids: list[int], now: Any) -> Any:
         sent_at=now, claimed_until=None, attempts=OutboxMessage.attempts + 1)
 
 
+# The usual stamp on PostgreSQL, built once: ``ids`` and ``now`` bound at each pass.
+_STAMP_SENT_PG = update(OutboxMessage).where(
+    any_of(OutboxMessage.id, "ids"), OutboxMessage.sent_at.is_(None)).values(
+    sent_at=bindparam("now", type_=OutboxMessage.sent_at.type), claimed_until=None,
+    attempts=OutboxMessage.attempts + 1)
+
+
 def _stamp(outcome: Outcome, db_url: str | None) -> None:
     """Record an outcome in one short transaction."""
     if not (outcome.sent or outcome.failed or outcome.untried):
@@ -214,7 +221,9 @@ def _stamp(outcome: Outcome, db_url: str | None) -> None:
         with engine.connect() as conn:
             if engine.dialect.name == "postgresql":  # the UPDATE commits itself: one round
                 conn.execution_options(isolation_level="AUTOCOMMIT")  # trip, not three
-            conn.execute(_stamp_sent(outcome.sent, utcnow()))
+                conn.execute(_STAMP_SENT_PG, {"ids": outcome.sent, "now": utcnow()})
+            else:
+                conn.execute(_stamp_sent(outcome.sent, utcnow()))
             conn.commit()
         return
     with unit_of_work(db_url) as session:

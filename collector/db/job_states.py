@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from collector import wire
 from collector.db import outbox
-from collector.db.engine import db_now, skip_locked
+from collector.db.engine import db_now, matches_any, skip_locked
 from collector.models import Instance, MigrationAllocation, QueuedJob
 from collector.models.placement import release_migration_allocation
 
@@ -111,7 +111,8 @@ def release_after(session: Session, job: QueuedJob) -> list[str]:
 def release_after_all(session: Session, jobs: list[QueuedJob]) -> list[str]:
     """``release_after`` for several finished jobs, in one statement."""
     return _released(session, select(QueuedJob).where(
-        QueuedJob.state == "held", QueuedJob.after_job_id.in_([job.id for job in jobs]))
+        QueuedJob.state == "held",
+        matches_any(session, QueuedJob.after_job_id, [job.id for job in jobs]))
         .order_by(QueuedJob.id)) if jobs else []
 
 

@@ -40,6 +40,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from collector import ids
+from collector.db import matches_any
 from collector.errors import (
     ALL_ERRORS,
     InsufficientCapacity,
@@ -106,7 +107,7 @@ def _load_instances(session: Session, instance_ids: list[str]) -> dict[str, Inst
     """{raw uuid: instance} in id order, locked, with what placement reads."""
     raws = {ids.raw_part(i, Instance.prefix) for i in instance_ids}
     found = {inst.uuid: inst for inst in session.scalars(
-        select(Instance).where(Instance.uuid.in_(raws)).order_by(Instance.id)
+        select(Instance).where(matches_any(session, Instance.uuid, raws)).order_by(Instance.id)
         .options(joinedload(Instance.image, innerjoin=True), selectinload(Instance.volumes),
                  selectinload(Instance.network_vifs))
         .with_for_update(of=Instance))}

@@ -31,7 +31,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from collector.db import dialect_name, insert_all_if_absent, insert_if_absent
+from collector.db import dialect_name, insert_all_if_absent, insert_if_absent, matches_any
 from collector.errors import (
     DuplicateIPAddress,
     InvalidIPAddress,
@@ -207,7 +207,8 @@ def lock_networks(session: Session, network_ids: Iterable[int] = (),
         if ids <= locked.keys() and uuids <= by_uuid.keys():  # this batch holds them all
             return sorted({*(locked[i] for i in ids), *(by_uuid[u] for u in uuids)},
                           key=lambda n: n.id)
-    stmt = select(Network).where(Network.id.in_(ids) | Network.uuid.in_(uuids)) \
+    stmt = select(Network).where(matches_any(session, Network.id, ids)
+                                 | matches_any(session, Network.uuid, uuids)) \
         .order_by(Network.id).execution_options(populate_existing=True)
     if dialect_name(session) == "postgresql":
         stmt = stmt.with_for_update()

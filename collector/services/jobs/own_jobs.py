@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from collector import ids, wire
-from collector.db import db_now, dialect_name, job_states
+from collector.db import db_now, dialect_name, job_states, matches_any
 from collector.errors import InvalidArgument, UnknownInstanceID
 from collector.models import Instance, QueuedJob
 from collector.scheduling import batch, handlers
@@ -71,7 +71,7 @@ def _finish(session: Session, outcomes: list[tuple[QueuedJob, Any]]) -> None:
     """Finish each job with its answer, the rows read again under their locks in one
     statement (in id order); a job that finished meanwhile stays as it is."""
     locked = {job.id: job for job in session.scalars(
-        select(QueuedJob).where(QueuedJob.id.in_([job.id for job, _ in outcomes]))
+        select(QueuedJob).where(matches_any(session, QueuedJob.id, [job.id for job, _ in outcomes]))
         .order_by(QueuedJob.id).with_for_update()
         .execution_options(populate_existing=True))}
     now, ended = db_now(session), []
@@ -109,7 +109,7 @@ def waiting_placements(session: Session, but: QueuedJob, limit: int
     raws = {job: raw for job in jobs if (raw := _raw_instance_id(job.resource_id))}
     if not raws:
         return []
-    stmt = (select(Instance.uuid).where(Instance.uuid.in_(set(raws.values())),
+    stmt = (select(Instance.uuid).where(matches_any(session, Instance.uuid, set(raws.values())),
                                         Instance.state == "scheduling")
             .order_by(Instance.id))
     if dialect_name(session) == "postgresql":
