@@ -37,7 +37,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, joinedload
 
 from collector import ids
 from collector.db import matches_any
@@ -106,11 +106,12 @@ def _place_then_vifs(session: Session, loaded: dict[str, Instance]) -> dict[str,
 def _load_instances(session: Session, instance_ids: list[str]) -> dict[str, Instance]:
     """{raw uuid: instance} in id order, locked, with what placement reads."""
     raws = {ids.raw_part(i, Instance.prefix) for i in instance_ids}
+    # One statement: a new instance has a volume or two and no vif (one per manual address).
     found = {inst.uuid: inst for inst in session.scalars(
         select(Instance).where(matches_any(session, Instance.uuid, raws)).order_by(Instance.id)
-        .options(joinedload(Instance.image, innerjoin=True), selectinload(Instance.volumes),
-                 selectinload(Instance.network_vifs))
-        .with_for_update(of=Instance))}
+        .options(joinedload(Instance.image, innerjoin=True), joinedload(Instance.volumes),
+                 joinedload(Instance.network_vifs))
+        .with_for_update(of=Instance)).unique()}
     missing = sorted(raws - found.keys())
     if missing:
         raise UnknownInstanceID(f"unknown id '{Instance.prefix}-{missing[0]}'")

@@ -30,7 +30,7 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -83,6 +83,7 @@ class NewInstance:
 
     request: InstanceRequest
     image: Image
+    boot_size: int  # the boot volume's: the image's backup object's size (0: none)
     service_type: str
     volumes: list[VolumeSpec]
     ssh_key_pair: SshKeyPair | None
@@ -136,7 +137,7 @@ def _manual_addresses(request: InstanceRequest) -> bool:
 
 def _checked(session: Session, request: InstanceRequest) -> NewInstance:
     """What the request names, looked up and checked; nothing written."""
-    image = _available_image(session, request.image_id)
+    image, boot_size = _available_image(session, request.image_id)
     _check_hosts_can_run(session, request)
     service_type = placement_config.scheduler_config().service_type(
         request.service_type or image.service_type or None).name
@@ -149,16 +150,29 @@ def _checked(session: Session, request: InstanceRequest) -> NewInstance:
     ssh_key = _live_ssh_key(session, request.ssh_key_id) if request.ssh_key_id else None
     group = (live_group(session, request.placement_group, request.account_id)
              if request.placement_group else None)
-    return NewInstance(request, image, service_type, volumes, ssh_key, group)
+    return NewInstance(request, image, boot_size, service_type, volumes, ssh_key, group)
 
 
-def _available_image(session: Session, image_id: str) -> Image:
-    image = Image.by_cuuid(session, image_id)
+# The size of the backup object an image boots from, read with the image (its id is the
+# canonical ``bo-...``; the table holds the part after the prefix).
+_BOOT_SIZE = select(BackupObject.size).where(
+    BackupObject.uuid == func.substr(Image.backup_object_id, len(BackupObject.prefix) + 2)
+).correlate(Image).scalar_subquery()
+
+
+def _available_image(session: Session, image_id: str) -> tuple[Image, int]:
+    """The image, available, and its boot volume's size (its backup object's; 0 without
+    one), in one read."""
+    row = session.execute(select(Image, _BOOT_SIZE).where(
+        Image.uuid == ids.raw_part(image_id, Image.prefix))).first()
+    if row is None:
+        raise Image.not_found(f"unknown id '{image_id}'")
+    image, boot_size = row
     if image.deleted_at is not None:
         raise UnknownImageID(f"image {image_id} is deleted")
     if image.state != "available":
         raise InvalidParameter(f"image {image_id} is {image.state}, not available")
-    return image
+    return image, boot_size or 0
 
 
 def _check_hosts_can_run(session: Session, request: InstanceRequest) -> None:
@@ -180,8 +194,9 @@ def _check_vif_references(session: Session, vifs: dict[str, dict[str, Any]]) -> 
     """The networks and groups the vifs name exist; their manual addresses are free."""
     for vif in vifs.values():
         for key in ("network", "nat_network"):
-            if key in vif:
-                Network.by_cuuid(session, vif[key])
+            if key in vif and session.scalar(select(Network.id).where(
+                    Network.uuid == ids.raw_part(vif[key], Network.prefix))) is None:
+                raise Network.not_found(f"unknown id '{vif[key]}'")
         group = vif.get("network_group")
         if group is not None and NetworkGroup.find_cuuid(session, group) is None:
             raise UnknownNetworkID(f"unknown network group {group}")
@@ -221,8 +236,6 @@ def _write_instances(session: Session, new: NewInstance, count: int = 1,
     the first), their volumes and hostnames: written together, one statement per table
     (a launch of 1,000 costs a few statements, not thousands)."""
     request, image = new.request, new.image
-    bo = (BackupObject.find_cuuid(session, image.backup_object_id)
-          if image.backup_object_id else None)
     uuids = [ids.new_uuid() for _ in range(count)]
     request_params = request.request_params(new.service_type, [asdict(v) for v in new.volumes])
     if launch:  # the re-drive pass finds the launch's job by its first instance
@@ -244,7 +257,7 @@ def _write_instances(session: Session, new: NewInstance, count: int = 1,
         for uuid, hostname, boot_uuid in zip(uuids, hostnames, boot_uuids, strict=True)]
     session.add_all(insts)
     session.flush()  # their ids, for the rows below (written together at the next flush)
-    boot = VolumeSpec(size=bo.size if bo is not None else 0, local=image.is_local_boot,
+    boot = VolumeSpec(size=new.boot_size, local=image.is_local_boot,
                       backup_object_id=image.backup_object_id)
     for inst, boot_uuid in zip(insts, boot_uuids, strict=True):
         volumes = [add_volume(session, inst, boot, uuid=boot_uuid)]
