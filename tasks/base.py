@@ -183,15 +183,44 @@ def queue_checked_strategy(task: Task, app: Celery, consumer: Any,
                     raise refuse(caller, f"call {task.name}")
             except CollectorError as exc:  # Unauthorized; TransientError: cannot check now
                 return _refuse(task, consumer, message, exc, claimed_sender(message))
-        answer = taken_along.take((message.headers or {}).get("id")) \
-            if taken_along_here else None
+        task_id = (message.headers or {}).get("id")
+        answer = taken_along.take(task_id) if taken_along_here else None
         if answer is None and at_receipt is not None:
             answer = _known_answer(at_receipt, task, message, caller)
         if answer is not None:
             return _answer_at_receipt(task, message, answer)
+        if taken_along_here and taken_along.being_placed(task_id):
+            return _hold(consumer.timer, task_id, lambda found: _answer_at_receipt(
+                task, message, found), lambda: handle(message, body, ack, reject, callbacks,
+                                                      **options))
         return handle(message, body, ack, reject, callbacks, **options)
 
     return task_message_handler
+
+
+HOLD_STEP = 0.005  # seconds between two looks at a held message's batch
+
+
+def _hold(timer: Any, task_id: str, answer: Callable[[Any], None],
+          run: Callable[[], None]) -> None:
+    """A message whose job a batch of this worker is placing now (``tasks.taken_along``):
+    answered at receipt once the batch has committed its answer, run as usual when the
+    batch settled without one. Looked at on the worker's own timer, never blocking it."""
+
+    def look() -> None:
+        try:
+            found = taken_along.take(task_id)
+            if found is not None:
+                answer(found)
+            elif taken_along.being_placed(task_id):
+                timer.call_after(HOLD_STEP, look)
+            else:
+                run()
+        except Exception:  # noqa: BLE001 - an error here would stop the consumer
+            log.warning("held message %s: running it", task_id, exc_info=True)
+            run()
+
+    timer.call_after(HOLD_STEP, look)
 
 
 def serve_only(app: Celery, queues: Iterable[str]) -> list[str]:

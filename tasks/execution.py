@@ -140,12 +140,16 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
     """Run ``fn(session, *args)`` in one transaction; typed errors pass, others are mapped."""
     for attempt in range(1, IN_PLACE_ATTEMPTS + 1):
         uow = UnitOfWork(readonly=readonly, settings=worker_settings(), relayed=True)
+        along = taken_along.Placing()
         try:
             with uow:
+                uow.session.info[own_jobs.ON_TAKING_ALONG] = along.announce
                 result = fn(uow.session, *args, **(kwargs or {}))
         except CollectorError:
+            along.settle()
             raise
         except Exception as exc:  # noqa: BLE001 - every other failure becomes a typed error
+            along.settle()
             state = sqlstate(exc)
             if uow.commit_outcome_unknown and (state is None or state.startswith("08")):
                 reference = secrets.token_hex(4)
@@ -160,7 +164,8 @@ def run_in_unit_of_work(fn: Callable[..., Any], args: tuple | list = (),
                 time.sleep(random.uniform(0.01, 0.05) * attempt)
                 continue
             raise database_error(exc, fn.__qualname__) from None
+        # The answers first: messages held for them wait no longer than the commit.
+        along.settle(uow.session.info.get(own_jobs.TAKEN_ALONG))
         relay_after_commit(uow.outbox_rows)
-        taken_along.remember(uow.session.info.get(own_jobs.TAKEN_ALONG))
         return result
     raise AssertionError("unreachable")  # pragma: no cover

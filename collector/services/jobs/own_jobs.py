@@ -18,7 +18,10 @@ the waiting instances (never waited for), then the job rows as they finish.
 
 The jobs a batch took along are listed in ``session.info[TAKEN_ALONG]`` with the answer
 their own messages will get, so that the task layer, after the commit, can answer those
-messages without running them (``tasks.taken_along``).
+messages without running them (``tasks.taken_along``). Before placing them, the batch hands
+their message ids to ``session.info[ON_TAKING_ALONG]`` when the task layer put a callable
+there: their messages, if they arrive meanwhile, then wait for the batch's answer instead
+of running to find their job taken.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ COMPANIONS = 15  # waiting placements a schedule_instance job takes along (a bat
 # session.info: {message id: answer} of the jobs a batch took along and finished, for the
 # task layer to answer their own messages at receipt once the batch has committed.
 TAKEN_ALONG = "jobs_taken_along"
+# session.info: called with the message ids of the jobs a batch takes along, before it
+# places them.
+ON_TAKING_ALONG = "on_taking_jobs_along"
 
 
 def run(session: Session, job_id: str, work: Callable[..., Any], args: tuple | list = (),
@@ -141,6 +147,9 @@ def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -
     along = [] if state != handlers.EXPECTED_STATE else [
         (other, locked) for other, locked in waiting_placements(session, job, COMPANIONS)
         if locked != own and _instance_of(other) == locked]
+    announce = session.info.get(ON_TAKING_ALONG)
+    if announce is not None and along:
+        announce([other.task_id for other, _ in along if other.task_id])
     answers = batch.schedule_instances(session, [instance_id, *(i for _, i in along)])
     _finish(session, list(zip([job, *(other for other, _ in along)], answers, strict=True)))
     taken = session.info.setdefault(TAKEN_ALONG, {})
