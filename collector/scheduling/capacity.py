@@ -217,23 +217,27 @@ def hypervisor_available(session: Session, hypervisor: str) -> bool:
     return matching_host_exists(session, hypervisor)
 
 
-def some_host_fits(session: Session, hypervisor: str, cpu_cores: int, memory_size: int) -> bool:
-    """Some online schedulable host of this hypervisor has this much cpu and memory left of
-    what it offers: then ``hypervisor_available`` and ``domain_host_capacity`` both hold.
-    It reads hosts until the first that fits, not the whole fleet (the common answer of a
-    request's checks, whatever the fleet's size)."""
+def some_host_fits_clause() -> Any:
+    """EXISTS: some online schedulable host of this hypervisor has this much cpu and memory
+    left of what it offers (then ``hypervisor_available`` and ``domain_host_capacity`` both
+    hold). It reads hosts until the first that fits, not the whole fleet (the common answer
+    of a request's checks, whatever the fleet's size). Its values are bound by
+    ``some_host_fits_params``; the api selects it with the image it reads."""
     config = scheduler_config()
     key = (config.cpu_allocation_ratio_milli, config.ram_allocation_ratio_milli)
     if key not in _SOME_HOST_FITS:  # built once per ratio defaults, its values bound
-        _SOME_HOST_FITS[key] = select(exists().where(
+        _SOME_HOST_FITS[key] = exists().where(
             HostNode.node_id == NodeState.node_id, _schedulable_hosts(),
             HostNode.hypervisor == bindparam("fits_hypervisor", type_=String),
             offered_cpu_cores() - HostNode.used_cpu_cores
             >= bindparam("fits_cpu", type_=Integer),
             offered_memory_size() - HostNode.used_memory_size
-            >= bindparam("fits_memory", type_=Integer)))
-    return bool(session.scalar(_SOME_HOST_FITS[key], {
-        "fits_hypervisor": hypervisor, "fits_cpu": cpu_cores, "fits_memory": memory_size}))
+            >= bindparam("fits_memory", type_=Integer))
+    return _SOME_HOST_FITS[key]
+
+
+def some_host_fits_params(hypervisor: str, cpu_cores: int, memory_size: int) -> dict[str, Any]:
+    return {"fits_hypervisor": hypervisor, "fits_cpu": cpu_cores, "fits_memory": memory_size}
 
 
 _SOME_HOST_FITS: dict[tuple[int, int], Any] = {}

@@ -35,9 +35,10 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from collector import ids, wire
-from collector.db import insert_all_if_absent, outbox
+from collector.db import insert_all_if_absent, matches_any, outbox
 from collector.documents.api_views import instance_api_document, instances_query
 from collector.errors import (
+    InvalidArgument,
     InvalidInstanceState,
     InvalidParameter,
     OutOfHostCapacity,
@@ -137,11 +138,11 @@ def _manual_addresses(request: InstanceRequest) -> bool:
 
 def _checked(session: Session, request: InstanceRequest) -> NewInstance:
     """What the request names, looked up and checked; nothing written."""
-    image, boot_size = _available_image(session, request.image_id)
-    _check_hosts_can_run(session, request)
+    image, boot_size, host_fits, networks_found = _available_image(session, request)
+    _check_hosts_can_run(session, request, host_fits)
     service_type = placement_config.scheduler_config().service_type(
         request.service_type or image.service_type or None).name
-    _check_vif_references(session, request.vif_params)
+    _check_vif_references(session, request.vif_params, networks_found)
     for group_id in request.security_group_ids:
         SecurityGroup.by_cuuid(session, group_id)
     volumes = [_volume_spec(session, key, volume) for key, volume in request.volumes.items()]
@@ -160,27 +161,49 @@ _BOOT_SIZE = select(BackupObject.size).where(
 ).correlate(Image).scalar_subquery()
 
 
-def _available_image(session: Session, image_id: str) -> tuple[Image, int]:
-    """The image, available, and its boot volume's size (its backup object's; 0 without
-    one), in one read."""
-    row = session.execute(select(Image, _BOOT_SIZE).where(
-        Image.uuid == ids.raw_part(image_id, Image.prefix))).first()
+def _available_image(session: Session, request: InstanceRequest
+                     ) -> tuple[Image, int, bool, bool]:
+    """The image, available, its boot volume's size (its backup object's; 0 without one),
+    whether some host has room for the request (``capacity.some_host_fits_clause``) and
+    whether every network its vifs name exists: one read."""
+    image_id = request.image_id
+    networks = {_raw_or_none(network, Network.prefix)
+                for network in _networks_named(request.vif_params)}
+    found = select(func.count(Network.id)).where(
+        matches_any(session, Network.uuid, networks - {None})).scalar_subquery()
+    row = session.execute(
+        select(Image, _BOOT_SIZE, capacity.some_host_fits_clause(), found).where(
+            Image.uuid == ids.raw_part(image_id, Image.prefix)),
+        capacity.some_host_fits_params(request.hypervisor, request.cpu_cores,
+                                       request.memory_size)).first()
     if row is None:
         raise Image.not_found(f"unknown id '{image_id}'")
-    image, boot_size = row
+    image, boot_size, host_fits, networks_found = row
     if image.deleted_at is not None:
         raise UnknownImageID(f"image {image_id} is deleted")
     if image.state != "available":
         raise InvalidParameter(f"image {image_id} is {image.state}, not available")
-    return image, boot_size or 0
+    return image, boot_size or 0, bool(host_fits), networks_found == len(networks)
 
 
-def _check_hosts_can_run(session: Session, request: InstanceRequest) -> None:
+def _networks_named(vifs: dict[str, dict[str, Any]]) -> list[Any]:
+    return [vif[key] for vif in vifs.values() for key in ("network", "nat_network") if key in vif]
+
+
+def _raw_or_none(cuuid: Any, prefix: str) -> str | None:
+    """The id's part after its prefix; None when it is malformed (refused, in its turn, by
+    ``_check_vif_references``)."""
+    try:
+        return ids.raw_part(cuuid, prefix)
+    except InvalidArgument:
+        return None
+
+
+def _check_hosts_can_run(session: Session, request: InstanceRequest, host_fits: bool) -> None:
     """Some online host accepting placements has the hypervisor; together they have room.
-    One host with room for the request answers both (the common case, read until found);
-    only otherwise is the fleet summed."""
-    if capacity.some_host_fits(session, request.hypervisor, request.cpu_cores,
-                               request.memory_size):
+    One host with room for the request answers both (``host_fits``: the common case, read
+    with the image); only otherwise is the fleet summed."""
+    if host_fits:
         return
     if not capacity.hypervisor_available(session, request.hypervisor):
         raise InvalidParameter(f"no online host accepting placements has hypervisor "
@@ -190,11 +213,13 @@ def _check_hosts_can_run(session: Session, request: InstanceRequest) -> None:
                                 f"and {request.memory_size} MB of memory")
 
 
-def _check_vif_references(session: Session, vifs: dict[str, dict[str, Any]]) -> None:
-    """The networks and groups the vifs name exist; their manual addresses are free."""
+def _check_vif_references(session: Session, vifs: dict[str, dict[str, Any]],
+                          networks_found: bool = False) -> None:
+    """The networks (unless all were found with the image) and groups the vifs name exist;
+    their manual addresses are free."""
     for vif in vifs.values():
         for key in ("network", "nat_network"):
-            if key in vif and session.scalar(select(Network.id).where(
+            if key in vif and not networks_found and session.scalar(select(Network.id).where(
                     Network.uuid == ids.raw_part(vif[key], Network.prefix))) is None:
                 raise Network.not_found(f"unknown id '{vif[key]}'")
         group = vif.get("network_group")
