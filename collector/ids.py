@@ -52,3 +52,11 @@ def raw_part(cuuid: object, prefix: str) -> str:
     if got != prefix:
         raise InvalidArgument(f"invalid id {cuuid!r}: expected prefix {prefix}-")
     return raw
+
+
+def raw_part_or_none(cuuid: object, prefix: str) -> str | None:
+    """``raw_part``, or None when ``cuuid`` is malformed or carries another prefix."""
+    try:
+        return raw_part(cuuid, prefix)
+    except InvalidArgument:
+        return None

@@ -38,7 +38,6 @@ from collector import ids, wire
 from collector.db import insert_all_if_absent, matches_any, outbox
 from collector.documents.api_views import instance_api_document, instances_query
 from collector.errors import (
-    InvalidArgument,
     InvalidInstanceState,
     InvalidParameter,
     OutOfHostCapacity,
@@ -138,7 +137,7 @@ def _manual_addresses(request: InstanceRequest) -> bool:
 
 def _checked(session: Session, request: InstanceRequest) -> NewInstance:
     """What the request names, looked up and checked; nothing written."""
-    image, boot_size, host_fits, networks_found = _available_image(session, request)
+    image, boot_size, host_fits, networks_found = _image_and_room(session, request)
     _check_hosts_can_run(session, request, host_fits)
     service_type = placement_config.scheduler_config().service_type(
         request.service_type or image.service_type or None).name
@@ -161,13 +160,13 @@ _BOOT_SIZE = select(BackupObject.size).where(
 ).correlate(Image).scalar_subquery()
 
 
-def _available_image(session: Session, request: InstanceRequest
-                     ) -> tuple[Image, int, bool, bool]:
+def _image_and_room(session: Session, request: InstanceRequest
+                    ) -> tuple[Image, int, bool, bool]:
     """The image, available, its boot volume's size (its backup object's; 0 without one),
     whether some host has room for the request (``capacity.some_host_fits_clause``) and
     whether every network its vifs name exists: one read."""
     image_id = request.image_id
-    networks = {_raw_or_none(network, Network.prefix)
+    networks = {ids.raw_part_or_none(network, Network.prefix)  # malformed: refused later
                 for network in _networks_named(request.vif_params)}
     found = select(func.count(Network.id)).where(
         matches_any(session, Network.uuid, networks - {None})).scalar_subquery()
@@ -190,15 +189,6 @@ def _networks_named(vifs: dict[str, dict[str, Any]]) -> list[Any]:
     return [vif[key] for vif in vifs.values() for key in ("network", "nat_network") if key in vif]
 
 
-def _raw_or_none(cuuid: Any, prefix: str) -> str | None:
-    """The id's part after its prefix; None when it is malformed (refused, in its turn, by
-    ``_check_vif_references``)."""
-    try:
-        return ids.raw_part(cuuid, prefix)
-    except InvalidArgument:
-        return None
-
-
 def _check_hosts_can_run(session: Session, request: InstanceRequest, host_fits: bool) -> None:
     """Some online host accepting placements has the hypervisor; together they have room.
     One host with room for the request answers both (``host_fits``: the common case, read
@@ -219,9 +209,8 @@ def _check_vif_references(session: Session, vifs: dict[str, dict[str, Any]],
     their manual addresses are free."""
     for vif in vifs.values():
         for key in ("network", "nat_network"):
-            if key in vif and not networks_found and session.scalar(select(Network.id).where(
-                    Network.uuid == ids.raw_part(vif[key], Network.prefix))) is None:
-                raise Network.not_found(f"unknown id '{vif[key]}'")
+            if key in vif and not networks_found:
+                Network.by_cuuid(session, vif[key])
         group = vif.get("network_group")
         if group is not None and NetworkGroup.find_cuuid(session, group) is None:
             raise UnknownNetworkID(f"unknown network group {group}")

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from collector import ids, wire
 from collector.db import db_now, dialect_name, job_states, matches_any
-from collector.errors import InvalidArgument, UnknownInstanceID
+from collector.errors import UnknownInstanceID
 from collector.models import Instance, QueuedJob
 from collector.scheduling import batch, handlers
 
@@ -112,7 +112,8 @@ def waiting_placements(session: Session, but: QueuedJob, limit: int
                                 QueuedJob.job_name == wire.SchedulerJob.SCHEDULE_INSTANCE,
                                 QueuedJob.id != but.id)
         .order_by(QueuedJob.id).limit(limit)))  # ix_queued_jobs_waiting_placements
-    raws = {job: raw for job in jobs if (raw := _raw_instance_id(job.resource_id))}
+    raws = {job: raw for job in jobs
+            if (raw := ids.raw_part_or_none(job.resource_id, Instance.prefix))}
     if not raws:
         return []
     stmt = (select(Instance.uuid).where(matches_any(session, Instance.uuid, set(raws.values())),
@@ -125,13 +126,6 @@ def waiting_placements(session: Session, but: QueuedJob, limit: int
     locked = set(session.scalars(stmt))
     return [(job, ids.canonical(Instance.prefix, raw)) for job, raw in raws.items()
             if raw in locked]
-
-
-def _raw_instance_id(resource_id: str | None) -> str | None:
-    try:
-        return ids.raw_part(resource_id, Instance.prefix)
-    except InvalidArgument:
-        return None
 
 
 def _schedule_with_waiting(session: Session, job: QueuedJob, instance_id: str) -> Any:
