@@ -67,6 +67,21 @@ def check_fits(kind: str, model: type, data: dict[str, Any]) -> None:
             raise InvalidArgument(f"{kind} field {key!r} {problem}")
 
 
+# Per mapper: the columns a value can be too long or too large for (``_misfit``), by
+# attribute key; the other columns are not looked at on a flush.
+_LIMITED: dict[Any, dict[str, Any]] = {}
+
+
+def _limited_columns(mapper: Any) -> dict[str, Any]:
+    limited = _LIMITED.get(mapper)
+    if limited is None:
+        limited = _LIMITED[mapper] = {
+            key: column for key, column in mapper.columns.items()
+            if isinstance(column.type, Integer)
+            or (isinstance(column.type, String) and column.type.length)}
+    return limited
+
+
 def check_flushed_rows(session: Any, _flush_context: Any = None, _instances: Any = None) -> None:
     """``before_flush``: InvalidArgument for a new or changed value its column cannot hold.
 
@@ -75,13 +90,13 @@ def check_flushed_rows(session: Any, _flush_context: Any = None, _instances: Any
     """
     for row in (*session.new, *session.dirty):
         state = sa_inspect(row)
-        changed = state.dict if state.key is None else state.committed_state
-        columns = state.mapper.columns
-        for key in changed:
-            column = columns.get(key)
+        limited = _limited_columns(state.mapper)
+        values = state.dict
+        for key in values if state.key is None else state.committed_state:
+            column = limited.get(key)
             if column is None:
                 continue
-            problem = _misfit(column, state.dict.get(key))
+            problem = _misfit(column, values.get(key))
             if problem:
                 raise InvalidArgument(f"{column.table.name}.{column.name} {problem}")
 

@@ -125,10 +125,14 @@ def publish_one(app: Celery, row: OutboxMessage, job_expires: int,
                                             immutable=True, queue=wire.JOBQUEUE_PROXY)
         options["link_error"] = app.signature(LEDGER_FAILED, args=[row.task_id],
                                               immutable=True, queue=wire.JOBQUEUE_PROXY)
+    # ``declare=[]``: Celery sends to a queue by its name (the default exchange), and a Redis
+    # queue is a list its first message creates, so declaring it would only bind it to an
+    # exchange of its own name that nothing publishes to: two more round trips for the first
+    # message to each node's queue in each process (a thousand-host launch: one per job).
     app.send_task(
         row.name, args=payload["args"], kwargs=payload.get("kwargs") or {}, queue=row.queue,
-        task_id=row.task_id, ignore_result=row.kind == "task", producer=producer, **shown,
-        **options,
+        task_id=row.task_id, ignore_result=row.kind == "task", producer=producer, declare=[],
+        **shown, **options,
     )
 
 
