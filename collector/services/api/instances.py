@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from collector import ids, wire
-from collector.db import insert_all_if_absent, matches_any, outbox
+from collector.db import insert_all_if_absent, insert_now, matches_any, outbox
 from collector.documents.api_views import instance_api_document, instances_query
 from collector.errors import (
     InvalidInstanceState,
@@ -96,7 +96,7 @@ def create_instance(session: Session, params: dict[str, Any]) -> dict[str, Any]:
     with _undone_if_refused(session, new.request):
         [inst] = _write_instances(session, new)
         outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_INSTANCE,
-                           inst.canonical_uuid, resource_id=inst.canonical_uuid)
+                           inst.canonical_uuid, resource_id=inst.canonical_uuid, at_once=True)
     return _written_documents(session, [inst], new)[0]
 
 
@@ -117,7 +117,7 @@ def create_instances(session: Session, params: dict[str, Any], count: int,
         insts = _write_instances(session, new, launch.count, launch=True)
         outbox.jobs.submit(session, wire.SCHEDULER, wire.SchedulerJob.SCHEDULE_LAUNCH,
                            [inst.canonical_uuid for inst in insts], launch.fewest,
-                           resource_id=insts[0].canonical_uuid)
+                           resource_id=insts[0].canonical_uuid, at_once=True)
     return _written_documents(session, insts, new)
 
 
@@ -276,11 +276,11 @@ def _write_instances(session: Session, new: NewInstance, count: int = 1,
     for inst, boot_uuid in zip(insts, boot_uuids, strict=True):
         volumes = [add_volume(session, inst, boot, uuid=boot_uuid)]
         volumes += [add_volume(session, inst, spec) for spec in new.volumes]
-        session.add(InstanceMonitorAttr(instance_id=inst.id))
         # What its document shows, as written: no read back (``_written_documents``).
         set_committed_value(inst, "volumes", volumes)
         set_committed_value(inst, "image", image)
         set_committed_value(inst, "ssh_key_pair", new.ssh_key_pair)
+    insert_now(session, InstanceMonitorAttr, [{"instance_id": inst.id} for inst in insts])
     session.flush()
     if request.explicit_host is not None:  # count 1: a named host or addresses are one's
         placement.assign_explicit_host(session, insts[0], request.explicit_host)
