@@ -15,6 +15,7 @@ from collector.db.engine import (
     insert_all_if_absent,
     insert_if_absent,
     insert_now,
+    insert_objects_now,
     make_engine,
     matches_any,
     session_factory,

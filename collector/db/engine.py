@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Select, any_, bindparam, create_engine, event, insert
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, make_transient_to_detached, sessionmaker
+from sqlalchemy.orm.attributes import set_committed_value
 
 from collector.config import load_settings
 from collector.fields import check_flushed_rows, check_new_rows
@@ -193,6 +195,64 @@ def insert_now(session: Session, model: Any, rows: list[dict[str, Any]],
         _INSERTS[(model, returning)] = stmt
     result = session.connection().execute(stmt, rows)
     return [] if returning is None else list(result.scalars())
+
+
+# Per mapper: how each column gets its value when a new object leaves it unset (None: a
+# default only the database or the unit of work can compute; such a model is flushed).
+_FILLS: dict[Any, list[tuple[str, Any]] | None] = {}
+
+
+def _fills(mapper: Any) -> list[tuple[str, Any]] | None:
+    if mapper not in _FILLS:
+        fills: list[tuple[str, Any]] | None = []
+        primary = {column.key for column in mapper.primary_key}
+        for attr in mapper.column_attrs:
+            [column] = attr.columns
+            default = column.default
+            if column.key in primary:
+                continue
+            if attr.key != column.key:  # rows are written by attribute name
+                fills = None
+                break
+            if default is None and column.server_default is None:
+                fills.append((attr.key, lambda: None))
+            elif default is not None and default.is_scalar:
+                fills.append((attr.key, lambda value=default.arg: value))
+            elif default is not None and default.is_callable:
+                fills.append((attr.key, lambda fn=default.arg: fn(None)))
+            else:
+                fills = None
+                break
+        _FILLS[mapper] = fills
+    return _FILLS[mapper]
+
+
+def insert_objects_now(session: Session, objects: list[Any]) -> bool:
+    """New objects of one model inserted now in one prebuilt statement (``insert_now``) and
+    put in the session as loaded rows, every column set (a default computed here as the
+    flush computes it): no flush of the unit of work for them, and nothing to read back.
+    False, nothing done, in a savepoint (its rollback would leave them in the session as
+    written) or for a model with a default only the database computes: the caller adds
+    them for the flush."""
+    if not objects or session.in_nested_transaction():
+        return False
+    mapper = sa_inspect(type(objects[0]))
+    fills = _fills(mapper)
+    if fills is None:
+        return False
+    rows = []
+    for obj in objects:
+        loaded = sa_inspect(obj).dict
+        rows.append({key: loaded[key] if key in loaded else fill() for key, fill in fills})
+    [primary] = mapper.primary_key
+    for obj, values, key in zip(objects, rows, insert_now(session, mapper.class_, rows, primary),
+                                strict=True):
+        for name, value in values.items():
+            set_committed_value(obj, name, value)
+        set_committed_value(obj, primary.key, key)
+        make_transient_to_detached(obj)
+        session.add(obj)
+    return True
 
 
 def _insert_ignoring(session: Session, model: Any, unique: list[str] | None) -> Any:

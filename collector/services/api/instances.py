@@ -35,7 +35,13 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from collector import ids, wire
-from collector.db import insert_all_if_absent, insert_now, matches_any, outbox
+from collector.db import (
+    insert_all_if_absent,
+    insert_now,
+    insert_objects_now,
+    matches_any,
+    outbox,
+)
 from collector.documents.api_views import instance_api_document, instances_query
 from collector.errors import (
     InvalidInstanceState,
@@ -269,19 +275,25 @@ def _write_instances(session: Session, new: NewInstance, count: int = 1,
         boot_volume_id=ids.canonical(Volume.prefix, boot_uuid),
         request_params=dict(request_params))
         for uuid, hostname, boot_uuid in zip(uuids, hostnames, boot_uuids, strict=True)]
-    session.add_all(insts)
-    session.flush()  # their ids, for the rows below (written together at the next flush)
+    # Their ids, for the rows below: inserted at once, else by a flush (in a savepoint).
+    if not insert_objects_now(session, insts):
+        session.add_all(insts)
+        session.flush()
     boot = VolumeSpec(size=new.boot_size, local=image.is_local_boot,
                       backup_object_id=image.backup_object_id)
+    all_volumes = []
     for inst, boot_uuid in zip(insts, boot_uuids, strict=True):
-        volumes = [add_volume(session, inst, boot, uuid=boot_uuid)]
-        volumes += [add_volume(session, inst, spec) for spec in new.volumes]
+        volumes = [add_volume(session, inst, boot, uuid=boot_uuid, add=False)]
+        volumes += [add_volume(session, inst, spec, add=False) for spec in new.volumes]
+        all_volumes += volumes
         # What its document shows, as written: no read back (``_written_documents``).
         set_committed_value(inst, "volumes", volumes)
         set_committed_value(inst, "image", image)
         set_committed_value(inst, "ssh_key_pair", new.ssh_key_pair)
     insert_now(session, InstanceMonitorAttr, [{"instance_id": inst.id} for inst in insts])
-    session.flush()
+    if not insert_objects_now(session, all_volumes):
+        session.add_all(all_volumes)
+        session.flush()
     if request.explicit_host is not None:  # count 1: a named host or addresses are one's
         placement.assign_explicit_host(session, insts[0], request.explicit_host)
     if _manual_addresses(request):

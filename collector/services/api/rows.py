@@ -30,17 +30,19 @@ class VolumeSpec:
 
 def add_volume(session: Session, inst: Instance | None, spec: VolumeSpec,
                account_id: str | None = None, service_type: str | None = None,
-               uuid: str | None = None) -> Volume:
+               uuid: str | None = None, add: bool = True) -> Volume:
     """A volume in ``scheduling``: the instance's (its account and service type), or a
     standalone one of ``account_id`` and ``service_type``. Its id is ``uuid`` or a new one;
-    the row is written at the caller's next flush (with the instance's other rows)."""
+    the row is written at the caller's next flush (with the instance's other rows), or by
+    the caller (``add`` false: not added to the session)."""
     vol = Volume(uuid=uuid or ids.new_uuid(), account_id=inst.account_id if inst else account_id,
                  size=spec.size,
                  state="scheduling", instance_id=inst.id if inst else None,
                  volume_type=LOCAL if spec.local else None,
                  backup_object_id=spec.backup_object_id, display_name=spec.display_name,
                  service_type=inst.service_type if inst else service_type)
-    session.add(vol)
+    if add:
+        session.add(vol)
     return vol
 
 
