@@ -30,16 +30,17 @@ from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from collector import ids, wire
 from collector.db import (
+    any_of,
+    dialect_name,
     insert_all_if_absent,
     insert_now,
     insert_objects_now,
-    matches_any,
     outbox,
 )
 from collector.documents.api_views import instance_api_document, instances_query
@@ -174,13 +175,10 @@ def _image_and_room(session: Session, request: InstanceRequest
     image_id = request.image_id
     networks = {ids.raw_part_or_none(network, Network.prefix)  # malformed: refused later
                 for network in _networks_named(request.vif_params)}
-    found = select(func.count(Network.id)).where(
-        matches_any(session, Network.uuid, networks - {None})).scalar_subquery()
-    row = session.execute(
-        select(Image, _BOOT_SIZE, capacity.some_host_fits_clause(), found).where(
-            Image.uuid == ids.raw_part(image_id, Image.prefix)),
-        capacity.some_host_fits_params(request.hypervisor, request.cpu_cores,
-                                       request.memory_size)).first()
+    row = session.execute(_image_and_room_statement(session), {
+        "image_uuid": ids.raw_part(image_id, Image.prefix), "networks": list(networks - {None}),
+        **capacity.some_host_fits_params(request.hypervisor, request.cpu_cores,
+                                         request.memory_size)}).first()
     if row is None:
         raise Image.not_found(f"unknown id '{image_id}'")
     image, boot_size, host_fits, networks_found = row
@@ -189,6 +187,25 @@ def _image_and_room(session: Session, request: InstanceRequest
     if image.state != "available":
         raise InvalidParameter(f"image {image_id} is {image.state}, not available")
     return image, boot_size or 0, bool(host_fits), networks_found == len(networks)
+
+
+# ``_image_and_room``'s statement, built once per dialect and host-fit clause, its values
+# bound at each call: built anew at each call, it cost more to key for the compiled cache
+# (a walk of the whole statement) than to run.
+_IMAGE_AND_ROOM: dict[tuple[str, Any], Any] = {}
+
+
+def _image_and_room_statement(session: Session) -> Any:
+    fits = capacity.some_host_fits_clause()
+    dialect = dialect_name(session)
+    stmt = _IMAGE_AND_ROOM.get((dialect, fits))
+    if stmt is None:
+        named = any_of(Network.uuid, "networks") if dialect == "postgresql" else \
+            Network.uuid.in_(bindparam("networks", expanding=True))
+        found = select(func.count(Network.id)).where(named).scalar_subquery()
+        stmt = _IMAGE_AND_ROOM[(dialect, fits)] = select(Image, _BOOT_SIZE, fits, found).where(
+            Image.uuid == bindparam("image_uuid"))
+    return stmt
 
 
 def _networks_named(vifs: dict[str, dict[str, Any]]) -> list[Any]:
