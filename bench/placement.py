@@ -10,6 +10,13 @@ are ``bench.placement_worker``: ``collector worker`` that also counts its SQL st
 and the CPU time of its relay. The boot jobs' take deadline is a day: no agent takes them,
 and re-sending them (``collector.services.jobs.redelivery``) is no placement's cost.
 
+Before the single phase, a baseline in the same run: the callers make as many ``api.ping``
+calls as half the single phase's requests (the api's cheapest call: a Celery round trip
+through the api worker, Redis and the result backend), and the calls/s and CPU per call
+are printed; the single phase's placements/s is then also given per ping/s. This 2-core
+machine's speed moves by a third from spell to spell, within minutes: the baseline says
+how fast it was then (it moves within seconds too, so the ratio is rough).
+
 Two phases, each timed from the first request to the last boot job published:
 
 - single: ``--callers`` processes call ``api.create_instance`` back to back,
@@ -181,7 +188,12 @@ class Run:
             self.callers = [p.pid for p in callers]
             self.warm(work, answers)
             if self.args.requests:
+                result["baseline"] = self.baseline(work, answers)
                 result["single"] = self.phase("single", work, answers)
+                result["single"]["per_baseline"] = (result["single"]["placements_per_s"]
+                                                    / result["baseline"]["calls_per_s"])
+                print(f"  placements/s per api.ping call/s just before: "
+                      f"{result['single']['per_baseline']:.3f}")
             if self.args.bulk:
                 result["bulk"] = self.phase("bulk", work, answers)
         finally:
@@ -201,6 +213,30 @@ class Run:
             work.put(("single", n, self.params()))
         placed = [answers.get(timeout=300) for _ in range(2 * self.args.callers)]
         self.wait([p["id"] for p in placed], {p["id"]: p["t0"] for p in placed}, 0, 0)
+
+    def baseline(self, work: Any, answers: Any) -> dict[str, Any]:
+        """The machine's speed now, through the same stack: the callers' api.ping calls (the
+        api's cheapest call: a Celery round trip through the api worker, Redis, the result
+        backend), as many as the single phase makes calls, at the same concurrency. Runs on
+        this 2-core machine vary by a sixth or more with its speed; the single phase's
+        placements/s is also given per ping/s measured here, a figure that varies less."""
+        calls = max(200, self.args.requests // 2)
+        before = self.counters()
+        started = time.time()
+        for _ in range(calls):
+            work.put(("ping", None, None))
+        for _ in range(calls):
+            answers.get(timeout=600)
+        elapsed = max(1e-9, time.time() - started)
+        after = self.counters()
+        per = 1000 / calls
+        cpu = {role: (after["cpu"][role] - before["cpu"][role]) * per
+               for role in ("api", "redis", "callers")}
+        out = {"calls": calls, "calls_per_s": calls / elapsed, "cpu_ms_per_call": cpu}
+        print(f"\nbaseline: {calls} api.ping calls, {self.args.callers} callers: "
+              f"{out['calls_per_s']:.0f} calls/s; CPU ms per call: " + "  ".join(
+                  f"{role} {ms:.2f}" for role, ms in cpu.items()))
+        return out
 
     # -- one phase ---------------------------------------------------------------------------
 
@@ -400,7 +436,10 @@ def _caller(broker: str, work: Any, answers: Any) -> None:
         while (item := work.get()) is not None:
             kind, what, params = item
             t0 = time.time()
-            if kind == "single":
+            if kind == "ping":
+                client.call("api", "ping")
+                answers.put({"t0": t0, "t1": time.time()})
+            elif kind == "single":
                 doc = client.call("api", "create_instance", params)
                 answers.put({"id": doc["id"], "t0": t0, "t1": time.time()})
             elif kind == "create_instances":
