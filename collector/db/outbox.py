@@ -23,12 +23,11 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from collector import ids, wire
 from collector.config import Settings
-from collector.db import insert_now, record_outbox_row, settings_of
+from collector.db import insert_objects_now, record_outbox_row, settings_of
 from collector.db.transactions import RELAYED_BY_CALLER
 from collector.jobcontext import current_job
 from collector.models.jobs import QueuedJob
@@ -58,7 +57,7 @@ def write(
 ) -> OutboxMessage:
     """Add one outbox row to the session; it is relayed after the commit.
     ``awaiting_receipt``: sent again until its receiver writes its receipt (events).
-    ``at_once``: inserted now (``written_at_once``) rather than at the next flush."""
+    ``at_once``: inserted now (``insert_objects_now``) rather than at the next flush."""
     row = OutboxMessage(
         kind=kind, name=name, payload=payload, queue=queue, routing_key=routing_key,
         task_id=task_id or f"msg-{ids.new_uuid()}{ids.new_uuid()}",
@@ -66,31 +65,10 @@ def write(
     )
     if session.info.get(RELAYED_BY_CALLER):
         row.claimed_until = utcnow() + timedelta(seconds=settings_of(session).outbox_claim_sec)
-    if at_once and written_at_once(session, OutboxMessage, row, OutboxMessage.id):
-        record_outbox_row(session, row, written=True)
-    else:
+    if not (at_once and insert_objects_now(session, [row])):
         session.add(row)  # flushed with the caller's other rows (one multi-row INSERT)
-        record_outbox_row(session, row)
+    record_outbox_row(session, row)
     return row
-
-
-def written_at_once(session: Session, model: Any, row: Any, returning: Any = None) -> bool:
-    """Insert ``row`` (a new ``model`` object) now, by itself (``insert_now``), never added to
-    the session; its ``returning`` column set from the database. Only outside a savepoint,
-    whose rollback would leave the object looking written: False, nothing done, there.
-
-    For a caller that writes one job or one message and never reads it back as an object
-    in its transaction (a request queueing its job): the unit of work's flush of a row costs
-    twice the CPU of the insert itself."""
-    if session.in_nested_transaction():
-        return False
-    state = sa_inspect(row)
-    values = {attr.key: state.dict[attr.key] for attr in state.mapper.column_attrs
-              if attr.key in state.dict}
-    returned = insert_now(session, model, [values], returning)
-    if returning is not None:
-        setattr(row, returning.key, returned[0])
-    return True
 
 
 def job_message(session: Session, job: QueuedJob, expires: int | None = None,
@@ -122,8 +100,8 @@ class Jobs:
         """Queue ``job_name(*args)`` for the node queue ``queue``; returns the job id.
 
         ``at_once``: its ledger row and its message are inserted now, one statement each,
-        instead of at the next flush (``written_at_once``; a savepoint keeps them to the
-        flush): for a caller that writes one job and never reads it back as an object.
+        instead of at the next flush (``collector.db.insert_objects_now``; a savepoint keeps
+        them to the flush): a flush of the unit of work costs twice the CPU of the inserts.
 
         ``generation``: the placement generation of the instance the job is for.
         ``held``: the job waits in the ledger (state ``held``, no message sent yet) until the
@@ -144,7 +122,7 @@ class Jobs:
                         session_id=parent.session_id if parent else job_id)
         if not held:  # the message first: it sets the job's redelivery time
             job_message(session, job, expires, at_once)
-        if not (at_once and written_at_once(session, QueuedJob, job)):
+        if not (at_once and insert_objects_now(session, [job])):
             session.add(job)
         return job_id
 

@@ -21,7 +21,6 @@ from collector.config import Settings, load_settings
 from collector.db.engine import session_factory
 
 OUTBOX_ROWS = "outbox_rows"  # session.info key: outbox rows written in this transaction
-OUTBOX_ROWS_WRITTEN = "outbox_rows_written"  # session.info key: ids of those inserted at once
 # session.info key: True when the caller publishes this transaction's rows after its commit.
 RELAYED_BY_CALLER = "outbox_relayed_by_caller"
 
@@ -74,14 +73,12 @@ class UnitOfWork:
                     raise
                 # Rows written in a savepoint that rolled back are transient again: they
                 # were never committed and must not be published.
-                written = session.info.get(OUTBOX_ROWS_WRITTEN, ())
                 self.outbox_rows = [row for row in session.info.get(OUTBOX_ROWS, ())
-                                    if id(row) in written or not sa_inspect(row).transient]
+                                    if not sa_inspect(row).transient]
             else:
                 session.rollback()
         finally:
             session.info.pop(OUTBOX_ROWS, None)
-            session.info.pop(OUTBOX_ROWS_WRITTEN, None)
             session.close()
 
 
@@ -97,10 +94,6 @@ def settings_of(session: Session) -> Settings:
     return session.info.get("settings") or load_settings()
 
 
-def record_outbox_row(session: Session, row: Any, written: bool = False) -> None:
-    """Remember an outbox row written in this transaction (relayed after the commit).
-    ``written``: inserted already, outside any savepoint (not added to the session): only
-    the whole transaction's rollback undoes it."""
+def record_outbox_row(session: Session, row: Any) -> None:
+    """Remember an outbox row written in this transaction (relayed after the commit)."""
     session.info.setdefault(OUTBOX_ROWS, []).append(row)
-    if written:
-        session.info.setdefault(OUTBOX_ROWS_WRITTEN, set()).add(id(row))

@@ -200,9 +200,8 @@ def _image_and_room_statement(session: Session) -> Any:
     dialect = dialect_name(session)
     stmt = _IMAGE_AND_ROOM.get((dialect, fits))
     if stmt is None:
-        named = any_of(Network.uuid, "networks") if dialect == "postgresql" else \
-            Network.uuid.in_(bindparam("networks", expanding=True))
-        found = select(func.count(Network.id)).where(named).scalar_subquery()
+        found = select(func.count(Network.id)).where(
+            any_of(Network.uuid, "networks", dialect)).scalar_subquery()
         stmt = _IMAGE_AND_ROOM[(dialect, fits)] = select(Image, _BOOT_SIZE, fits, found).where(
             Image.uuid == bindparam("image_uuid"))
     return stmt
